@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Each sets up .venv as needed.
+# torch==2.13.0 is installed first: a CPU wheel is provided locally, and an unpinned torch
+# would pull gigabytes of CUDA packages.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.dualcurate-installed
+PLUGIN_DIRS := $(sort $(wildcard plugins/*))
+PYPROJECTS := core/pyproject.toml examples/dualcurate-hello/pyproject.toml $(wildcard plugins/*/pyproject.toml)
+EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "examples/dualcurate-hello[test]"
+PYTEST := $(VENV)/bin/python -m pytest
+
+.PHONY: install demo test test-slow test-faults test-vllm lint bench clean
+
+$(STAMP): $(PYPROJECTS) Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(EDITABLES) "transformers[serving]" pytest-timeout ruff
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/curate
+
+# The default suite: everything but slow, fault-injection and vllm tests.
+test: install
+	$(PYTEST) -m "not slow and not faults and not vllm" -q
+
+test-slow: install
+	$(PYTEST) -m "slow" -q
+
+test-faults: install
+	$(PYTEST) -m "faults" -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

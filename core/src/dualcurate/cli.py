@@ -1,0 +1,260 @@
+"""The ``curate`` command line. It only combines the plugin registry with configuration:
+everything it does is available from Python (``Pipeline``, ``RunStore``, the stage classes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dualcurate.errors import DualcurateError
+from dualcurate.plugins import PluginHost, env_plugin_names
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class State:
+    def __init__(self, host: PluginHost, selected: list[str], debug: bool):
+        self.host = host
+        self.selected = selected
+        self.debug = debug
+
+
+def _prescan(argv: Sequence[str]) -> tuple[list[str], list[str], bool]:
+    """Read --plugin/--no-plugin/--debug before click parses, so plugins can add commands."""
+    select, block, debug = [], [], False
+    it = iter(range(len(argv)))
+    for i in it:
+        arg = argv[i]
+        for flag, dest in (("--plugin", select), ("--no-plugin", block)):
+            if arg == flag and i + 1 < len(argv):
+                dest.append(argv[i + 1])
+                next(it, None)
+            elif arg.startswith(flag + "="):
+                dest.append(arg.split("=", 1)[1])
+        if arg == "--debug":
+            debug = True
+        if not arg.startswith("-") and (i == 0 or argv[i - 1] not in ("--plugin", "--no-plugin")):
+            break  # the subcommand: options after it are its own
+    return select, block, debug
+
+
+def _progress_factory(progress: Any):
+    from dualcurate.progress import RichProgress
+
+    return lambda name: RichProgress(progress, name)
+
+
+def _make_progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),
+                    TextColumn("errors {task.fields[errors]}"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+
+
+def run_recipe(state: State, recipe_path: str | None, out: str | None,
+               overrides: Sequence[str]) -> None:
+    from dualcurate.pipeline import Pipeline
+    from dualcurate.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    pipeline = Pipeline(recipe, host=state.host, selected=state.selected)
+    pipeline.validate()
+    target = out or recipe.run.out or f"runs/{recipe.run.name}"
+    with _make_progress() as progress:
+        store = pipeline.run(target, progress_factory=_progress_factory(progress),
+                             log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"))
+    table = Table(title=f"run {store.root}")
+    for col in ("stage", "plugin", "status", "rows in", "rows out", "seconds"):
+        table.add_column(col)
+    for rec in store.manifest["stages"]:
+        table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
+                      str(rec["rows_out"]), f"{rec['seconds']:.1f}")
+    err_console.print(table)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--plugin", "plugins", multiple=True, metavar="NAME",
+              help="Load plugin NAME (entry point in group 'dualcurate'); the stage it "
+                   "implements runs with it. Repeatable. Also DUALCURATE_PLUGINS=a,b.")
+@click.option("--no-plugin", "no_plugins", multiple=True, metavar="NAME",
+              help="Do not load plugin NAME.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="dualcurate")
+@click.pass_context
+def cli(ctx: click.Context, plugins: tuple[str, ...], no_plugins: tuple[str, ...],
+        debug: bool) -> None:
+    """dualcurate: curate reasoning data for multimodal LLMs.
+
+    With no command, runs the default recipe (the offline demo) into runs/demo.
+    """
+    if ctx.obj is None:  # invoked without main() (tests calling cli directly)
+        ctx.obj = build_state(list(plugins), list(no_plugins), debug)
+    if ctx.invoked_subcommand is None:
+        run_recipe(ctx.obj, None, None, [])
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def plugins_cmd(state: State, as_json: bool) -> None:
+    """List installed plugins, what they register, and any that failed to load."""
+    infos = state.host.plugin_infos()
+    if as_json:
+        click.echo(json.dumps([i.to_json() for i in infos], indent=2))
+        return
+    table = Table(title="dualcurate plugins")
+    for col in ("name", "distribution", "version", "registers", "status"):
+        table.add_column(col)
+    for info in infos:
+        regs = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(info.registers.items()))
+        status = (f"[red]error: {info.error}[/red]" if info.error
+                  else ("loaded" if info.hooks else "[dim]not loaded[/dim]"))
+        table.add_row(info.name, info.distribution or "", info.version or "", regs, status)
+    out_console.print(table)
+
+
+@cli.command("validate")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
+@click.pass_obj
+def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE against every stage's Config; report all problems at once."""
+    from dualcurate.pipeline import Pipeline
+    from dualcurate.recipe import load_recipe
+
+    pipeline = Pipeline(load_recipe(recipe, list(overrides)), host=state.host,
+                        selected=state.selected)
+    resolved = pipeline.validate()
+    click.echo(f"{recipe}: ok ({', '.join(f'{r.name}={r.plugin}' for r in resolved)})")
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: "
+              "[run] out, else runs/<name>).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a recipe value, e.g. --set distill.samples_per_question=4.")
+@click.pass_obj
+def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[str, ...]) -> None:
+    """Run RECIPE (default: the built-in default recipe); rerunning resumes."""
+    run_recipe(state, recipe, out, overrides)
+
+
+@cli.command("inspect")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--stage", help="Stage whose rows to show (default: the last with rows).")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--columns", help="Comma-separated columns to show.")
+def inspect_cmd(run: str, stage: str | None, limit: int, columns: str | None) -> None:
+    """Show a run's stages, or rows of one stage."""
+    from dualcurate.store import RunStore
+
+    store = RunStore(run, create=False)
+    stage = stage or _last_stage_with_rows(store)
+    if stage is None:
+        raise DualcurateError(f"run {run}: no stage has rows yet")
+    rows = []
+    for table in store.iter_tables(stage):
+        rows.extend(table.slice(0, limit - len(rows)).to_pylist())
+        if len(rows) >= limit:
+            break
+    if not rows and stage not in {s["name"] for s in store.manifest["stages"]}:
+        names = ", ".join(s["name"] for s in store.manifest["stages"])
+        raise DualcurateError(f"run {run}: no stage {stage!r}; stages: {names}")
+    cols = columns.split(",") if columns else list(rows[0].keys()) if rows else []
+    table = Table(title=f"{run} / {stage} (first {len(rows)} of {store.count_rows(stage)})")
+    for col in cols:
+        table.add_column(col, overflow="fold", max_width=60)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in cols])
+    out_console.print(table)
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 300 else text[:297] + "…"
+
+
+def _last_stage_with_rows(store: Any) -> str | None:
+    for rec in reversed(store.manifest["stages"]):
+        if store.finished_shards(rec["name"]):
+            return rec["name"]
+    return None
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--stage", required=True)
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "hf"]), default="parquet",
+              show_default=True)
+@click.option("--all-rows", is_flag=True, help="Include rows a filter dropped (keep=false).")
+def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool) -> None:
+    """Write a stage's rows out as Parquet, JSON lines or a datasets.save_to_disk folder."""
+    from dualcurate.export import export_stage
+
+    n = export_stage(run, stage, to, fmt, all_rows=all_rows)
+    click.echo(f"wrote {n} rows of {run}/{stage} to {to} ({fmt})")
+
+
+def build_state(select: list[str], block: list[str], debug: bool) -> State:
+    select = [*select, *[n for n in env_plugin_names() if n not in select]]
+    host = PluginHost(select=select, block=block)
+    return State(host, select, debug)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    select, block, debug = _prescan(argv)
+    debug = debug or bool(os.environ.get("DUALCURATE_DEBUG"))
+    try:
+        state = build_state(select, block, debug)
+        state.host.register_commands(cli)
+        cli.main(args=argv, prog_name="curate", obj=state, standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DualcurateError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print("[bold red]error:[/bold red] " + escape(str(exc)), highlight=False,
+                          soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: committed shards are kept; rerun the same command "
+                          "to resume")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print("[bold red]internal error:[/bold red] "
+                          + escape(f"{type(exc).__name__}: {exc} (rerun with --debug for the "
+                                   f"traceback)"), highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""What a stage gets while it runs: the run store, the request cache, the plugin host, a
+progress reporter and helpers to build engines and other stages by registered name."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dualcurate.cache import RequestCache
+from dualcurate.engine import (
+    ChatRequest,
+    Completion,
+    Engine,
+    GenerationStats,
+    SamplingParams,
+    generate_cached,
+)
+from dualcurate.progress import NullProgress, StageProgress
+from dualcurate.store import ImageStore, RunStore
+
+if TYPE_CHECKING:
+    from dualcurate.plugins import PluginHost
+    from dualcurate.stages import Stage
+
+
+@dataclass
+class StageContext:
+    """Per-stage runtime services. ``ephemeral()`` makes one for library use (temp dir)."""
+
+    stage_name: str
+    workdir: Path
+    store: RunStore | None = None
+    cache: RequestCache | None = None
+    host: PluginHost | None = None
+    seed: int = 0
+    progress: StageProgress = field(default_factory=NullProgress)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("dualcurate"))
+    options: dict[str, Any] = field(default_factory=dict)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    _engines: dict[str, Engine] = field(default_factory=dict)
+
+    @property
+    def images(self) -> ImageStore | None:
+        return self.store.images if self.store is not None else None
+
+    @classmethod
+    def ephemeral(cls, stage_name: str = "stage", root: str | Path | None = None,
+                  host: PluginHost | None = None, seed: int = 0) -> StageContext:
+        """A context backed by a fresh run store in a temporary directory."""
+        root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="dualcurate-"))
+        store = RunStore(root)
+        return cls(stage_name=stage_name, workdir=store.artifacts_dir(stage_name), store=store,
+                   cache=RequestCache(root / "cache.sqlite"), host=host, seed=seed)
+
+    # engines --------------------------------------------------------------------------------
+    def engine(self, name: str, config: dict[str, Any]) -> Engine:
+        """An engine by registered name, set up once and reused for the rest of the stage."""
+        from dualcurate.cache import canonical_json
+
+        key = name + canonical_json(config)
+        if key not in self._engines:
+            if self.host is None:
+                from dualcurate.plugins import PluginHost
+
+                self.host = PluginHost()
+            cls = self.host.get("engine", name)
+            engine = cls(config)
+            engine.setup(self)
+            self._engines[key] = engine
+        return self._engines[key]
+
+    def generate(self, engine: Engine, requests: Sequence[ChatRequest],
+                 sampling: SamplingParams) -> list[list[Completion]]:
+        """Generate through the run's request cache, reporting progress."""
+        return generate_cached(engine, requests, sampling, self.cache, self.progress, self.stats)
+
+    def make_stage(self, kind: str, name: str, config: dict[str, Any] | None = None) -> Stage:
+        """Another stage by registered name (an efficacy judge building its trainer, say)."""
+        if self.host is None:
+            from dualcurate.plugins import PluginHost
+
+            self.host = PluginHost()
+        return self.host.get(kind, name)(config or {})
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()

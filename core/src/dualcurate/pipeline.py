@@ -1,0 +1,290 @@
+"""The pipeline: resolve a recipe against the plugin host, validate it, run it into a store.
+
+Resume rules. Each stage has a signature: its plugin, class version and config (minus runtime
+fields), chained with the upstream stage's signature. A rerun with the same signature skips
+committed shards (map stages and sources) or the whole stage (whole-dataset stages, once done).
+A changed signature hides that stage's old shards and everything downstream recomputes; model
+calls still come from the request cache, so nothing already generated is paid for twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dualcurate.cache import RequestCache
+from dualcurate.context import StageContext
+from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
+from dualcurate.executors import kept
+from dualcurate.plugins import STAGE_KINDS, PluginHost
+from dualcurate.progress import NullProgress, StageProgress
+from dualcurate.recipe import Recipe, format_validation
+from dualcurate.stages import DatasetStage, MapStage, Source, Stage
+from dualcurate.store import RunStore
+
+ProgressFactory = Callable[[str], StageProgress]
+
+
+@dataclass
+class ResolvedStage:
+    """A recipe stage bound to its class and validated config."""
+
+    name: str
+    kind: str
+    plugin: str
+    stage: Stage
+
+
+class Pipeline:
+    """Runs a recipe. ``selected`` are plugin (entry-point) names from ``--plugin``: the stage
+    kinds they implement run with them, overriding the recipe's ``use``."""
+
+    def __init__(self, recipe: Recipe, host: PluginHost | None = None,
+                 selected: Sequence[str] = ()):
+        self.recipe = recipe
+        self.selected = list(selected)
+        if host is None:
+            host = PluginHost(select=self.selected)
+            if not host.autoload:  # load only what is named: --plugin and the recipe's uses
+                for spec in recipe.stages:
+                    if spec.use in host.entry_points():
+                        host.load(spec.use)
+        self.host = host
+        self.overrides = self._overrides()
+        self._resolved: list[ResolvedStage] | None = None
+
+    # resolution ----------------------------------------------------------------------------
+    def _overrides(self) -> dict[str, str]:
+        """stage kind -> registered name chosen by --plugin."""
+        chosen: dict[str, str] = {}
+        kinds_in_recipe = {s.kind for s in self.recipe.stages}
+        for plugin in self.selected:
+            registers = self.host.stage_kinds_of(plugin)
+            stage_kinds = {k: v for k, v in registers.items() if k in STAGE_KINDS}
+            for kind, names in stage_kinds.items():
+                name = plugin if plugin in names else (names[0] if len(names) == 1 else None)
+                if name is None:
+                    raise DualcurateError(
+                        f"plugin {plugin!r} registers several {kind}s ({', '.join(names)}); "
+                        f"choose one in the recipe's use = \"...\" instead of --plugin")
+                if kind not in kinds_in_recipe:
+                    raise DualcurateError(
+                        f"plugin {plugin!r} implements the {kind} stage but recipe "
+                        f"{self.recipe.source} has no {kind} stage; add one or drop the plugin")
+                chosen[kind] = name
+            if "executor" in registers:
+                self.recipe.run.executor = registers["executor"][0]
+        return chosen
+
+    def plugin_for(self, kind: str, use: str) -> str:
+        return self.overrides.get(kind, use)
+
+    def validate(self) -> list[ResolvedStage]:
+        """Bind every stage to its class and validate every config; raise one RecipeError
+        listing all problems (with their TOML paths)."""
+        if self._resolved is not None:
+            return self._resolved
+        problems: list[str] = []
+        resolved: list[ResolvedStage] = []
+        for spec in self.recipe.stages:
+            plugin = self.plugin_for(spec.kind, spec.use)
+            try:
+                cls = self.host.get(spec.kind, plugin)
+            except DualcurateError as exc:
+                problems.append(f"[{spec.name}] use: {exc}")
+                continue
+            try:
+                stage = cls(spec.options_for(plugin))
+            except ValidationError as exc:
+                problems.extend(format_validation(spec.name, exc))
+                continue
+            problems.extend(f"[{spec.name}] {p}" for p in stage.check(self.host))
+            resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
+        if self.recipe.run.executor not in self.host.executors():
+            problems.append(f"[run] executor: {self.recipe.run.executor!r} is not registered; "
+                            f"registered: {', '.join(self.host.executors())}")
+        if problems:
+            raise RecipeError(self.recipe.source, problems)
+        self._resolved = resolved
+        return resolved
+
+    def resolved_recipe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"run": self.recipe.run.model_dump()}
+        for r in self.validate():
+            out[r.name] = {"kind": r.kind, "use": r.plugin,
+                           **r.stage.config.model_dump(mode="json")}
+        return out
+
+    # running -------------------------------------------------------------------------------
+    def run(self, out: str | Path | None = None,
+            progress_factory: ProgressFactory | None = None,
+            log: Callable[[str], None] | None = None) -> RunStore:
+        """Run (or resume) every stage into the run directory ``out``."""
+        stages = self.validate()
+        out = out or self.recipe.run.out or f"runs/{self.recipe.run.name}"
+        store = RunStore(out)
+        self._check_compatible(store)
+        manifest = store.manifest
+        manifest["recipe"] = self.resolved_recipe()
+        manifest["recipe_source"] = self.recipe.source
+        manifest["plugins"] = self.host.loaded_versions()
+        manifest["status"] = "running"
+        manifest["shard_size"] = self.recipe.run.shard_size
+        store.save_manifest()
+        cache_path = Path(self.recipe.run.cache) if self.recipe.run.cache else store.root / "cache.sqlite"
+        cache = RequestCache(cache_path)
+        progress_factory = progress_factory or (lambda name: NullProgress())
+        log = log or (lambda msg: None)
+        upstream_sig = ""
+        upstream: str | None = None
+        try:
+            for rs in stages:
+                sig = hashlib.sha256(f"{upstream_sig}|{rs.plugin}|{rs.stage.signature()}"
+                                     .encode()).hexdigest()[:16]
+                rec = store.stage_record(rs.name)
+                if rec.get("signature") not in (None, sig):
+                    log(f"{rs.name}: configuration or upstream changed; recomputing")
+                    store.clear_stage(rs.name)
+                    rec.update(status="pending", rows_in=0, rows_out=0, seconds=0.0)
+                rec.update(signature=sig, plugin=rs.plugin, kind=rs.kind)
+                upstream_sig = sig
+                if rec["status"] == "done":
+                    log(f"{rs.name}: done already, skipped")
+                    upstream = rec.get("rows_stage", rs.name)
+                    continue
+                rec["status"] = "running"
+                store.save_manifest()
+                ctx = StageContext(stage_name=rs.name, workdir=store.artifacts_dir(rs.name),
+                                   store=store, cache=cache, host=self.host,
+                                   seed=self.recipe.run.seed,
+                                   progress=progress_factory(rs.name))
+                started = time.monotonic()
+                try:
+                    upstream = self._run_stage(rs, ctx, store, rec, upstream)
+                except DualcurateError:
+                    rec["status"] = "failed"
+                    raise
+                except Exception as exc:
+                    rec["status"] = "failed"
+                    rec["error"] = f"{type(exc).__name__}: {exc}"
+                    raise StageFailed(f"stage {rs.name} ({rs.plugin}) failed: "
+                                      f"{type(exc).__name__}: {exc}. Committed shards are "
+                                      f"kept; fix the cause and rerun the same command to "
+                                      f"resume.") from exc
+                finally:
+                    rec["seconds"] = round(rec.get("seconds", 0.0) + time.monotonic() - started, 3)
+                    ctx.progress.stop()
+                    ctx.close()
+                    store.save_manifest()
+                rec["status"] = "done"
+                rec["rows_stage"] = upstream
+                rec.pop("error", None)
+                store.save_manifest()
+            manifest["status"] = "done"
+        except BaseException:
+            manifest["status"] = "failed"
+            raise
+        finally:
+            store.save_manifest()
+            cache.close()
+        return store
+
+    def _check_compatible(self, store: RunStore) -> None:
+        old = store.manifest.get("shard_size")
+        new = self.recipe.run.shard_size
+        if old is not None and old != new and any(
+                store.finished_shards(s["name"]) for s in store.manifest["stages"]):
+            raise StoreError(
+                f"run {store.root}: started with shard_size={old}, this command asks for "
+                f"{new}. Changing it would re-cut committed shards. Rerun with --set "
+                f"run.shard_size={old}, or start a new run with another --out.")
+
+    def _run_stage(self, rs: ResolvedStage, ctx: StageContext, store: RunStore,
+                   rec: dict[str, Any], upstream: str | None) -> str:
+        stage = rs.stage
+        if isinstance(stage, Source):
+            self._run_source(stage, ctx, store, rec)
+            return rs.name
+        if upstream is None:
+            raise DualcurateError(f"[{rs.name}]: a {rs.kind} stage needs a source before it")
+        if isinstance(stage, MapStage):
+            todo_all = store.finished_shards(upstream)
+            done = set(store.finished_shards(rs.name))
+            todo = [i for i in todo_all if i not in done]
+            rec["rows_in"] = sum(kept(store.read_shard(upstream, i)).num_rows for i in todo_all)
+            ctx.progress.start(rec["rows_in"], unit="rows")
+            ctx.progress.advance(sum(kept(store.read_shard(upstream, i)).num_rows for i in done))
+            executor = self.host.get("executor", self.recipe.run.executor)(
+                self.recipe.run.executor_options)
+            if todo:
+                stage.setup(ctx)
+                try:
+                    for shard in executor.run_shards(stage, ctx, store, upstream, todo):
+                        ctx.progress.advance(shard.rows_in)
+                finally:
+                    stage.teardown()
+            rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
+            return rs.name
+        if isinstance(stage, DatasetStage):
+            dataset = store.dataset(upstream)
+            if "keep" in dataset.column_names:
+                dataset = dataset.filter(lambda k: k is not False, input_columns="keep")
+            rec["rows_in"] = len(dataset)
+            stage.setup(ctx)
+            try:
+                result = stage.run(dataset, ctx)
+            finally:
+                stage.teardown()
+            rec["artifacts"] = result.artifacts
+            rec["report"] = result.report
+            if result.dataset is None:
+                rec["rows_out"] = rec["rows_in"]
+                return upstream
+            store.remove_shards(rs.name)
+            size = self.recipe.run.shard_size
+            arrow_view = result.dataset.with_format("arrow")
+            for i, start in enumerate(range(0, max(len(result.dataset), 1), size)):
+                store.write_shard(rs.name, i, arrow_view[start:start + size])
+            rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
+            return rs.name
+        raise DualcurateError(f"[{rs.name}]: {type(stage).__name__} is neither a Source, a "
+                              f"MapStage nor a DatasetStage")
+
+    def _run_source(self, stage: Source, ctx: StageContext, store: RunStore,
+                    rec: dict[str, Any]) -> None:
+        size = self.recipe.run.shard_size
+        done = set(store.finished_shards(ctx.stage_name))
+        buffer: list[dict[str, Any]] = []
+        index = 0
+        total = 0
+        ctx.progress.start(0, unit="rows")
+        stage.setup(ctx)
+        try:
+            def flush(rows: list[dict[str, Any]]) -> None:
+                nonlocal index
+                if index not in done:
+                    store.write_shard(ctx.stage_name, index, rows)
+                index += 1
+
+            for batch in stage.read(ctx):
+                for row in batch:
+                    buffer.append(row)
+                    if len(buffer) == size:
+                        flush(buffer)
+                        total += len(buffer)
+                        ctx.progress.advance(len(buffer))
+                        buffer = []
+            if buffer:
+                flush(buffer)
+                total += len(buffer)
+                ctx.progress.advance(len(buffer))
+        finally:
+            stage.teardown()
+        rec["rows_in"] = total
+        rec["rows_out"] = total

@@ -1,0 +1,269 @@
+"""The plugin host: a typed wrapper around pluggy's PluginManager.
+
+Plugins are entry points in group ``dualcurate``; the entry-point name is what ``--plugin``
+takes. Core's own parts are registered the same way (``dualcurate.builtins``). Loading is
+per entry point and failure-tolerant: a plugin that fails to import is recorded with its error
+and the rest still load. Core code never calls ``pm.hook`` untyped: it asks the host.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from dualcurate import hookspecs
+from dualcurate.errors import DualcurateError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "dualcurate"
+
+#: registry kind -> hook that fills it
+KIND_HOOKS: dict[str, str] = {
+    "source": "dualcurate_register_sources",
+    "distiller": "dualcurate_register_distillers",
+    "verifier": "dualcurate_register_verifiers",
+    "filter": "dualcurate_register_filters",
+    "trainer": "dualcurate_register_trainers",
+    "efficacy_judge": "dualcurate_register_efficacy_judges",
+    "engine": "dualcurate_register_engines",
+    "executor": "dualcurate_register_executors",
+}
+STAGE_KINDS = ("source", "distiller", "verifier", "filter", "trainer", "efficacy_judge")
+
+
+@dataclass
+class PluginInfo:
+    """One row of ``curate plugins``."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+    registers: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "hooks": self.hooks, "registers": self.registers, "error": self.error}
+
+
+def _core_version() -> str | None:
+    try:
+        return md.version("dualcurate")
+    except md.PackageNotFoundError:
+        return None
+
+
+def env_plugin_names() -> list[str]:
+    raw = os.environ.get("DUALCURATE_PLUGINS", "")
+    return [n.strip() for n in raw.split(",") if n.strip()]
+
+
+def autoload_enabled() -> bool:
+    return os.environ.get("DUALCURATE_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0", "false")
+
+
+class PluginHost:
+    """Loads plugins and answers "which class is registered under this name for this kind".
+
+    ``autoload=True`` loads every installed entry point (minus ``block``); with
+    ``autoload=False`` only ``select`` are loaded (plus the built-ins unless
+    ``builtins=False``).
+    """
+
+    def __init__(self, autoload: bool | None = None, select: Iterable[str] = (),
+                 block: Iterable[str] = (), builtins: bool = True):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.autoload = autoload_enabled() if autoload is None else autoload
+        self.blocked = set(block)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registry: dict[str, dict[str, type]] | None = None
+        self._owners: dict[tuple[str, str], str] = {}
+        if builtins:
+            from dualcurate import builtins as builtin_plugin
+
+            self.register(builtin_plugin, name="builtins", distribution="dualcurate",
+                          version=_core_version())
+        wanted = list(select)
+        if self.autoload:
+            self.load_all()
+        for name in wanted:
+            self.load(name)
+        self.pm.check_pending()
+
+    # loading ---------------------------------------------------------------------------------
+    @staticmethod
+    def entry_points() -> dict[str, md.EntryPoint]:
+        eps: dict[str, md.EntryPoint] = {}
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            eps.setdefault(ep.name, ep)
+        return eps
+
+    def installed_names(self) -> list[str]:
+        return sorted({*self.entry_points(), *self.infos})
+
+    def load_all(self) -> None:
+        for name in self.entry_points():
+            if name not in self.blocked and name not in self.infos:
+                self.load(name, strict=False)
+
+    def load(self, name: str, strict: bool = True) -> PluginInfo:
+        """Load the entry point ``name``. Unknown names raise (listing what is installed);
+        import errors raise when ``strict`` and are recorded either way."""
+        if name in self.infos:
+            return self.infos[name]
+        if name in self.blocked:
+            raise DualcurateError(f"plugin {name!r} is both selected and blocked (--no-plugin); "
+                                  f"drop one of the two")
+        eps = self.entry_points()
+        ep = eps.get(name)
+        if ep is None:
+            installed = ", ".join(sorted(eps)) or "(none)"
+            raise UnknownComponentError(
+                f"plugin {name!r}: no such plugin installed (entry point group "
+                f"'{ENTRY_POINT_GROUP}'). Installed: {installed}. Install the distribution "
+                f"that provides it (e.g. pip install dualcurate-{name.split('-')[0]}).")
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break the others
+            info = PluginInfo(name=name, distribution=dist, version=version,
+                              error=f"{type(exc).__name__}: {exc}")
+            info.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+            self.infos[name] = info
+            if strict:
+                raise DualcurateError(f"plugin {name!r} ({dist}) failed to import: "
+                                      f"{info.error}. Reinstall it or run without it "
+                                      f"(--no-plugin {name}).") from exc
+            return info
+        return self.register(obj, name=name, distribution=dist, version=version)
+
+    def register(self, plugin: object, name: str | None = None, distribution: str | None = None,
+                 version: str | None = None) -> PluginInfo:
+        """Register a plugin object (module or class instance with hookimpls)."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.pm.get_plugin(name) is None:
+            self.pm.register(plugin, name=name)
+        hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        info = PluginInfo(name=name, distribution=distribution, version=version, hooks=hooks)
+        self.infos[name] = info
+        self._registry = None
+        self.pm.check_pending()
+        return info
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.infos.pop(name, None)
+        self._registry = None
+
+    # registry --------------------------------------------------------------------------------
+    def _build_registry(self) -> dict[str, dict[str, type]]:
+        registry: dict[str, dict[str, type]] = {kind: {} for kind in KIND_HOOKS}
+        self._owners = {}
+        for info in self.infos.values():
+            info.registers = {}
+        for kind, hook_name in KIND_HOOKS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = self.pm.get_name(impl.plugin) or "?"
+
+                def register(cls: type, name: str | None = None, _kind: str = kind,
+                             _owner: str = plugin_name) -> None:
+                    reg_name = name or getattr(cls, "name", "") or cls.__name__
+                    registry[_kind][reg_name] = cls
+                    self._owners[(_kind, reg_name)] = _owner
+                    info = self.infos.get(_owner)
+                    if info is not None:
+                        info.registers.setdefault(_kind, []).append(reg_name)
+
+                impl.function(register=register)
+        return registry
+
+    @property
+    def registry(self) -> dict[str, dict[str, type]]:
+        if self._registry is None:
+            self._registry = self._build_registry()
+        return self._registry
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.registry[kind])
+
+    def get(self, kind: str, name: str) -> type:
+        """The class registered under ``name`` for ``kind``; unknown names list the choices."""
+        if kind not in KIND_HOOKS:
+            raise UnknownComponentError(f"stage kind {kind!r}: not one of {', '.join(KIND_HOOKS)}")
+        try:
+            return self.registry[kind][name]
+        except KeyError:
+            have = ", ".join(self.names(kind)) or "(none)"
+            hint = (f"load the plugin that provides it with --plugin {name}"
+                    if name in self.entry_points() else
+                    "install the plugin that provides it, or pick one of those")
+            raise UnknownComponentError(
+                f"{kind} {name!r}: nothing registered under that name. Registered {kind}s: "
+                f"{have}. {hint}.") from None
+
+    def owner(self, kind: str, name: str) -> str | None:
+        self.registry  # noqa: B018 - builds owners
+        return self._owners.get((kind, name))
+
+    def sources(self) -> dict[str, type]:
+        return dict(self.registry["source"])
+
+    def distillers(self) -> dict[str, type]:
+        return dict(self.registry["distiller"])
+
+    def verifiers(self) -> dict[str, type]:
+        return dict(self.registry["verifier"])
+
+    def filters(self) -> dict[str, type]:
+        return dict(self.registry["filter"])
+
+    def trainers(self) -> dict[str, type]:
+        return dict(self.registry["trainer"])
+
+    def efficacy_judges(self) -> dict[str, type]:
+        return dict(self.registry["efficacy_judge"])
+
+    def engines(self) -> dict[str, type]:
+        return dict(self.registry["engine"])
+
+    def executors(self) -> dict[str, type]:
+        return dict(self.registry["executor"])
+
+    def register_commands(self, cli: Any) -> None:
+        self.pm.hook.dualcurate_register_commands(cli=cli)
+
+    # listing -----------------------------------------------------------------------------------
+    def plugin_infos(self, include_unloaded: bool = True) -> list[PluginInfo]:
+        """Every loaded plugin (and, by default, installed-but-not-loaded ones, marked as
+        such by an empty ``hooks`` list)."""
+        self.registry  # noqa: B018 - fills info.registers
+        infos = dict(self.infos)
+        if include_unloaded:
+            for name, ep in self.entry_points().items():
+                if name not in infos:
+                    infos[name] = PluginInfo(
+                        name=name, distribution=ep.dist.name if ep.dist else None,
+                        version=ep.dist.version if ep.dist else None,
+                        error=None if name not in self.blocked else "blocked (--no-plugin)")
+        return sorted(infos.values(), key=lambda i: (i.name != "builtins", i.name))
+
+    def loaded_versions(self) -> dict[str, str | None]:
+        """name -> version of every loaded plugin (recorded in the manifest)."""
+        return {n: i.version for n, i in sorted(self.infos.items()) if i.error is None}
+
+    def stage_kinds_of(self, plugin_name: str) -> dict[str, list[str]]:
+        """kind -> names a loaded plugin registers (used by --plugin to override stages)."""
+        self.registry  # noqa: B018
+        info = self.infos.get(plugin_name)
+        return dict(info.registers) if info else {}

@@ -1,0 +1,69 @@
+"""Progress reporting: stages call ``ctx.progress``; the CLI shows it with rich."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class StageProgress:
+    """Counts units done (rows or requests), tokens and errors; subclasses display them."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.tokens = 0
+        self.errors = 0
+        self.cached = 0
+        self.started = time.monotonic()
+
+    def start(self, total: int, unit: str = "rows") -> None:
+        self.total = total
+        self.unit = unit
+        self.done = 0
+        self.started = time.monotonic()
+        self._refresh()
+
+    def add_total(self, n: int) -> None:
+        self.total += n
+        self._refresh()
+
+    def advance(self, n: int = 1, tokens: int = 0, errors: int = 0, cached: bool = False) -> None:
+        self.done += n
+        self.tokens += tokens
+        self.errors += errors
+        if cached:
+            self.cached += n
+        self._refresh()
+
+    def tokens_per_s(self) -> float:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return self.tokens / elapsed
+
+    def _refresh(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class NullProgress(StageProgress):
+    """No display (library use, tests)."""
+
+
+class RichProgress(StageProgress):
+    """One rich progress bar per stage: done/total, tokens/s, errors, ETA."""
+
+    def __init__(self, progress: Any, description: str):
+        super().__init__()
+        self._progress = progress
+        self._task = progress.add_task(description, total=None, tps="", errors=0)
+
+    def _refresh(self) -> None:
+        tps = self.tokens_per_s()
+        self._progress.update(self._task, total=self.total or None, completed=self.done,
+                              tps=f"{tps:,.0f} tok/s" if self.tokens else "",
+                              errors=self.errors)
+
+    def stop(self) -> None:
+        self._refresh()

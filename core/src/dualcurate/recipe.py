@@ -1,0 +1,217 @@
+"""Recipes: TOML files naming the stages, the plugin for each and its options.
+
+```toml
+[run]
+seed = 0
+shard_size = 256
+
+[source]                 # a stage; its kind follows from the section name
+use = "synthetic"        # registered name of the class to run
+n_per_family = 100       # options, validated against that class's Config
+
+[distill]
+use = "reference"
+[distill.plugins.vllm-distill]   # options used only when vllm-distill runs this stage
+model = "Qwen/Qwen3-VL-235B-A22B-Thinking"
+```
+
+Section names map to kinds (``source``, ``distill``, ``verify``, ``filter``, ``train``,
+``judge``); other names need ``kind = "..."``. Stages run in file order unless ``[run] stages``
+lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dualcurate.errors import RecipeError
+
+SECTION_KINDS = {
+    "source": "source",
+    "distill": "distiller",
+    "verify": "verifier",
+    "filter": "filter",
+    "train": "trainer",
+    "judge": "efficacy_judge",
+}
+RESERVED_STAGE_KEYS = {"use", "kind", "plugins"}
+DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"
+
+
+class RunSection(BaseModel):
+    """``[run]``: options of the run as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"
+    seed: int = 0
+    shard_size: int = 256
+    executor: str = "local"
+    executor_options: dict[str, Any] = {}
+    cache: str | None = None
+    out: str | None = None
+    stages: list[str] | None = None
+
+
+@dataclass
+class StageSpec:
+    """One stage section of a recipe."""
+
+    name: str
+    kind: str
+    use: str
+    options: dict[str, Any] = field(default_factory=dict)
+    plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def options_for(self, plugin: str) -> dict[str, Any]:
+        return {**self.options, **self.plugin_options.get(plugin, {})}
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe. ``raw`` is the TOML as loaded with overrides applied."""
+
+    run: RunSection
+    stages: list[StageSpec]
+    source: str = "<dict>"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML value if it parses as one, else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected section.key=value")
+            continue
+        path, value = item.split("=", 1)
+        keys = [k for k in path.strip().split(".") if k]
+        if len(keys) < 2:
+            problems.append(f"--set {item!r}: name a section and a key, e.g. run.seed=1")
+            continue
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                problems.append(f"--set {item!r}: {k} is not a table")
+                break
+        else:
+            node[keys[-1]] = parse_value(value.strip())
+    if problems:
+        raise RecipeError(source, problems)
+    return raw
+
+
+def load_recipe(path: str | os.PathLike[str] | dict[str, Any] | None = None,
+                overrides: list[str] | None = None) -> Recipe:
+    """Read and structurally check a recipe (TOML path or dict; None: the default recipe).
+    Stage options are checked against plugin Configs later, by ``Pipeline.validate``."""
+    if path is None:
+        path = DEFAULT_RECIPE
+    if isinstance(path, dict):
+        raw, source = copy.deepcopy(path), "<dict>"
+    else:
+        source = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise RecipeError(source, ["file not found; pass the path of a .toml recipe "
+                                       "(see examples/)"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError(source, [f"not valid TOML: {exc}; fix the syntax at that "
+                                       f"line"]) from None
+    raw = apply_overrides(raw, overrides or [], source)
+    return recipe_from_dict(raw, source)
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
+    problems: list[str] = []
+    run_raw = raw.get("run", {})
+    try:
+        run = RunSection(**run_raw) if isinstance(run_raw, dict) else RunSection()
+        if not isinstance(run_raw, dict):
+            problems.append("[run]: must be a table")
+    except ValidationError as exc:
+        problems.extend(format_validation("run", exc))
+        run = RunSection()
+    stages: list[StageSpec] = []
+    for name, section in raw.items():
+        if name == "run":
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"{name}: top-level key {name!r} is not a stage table; stages "
+                            f"are tables like [source] with use = \"...\"")
+            continue
+        kind = section.get("kind") or SECTION_KINDS.get(name)
+        if kind is None:
+            problems.append(f"[{name}]: unknown stage section; name it one of "
+                            f"{', '.join(SECTION_KINDS)} or add kind = \"filter\" (etc.)")
+            continue
+        if kind not in SECTION_KINDS.values():
+            problems.append(f"[{name}] kind: {kind!r} is not a stage kind; use one of "
+                            f"{', '.join(SECTION_KINDS.values())}")
+            continue
+        use = section.get("use")
+        if not isinstance(use, str) or not use:
+            problems.append(f"[{name}] use: missing; name the registered {kind} to run "
+                            f"(`curate plugins` lists them)")
+            continue
+        plugin_options = section.get("plugins", {})
+        if not isinstance(plugin_options, dict) or not all(
+                isinstance(v, dict) for v in plugin_options.values()):
+            problems.append(f"[{name}.plugins]: must hold one table per plugin name")
+            plugin_options = {}
+        options = {k: v for k, v in section.items() if k not in RESERVED_STAGE_KEYS}
+        stages.append(StageSpec(name=name, kind=kind, use=use, options=options,
+                                plugin_options=plugin_options))
+    if run.stages is not None:
+        by_name = {s.name: s for s in stages}
+        missing = [n for n in run.stages if n not in by_name]
+        if missing:
+            problems.append(f"[run] stages: {', '.join(missing)} not defined as sections")
+        stages = [by_name[n] for n in run.stages if n in by_name]
+    if not stages and not problems:
+        problems.append("no stages: add at least a [source] section")
+    if stages and stages[0].kind != "source":
+        problems.append(f"[{stages[0].name}]: the first stage must be a source")
+    if problems:
+        raise RecipeError(source, problems)
+    return Recipe(run=run, stages=stages, source=source, raw=raw)
+
+
+def format_validation(section: str, exc: ValidationError) -> list[str]:
+    """pydantic errors as `[section] key.sub: message` lines."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(section)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option; check the spelling against the plugin's Config"
+        elif err["type"] == "missing":
+            msg = "required option missing"
+        got = err.get("input")
+        suffix = f" (got {got!r})" if err["type"] not in ("missing",) and not isinstance(
+            got, dict) else ""
+        out.append(f"[{section}] {loc}: {msg}{suffix}")
+    return out

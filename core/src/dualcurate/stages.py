@@ -1,0 +1,222 @@
+"""Stage base classes. Plugins subclass one of these and register it through a hook.
+
+Two shapes:
+
+* :class:`MapStage` (distillers, verifiers, most filters): ``process(rows, ctx) -> rows``, one
+  shard at a time, so an executor can run shards anywhere and a rerun skips finished ones.
+* :class:`DatasetStage` (trainers, efficacy judges, whole-dataset filters):
+  ``run(dataset, ctx) -> StageResult`` over the whole ``datasets.Dataset``.
+
+Every stage declares a pydantic ``Config`` (validated before anything runs), ``requires`` (input
+columns) and ``provides`` (columns it adds). ``setup(ctx)`` runs once per worker: load models
+there, never per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import datasets
+
+    from dualcurate.context import StageContext
+    from dualcurate.plugins import PluginHost
+
+Row = dict[str, Any]
+
+
+class StageConfig(BaseModel):
+    """Base for stage configs: unknown keys are errors, so a misspelt option fails validation.
+
+    Fields listed in ``runtime_fields`` (batch sizes, concurrency, devices) do not change a
+    stage's output and are left out of its cache signature.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    runtime_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+class Stage:
+    """Common base: a name, a kind, a validated config and a lifecycle."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    requires: ClassVar[tuple[str, ...]] = ()
+    provides: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: StageConfig | dict[str, Any] | None = None, **kwargs: Any):
+        if config is None:
+            config = self.Config(**kwargs)
+        elif isinstance(config, dict):
+            config = self.Config(**{**config, **kwargs})
+        elif kwargs:
+            config = config.model_copy(update=kwargs)
+        self.config = config
+
+    def check(self, host: PluginHost) -> list[str]:
+        """Problems beyond the Config's own validation, found before anything runs (an
+        engine name nobody registers, an optional dependency not installed). Each message
+        names the option and the fix."""
+        return []
+
+    def setup(self, ctx: StageContext) -> None:
+        """Called once per worker before the first shard: load models, open clients."""
+
+    def teardown(self) -> None:
+        """Called once per worker after the last shard."""
+
+    def signature(self) -> str:
+        """Hash of what determines this stage's output: class, version and config minus
+        runtime-only fields. A rerun with the same signature reuses committed shards."""
+        cfg = self.config.model_dump(mode="json", exclude=set(self.Config.runtime_fields))
+        payload = {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "version": self.version,
+            "config": cfg,
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Source(Stage):
+    """Reads data and yields batches (lists) of canonical rows, in a deterministic order."""
+
+    kind = "source"
+
+    def read(self, ctx: StageContext) -> Iterable[list[Row]]:
+        raise NotImplementedError
+
+
+class MapStage(Stage):
+    """A stage that maps one shard of rows to one shard of rows (same ids, added columns)."""
+
+    def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
+        raise NotImplementedError
+
+    def map_dataset(self, dataset: datasets.Dataset, ctx: StageContext | None = None,
+                    batch_size: int = 256) -> datasets.Dataset:
+        """Library use: run this stage over a ``datasets.Dataset`` without a run directory."""
+        import datasets as hf_datasets
+
+        from dualcurate.context import StageContext as Ctx
+
+        ctx = ctx or Ctx.ephemeral(stage_name=self.name or type(self).__name__)
+        self.setup(ctx)
+        try:
+            out: list[Row] = []
+            for start in range(0, len(dataset), batch_size):
+                end = min(start + batch_size, len(dataset))
+                out.extend(self.process(dataset.select(range(start, end)).to_list(), ctx))
+        finally:
+            self.teardown()
+        from dualcurate.schema import rows_to_table
+
+        return hf_datasets.Dataset(rows_to_table(out))
+
+
+class Distiller(MapStage):
+    kind = "distiller"
+
+
+class Verifier(MapStage):
+    kind = "verifier"
+
+
+class Filter(MapStage):
+    """Adds columns and a boolean ``keep``; rows with ``keep == False`` do not reach the next
+    stage but stay in this stage's shards (reports and histograms read them)."""
+
+    kind = "filter"
+
+
+@dataclass
+class StageResult:
+    """What a whole-dataset stage returns.
+
+    ``dataset``: rows for the next stage (None: pass the input through unchanged);
+    ``artifacts``: name -> path of files it wrote (model dir, plots); ``report``: JSON-able
+    figures merged into the manifest.
+    """
+
+    dataset: datasets.Dataset | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class DatasetStage(Stage):
+    """A stage that needs the whole dataset at once."""
+
+    def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
+        raise NotImplementedError
+
+
+class DatasetFilter(DatasetStage):
+    """A filter that needs the whole dataset (e.g. seeded subset carving)."""
+
+    kind = "filter"
+
+
+class Trainer(DatasetStage):
+    """Trains a model on rows; returns the model directory (safetensors + tokenizer/processor)."""
+
+    kind = "trainer"
+
+    def train(self, dataset: datasets.Dataset, ctx: StageContext) -> Path:
+        raise NotImplementedError
+
+    def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
+        model_dir = self.train(dataset, ctx)
+        return StageResult(dataset=None, artifacts={"model": str(model_dir)})
+
+
+class EfficacyJudge(DatasetStage):
+    """Decides per task group whether reasoning (L) or direct (S) training helps; returns a
+    report and the curated dataset."""
+
+    kind = "efficacy_judge"
+
+
+class Executor:
+    """Runs a map stage over shards. ``run_map`` gets the shard numbers still to do."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]] = StageConfig
+
+    def __init__(self, config: StageConfig | dict[str, Any] | None = None):
+        self.config = self.Config(**(config or {})) if not isinstance(config, StageConfig) else config
+
+    def run_map(self, job: MapJob) -> Iterator[int]:
+        """Process every shard in ``job.shards``; yield each shard number once committed."""
+        raise NotImplementedError
+
+
+@dataclass
+class MapJob:
+    """Everything an executor needs to run one map stage: picklable, so Ray can ship it."""
+
+    stage_cls: type[MapStage]
+    stage_config: dict[str, Any]
+    stage_name: str
+    upstream: str
+    shards: list[int]
+    run_dir: str
+    context_options: dict[str, Any] = field(default_factory=dict)
+
+
+STAGE_KINDS: dict[str, type[Stage]] = {
+    "source": Source,
+    "distiller": Distiller,
+    "verifier": Verifier,
+    "filter": Filter,
+    "trainer": Trainer,
+    "efficacy_judge": EfficacyJudge,
+}

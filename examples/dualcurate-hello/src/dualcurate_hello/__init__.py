@@ -1,0 +1,1 @@
+"""dualcurate-hello: the smallest useful plugin, as a template for your own."""

@@ -1,0 +1,12 @@
+"""Hook implementations (thin): each entry point is one plugin object."""
+
+from __future__ import annotations
+
+
+class _Placeholder:
+    """Registers nothing yet (stage under construction)."""
+
+
+vllm_engine = _Placeholder()
+
+vllm_distill = _Placeholder()
