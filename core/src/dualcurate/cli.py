@@ -128,7 +128,7 @@ def plugins_cmd(state: State, as_json: bool) -> None:
     for info in infos:
         regs = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(info.registers.items()))
         status = (f"[red]error: {info.error}[/red]" if info.error
-                  else ("loaded" if info.hooks else "[dim]not loaded[/dim]"))
+                  else ("loaded" if info.name in state.host.infos else "[dim]not loaded[/dim]"))
         table.add_row(info.name, info.distribution or "", info.version or "", regs, status)
     out_console.print(table)
 

@@ -1,14 +1,47 @@
-"""Hook implementations (thin): each entry point is one plugin object."""
+"""Hook implementations (thin). Each entry point is one plugin object; stage modules are
+imported inside the hooks so that listing plugins never imports torch or transformers."""
 
 from __future__ import annotations
 
-
-class _Placeholder:
-    """Registers nothing yet (stage under construction)."""
+from dualcurate import Register, hookimpl
 
 
-hf_dataset = _Placeholder()
+class HFDatasetPlugin:
+    """Entry point ``hf-dataset``: the Hugging Face datasets / files / image-folder source."""
 
-hf_engine = _Placeholder()
+    @hookimpl
+    def dualcurate_register_sources(self, register: Register) -> None:
+        from dualcurate_hf.source import HFDatasetSource
 
-hf_distill = _Placeholder()
+        register(HFDatasetSource)
+
+
+class HFEnginePlugin:
+    """Entry point ``hf``: the transformers generation engine."""
+
+    @hookimpl
+    def dualcurate_register_engines(self, register: Register) -> None:
+        from dualcurate_hf.engine import HFEngine
+
+        register(HFEngine)
+
+
+class HFDistillPlugin:
+    """Entry point ``hf-distill``: the teacher distiller on the hf engine."""
+
+    @hookimpl
+    def dualcurate_register_distillers(self, register: Register) -> None:
+        from dualcurate_hf.distill import HFDistiller
+
+        register(HFDistiller)
+
+    @hookimpl
+    def dualcurate_register_engines(self, register: Register) -> None:
+        from dualcurate_hf.engine import HFEngine
+
+        register(HFEngine)
+
+
+hf_dataset = HFDatasetPlugin()
+hf_engine = HFEnginePlugin()
+hf_distill = HFDistillPlugin()
