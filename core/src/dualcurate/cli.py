@@ -8,7 +8,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -182,12 +181,23 @@ def inspect_cmd(run: str, stage: str | None, limit: int, columns: str | None) ->
         names = ", ".join(s["name"] for s in store.manifest["stages"])
         raise DualcurateError(f"run {run}: no stage {stage!r}; stages: {names}")
     cols = columns.split(",") if columns else list(rows[0].keys()) if rows else []
-    table = Table(title=f"{run} / {stage} (first {len(rows)} of {store.count_rows(stage)})")
-    for col in cols:
-        table.add_column(col, overflow="fold", max_width=60)
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in cols])
-    out_console.print(table)
+    title = f"{run} / {stage} (first {len(rows)} of {store.count_rows(stage)})"
+    if len(cols) <= 5:
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col, overflow="fold", max_width=60)
+        for row in rows:
+            table.add_row(*[_cell(row.get(c)) for c in cols])
+        out_console.print(table)
+        return
+    out_console.print(f"[bold]{escape(title)}[/bold]")
+    for row in rows:  # wide rows read better one field per line
+        table = Table(show_header=False, title=str(row.get("id", "")), title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for col in cols:
+            table.add_row(col, escape(_cell(row.get(col))))
+        out_console.print(table)
 
 
 def _cell(value: Any) -> str:

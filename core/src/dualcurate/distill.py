@@ -1,0 +1,362 @@
+"""The teacher distiller, independent of the engine that runs the teacher.
+
+A teacher model gets each row's image(s) and question in a prompt (by default MMFineReason's
+four-phase prompt, ``prompts/four_phase.jinja``) and writes ``samples_per_question`` responses.
+Each response becomes a trace: full text, reasoning (inside ``<think>``), final answer (inside
+``<answer>`` after the think block), finish reason, token counts, model and engine. Every
+request goes through the run's request cache (``ctx.generate``), so a rerun pays only for what
+is missing. An optional caption pass fills ``caption`` from an instruct model first.
+
+``hf-distill``, ``openai-distill`` and ``vllm-distill`` are this class with the engine fixed.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import jinja2
+from pydantic import Field, ValidationError, field_validator
+
+from dualcurate.cache import canonical_json
+from dualcurate.engine import ChatRequest, Completion, Engine, SamplingParams
+from dualcurate.errors import DualcurateError, UnknownComponentError
+from dualcurate.stages import Distiller, Row, StageConfig
+
+if TYPE_CHECKING:
+    from dualcurate.context import StageContext
+    from dualcurate.plugins import PluginHost
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+DEFAULT_TEMPLATE = "four_phase.jinja"
+DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
+#: Distiller options handed to the engine when its Config has a field of that name.
+ENGINE_RUNTIME_OPTIONS = ("batch_size", "max_concurrency")
+
+
+def split_response(text: str) -> tuple[str, str]:
+    """``(reasoning, answer)`` of a teacher response.
+
+    Reasoning is the inside of the first ``<think>…</think>`` pair (or, when the chat template
+    opened the think block so only ``</think>`` appears, everything before it); an unclosed
+    ``<think>`` (a truncated response) gives all text after it and no answer. The answer is the
+    inside of the last ``<answer>…</answer>`` after the think block; none gives ``""``. Both
+    are stripped of surrounding whitespace.
+    """
+    open_at = text.find(THINK_OPEN)
+    close_at = text.find(THINK_CLOSE, open_at + len(THINK_OPEN) if open_at >= 0 else 0)
+    if close_at >= 0:
+        start = open_at + len(THINK_OPEN) if open_at >= 0 else 0
+        reasoning = text[start:close_at]
+        rest = text[close_at + len(THINK_CLOSE):]
+    elif open_at >= 0:
+        return text[open_at + len(THINK_OPEN):].strip(), ""
+    else:
+        reasoning, rest = "", text
+    answers = _ANSWER.findall(rest)
+    return reasoning.strip(), (answers[-1].strip() if answers else "")
+
+
+def strip_reasoning(text: str) -> str:
+    """The text after a think block (the whole text when there is none): for captions from
+    models that think before they answer."""
+    close_at = text.rfind(THINK_CLOSE)
+    return (text[close_at + len(THINK_CLOSE):] if close_at >= 0 else text).strip()
+
+
+def load_template(path: str | None, default: str) -> jinja2.Template:
+    """A Jinja template from a user file, or one of the defaults shipped in ``prompts/``."""
+    if path is None:
+        source = resources.files("dualcurate").joinpath("prompts", default).read_text("utf-8")
+        name = f"prompts/{default}"
+    else:
+        source = Path(path).expanduser().read_text("utf-8")
+        name = path
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                             autoescape=False)
+    template = env.from_string(source)
+    template.name = name
+    return template
+
+
+class TeacherConfig(StageConfig):
+    """Options of a teacher distiller.
+
+    ``engine_options`` go to the engine (``model`` at least). Sampling: ``temperature``,
+    ``top_p``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop``, ``sampling_extra``
+    (engine-specific, e.g. ``top_k``). ``template``: a Jinja file for the user prompt
+    (default: the four-phase prompt); ``system_prompt``: an optional system message. Both are
+    part of the rendered request and so of the cache key. ``include_caption`` shows the
+    teacher the row's caption too. The caption pass (``caption_enabled``) asks
+    ``caption_engine_options`` (default: ``engine_options``) for a dense caption of each row
+    with images and no caption yet.
+    """
+
+    engine_options: dict[str, Any] = {}
+    samples_per_question: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(16384, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    sampling_extra: dict[str, Any] = {}
+    template: str | None = None
+    system_prompt: str | None = None
+    include_caption: bool = False
+    caption_enabled: bool = False
+    caption_template: str | None = None
+    caption_engine_options: dict[str, Any] = {}
+    caption_max_tokens: int = Field(1024, ge=1)
+    caption_temperature: float = Field(0.0, ge=0.0)
+    caption_overwrite: bool = False
+    batch_size: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "max_concurrency"})
+
+    @field_validator("template", "caption_template")
+    @classmethod
+    def _template_exists(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"template file {value!r} not found; give the path of a Jinja "
+                             f"file, or leave it unset for the default prompt")
+        try:
+            load_template(value, "")
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"template {value!r}: Jinja syntax error at line {exc.lineno}: "
+                             f"{exc.message}; fix the template") from None
+        return value
+
+
+def make_trace(completion: Completion, sample_index: int, model: str, engine: str) -> dict[str, Any]:
+    """One trace dict (keys of :class:`dualcurate.schema.Trace`) from one completion."""
+    if not completion.ok:
+        return {"text": "", "reasoning": "", "answer": "", "finish_reason": None,
+                "truncated": False, "prompt_tokens": 0, "completion_tokens": 0,
+                "model": model, "engine": engine, "sample_index": sample_index,
+                "error": completion.error}
+    reasoning, answer = split_response(completion.text)
+    return {"text": completion.text, "reasoning": reasoning, "answer": answer,
+            "finish_reason": completion.finish_reason,
+            "truncated": completion.finish_reason == "length",
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "model": model, "engine": engine, "sample_index": sample_index, "error": None}
+
+
+class TeacherDistiller(Distiller):
+    """Distils k reasoning traces per row from a teacher model behind any engine.
+
+    Subclasses fix the engine with ``engine_name`` (the registered engine name) and
+    ``engine_class()`` (used when the plugin host does not know that name, e.g. library use).
+    """
+
+    name: ClassVar[str] = ""
+    engine_name: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]] = TeacherConfig
+    requires = ("id", "question", "images")
+    provides = ("traces", "n_traces")
+    config: TeacherConfig
+
+    def __init__(self, config: TeacherConfig | dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self._template = load_template(self.config.template, DEFAULT_TEMPLATE)
+        self._caption_template = load_template(self.config.caption_template,
+                                               DEFAULT_CAPTION_TEMPLATE)
+        self._own_engines: dict[str, Engine] = {}
+        self._progress_budget = 0
+
+    # engine ---------------------------------------------------------------------------------
+    @classmethod
+    def engine_class(cls) -> type[Engine] | None:
+        """The engine class this distiller runs (imported lazily by subclasses)."""
+        return None
+
+    def _resolve_engine_class(self, host: PluginHost | None) -> type[Engine] | None:
+        if host is not None:
+            try:
+                return host.get("engine", self.engine_name)
+            except UnknownComponentError:
+                pass
+        return self.engine_class()
+
+    def engine_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Engine options plus the runtime options (batch size, concurrency) it accepts."""
+        merged = dict(options)
+        cls = self.engine_class()
+        fields = cls.Config.model_fields if cls is not None else {}
+        for key in ENGINE_RUNTIME_OPTIONS:
+            value = getattr(self.config, key)
+            if value is not None and key in fields:
+                merged.setdefault(key, value)
+        return merged
+
+    def _engine(self, ctx: StageContext, options: dict[str, Any]) -> Engine:
+        options = self.engine_options(options)
+        try:
+            return ctx.engine(self.engine_name, options)
+        except UnknownComponentError:
+            cls = self.engine_class()
+            if cls is None:
+                raise
+        except ValidationError as exc:
+            raise DualcurateError(f"{self.name}: engine_options for engine "
+                                  f"{self.engine_name!r} do not validate: {exc}") from exc
+        key = canonical_json(options)
+        if key not in self._own_engines:
+            try:
+                engine = cls(options)
+            except ValidationError as exc:
+                raise DualcurateError(f"{self.name}: engine_options for engine "
+                                      f"{self.engine_name!r} do not validate: {exc}") from exc
+            engine.setup(ctx)
+            self._own_engines[key] = engine
+        return self._own_engines[key]
+
+    def check(self, host: PluginHost) -> list[str]:
+        cls = self._resolve_engine_class(host)
+        if cls is None:
+            return [f"engine {self.engine_name!r} is not registered; install or load the "
+                    f"plugin that provides it"]
+        problems = []
+        pairs = [("engine_options", self.config.engine_options)]
+        if self.config.caption_enabled and self.config.caption_engine_options:
+            pairs.append(("caption_engine_options", self.config.caption_engine_options))
+        for label, options in pairs:
+            try:
+                cls.Config(**self.engine_options(options))
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(p) for p in err["loc"])
+                    problems.append(f"{label}.{loc}: {err['msg']} (engine {self.engine_name})")
+        return problems
+
+    def signature(self) -> str:
+        # Engine runtime options (batch size, concurrency) never change outputs.
+        cls = self.engine_class()
+        runtime = cls.Config.runtime_fields if cls is not None else frozenset()
+        if not runtime:
+            return super().signature()
+        stripped = {k: {o: v for o, v in getattr(self.config, k).items() if o not in runtime}
+                    for k in ("engine_options", "caption_engine_options")}
+        original = self.config
+        self.config = original.model_copy(update=stripped)
+        try:
+            return super().signature()
+        finally:
+            self.config = original
+
+    # lifecycle ------------------------------------------------------------------------------
+    def setup(self, ctx: StageContext) -> None:
+        # The pipeline counts rows; announce the requests still to come so done/total and
+        # the ETA cover them (one request per row, two with the caption pass).
+        remaining = max(ctx.progress.total - ctx.progress.done, 0)
+        if remaining:
+            self._progress_budget = remaining * (2 if self.config.caption_enabled else 1)
+            ctx.progress.add_total(self._progress_budget)
+
+    def teardown(self) -> None:
+        for engine in self._own_engines.values():
+            engine.close()
+        self._own_engines.clear()
+
+    def _count_requests(self, ctx: StageContext, n: int, expected: int) -> None:
+        """Keep the progress total right: ``n`` requests are about to be sent where the setup
+        budget assumed ``expected``."""
+        if self._progress_budget >= expected:
+            self._progress_budget -= expected
+            if n != expected:
+                ctx.progress.add_total(n - expected)
+        else:
+            ctx.progress.add_total(n)
+
+    # prompts --------------------------------------------------------------------------------
+    def sampling(self, ctx: StageContext) -> SamplingParams:
+        cfg = self.config
+        return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_tokens=cfg.max_tokens,
+                              seed=cfg.seed if cfg.seed is not None else ctx.seed,
+                              stop=cfg.stop, extra=dict(cfg.sampling_extra))
+
+    def _variables(self, row: Row) -> dict[str, Any]:
+        return {"question": row.get("question") or "", "choices": list(row.get("choices") or []),
+                "answer_type": row.get("answer_type") or "open",
+                "domain": row.get("domain") or "", "n_images": len(row.get("images") or []),
+                "caption": (row.get("caption") or "") if self.config.include_caption else "",
+                "row": row}
+
+    def _render(self, template: jinja2.Template, row: Row) -> str:
+        try:
+            return template.render(**self._variables(row)).strip()
+        except jinja2.UndefinedError as exc:
+            raise DualcurateError(f"template {template.name}: {exc.message} while rendering row "
+                                  f"{row.get('id')}; available variables: question, choices, "
+                                  f"answer_type, domain, n_images, caption, row") from exc
+
+    def messages(self, row: Row, template: jinja2.Template | None = None,
+                 system: bool = True) -> list[dict[str, Any]]:
+        """The chat messages for one row: optional system prompt, then the user turn with the
+        row's images (by hash) followed by the rendered prompt."""
+        text = self._render(template or self._template, row)
+        parts: list[dict[str, Any]] = [{"type": "image", "image": h}
+                                       for h in row.get("images") or []]
+        parts.append({"type": "text", "text": text})
+        out: list[dict[str, Any]] = []
+        if system and self.config.system_prompt:
+            out.append({"role": "system", "content": self.config.system_prompt})
+        out.append({"role": "user", "content": parts})
+        return out
+
+    # the stage ------------------------------------------------------------------------------
+    def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
+        rows = [dict(r) for r in rows]
+        if self.config.caption_enabled:
+            self._caption(rows, ctx)
+        engine = self._engine(ctx, self.config.engine_options)
+        k = self.config.samples_per_question
+        requests = [ChatRequest(messages=self.messages(row), n=k, request_id=str(row.get("id")))
+                    for row in rows]
+        self._count_requests(ctx, len(requests), len(rows))
+        results = ctx.generate(engine, requests, self.sampling(ctx))
+        model = str(engine.identity().get("model") or "")
+        errors = truncated = 0
+        for row, request, completions in zip(rows, requests, results, strict=True):
+            traces = [make_trace(c, idx, model, engine.name)
+                      for idx, c in zip(request.indices(), completions, strict=True)]
+            row["traces"] = traces
+            row["n_traces"] = sum(1 for t in traces if t["error"] is None)
+            errors += sum(1 for t in traces if t["error"] is not None)
+            truncated += sum(1 for t in traces if t["truncated"])
+        if errors or truncated:
+            ctx.log.warning("%s: %d of %d traces failed (retried on the next run), %d truncated "
+                            "at max_tokens=%d (kept, marked truncated)", ctx.stage_name, errors,
+                            len(rows) * k, truncated, self.config.max_tokens)
+        return rows
+
+    def _caption(self, rows: list[Row], ctx: StageContext) -> None:
+        cfg = self.config
+        todo = [r for r in rows if r.get("images") and (cfg.caption_overwrite or not r.get("caption"))]
+        self._count_requests(ctx, len(todo), len(rows))
+        if not todo:
+            return
+        engine = self._engine(ctx, cfg.caption_engine_options or cfg.engine_options)
+        requests = [ChatRequest(messages=self.messages(r, self._caption_template, system=False),
+                                n=1, request_id=f"caption:{r.get('id')}") for r in todo]
+        sampling = SamplingParams(temperature=cfg.caption_temperature, top_p=1.0,
+                                  max_tokens=cfg.caption_max_tokens,
+                                  seed=cfg.seed if cfg.seed is not None else ctx.seed)
+        failed = 0
+        for row, completions in zip(todo, ctx.generate(engine, requests, sampling), strict=True):
+            if completions and completions[0].ok:
+                row["caption"] = strip_reasoning(completions[0].text)
+            else:
+                failed += 1
+        if failed:
+            ctx.log.warning("%s: %d of %d captions failed; those rows keep their caption and "
+                            "are retried on the next run", ctx.stage_name, failed, len(todo))
