@@ -86,3 +86,16 @@ def test_misspelt_hook_fails_loudly(plugin_host):
 def test_unknown_stage_name_lists_registered(plugin_host):
     with pytest.raises(UnknownComponentError, match="local"):
         plugin_host.get("executor", "nope")
+
+
+def test_autoload_off_loads_the_recipes_plugins(run_cli):
+    from pathlib import Path
+
+    recipe = Path(__file__).parents[2] / "examples" / "dualcurate-hello" / "recipe.toml"
+    result = run_cli("run", str(recipe), "--out", "o",
+                     env={"DUALCURATE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    manifest = json.loads((result.cwd / "o" / "manifest.json").read_text())
+    assert set(manifest["plugins"]) == {"builtins", "hello"}

@@ -51,10 +51,10 @@ class Pipeline:
         self.selected = list(selected)
         if host is None:
             host = PluginHost(select=self.selected)
-            if not host.autoload:  # load only what is named: --plugin and the recipe's uses
-                for spec in recipe.stages:
-                    if spec.use in host.entry_points():
-                        host.load(spec.use)
+        if not host.autoload:  # load only what is named: --plugin and the recipe's uses
+            for spec in recipe.stages:
+                if spec.use in host.entry_points() and spec.use not in host.infos:
+                    host.load(spec.use)
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
