@@ -1,1 +1,2 @@
-"""dualcurate-difficulty."""
+"""dualcurate-difficulty: the pass-rate (difficulty) filter with adaptive sampling, and the
+seeded RL-subset carve-out."""

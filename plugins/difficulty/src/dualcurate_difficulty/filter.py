@@ -1,0 +1,263 @@
+"""The ``difficulty`` filter: pass rates of a small proxy model, with adaptive sampling.
+
+For every sample the proxy model (any registered engine) answers the question ``k`` times; each
+rollout is verified and ``pass_rate = correct / rollouts_used``. The keep rule (``pass_rate ==
+0`` by default: MMFineReason's hard subset) decides ``keep``. With ``adaptive`` (the default)
+rollouts are drawn in rounds of ``round_size`` and a sample stops as soon as its decision is
+settled (see :mod:`dualcurate_difficulty.stopping`). Rollout ``i`` of a sample always has
+sample index ``i`` (its seed is ``sampling.seed_for(i)``), so adaptive rollouts are a prefix of
+the full-k ones and share their cache keys: turning ``adaptive`` off later only pays for the
+rollouts never drawn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
+from dualcurate.errors import DualcurateError
+from pydantic import Field, field_validator, model_validator
+
+from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
+from dualcurate_difficulty.rollouts import (
+    DEFAULT_TEMPLATE,
+    CheckFn,
+    RolloutVerifier,
+    build_messages,
+    default_check,
+    parse_rollout,
+    template_problems,
+)
+from dualcurate_difficulty.stopping import StopRule
+
+if TYPE_CHECKING:
+    from dualcurate import StageContext
+    from dualcurate.plugins import PluginHost
+
+
+class DifficultyConfig(StageConfig):
+    """Options of the ``difficulty`` filter (see docs/difficulty.md)."""
+
+    engine: str = "hf"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    k: int = Field(4, ge=1, le=1024)
+    keep: str = "pass_rate == 0"
+    band: tuple[float, float] | None = None
+    adaptive: bool = True
+    round_size: int = Field(1, ge=1)
+    stop_rule: Literal["exact", "predictive"] = "exact"
+    stop_risk: float = Field(0.01, gt=0.0, lt=0.5)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = Field(1024, ge=1)
+    seed: int = 0
+    system_prompt: str = ""
+    prompt_template: str = DEFAULT_TEMPLATE
+    include_caption: bool = False
+    include_images: bool = True
+    use_check: bool = True
+    verifier_stage: list[str] = Field(default_factory=list)
+    verifier_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    on_error: Literal["fail", "incorrect"] = "fail"
+    report: bool = True
+
+    runtime_fields = frozenset({"report"})
+
+    @field_validator("keep")
+    @classmethod
+    def _keep_parses(cls, value: str) -> str:
+        if value.strip() != "band":
+            parse_keep(value)  # KeepExpressionError is a ValueError: pydantic reports it
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        problems = template_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _band_and_verifiers(self) -> DifficultyConfig:
+        if self.keep.strip() == "band":
+            if self.band is None:
+                raise ValueError("keep = 'band' needs band = [lo, hi] (pass rates in [0, 1])")
+            lo, hi = self.band
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"band = [{lo}, {hi}]: need 0 <= lo <= hi <= 1")
+        elif self.band is not None:
+            raise ValueError(f"band is set but keep = {self.keep!r}; set keep = 'band' to use "
+                             f"it, or drop band")
+        if not self.use_check and not self.verifier_stage:
+            raise ValueError("use_check = false needs at least one name in verifier_stage, "
+                             "otherwise nothing verifies the rollouts")
+        unknown = sorted(set(self.verifier_options) - set(self.verifier_stage))
+        if unknown:
+            raise ValueError(f"verifier_options names {', '.join(unknown)}, which are not in "
+                             f"verifier_stage {self.verifier_stage}")
+        return self
+
+    def keep_expression(self) -> str:
+        """The keep rule as an expression (``band`` spelt out)."""
+        if self.keep.strip() == "band":
+            assert self.band is not None
+            return f"{self.band[0]!r} <= pass_rate <= {self.band[1]!r}"
+        return self.keep
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p,
+                              max_tokens=self.max_tokens, seed=self.seed)
+
+
+class DifficultyFilter(Filter):
+    """Keeps samples by the pass rate of a proxy model (MMFineReason's difficulty filter).
+
+    Adds ``pass_rate`` (correct / rollouts_used; None when no rollout was needed),
+    ``rollouts_used``, ``rollouts`` (Trace dicts with verdicts) and ``keep``.
+    """
+
+    name = "difficulty"
+    Config = DifficultyConfig
+    requires = ("id", "question", "answer")
+    provides = ("pass_rate", "rollouts_used", "rollouts", "keep")
+    version = "1"
+
+    #: The rule verifier; None means ``dualcurate_verify.check``, loaded at setup. Tests and
+    #: library users may set their own callable ``check(gold, response, question=None)``.
+    check_fn: CheckFn | None = None
+
+    def __init__(self, config: Any = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        self.rule = StopRule(keep=parse_keep(cfg.keep_expression()), k=cfg.k,
+                             mode=cfg.stop_rule, risk=cfg.stop_risk)
+        self._ctx: StageContext | None = None
+        self._engine: Engine | None = None
+        self._verifier: RolloutVerifier | None = None
+        self._summary: list[dict[str, Any]] = []
+
+    # lifecycle --------------------------------------------------------------------------------
+    def check(self, host: PluginHost) -> list[str]:
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        problems = []
+        if cfg.engine not in host.engines():
+            problems.append(f"engine: {cfg.engine!r} is not a registered engine (registered: "
+                            f"{', '.join(sorted(host.engines())) or 'none'}); install or "
+                            f"load its plugin, e.g. --plugin {cfg.engine}")
+        if "model" not in cfg.engine_options:
+            problems.append("engine_options: needs model = \"<hub id or local dir of the "
+                            "proxy model>\"")
+        for name in cfg.verifier_stage:
+            if name not in host.verifiers():
+                problems.append(f"verifier_stage: {name!r} is not a registered verifier "
+                                f"(registered: {', '.join(sorted(host.verifiers())) or 'none'})")
+        if cfg.use_check and self.check_fn is None:
+            try:
+                default_check()
+            except ImportError as exc:
+                problems.append(f"use_check: {exc}")
+        return problems
+
+    def setup(self, ctx: StageContext) -> None:
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        self._ctx = ctx
+        self._summary = []
+        self._engine = ctx.engine(cfg.engine, dict(cfg.engine_options))
+        check = (self.check_fn or default_check()) if cfg.use_check else None
+        stages = []
+        for name in cfg.verifier_stage:
+            stage = ctx.make_stage("verifier", name, cfg.verifier_options.get(name, {}))
+            stage.setup(ctx)
+            stages.append(stage)
+        self._verifier = RolloutVerifier(check, stages)
+
+    def teardown(self) -> None:
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        if self._verifier is not None:
+            for stage in self._verifier.stages:
+                stage.teardown()
+        if cfg.report and self._ctx is not None and (self._summary or self._has_shards()):
+            from dualcurate_difficulty.report import summary_rows_from_store, write_report
+
+            ctx = self._ctx
+            rows = summary_rows_from_store(ctx.store, ctx.stage_name) if self._has_shards() \
+                else self._summary
+            if rows:
+                write_report(rows, ctx.workdir, k=cfg.k)
+        self._verifier = None
+        self._engine = None
+
+    def _has_shards(self) -> bool:
+        ctx = self._ctx
+        return bool(ctx is not None and ctx.store is not None
+                    and ctx.store.finished_shards(ctx.stage_name))
+
+    # work ---------------------------------------------------------------------------------------
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
+        if self._engine is None or self._verifier is None:
+            self.setup(ctx)
+        assert self._engine is not None and self._verifier is not None
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        engine, verifier, sampling = self._engine, self._verifier, cfg.sampling()
+        model = str(engine.identity().get("model", ""))
+        messages = [build_messages(row, cfg.prompt_template, cfg.system_prompt,
+                                   cfg.include_caption, cfg.include_images) for row in rows]
+        rollouts: list[list[dict[str, Any]]] = [[] for _ in rows]
+        correct = [0] * len(rows)
+        decision: list[bool | None] = [None] * len(rows)
+        step = cfg.round_size if cfg.adaptive else cfg.k
+        drawn = 0
+        pending = list(range(len(rows)))
+        while pending:
+            if cfg.adaptive or drawn >= cfg.k:
+                for i in pending:
+                    decision[i] = self._decide(rows[i], correct[i], drawn)
+                pending = [i for i in pending if decision[i] is None]
+                if not pending:
+                    break
+            upto = min(drawn + step, cfg.k)
+            indices = list(range(drawn, upto))
+            requests = [ChatRequest(messages=messages[i], n=len(indices), sample_indices=indices,
+                                    request_id=str(rows[i].get("id", i))) for i in pending]
+            results = ctx.generate(engine, requests, sampling)
+            new = []
+            for i, completions in zip(pending, results, strict=True):
+                traces = [parse_rollout(c, idx, model, engine.name)
+                          for c, idx in zip(completions, indices, strict=True)]
+                new.append((rows[i], traces))
+                rollouts[i].extend(traces)
+            self._raise_on_errors(new)
+            verifier.verify(new, ctx)
+            for i, (_, traces) in zip(pending, new, strict=True):
+                correct[i] += sum(1 for t in traces if t["verdict"] == "correct")
+            drawn = upto
+        out = []
+        for i, row in enumerate(rows):
+            used = len(rollouts[i])
+            keep = bool(decision[i])
+            pass_rate = correct[i] / used if used else None
+            out.append({**row, "pass_rate": pass_rate, "rollouts_used": used,
+                        "rollouts": rollouts[i], "keep": keep})
+            self._summary.append({"source": row.get("source", ""),
+                                  "domain": row.get("domain", ""), "pass_rate": pass_rate,
+                                  "rollouts_used": used, "keep": keep})
+        return out
+
+    def _decide(self, row: dict[str, Any], correct: int, drawn: int) -> bool | None:
+        try:
+            return self.rule.decide(row, correct, drawn)
+        except KeepExpressionError as exc:
+            raise DualcurateError(f"difficulty: sample {row.get('id', '?')}: {exc}") from None
+
+    def _raise_on_errors(self, new: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        failed = [(row, t) for row, traces in new for t in traces if t["error"] is not None]
+        if failed and cfg.on_error == "fail":
+            row, trace = failed[0]
+            total = sum(len(traces) for _, traces in new)
+            raise DualcurateError(
+                f"difficulty: {len(failed)} of {total} rollouts failed (first: sample "
+                f"{row.get('id', '?')} rollout {trace['sample_index']}: {trace['error']}). "
+                f"Rollouts that succeeded are cached; fix the engine and rerun to retry, or set "
+                f"on_error = \"incorrect\" to count failed rollouts as incorrect")
