@@ -1,14 +1,41 @@
-"""Hook implementations (thin): each entry point is one plugin object."""
+"""Hook implementations (thin): each entry point is one plugin object. Stage modules are
+imported inside the hooks, so listing plugins never imports torch, transformers or TRL."""
 
 from __future__ import annotations
 
-
-class _Placeholder:
-    """Registers nothing yet (stage under construction)."""
+from dualcurate import Register, hookimpl
 
 
-sft = _Placeholder()
+class SFTPlugin:
+    """Entry point ``sft``: supervised fine-tuning (full or LoRA, text or VLM) with TRL."""
 
-grpo = _Placeholder()
+    @hookimpl
+    def dualcurate_register_trainers(self, register: Register) -> None:
+        from dualcurate_trl.sft import SFTStage
 
-gspo = _Placeholder()
+        register(SFTStage)
+
+
+class GRPOPlugin:
+    """Entry point ``grpo``: GRPO with TRL, rewarded by the verifier."""
+
+    @hookimpl
+    def dualcurate_register_trainers(self, register: Register) -> None:
+        from dualcurate_trl.grpo import GRPOStage
+
+        register(GRPOStage)
+
+
+class GSPOPlugin:
+    """Entry point ``gspo``: GSPO (sequence-level importance ratio) with TRL."""
+
+    @hookimpl
+    def dualcurate_register_trainers(self, register: Register) -> None:
+        from dualcurate_trl.grpo import GSPOStage
+
+        register(GSPOStage)
+
+
+sft = SFTPlugin()
+grpo = GRPOPlugin()
+gspo = GSPOPlugin()

@@ -1,0 +1,96 @@
+"""The flow every TRL trainer stage shares: rows → training examples → TRL trainer (here or
+under ``accelerate launch``) → model directory, log and curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dualcurate import StageResult, Trainer
+from dualcurate_trl.common import (
+    SavedModel,
+    TrainConfig,
+    finish,
+    is_vision_model,
+    make_log_callback,
+    resume_checkpoint,
+)
+
+if TYPE_CHECKING:
+    import datasets
+
+    from dualcurate import PluginHost, StageContext
+
+
+class TRLStage(Trainer):
+    """Base of the ``sft``, ``grpo`` and ``gspo`` stages; subclasses build examples
+    (:meth:`prepare`) and the TRL trainer (:meth:`build_trainer`)."""
+
+    Config: ClassVar[type[TrainConfig]] = TrainConfig
+    curve_keys: ClassVar[tuple[str, ...]] = ("loss",)
+    config: TrainConfig
+
+    def __init__(self, config: TrainConfig | dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.saved: SavedModel | None = None
+        self.build_stats: dict[str, Any] = {}
+
+    def check(self, host: PluginHost) -> list[str]:
+        problems = []
+        acc = self.config.accelerate_config
+        if acc is not None and not Path(acc).is_file():
+            problems.append(f"accelerate_config {acc}: no such file; give the YAML that "
+                            f"`accelerate config` wrote, or leave it out to train in-process")
+        return problems
+
+    # subclass hooks ---------------------------------------------------------------------------
+    def prepare(self, dataset: datasets.Dataset, ctx: StageContext,
+                vision: bool) -> datasets.Dataset:
+        """Rows → the TRL training dataset."""
+        raise NotImplementedError
+
+    def build_trainer(self, train_dataset: datasets.Dataset, workdir: Path, vision: bool,
+                      callbacks: list[Any]) -> tuple[Any, Any]:
+        """(TRL trainer, tokenizer/processor) ready to ``train()``."""
+        raise NotImplementedError
+
+    # flow -------------------------------------------------------------------------------------
+    def train(self, dataset: datasets.Dataset, ctx: StageContext) -> Path:
+        """Train on ``dataset``; write ``ctx.workdir/model`` (and ``model-merged`` for LoRA with
+        ``merge_lora``), ``training_log.jsonl`` and ``training_curve.png``. Resumes from the
+        last checkpoint in ``ctx.workdir/checkpoints``."""
+        cfg = self.config
+        workdir = Path(ctx.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        vision = is_vision_model(cfg.model, cfg.revision)
+        train_dataset = self.prepare(dataset, ctx, vision)
+        if cfg.accelerate_config:
+            from dualcurate_trl.launch import launch
+
+            self.saved = launch(self, train_dataset, workdir, vision)
+        else:
+            self.saved = self.fit(train_dataset, workdir, vision)
+        return self.saved.model
+
+    def fit(self, train_dataset: datasets.Dataset, workdir: Path, vision: bool) -> SavedModel:
+        """Run the TRL trainer in this process (resuming if a checkpoint exists)."""
+        callbacks = [make_log_callback(workdir / "training_log.jsonl")]
+        trainer, processor = self.build_trainer(train_dataset, workdir, vision, callbacks)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the JSONL log has every record
+        checkpoint = resume_checkpoint(workdir / "checkpoints")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        return finish(trainer, processor, workdir, cfg=self.config,
+                      curve_keys=self.curve_keys)
+
+    def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
+        model_dir = self.train(dataset, ctx)
+        workdir = Path(ctx.workdir)
+        artifacts = {"model": str(model_dir)}
+        if self.saved is not None and self.saved.merged is not None:
+            artifacts["merged"] = str(self.saved.merged)
+        for name, file in (("log", "training_log.jsonl"), ("curve", "training_curve.png")):
+            if (workdir / file).exists():
+                artifacts[name] = str(workdir / file)
+        return StageResult(dataset=None, artifacts=artifacts, report=dict(self.build_stats))
