@@ -1,0 +1,20 @@
+"""The ``openai-distill`` distiller: the teacher distiller on the ``openai`` engine."""
+
+from __future__ import annotations
+
+from dualcurate.distill import TeacherDistiller
+from dualcurate.engine import Engine
+
+
+class OpenAIDistiller(TeacherDistiller):
+    """Distils reasoning traces from a teacher behind any OpenAI-compatible server
+    (``engine_options``: ``model``, ``base_url``, ``api_key_env``, ``max_concurrency``...)."""
+
+    name = "openai-distill"
+    engine_name = "openai"
+
+    @classmethod
+    def engine_class(cls) -> type[Engine]:
+        from dualcurate_openai.engine import OpenAIEngine
+
+        return OpenAIEngine

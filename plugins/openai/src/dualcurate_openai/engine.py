@@ -1,0 +1,284 @@
+"""The ``openai`` engine: any OpenAI-compatible chat completions server (vLLM, SGLang,
+``transformers serve``, hosted APIs) through ``AsyncOpenAI`` on the aiohttp transport.
+
+One HTTP request per sample (each with its own seed, ``sampling.seed_for(i)``), at most
+``max_concurrency`` in flight: a fixed pool of workers pulls the next sample as soon as one
+finishes, so the server always has ``max_concurrency`` requests to work on. The event loop
+runs in a background thread started by ``setup``; ``generate`` is synchronous and calls
+``on_result`` as each request's samples are all in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from dualcurate.engine import (
+    ChatRequest,
+    Completion,
+    Engine,
+    EngineConfig,
+    OnResult,
+    SamplingParams,
+)
+from dualcurate.errors import DualcurateError
+from pydantic import Field
+
+from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
+
+if TYPE_CHECKING:
+    from dualcurate.context import StageContext
+    from dualcurate.engine import ImageResolver
+
+OPENAI_API = "https://api.openai.com/v1"
+
+
+class OpenAIEngineConfig(EngineConfig):
+    """``model`` as the server names it; ``base_url`` of the server (None: $OPENAI_BASE_URL
+    or the OpenAI API); the API key is read from the environment variable ``api_key_env``
+    (may be unset for local servers) and is never stored anywhere."""
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(64, ge=1)
+    timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    token_limit_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset(
+        {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_initial",
+         "backoff_max"})
+
+
+def image_mime(data: bytes) -> str:
+    """The MIME type of image bytes by their magic number (PNG when unknown)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def data_url(data: bytes) -> str:
+    """A ``data:`` URL holding the image bytes, as chat APIs accept them."""
+    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+class OpenAIEngine(Engine):
+    """Generates through an OpenAI-compatible server; retries 429/408/409/5xx, timeouts and
+    connection errors with backoff (honouring Retry-After), never other 4xx."""
+
+    name = "openai"
+    Config = OpenAIEngineConfig
+    config: OpenAIEngineConfig
+
+    def __init__(self, config: OpenAIEngineConfig | dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._api_key: str | None = None
+        self._images: OrderedDict[str, str] = OrderedDict()
+
+    def base_url(self) -> str:
+        return (self.config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API).rstrip("/")
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.config.model, "revision": self.config.revision,
+                "endpoint": self.base_url()}
+
+    # lifecycle ------------------------------------------------------------------------------
+    def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
+        super().setup(ctx, resolve_image)
+        if self._loop is not None:
+            return
+        key = os.environ.get(self.config.api_key_env) or None
+        if key is None and self.base_url() == OPENAI_API:
+            raise DualcurateError(
+                f"engine openai: environment variable {self.config.api_key_env} is not set and "
+                f"base_url is the OpenAI API; export the key in {self.config.api_key_env}, or "
+                f"set api_key_env to the variable holding it, or point base_url at your server")
+        self._api_key = key
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="dualcurate-openai")
+        self._thread.start()
+        self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
+
+    async def _make_client(self) -> Any:
+        import httpx2
+        from openai import AsyncOpenAI, DefaultAioHttpClient
+
+        limit = self.config.max_concurrency + 8
+        http = DefaultAioHttpClient(
+            timeout=self.config.timeout,
+            limits=httpx2.Limits(max_connections=limit, max_keepalive_connections=limit))
+        # Local servers need no key, but the SDK insists on one: send a placeholder.
+        return AsyncOpenAI(base_url=self.base_url(), api_key=self._api_key or "EMPTY",
+                           max_retries=0, timeout=self.config.timeout, http_client=http)
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        loop, thread = self._loop, self._thread
+        if self._client is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(timeout=10)
+            except Exception:  # closing must not mask the error that got us here
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+        loop.close()
+        self._loop = self._thread = self._client = None
+        self._images.clear()
+
+    # generation -----------------------------------------------------------------------------
+    def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
+                 on_result: OnResult | None = None) -> list[list[Completion]]:
+        if self._loop is None:
+            self.setup()
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(
+            self._generate(list(requests), sampling, on_result), self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: stop the requests still in flight; what finished
+            # was already reported through on_result (and cached by the caller).
+            future.cancel()
+            raise
+
+    async def _generate(self, requests: list[ChatRequest], sampling: SamplingParams,
+                        on_result: OnResult | None) -> list[list[Completion]]:
+        results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
+        remaining = [len(r.indices()) for r in requests]
+        converted: dict[int, list[dict[str, Any]]] = {}
+        jobs = ((ri, pos, idx) for ri, r in enumerate(requests)
+                for pos, idx in enumerate(r.indices()))
+        base = self._base_kwargs(sampling)
+
+        async def worker() -> None:
+            for ri, pos, idx in jobs:  # one shared iterator: a free worker takes the next job
+                messages = converted.get(ri)
+                if messages is None:
+                    messages = converted[ri] = self._convert(requests[ri].messages)
+                results[ri][pos] = await self._complete(messages, base, sampling.seed_for(idx))
+                remaining[ri] -= 1
+                if remaining[ri] == 0:
+                    del converted[ri]
+                    if on_result is not None:
+                        on_result(ri, results[ri])
+
+        total = sum(remaining)
+        if total:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.config.max_concurrency, total)):
+                        group.create_task(worker())
+            except ExceptionGroup as group_error:  # a failing on_result: raise it as itself
+                raise group_error.exceptions[0] from None
+        return results
+
+    def _base_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.config.model,
+                                  "temperature": sampling.temperature, "top_p": sampling.top_p,
+                                  self.config.token_limit_param: sampling.max_tokens}
+        if sampling.stop:
+            kwargs["stop"] = sampling.stop
+        if sampling.extra:
+            kwargs["extra_body"] = dict(sampling.extra)
+        return kwargs
+
+    def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat messages with image hashes replaced by data URLs read from the image store."""
+        out = []
+        for msg in messages:
+            content = msg.get("content")
+            if isinstance(content, list):
+                parts = []
+                for part in content:
+                    if part.get("type") == "image":
+                        parts.append({"type": "image_url",
+                                      "image_url": {"url": self._image_url(part["image"])}})
+                    else:
+                        parts.append(part)
+                msg = {**msg, "content": parts}
+            out.append(msg)
+        return out
+
+    def _image_url(self, digest: str) -> str:
+        url = self._images.get(digest)
+        if url is None:
+            if self.resolve_image is None:
+                raise DualcurateError("engine openai: a request has an image but no image "
+                                      "store was given; call setup(ctx) with a run context")
+            url = data_url(self.resolve_image(digest))
+            self._images[digest] = url
+            if len(self._images) > 64:  # k samples of a row reuse it; keep memory bounded
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(digest)
+        return url
+
+    async def _complete(self, messages: list[dict[str, Any]], base: dict[str, Any],
+                        seed: int | None) -> Completion:
+        import openai
+
+        kwargs = dict(base, messages=messages)
+        if seed is not None:
+            kwargs["seed"] = seed
+        cfg = self.config
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                response = await self._client.chat.completions.create(**kwargs)
+                return self._completion(response)
+            except openai.APIStatusError as exc:
+                error = f"HTTP {exc.status_code}: {exc.message}"
+                if not is_retryable_status(exc.status_code):
+                    return Completion(error=self._error(error, attempt))
+                retry_after = parse_retry_after(exc.response.headers)
+            except openai.APITimeoutError:
+                error = f"timed out after {cfg.timeout:g} s"
+            except openai.APIConnectionError as exc:
+                error = f"connection error: {exc.__cause__ or exc}"
+            except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+                return Completion(error=self._error(f"{type(exc).__name__}: {exc}", attempt))
+            if attempt >= cfg.max_retries:
+                return Completion(error=self._error(error, attempt))
+            await asyncio.sleep(backoff_delay(attempt, retry_after, cfg.backoff_initial,
+                                              cfg.backoff_max))
+            attempt += 1
+
+    def _error(self, message: str, retries: int) -> str:
+        text = (f"openai engine, model {self.config.model} at {self.base_url()}: {message}"
+                f"{f' (after {retries} retries)' if retries else ''}")
+        return redact(text, self._api_key)
+
+    @staticmethod
+    def _completion(response: Any) -> Completion:
+        if not response.choices:
+            return Completion(error="server returned no choices")
+        choice = response.choices[0]
+        message = choice.message
+        text = message.content or ""
+        # Servers with a reasoning parser (vLLM, SGLang) split the think block off.
+        extra = message.model_extra or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        if reasoning and "</think>" not in text:
+            text = f"<think>{reasoning}</think>{text}"
+        usage = response.usage
+        return Completion(text=text, finish_reason=choice.finish_reason or "stop",
+                          prompt_tokens=usage.prompt_tokens if usage else 0,
+                          completion_tokens=usage.completion_tokens if usage else 0)

@@ -1,0 +1,204 @@
+"""The openai engine against a scripted OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pytest
+from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.errors import DualcurateError
+from dualcurate.testing.contracts import EngineContract
+from dualcurate_openai import plugin
+from dualcurate_openai.engine import OpenAIEngine, data_url, image_mime
+from dualcurate_openai.testing import Reply, ScriptedServer, chat_response
+
+SAY = [ChatRequest(messages=[{"role": "user", "content": "Say hi"}], n=1)]
+
+
+def make(server: ScriptedServer, **options) -> OpenAIEngine:
+    return OpenAIEngine({"model": "scripted-model", "base_url": server.base_url,
+                         "backoff_initial": 0.01, "backoff_max": 0.05, **options})
+
+
+def run(engine: OpenAIEngine, requests, sampling=None, ctx=None, on_result=None):
+    engine.setup(ctx)
+    try:
+        return engine.generate(requests, sampling or SamplingParams(max_tokens=16, seed=3),
+                               on_result=on_result)
+    finally:
+        engine.close()
+
+
+class TestOpenAIEngineContract(EngineContract):
+    engine_cls = OpenAIEngine
+    plugin = plugin.openai_engine
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server):
+        self.server = server
+
+    def make_engine(self) -> OpenAIEngine:
+        return make(self.server)
+
+
+def test_sends_model_sampling_and_per_sample_seeds(server):
+    out = run(make(server), [ChatRequest(messages=[{"role": "user", "content": "q"}], n=3)],
+              SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12, seed=5, stop=["X"],
+                             extra={"top_k": 20}))
+    bodies = [s.body for s in server.seen]
+    assert len(bodies) == 3
+    assert {b["model"] for b in bodies} == {"scripted-model"}
+    assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 12
+               and b["stop"] == ["X"] and b["top_k"] == 20 for b in bodies)
+    seeds = sorted(b["seed"] for b in bodies)
+    assert seeds == sorted(SamplingParams(seed=5).seed_for(i) for i in range(3))
+    assert len(set(seeds)) == 3
+    # each completion belongs to its own sample: the scripted answer names the seed it got
+    assert [c.text.split("<answer>")[1].split("<")[0] for c in out[0]] == \
+           [str(SamplingParams(seed=5).seed_for(i)) for i in range(3)]
+
+
+def test_sample_indices_choose_the_seeds(server):
+    run(make(server), [ChatRequest(messages=[{"role": "user", "content": "q"}], n=2,
+                                   sample_indices=[4, 7])], SamplingParams(seed=1))
+    assert sorted(s.body["seed"] for s in server.seen) == [1 + 7919 * 4, 1 + 7919 * 7]
+
+
+def test_images_are_sent_as_data_urls_from_the_store(server, stage_context):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+    digest = stage_context.images.put(buf.getvalue())
+    request = ChatRequest(messages=[{"role": "user", "content": [
+        {"type": "image", "image": digest}, {"type": "text", "text": "colour?"}]}], n=2)
+    run(make(server), [request], ctx=stage_context)
+    for seen in server.seen:
+        parts = seen.body["messages"][0]["content"]
+        assert parts[1] == {"type": "text", "text": "colour?"}
+        url = parts[0]["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,")
+        assert base64.b64decode(url.split(",", 1)[1]) == buf.getvalue()
+
+
+def test_image_mime_by_magic_number():
+    assert image_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert image_mime(b"GIF89a...") == "image/gif"
+    assert image_mime(b"RIFF\0\0\0\0WEBPVP8 ") == "image/webp"
+    assert data_url(b"\x89PNG\r\n").startswith("data:image/png;base64,")
+
+
+def test_concurrency_is_bounded_and_kept_full(server):
+    server.handler = lambda body, headers, n: Reply(body=chat_response("ok"), delay=0.05)
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}], n=1)
+                for i in range(24)]
+    out = run(make(server, max_concurrency=4), requests)
+    assert all(c[0].ok for c in out)
+    assert server.max_in_flight == 4
+
+
+def test_on_result_once_per_request_as_each_finishes(server):
+    delays = {"slow": 0.4, "fast": 0.0}
+    server.handler = lambda body, headers, n: Reply(
+        body=chat_response(body["messages"][0]["content"]),
+        delay=delays[body["messages"][0]["content"]])
+    requests = [ChatRequest(messages=[{"role": "user", "content": w}], n=2)
+                for w in ("slow", "fast")]
+    order: list[int] = []
+    out = run(make(server), requests, on_result=lambda i, comps: order.append(i))
+    assert order == [1, 0]
+    assert [[c.text for c in comps] for comps in out] == [["slow"] * 2, ["fast"] * 2]
+
+
+def test_finish_reason_tokens_and_reasoning_content(server):
+    body = chat_response("<answer>4</answer>", finish_reason="length", prompt_tokens=11,
+                         completion_tokens=5)
+    body["choices"][0]["message"]["reasoning_content"] = "2+2"
+    server.handler = lambda b, h, n: Reply(body=body)
+    comp = run(make(server), SAY)[0][0]
+    assert (comp.finish_reason, comp.prompt_tokens, comp.completion_tokens) == ("length", 11, 5)
+    assert comp.text == "<think>2+2</think><answer>4</answer>"
+
+
+def _flaky(first: Reply):
+    def handler(body, headers, n):
+        return first if n == 1 else Reply(body=chat_response("fine"))
+    return handler
+
+
+@pytest.mark.parametrize("first", [
+    Reply(status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0.3"}),
+    Reply(status=503, body={"error": {"message": "overloaded"}}),
+    Reply(status=500, body={"error": {"message": "boom"}}),
+])
+def test_retries_rate_limits_and_server_errors(server, first):
+    server.handler = _flaky(first)
+    started = time.monotonic()
+    comp = run(make(server), SAY)[0][0]
+    assert comp.ok and comp.text == "fine"
+    assert server.count == 2
+    if "Retry-After" in first.headers:
+        assert time.monotonic() - started >= 0.3
+
+
+def test_retries_timeouts(server):
+    server.handler = lambda b, h, n: Reply(body=chat_response("late" if n == 1 else "fine"),
+                                           delay=3.0 if n == 1 else 0.0)
+    comp = run(make(server, timeout=0.5), SAY)[0][0]
+    assert comp.ok and comp.text == "fine"
+    assert server.count == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_client_errors_are_not_retried(server, status):
+    server.handler = lambda b, h, n: Reply(status=status, body={"error": {"message": "no"}})
+    comp = run(make(server, max_retries=5), SAY)[0][0]
+    assert not comp.ok
+    assert f"HTTP {status}" in comp.error and "scripted-model" in comp.error
+    assert server.count == 1
+
+
+def test_retries_are_bounded(server):
+    server.handler = lambda b, h, n: Reply(status=503, body={"error": {"message": "down"}})
+    comp = run(make(server, max_retries=2), SAY)[0][0]
+    assert not comp.ok and "after 2 retries" in comp.error
+    assert server.count == 3
+
+
+def test_api_key_is_sent_but_never_in_errors(server, monkeypatch):
+    secret = "sk-test-9f8e7d6c5b4a"
+    monkeypatch.setenv("MY_KEY", secret)
+    # a hostile server that echoes the credentials back in its error
+    server.handler = lambda b, h, n: Reply(
+        status=401, body={"error": {"message": f"bad key {h.get('Authorization')}"}})
+    engine = make(server, api_key_env="MY_KEY")
+    comp = run(engine, SAY)[0][0]
+    assert server.seen[0].headers["Authorization"] == f"Bearer {secret}"
+    assert secret not in comp.error and "***" in comp.error
+    assert secret not in repr(engine.config) and secret not in str(engine.identity())
+
+
+def test_missing_key_for_the_openai_api_is_a_clear_error():
+    engine = OpenAIEngine({"model": "gpt-x"})
+    with pytest.raises(DualcurateError, match="OPENAI_API_KEY"):
+        engine.setup()
+
+
+def test_local_server_needs_no_key(server):
+    assert run(make(server), SAY)[0][0].ok
+    assert server.seen[0].headers["Authorization"] == "Bearer EMPTY"
+
+
+def test_identity_names_the_endpoint(server):
+    ident = make(server).identity()
+    assert ident == {"model": "scripted-model", "revision": None, "endpoint": server.base_url}
+
+
+def test_on_result_errors_propagate(server):
+    def explode(i, comps):
+        raise RuntimeError("cache is full")
+
+    with pytest.raises(RuntimeError, match="cache is full"):
+        run(make(server), SAY, on_result=explode)
