@@ -31,18 +31,30 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    """Write ``data`` to ``path`` so that readers see all of it or nothing. An OS error (disk
+    full, read-only or vanished directory) becomes a StoreError naming the file; what was
+    committed before stays valid."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StoreError(f"cannot write {path} ({reason}); everything committed before is "
+                         f"kept: free disk space or fix the directory, then rerun the same "
+                         f"command to resume") from exc
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
