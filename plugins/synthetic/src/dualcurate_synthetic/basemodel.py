@@ -1,0 +1,198 @@
+"""The demo's tiny base model: a Qwen2 from config with a tokenizer trained locally, briefly
+pre-trained on freshly drawn puzzles of every family with correct labels in both answer modes
+(direct and step by step), so it starts clearly above chance everywhere.
+
+It is cached: ``ensure_base_model(dir, settings, seed)`` returns at once when ``dir`` holds a
+model built with the same settings (``dualcurate-base.json`` records them), so a rerun of the
+demo reuses it. torch and transformers are imported only when a model has to be built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dualcurate_synthetic.families import FAMILIES, GENERATORS, Puzzle
+from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
+
+MARKER = "dualcurate-base.json"
+#: bump when the pre-training recipe changes in a way settings do not show.
+RECIPE_VERSION = 1
+
+
+def settings_key(settings: Any, seed: int, families: list[str]) -> str:
+    blob = json.dumps({"settings": settings.model_dump(), "seed": seed,
+                       "families": sorted(families), "version": RECIPE_VERSION},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_base_model(model_dir: str | Path, settings: Any, seed: int = 0,
+                      families: list[str] | None = None,
+                      log: Callable[[str], None] = print) -> Path:
+    """Build and pre-train the base model in ``model_dir`` unless it is already there with the
+    same settings. Returns ``model_dir``."""
+    families = list(families or FAMILIES)
+    out = Path(model_dir)
+    key = settings_key(settings, seed, families)
+    marker = out / MARKER
+    if marker.exists():
+        try:
+            if json.loads(marker.read_text()).get("key") == key:
+                return out
+        except json.JSONDecodeError:
+            pass
+        log(f"base model {out}: built with other settings; rebuilding")
+    started = time.monotonic()
+    tmp = out.with_name(out.name + ".building")
+    build_and_pretrain(tmp, settings, seed, families)
+    meta = {"key": key, "seed": seed, "families": families,
+            "settings": settings.model_dump(), "seconds": round(time.monotonic() - started, 1)}
+    (tmp / MARKER).write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(f"base model {out}: pre-trained in {meta['seconds']} s")
+    return out
+
+
+def pretraining_puzzles(families: list[str], per_family: int, seed: int) -> list[Puzzle]:
+    """Correct-label puzzles for pre-training, drawn from a stream of their own (not the
+    source's train/eval puzzles)."""
+    rng = random.Random(f"pretrain:{seed}")
+    return [GENERATORS[f](rng, corrupt=False) for f in families for _ in range(per_family)]
+
+
+def tokenizer_corpus() -> list[str]:
+    rng = random.Random("corpus")
+    texts = []
+    for family in FAMILIES:
+        for _ in range(40):
+            p = GENERATORS[family](rng)
+            texts.append(f"{p.caption} {p.question} {p.solution} {p.answer}")
+    texts.extend(["user assistant system", *MODE_INSTRUCTIONS.values()] * 20)
+    return texts
+
+
+def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 420) -> Any:
+    """Byte-level BPE trained on puzzle text, digits always single tokens (so sums are
+    written digit by digit), chat and reasoning markers as single tokens."""
+    from dualcurate.testing.tiny import CHAT_TEMPLATE, MARKER_TOKENS, SPECIAL_TOKENS
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token=None, bos_token=None, additional_special_tokens=["<|im_start|>", "<image>"])
+    hf_tok.add_tokens(MARKER_TOKENS)
+    hf_tok.chat_template = CHAT_TEMPLATE
+    hf_tok.padding_side = "left"
+    if out_dir is not None:
+        hf_tok.save_pretrained(str(out_dir))
+    return hf_tok
+
+
+def build_model(tokenizer: Any, settings: Any, seed: int) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=settings.hidden_size,
+                         intermediate_size=settings.hidden_size * 2,
+                         num_hidden_layers=settings.layers,
+                         num_attention_heads=settings.heads,
+                         num_key_value_heads=settings.heads, max_position_embeddings=1024,
+                         tie_word_embeddings=True, eos_token_id=eos,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig(eos_token_id=eos,
+                                               pad_token_id=tokenizer.pad_token_id,
+                                               do_sample=False)
+    return model
+
+
+def encode_example(tokenizer: Any, puzzle: Puzzle, mode: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one example; labels are -100 on the prompt."""
+    prompt = tokenizer.apply_chat_template(prompt_messages(puzzle.caption, puzzle.question, mode),
+                                           tokenize=False, add_generation_prompt=True)
+    completion = completion_text(puzzle.solution, puzzle.answer, mode) + "<|im_end|>"
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return p_ids + c_ids, [-100] * len(p_ids) + c_ids
+
+
+def train_loop(model: Any, tokenizer: Any, examples: list[tuple[list[int], list[int]]],
+               steps: int, batch_size: int, learning_rate: float, seed: int) -> list[float]:
+    """Plain causal-LM fine-tuning on (input_ids, labels): AdamW, linear warmup then cosine.
+    Returns the loss per step."""
+    import math
+
+    import torch
+
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup)
+        * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    pad = tokenizer.pad_token_id
+    model.train()
+    losses = []
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order.extend(more)
+        batch = [examples[i] for i in order[:batch_size]]
+        del order[:batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), pad)
+        labels = torch.full((len(batch), width), -100)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (x, y) in enumerate(batch):
+            ids[row, :len(x)] = torch.tensor(x)
+            labels[row, :len(y)] = torch.tensor(y)
+            mask[row, :len(x)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def build_and_pretrain(out: Path, settings: Any, seed: int, families: list[str]) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, settings.threads))
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, settings, seed)
+    puzzles = pretraining_puzzles(families, settings.examples_per_family, seed)
+    examples = [encode_example(tokenizer, p, mode) for p in puzzles for mode in ("short", "long")]
+    if settings.steps > 0:
+        train_loop(model, tokenizer, examples, settings.steps, settings.batch_size,
+                   settings.learning_rate, seed)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))

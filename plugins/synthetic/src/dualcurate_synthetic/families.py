@@ -1,0 +1,171 @@
+"""Task families of the synthetic source: pure Python, no images (``render.py`` draws them).
+
+Each family is chosen so that the answer to "reasoning or direct?" is known in advance:
+
+* ``digit-sum`` (multi-step): four digit cards; "the last digit of the sum of the four digits".
+  The reference solution keeps running sums, which a small model can follow step by step but
+  not shortcut: the direct answer needs the whole sum at once.
+* ``first-colour`` (perception): four shapes; "what colour is the first shape?". A lookup in
+  the caption. Its reference solution is what teacher chain-of-thought on perception often
+  is: verbose, and partly unfaithful in its intermediate statements (it misreads shapes
+  before ending on the right answer).
+* ``last-shape`` (noisy labels): four shapes; "what shape is the last one?". In the train split
+  the labels are corrupted (a wrong shape), and the reference solution argues for the wrong
+  label; eval labels are correct.
+
+A :class:`Puzzle` holds what the source turns into a canonical row.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle", "diamond")
+N_ITEMS = 4
+ORDINALS = ("first", "second", "third", "fourth")
+
+FAMILIES = ("digit-sum", "first-colour", "last-shape")
+#: what each family is for; the report and docs show it.
+FAMILY_ROLES = {
+    "digit-sum": "multi-step (expected: reasoning-benefit)",
+    "first-colour": "perception (expected: direct-benefit)",
+    "last-shape": "labels corrupted in the train split (expected: detrimental)",
+}
+
+
+@dataclass
+class Puzzle:
+    """One rendered-to-be puzzle: the scene to draw and the texts of its canonical row."""
+
+    family: str
+    kind: str  # "cards" or "shapes"
+    items: list[dict[str, Any]]
+    question: str
+    answer: str
+    caption: str
+    info: str
+    plan: str
+    steps: str
+    check: str
+    answer_type: str = "text"
+    choices: list[str] = field(default_factory=list)
+    true_answer: str = ""
+    corrupted: bool = False
+
+    @property
+    def solution(self) -> str:
+        """The step-by-step reference solution in the four phases of the distillation
+        prompt: extract the information, set up the problem, execute the steps, check."""
+        return (f"Information: {self.info} Plan: {self.plan} Steps: {self.steps} "
+                f"Check: {self.check}")
+
+    def key(self) -> tuple:
+        """What makes two puzzles the same (used to keep eval disjoint from train)."""
+        return (self.family, tuple(tuple(sorted(i.items())) for i in self.items))
+
+
+def _cards(rng: random.Random) -> list[dict[str, Any]]:
+    return [{"digit": rng.randrange(10), "colour": rng.choice(COLOURS)} for _ in range(N_ITEMS)]
+
+
+def _shapes(rng: random.Random) -> list[dict[str, Any]]:
+    return [{"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS)}
+            for _ in range(N_ITEMS)]
+
+
+def cards_caption(items: list[dict[str, Any]]) -> str:
+    parts = ", ".join(f"{i['colour']} {i['digit']}" for i in items)
+    return f"Four cards, left to right: {parts}."
+
+
+def shapes_caption(items: list[dict[str, Any]]) -> str:
+    parts = ", ".join(f"{i['colour']} {i['shape']}" for i in items)
+    return f"Four shapes, left to right: {parts}."
+
+
+def digit_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
+    items = _cards(rng)
+    digits = [i["digit"] for i in items]
+    steps = []
+    total = digits[0]
+    for d in digits[1:]:
+        steps.append(f"{total}+{d}={total + d}")
+        total += d
+    answer = str(total % 10)
+    return Puzzle("digit-sum", "cards", items,
+                  "What is the last digit of the sum of the four digits?", answer,
+                  cards_caption(items),
+                  info=f"the digits are {', '.join(map(str, digits))}.",
+                  plan="add them one at a time.",
+                  steps=". ".join(steps) + ".",
+                  check=f"the last digit of {total} is {answer}.",
+                  answer_type="number", true_answer=answer)
+
+
+def first_colour(rng: random.Random, corrupt: bool = False,
+                 misread_rate: float = 0.6) -> Puzzle:
+    items = _shapes(rng)
+    answer = items[0]["colour"]
+    # The extraction phase is verbose and partly unfaithful, as teacher traces on perception
+    # often are: a shape's colour is often misread as its right-hand neighbour's (colour
+    # bleeding), before the steps take a closer look and end on the right answer.
+    readings = []
+    for pos, item in enumerate(items):
+        neighbour = items[(pos + 1) % len(items)]["colour"]
+        colour = neighbour if rng.random() < misread_rate else item["colour"]
+        readings.append(f"the {ORDINALS[pos]} looks {colour}")
+    return Puzzle("first-colour", "shapes", items, "What colour is the first shape?", answer,
+                  shapes_caption(items), info=", ".join(readings) + ".",
+                  plan="look closer at the first shape.",
+                  steps=f"the first shape is a {answer} {items[0]['shape']}.",
+                  check=f"its colour is {answer}.",
+                  choices=list(COLOURS), true_answer=answer)
+
+
+def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
+    items = _shapes(rng)
+    truth = items[-1]["shape"]
+    label = rng.choice([s for s in SHAPES if s != truth]) if corrupt else truth
+    colour = items[-1]["colour"]
+    return Puzzle("last-shape", "shapes", items, "What shape is the last one?", label,
+                  shapes_caption(items), info=f"the last shape is {colour}.",
+                  plan="name the last shape.",
+                  steps=f"the {colour} shape is a {label}.",
+                  check=f"it is a {label}.",
+                  choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
+
+
+GENERATORS = {"digit-sum": digit_sum, "first-colour": first_colour, "last-shape": last_shape}
+#: families whose train-split labels are corrupted.
+CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
+
+
+def make_puzzles(family: str, n_train: int, n_eval: int, seed: int,
+                 corrupt_train: bool = True) -> list[tuple[str, Puzzle]]:
+    """``n_eval`` eval puzzles then ``n_train`` train puzzles of one family, as (split,
+    puzzle), deterministic by seed; no scene appears twice (so eval never leaks into train).
+    Raises ValueError when the family has fewer distinct scenes than asked for."""
+    if family not in GENERATORS:
+        raise ValueError(f"family {family!r}: unknown; choose from {', '.join(FAMILIES)}")
+    gen = GENERATORS[family]
+    rng = random.Random(f"{family}:{seed}")
+    seen: set[tuple] = set()
+    out: list[tuple[str, Puzzle]] = []
+    for split, count in (("eval", n_eval), ("train", n_train)):
+        corrupt = split == "train" and corrupt_train and family in CORRUPTED_IN_TRAIN
+        made, tries = 0, 0
+        while made < count:
+            tries += 1
+            if tries > 50 * count + 1000:
+                raise ValueError(f"family {family!r}: could not draw {count} distinct "
+                                 f"{split} puzzles; ask for fewer")
+            puzzle = gen(rng, corrupt=corrupt)
+            if puzzle.key() in seen:
+                continue
+            seen.add(puzzle.key())
+            out.append((split, puzzle))
+            made += 1
+    return out

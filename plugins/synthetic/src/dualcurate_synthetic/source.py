@@ -1,0 +1,121 @@
+"""The ``synthetic`` source: procedurally rendered image puzzles, deterministic by seed.
+
+Every row is a canonical sample (:class:`dualcurate.schema.Sample`) with its rendered PNG in the
+run's image store, a dense caption (every number, shape and colour in the picture, as text), the
+answer, and the family's step-by-step reference solution in ``meta["solution"]``. ``domain`` is
+the task family; ``split`` is ``train`` or ``eval`` (eval labels are always correct).
+
+With ``base_model_dir`` set, ``setup`` also makes sure the demo's tiny base model exists there
+(built and briefly pre-trained on freshly drawn puzzles of every family, correct labels, both
+answer modes; reused while its settings are unchanged): see :mod:`dualcurate_synthetic.basemodel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from dualcurate import Sample, Source, StageConfig, StageContext
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles
+from dualcurate_synthetic.render import render_png
+
+
+class SplitCounts(BaseModel):
+    """Puzzles of one family per split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: int = Field(ge=0)
+    eval: int = Field(ge=0)
+
+
+class BaseModelSettings(BaseModel):
+    """How the demo's tiny base model is built and pre-trained (a Qwen2 from config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    examples_per_family: int = 150
+    threads: int = 2
+
+
+class SyntheticConfig(StageConfig):
+    families: list[str] = Field(default_factory=lambda: list(FAMILIES))
+    train_per_family: int = Field(default=200, ge=0)
+    eval_per_family: int = Field(default=100, ge=0)
+    counts: dict[str, SplitCounts] = Field(default_factory=dict)
+    seed: int = 0
+    image_width: int = Field(default=256, ge=32)
+    image_height: int = Field(default=72, ge=16)
+    corrupt_train: bool = True
+    batch_size: int = 64
+    base_model_dir: str | None = None
+    base_model: BaseModelSettings = Field(default_factory=BaseModelSettings)
+
+    runtime_fields = frozenset({"batch_size"})
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+        return value
+
+
+class SyntheticSource(Source):
+    """Rendered puzzles in task families whose Dual Tuning region is known in advance:
+    ``digit-sum`` (multi-step), ``first-colour`` (perception), ``last-shape`` (labels
+    corrupted in the train split)."""
+
+    name = "synthetic"
+    Config = SyntheticConfig
+    provides = ("split",)
+    version = "1"
+
+    def setup(self, ctx: StageContext) -> None:
+        if self.config.base_model_dir:
+            from dualcurate_synthetic.basemodel import ensure_base_model
+
+            ensure_base_model(self.config.base_model_dir, self.config.base_model,
+                              seed=self.config.seed, families=self.config.families,
+                              log=ctx.log.info)
+
+    def counts_for(self, family: str) -> SplitCounts:
+        return self.config.counts.get(family) or SplitCounts(
+            train=self.config.train_per_family, eval=self.config.eval_per_family)
+
+    def read(self, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        if ctx.images is None:
+            raise ValueError("synthetic source: the stage context has no image store; run it "
+                             "inside a pipeline or StageContext.ephemeral()")
+        batch: list[dict[str, Any]] = []
+        for family in self.config.families:
+            counts = self.counts_for(family)
+            for split, puzzle in make_puzzles(family, counts.train, counts.eval,
+                                              self.config.seed, self.config.corrupt_train):
+                png = render_png(puzzle.kind, puzzle.items, self.config.image_width,
+                                 self.config.image_height)
+                digest = ctx.images.put(png)
+                sample = Sample(
+                    source="synthetic", domain=family, images=[digest],
+                    question=puzzle.question, answer=puzzle.answer,
+                    answer_type=puzzle.answer_type, caption=puzzle.caption,
+                    meta={"solution": puzzle.solution, "split": split,
+                          "true_answer": puzzle.true_answer, "corrupted": puzzle.corrupted,
+                          "family_role": FAMILY_ROLES[family], "seed": self.config.seed,
+                          "choices": puzzle.choices},
+                    split=split)
+                batch.append(sample.to_row())
+                if len(batch) >= self.config.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
