@@ -1,0 +1,255 @@
+"""The ``dual-tuning`` efficacy judge: per task group, does reasoning (L) or direct (S) training
+help this base model, and which data hurts either way?
+
+1. hold out an eval split per group (``split == "eval"`` rows, else a seeded fraction);
+2. evaluate the base model in both modes (B_S, B_L);
+3. train ONE model on S ∪ L of the training rows through the trainer plugin;
+4. evaluate it in both modes (DT_S, DT_L); gains, gaps and regions per group (``metrics``);
+5. curate: reasoning groups as L, direct groups as S, detrimental groups dropped.
+
+Also: an inference-only estimate from step 2 alone, and (``validate = true``) retraining on
+the curated mix, on everything and on the detrimental groups, each compared with the base.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from dualcurate.errors import DualcurateError
+from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
+from pydantic import Field, model_validator
+
+from dualcurate_dualtuning.data import (
+    LONG,
+    SHORT,
+    GroupSplit,
+    Mode,
+    ModePrompts,
+    split_groups,
+    training_examples,
+    verified_traces,
+)
+from dualcurate_dualtuning.evaluate import ModelScores, evaluate_model
+from dualcurate_dualtuning.metrics import (
+    DETRIMENTAL,
+    DIRECT,
+    REASONING,
+    GroupMetrics,
+    estimate_region,
+    group_metrics,
+)
+from dualcurate_dualtuning.training import train_model
+
+if TYPE_CHECKING:
+    import datasets
+    from dualcurate.context import StageContext
+    from dualcurate.plugins import PluginHost
+
+REGION_MODE: dict[str, Mode] = {REASONING: LONG, DIRECT: SHORT}
+
+
+class DualTuningConfig(StageConfig):
+    """Options of the ``dual-tuning`` judge (``[judge.plugins.dual-tuning]`` or ``[judge]``)."""
+
+    base_model: str = Field(description="Model to judge for: a local dir or a hub id.")
+    engine: str = "hf"
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    trainer: str = "sft"
+    trainer_options: dict[str, Any] = Field(default_factory=dict)
+    group_by: str = "domain"
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    eval_min: int = Field(1, ge=1)
+    eval_max: int | None = Field(None, ge=1)
+    system_prompt_short: str = ""
+    system_prompt_long: str = ""
+    user_prefix_short: str = "Answer directly."
+    user_prefix_long: str = "Think step by step."
+    show_choices: bool = True
+    max_tokens_short: int | None = Field(None, ge=1, description="None: long enough for the "
+                                         "longest gold answer in <answer> tags.")
+    max_tokens_long: int = Field(1024, ge=1)
+    max_traces_per_sample: int = Field(1, ge=1)
+    include_eval_rows: bool = False
+    estimate_saturation: float = Field(0.95, gt=0, le=1)
+    estimate_margin: float = Field(0.0, ge=0)
+    validate_: bool = Field(False, alias="validate")
+    validate_everything_mode: Literal["long", "short", "dual"] = "long"
+    seed: int | None = None
+
+    model_config = {**StageConfig.model_config, "populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _distinct_prompts(self) -> DualTuningConfig:
+        if (self.system_prompt_short, self.user_prefix_short) == (
+                self.system_prompt_long, self.user_prefix_long):
+            raise ValueError("the short and long prompts are identical, so nothing selects "
+                             "the mode; make user_prefix_short and user_prefix_long differ")
+        return self
+
+    def prompts(self) -> ModePrompts:
+        return ModePrompts(self.system_prompt_short, self.system_prompt_long,
+                           self.user_prefix_short, self.user_prefix_long, self.show_choices)
+
+
+class DualTuningJudge(EfficacyJudge):
+    """Dual Tuning: train one model on S ∪ L, compare its two modes with the base per group,
+    and keep each group in the mode that helps (or drop it)."""
+
+    name = "dual-tuning"
+    Config = DualTuningConfig
+    requires = ("id", "question", "answer")
+    provides = ("mode", "efficacy_region")
+    config: DualTuningConfig
+
+    def check(self, host: PluginHost) -> list[str]:
+        problems = []
+        for kind, option in (("engine", "engine"), ("trainer", "trainer")):
+            name = getattr(self.config, option)
+            try:
+                host.get(kind, name)
+            except DualcurateError as exc:
+                problems.append(f"dual-tuning: {option}={name!r}: {exc}")
+        try:
+            from dualcurate_verify import check  # noqa: F401
+        except ImportError:
+            problems.append("dual-tuning scores answers with dualcurate_verify.check; install "
+                            "dualcurate-verify")
+        return problems
+
+    # the whole judge ---------------------------------------------------------------------------
+    def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
+        cfg = self.config
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        rows = dataset.to_list()
+        if not rows:
+            raise DualcurateError("dual-tuning: the dataset is empty; nothing to judge")
+        for column in self.requires:
+            if column not in rows[0]:
+                raise DualcurateError(f"dual-tuning: the dataset has no {column!r} column; "
+                                      f"it needs canonical rows (id, question, answer)")
+        splits = split_groups(rows, cfg.group_by, cfg.eval_fraction, cfg.eval_min,
+                              cfg.eval_max, seed)
+        eval_rows = {s.group: s.eval for s in splits}
+        max_tokens = {SHORT: self.short_budget(rows), LONG: cfg.max_tokens_long}
+        prompts = cfg.prompts()
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+
+        def evaluate(model: str) -> ModelScores:
+            return evaluate_model(ctx, cfg.engine, cfg.engine_options, model, eval_rows,
+                                  prompts, max_tokens, seed)
+
+        def train(tag: str, modes: dict[str, str]) -> Path:
+            train_rows = [r for s in splits for r in s.train]
+            examples = training_examples(train_rows, modes, cfg.group_by, prompts,
+                                         cfg.max_traces_per_sample)
+            return train_model(ctx, tag, cfg.trainer, cfg.trainer_options, cfg.base_model,
+                               examples, seed)
+
+        ctx.log.info("dual-tuning: evaluating the base model %s", cfg.base_model)
+        base = evaluate(cfg.base_model)
+        dual_dir = train("dual", {s.group: "dual" for s in splits})
+        ctx.log.info("dual-tuning: evaluating the dual model %s", dual_dir)
+        dual = evaluate(str(dual_dir))
+        metrics = [group_metrics(s.group, base.get(s.group, SHORT), base.get(s.group, LONG),
+                                 dual.get(s.group, SHORT), dual.get(s.group, LONG))
+                   for s in splits]
+        groups = [{**m.full_row(), "n_train": len(s.train), "n_eval": len(s.eval)}
+                  for m, s in zip(metrics, splits, strict=True)]
+        report: dict[str, Any] = {
+            "groups": groups,
+            "base_model": cfg.base_model,
+            "dual_model": str(dual_dir),
+            "group_by": cfg.group_by,
+            "eval_split": {s.group: s.how for s in splits},
+            "gain_basis": {m.group: m.gain_basis for m in metrics},
+            "failed_requests": base.failed + dual.failed,
+            "truncated": {"base": base.truncated, "dual": dual.truncated},
+            "max_tokens": {"short": max_tokens[SHORT], "long": max_tokens[LONG]},
+            "estimate": self.estimate(metrics),
+        }
+        curated_table, curated_report = self.curate(dataset, rows, splits, metrics)
+        report["curated"] = curated_report
+        if cfg.validate_:
+            from dualcurate_dualtuning.validation import validate
+
+            report["validation"] = validate(splits, metrics, base, train, evaluate,
+                                            cfg.validate_everything_mode)
+        efficacy_path = ctx.workdir / "efficacy.json"
+        efficacy_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        from dualcurate_dualtuning.plot import scatter
+
+        plot_path = scatter(metrics, ctx.workdir / "efficacy_scatter.png",
+                            title=f"Dual Tuning: {Path(cfg.base_model).name}")
+        import datasets as hf_datasets
+
+        return StageResult(dataset=hf_datasets.Dataset(curated_table),
+                           artifacts={"efficacy": str(efficacy_path),
+                                      "scatter": str(plot_path), "model": str(dual_dir)},
+                           report=report)
+
+    # pieces ------------------------------------------------------------------------------------
+    def short_budget(self, rows: list[dict[str, Any]]) -> int:
+        """Direct-mode token budget: the configured one, else enough for the longest gold
+        answer in ``<answer>`` tags (byte-level tokenizers never use more tokens than bytes)."""
+        longest = max(len(f"<answer>{r['answer']}</answer>".encode()) for r in rows)
+        if self.config.max_tokens_short is None:
+            return max(32, longest + 16)
+        return self.config.max_tokens_short
+
+    def estimate(self, metrics: list[GroupMetrics]) -> dict[str, Any]:
+        """The inference-only guess per group beside the trained region, and how often they
+        agree."""
+        cfg = self.config
+        scale = 100.0
+        out = []
+        for m in metrics:
+            guess = estimate_region(m.B_S, m.B_L, cfg.estimate_saturation, scale,
+                                    cfg.estimate_margin)
+            out.append({"group": m.group, "region_estimate": guess, "region": m.region,
+                        "agrees": guess == m.region})
+        agreement = sum(g["agrees"] for g in out) / len(out) if out else 0.0
+        return {"method": "base model in both modes, no training: saturated base → "
+                          "detrimental, else the mode the base is better at",
+                "groups": out, "agreement": agreement}
+
+    def curate(self, dataset: datasets.Dataset, rows: list[dict[str, Any]],
+               splits: list[GroupSplit], metrics: list[GroupMetrics]) -> tuple[Any, dict]:
+        """The curated rows as an Arrow table: the input's columns plus ``mode`` and
+        ``efficacy_region``, in input order."""
+        import pyarrow as pa
+
+        region = {m.group: m.region for m in metrics}
+        position = {id(r): i for i, r in enumerate(rows)}
+        chosen: dict[int, tuple[str, str]] = {}
+        no_trace = 0
+        dropped = 0
+        for split in splits:
+            members = split.train + (split.eval if self.config.include_eval_rows else [])
+            mode = REGION_MODE.get(region[split.group])
+            for row in members:
+                if mode is None:
+                    dropped += 1
+                elif mode == LONG and not verified_traces(row):
+                    no_trace += 1
+                else:
+                    chosen[position[id(row)]] = (mode, region[split.group])
+        indices = sorted(chosen)
+        table = dataset.with_format("arrow")[0:len(dataset)]
+        for name in ("mode", "efficacy_region"):
+            if name in table.column_names:
+                table = table.drop_columns([name])
+        table = table.take(pa.array(indices, type=pa.int64()))
+        table = table.append_column("mode", pa.array([chosen[i][0] for i in indices],
+                                                     pa.string()))
+        table = table.append_column("efficacy_region",
+                                    pa.array([chosen[i][1] for i in indices], pa.string()))
+        by_region = {name: sum(1 for i in indices if chosen[i][1] == name)
+                     for name in (REASONING, DIRECT)}
+        return table, {"rows": len(indices), "by_region": by_region,
+                       "dropped_detrimental": dropped, "dropped_no_verified_trace": no_trace,
+                       "eval_rows_included": self.config.include_eval_rows}
+
+
+__all__ = ["DETRIMENTAL", "DualTuningConfig", "DualTuningJudge"]

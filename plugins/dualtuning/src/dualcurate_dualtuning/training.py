@@ -1,0 +1,91 @@
+"""Training a model through the configured trainer plugin, once per distinct training set.
+
+Each model lives in ``<workdir>/models/<tag>-<signature>``: the signature covers the trainer,
+its options, the base model, the seed and every training example, so a rerun of a judge that
+failed after training reuses the model, and a changed training set never reuses a stale one
+(nor its cached generations, which are keyed by the model path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from dualcurate.context import StageContext
+from dualcurate.errors import DualcurateError
+from dualcurate.schema import rows_to_table
+
+MARKER = "dualtuning-model.json"
+#: Config fields through which trainers take the model to start from, in order of preference.
+BASE_MODEL_FIELDS = ("model", "base_model", "model_name_or_path")
+
+
+class NoTrainingExamples(DualcurateError):
+    """A model was asked for with nothing to train it on."""
+
+
+def trainer_options(ctx: StageContext, trainer: str, options: dict[str, Any],
+                    base_model: str) -> dict[str, Any]:
+    """``options`` plus the base model under whichever field the trainer's Config has."""
+    cls = _host(ctx).get("trainer", trainer)
+    fields = getattr(getattr(cls, "Config", None), "model_fields", {})
+    merged = dict(options)
+    if not any(name in merged for name in BASE_MODEL_FIELDS):
+        for name in BASE_MODEL_FIELDS:
+            if name in fields:
+                merged[name] = base_model
+                break
+    return merged
+
+
+def train_model(ctx: StageContext, tag: str, trainer: str, options: dict[str, Any],
+                base_model: str, examples: list[dict[str, Any]], seed: int) -> Path:
+    """Train on ``examples`` (rows with ``prompt``/``completion``) and return the model dir."""
+    import datasets
+
+    if not examples:
+        raise NoTrainingExamples(f"dual-tuning: no training examples for the {tag!r} model; "
+                              f"the groups it needs have no training rows (or, for L, no "
+                              f"verified traces)")
+    options = trainer_options(ctx, trainer, options, base_model)
+    blob = json.dumps({"trainer": trainer, "options": options, "base": base_model,
+                       "seed": seed, "examples": examples}, sort_keys=True, default=str)
+    signature = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    workdir = ctx.workdir / "models" / f"{tag}-{signature}"
+    marker = workdir / MARKER
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if Path(done["model_dir"]).is_dir():
+            ctx.log.info("dual-tuning: reusing the %s model trained earlier: %s", tag,
+                         done["model_dir"])
+            return Path(done["model_dir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    sub = dataclasses.replace(ctx, stage_name=f"{ctx.stage_name}.{tag}", workdir=workdir,
+                              seed=seed)
+    stage = ctx.make_stage("trainer", trainer, options)
+    train = getattr(stage, "train", None)
+    if train is None:
+        raise DualcurateError(f"dual-tuning: trainer {trainer!r} ({type(stage).__name__}) has "
+                              f"no train(dataset, ctx); pick a trainer plugin such as sft")
+    stage.setup(sub)
+    try:
+        model_dir = Path(train(datasets.Dataset(rows_to_table(examples)), sub))
+    finally:
+        stage.teardown()
+    if not model_dir.is_dir():
+        raise DualcurateError(f"dual-tuning: trainer {trainer!r} returned {model_dir}, which "
+                              f"is not a directory")
+    marker.write_text(json.dumps({"model_dir": str(model_dir), "examples": len(examples),
+                                  "trainer": trainer}, indent=2))
+    return model_dir
+
+
+def _host(ctx: StageContext) -> Any:
+    if ctx.host is None:
+        from dualcurate.plugins import PluginHost
+
+        ctx.host = PluginHost()
+    return ctx.host
