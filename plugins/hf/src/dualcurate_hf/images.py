@@ -150,7 +150,9 @@ class ImageNormaliser:
             try:
                 image = Image.open(io.BytesIO(data))
             except Image.DecompressionBombError as exc:
-                return ImageResult(reason="image_too_large", message=str(exc))
+                return ImageResult(reason="image_too_large",
+                                   message=f"{exc}; rejected from its header by PIL (limit "
+                                           f"2 x PIL.Image.MAX_IMAGE_PIXELS)")
             except UnidentifiedImageError:
                 return ImageResult(reason="image_not_an_image",
                                    message=f"{len(data)} bytes that no image decoder recognises")

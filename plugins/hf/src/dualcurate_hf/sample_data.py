@@ -17,13 +17,20 @@ FORMATS = ("parquet", "jsonl", "csv", "load_from_disk", "image_folder")
 
 def image_bytes(seed: int, size: tuple[int, int] = (48, 32), fmt: str = "PNG",
                 mode: str = "RGB") -> bytes:
-    """A small distinct image: a colour from ``seed`` with a stripe whose place depends on it."""
+    """A small distinct image: a background colour and a few rectangles drawn from ``seed``
+    (structure, so perceptual hashes of different seeds differ)."""
+    import random
+
     from PIL import Image, ImageDraw
 
-    colour = ((seed * 67) % 256, (seed * 131) % 256, (seed * 199) % 256)
-    image = Image.new("RGB", size, colour)
-    x = (seed * 7) % max(size[0] - 4, 1)
-    ImageDraw.Draw(image).rectangle([x, 0, x + 3, size[1]], fill=(255 - colour[0], 0, 0))
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for _ in range(6):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randrange(2, w // 2 + 3), y0 + rng.randrange(2, h // 2 + 3)
+        draw.rectangle([x0, y0, x1, y1], fill=tuple(rng.randrange(256) for _ in range(3)))
     if mode != "RGB":
         image = image.convert(mode)
     buf = io.BytesIO()
