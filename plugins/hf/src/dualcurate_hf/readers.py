@@ -153,9 +153,11 @@ class JsonlReader(Reader):
     @property
     def columns(self) -> list[str]:
         seen: dict[str, None] = {}
+        bad_lines = self.bad_lines  # a peek: bad lines are counted when the rows are read
         for records, _ in self._records(self.files[0], limit=1000):
             for record in records:
                 seen.update(dict.fromkeys(record))
+        self.bad_lines = bad_lines
         return list(seen)
 
     def _records(self, path: Path, limit: int | None = None) -> Iterator[Batch]:

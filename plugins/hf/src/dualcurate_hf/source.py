@@ -176,8 +176,11 @@ class HFDatasetSource(Source):
         """One record to the fields of a canonical row, or None (dropped, counted)."""
         where = f"{spec.name}#{index}"
         raw = map_record(record, columns)
-        if raw.question is None:
+        if raw.question is None or not raw.question.strip():
             rep.drop("missing_question", where)
+            return None
+        if raw.answer is None or not raw.answer.strip():
+            rep.drop("missing_answer", f"{where}: {raw.question[:200]!r}")
             return None
         cleaned = clean_item(raw.question, raw.answer, self.config.cleaning)
         if cleaned.dropped:
