@@ -1,11 +1,20 @@
-"""The hf-distill distiller (under construction)."""
+"""The ``hf-distill`` distiller: the teacher distiller on the ``hf`` (transformers) engine."""
 
 from __future__ import annotations
 
-from dualcurate import Distiller
+from dualcurate.distill import TeacherDistiller
+from dualcurate.engine import Engine
 
 
-class HFDistiller(Distiller):
-    """Placeholder until issue 3 lands."""
+class HFDistiller(TeacherDistiller):
+    """Distils reasoning traces from a transformers teacher loaded in this process
+    (``engine_options``: ``model``, ``revision``, ``dtype``, ``device``...)."""
 
     name = "hf-distill"
+    engine_name = "hf"
+
+    @classmethod
+    def engine_class(cls) -> type[Engine]:
+        from dualcurate_hf.engine import HFEngine
+
+        return HFEngine
