@@ -46,7 +46,7 @@ class DifficultyConfig(StageConfig):
     adaptive: bool = True
     round_size: int = Field(1, ge=1)
     stop_rule: Literal["exact", "predictive"] = "exact"
-    stop_risk: float = Field(0.01, gt=0.0, lt=0.5)
+    stop_risk: float = Field(0.02, gt=0.0, lt=0.5)
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = Field(1024, ge=1)

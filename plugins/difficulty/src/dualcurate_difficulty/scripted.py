@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dualcurate import ChatRequest, Completion, Engine, EngineConfig, SamplingParams, hookimpl
 from dualcurate.cache import canonical_json
 from dualcurate.engine import OnResult
+
+if TYPE_CHECKING:
+    from dualcurate import PluginHost, StageContext
 from dualcurate.hookspecs import Register
 from pydantic import Field
 
@@ -41,7 +44,8 @@ def wrong_answer(gold: str) -> str:
 
 
 class ScriptedEngine(Engine):
-    """Answers by pattern; records every (sample id, sample indices) it was asked for."""
+    """Answers by pattern; records every (sample id, sample indices) it was asked for and the
+    messages of each sample."""
 
     name = "scripted"
     Config = ScriptedConfig
@@ -49,6 +53,7 @@ class ScriptedEngine(Engine):
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self.calls: list[tuple[str, list[int]]] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}
 
     def identity(self) -> dict[str, Any]:
         cfg = self.config.model_dump(mode="json")
@@ -71,6 +76,7 @@ class ScriptedEngine(Engine):
         out = []
         for ri, request in enumerate(requests):
             self.calls.append((request.request_id, request.indices()))
+            self.messages[request.request_id] = request.messages
             gold = cfg.answers.get(request.request_id, "")
             completions = []
             for index in request.indices():
@@ -101,3 +107,56 @@ def scripted_check(gold: str, response: str, question: str | None = None) -> str
     from dualcurate_difficulty.rollouts import extract_answer
 
     return "correct" if extract_answer(response) == gold.strip() else "incorrect"
+
+
+# helpers for tests and the benchmark ---------------------------------------------------------
+def make_rows(n: int, sources: int = 1) -> list[dict[str, Any]]:
+    """``n`` canonical rows with numeric answers, cycling through three domains."""
+    from dualcurate import Sample
+
+    return [Sample(source=f"src{i % sources}", domain=("math", "chart", "spatial")[i % 3],
+                   question=f"What is {i} + {i}?", answer=str(2 * i),
+                   answer_type="number").to_row() for i in range(n)]
+
+
+def scripted_options(rows: list[dict[str, Any]], patterns: Sequence[Sequence[bool]] | None = None,
+                     probabilities: Sequence[float] | None = None,
+                     model: str = "scripted-proxy") -> dict[str, Any]:
+    """Engine options for :class:`ScriptedEngine` answering ``rows`` by pattern or
+    probability."""
+    options: dict[str, Any] = {"model": model, "answers": {r["id"]: r["answer"] for r in rows}}
+    if patterns is not None:
+        options["outcomes"] = {r["id"]: [bool(x) for x in p]
+                               for r, p in zip(rows, patterns, strict=True)}
+    if probabilities is not None:
+        options["probabilities"] = {r["id"]: float(p)
+                                    for r, p in zip(rows, probabilities, strict=True)}
+    return options
+
+
+def scripted_host() -> PluginHost:
+    """A plugin host (no autoload) with the scripted engine and both difficulty filters."""
+    from dualcurate import PluginHost
+
+    from dualcurate_difficulty import plugin
+
+    host = PluginHost(autoload=False)
+    host.register(scripted_plugin, name="scripted")
+    host.register(plugin.difficulty, name="difficulty")
+    host.register(plugin.rl_subset, name="rl-subset")
+    return host
+
+
+def run_filter(rows: list[dict[str, Any]], ctx: StageContext, **config: Any
+               ) -> list[dict[str, Any]]:
+    """Run the difficulty filter once (setup, process, teardown) with :func:`scripted_check`
+    unless ``use_check`` is false."""
+    from dualcurate_difficulty.filter import DifficultyFilter
+
+    stage = DifficultyFilter({"engine": "scripted", **config})
+    stage.check_fn = scripted_check
+    stage.setup(ctx)
+    try:
+        return stage.process([dict(r) for r in rows], ctx)
+    finally:
+        stage.teardown()

@@ -47,7 +47,7 @@ class StopRule:
     keep: KeepExpression
     k: int
     mode: StopMode = "exact"
-    risk: float = 0.01
+    risk: float = 0.02
     prior: tuple[float, float] = (0.5, 0.5)
 
     def final_decision(self, row: Mapping[str, Any], correct: int) -> bool:

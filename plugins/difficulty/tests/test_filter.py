@@ -1,0 +1,272 @@
+"""The difficulty filter with a scripted engine: contract, adaptive == full-k for the exact
+rules (hypothesis over pass patterns), prefix rollouts and cache reuse, errors, verifier
+cascade, config validation and the report."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any
+
+import pytest
+from dualcurate import Completion, StageContext, Verifier, hookimpl
+from dualcurate.errors import DualcurateError
+from dualcurate.testing.contracts import FilterContract, default_rows
+from dualcurate_difficulty import plugin
+from dualcurate_difficulty.filter import DifficultyFilter
+from dualcurate_difficulty.scripted import (
+    ScriptedEngine,
+    make_rows,
+    run_filter,
+    scripted_check,
+    scripted_host,
+    scripted_options,
+    scripted_plugin,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+CONTRACT_ROWS = default_rows()
+
+
+class TestDifficultyContract(FilterContract):
+    stage_cls = DifficultyFilter
+    plugin = plugin.difficulty
+    config = {"engine": "scripted", "k": 3,
+              "engine_options": scripted_options(CONTRACT_ROWS, probabilities=[0.5] * 4)}
+
+    @pytest.fixture(autouse=True)
+    def _scripted_engine(self, register_plugin) -> None:
+        register_plugin(scripted_plugin, name="scripted")
+
+    def make_stage(self) -> DifficultyFilter:
+        stage = DifficultyFilter(dict(self.config))
+        stage.check_fn = scripted_check
+        return stage
+
+
+def fresh_context(root: str) -> StageContext:
+    return StageContext.ephemeral(root=root, host=scripted_host())
+
+
+@st.composite
+def pass_patterns(draw: st.DrawFn) -> tuple[int, list[list[bool]]]:
+    k = draw(st.integers(1, 8))
+    patterns = draw(st.lists(st.lists(st.booleans(), min_size=k, max_size=k), min_size=1,
+                             max_size=6))
+    return k, patterns
+
+
+@given(pass_patterns(), st.sampled_from(["pass_rate == 0", "pass_rate < 1", "hard",
+                                         "nontrivial"]), st.integers(1, 3))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_adaptive_decisions_equal_full_k(case: tuple[int, list[list[bool]]], keep: str,
+                                         round_size: int) -> None:
+    k, patterns = case
+    rows = make_rows(len(patterns))
+    options = scripted_options(rows, patterns)
+    with tempfile.TemporaryDirectory() as root:
+        ctx = fresh_context(root)
+        try:
+            adaptive = run_filter(rows, ctx, engine_options=options, k=k, keep=keep,
+                                  round_size=round_size, report=False)
+            sent_adaptive = ctx.stats.sent
+            full = run_filter(rows, ctx, engine_options=options, k=k, keep=keep,
+                              adaptive=False, report=False)
+        finally:
+            ctx.close()
+            ctx.cache.close()
+    assert [r["keep"] for r in adaptive] == [r["keep"] for r in full]
+    exact_keep = [sum(p) == 0 if keep in ("hard", "pass_rate == 0") else sum(p) < k
+                  for p in patterns]
+    assert [r["keep"] for r in full] == exact_keep
+    used = sum(r["rollouts_used"] for r in adaptive)
+    assert sent_adaptive == used <= k * len(rows)
+    # adaptive rollouts are a prefix of the full-k ones, and the full run re-paid none of them
+    assert ctx.stats.cached == used
+    assert ctx.stats.sent == k * len(rows)
+    for a, f in zip(adaptive, full, strict=True):
+        assert [t["text"] for t in a["rollouts"]] == \
+            [t["text"] for t in f["rollouts"][:a["rollouts_used"]]]
+        assert [t["sample_index"] for t in a["rollouts"]] == list(range(a["rollouts_used"]))
+        assert f["rollouts_used"] == k
+        assert f["pass_rate"] == pytest.approx(sum(t["verdict"] == "correct"
+                                                   for t in f["rollouts"]) / k)
+
+
+def test_stops_at_first_settling_rollout(stage_context: StageContext,
+                                         register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    rows = make_rows(3)
+    patterns = [[False, False, True, False], [True] * 4, [False] * 4]
+    out = run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
+    assert [r["rollouts_used"] for r in out] == [3, 1, 4]
+    assert [r["keep"] for r in out] == [False, False, True]
+    assert [r["pass_rate"] for r in out] == [pytest.approx(1 / 3), 1.0, 0.0]
+    engine = stage_context.engine("scripted", scripted_options(rows, patterns))
+    assert isinstance(engine, ScriptedEngine)
+    # one request per pending sample per round, sample indices in order
+    by_sample: dict[str, list[int]] = {}
+    for sample_id, indices in engine.calls:
+        by_sample.setdefault(sample_id, []).extend(indices)
+    assert by_sample == {rows[0]["id"]: [0, 1, 2], rows[1]["id"]: [0],
+                         rows[2]["id"]: [0, 1, 2, 3]}
+
+
+def test_band_and_expression_rules(stage_context: StageContext, register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    rows = make_rows(4)
+    patterns = [[True, False, False, False], [True, True, False, False],
+                [True, True, True, True], [False, False, False, False]]
+    options = scripted_options(rows, patterns)
+    band = run_filter(rows, stage_context, engine_options=options, k=4, keep="band",
+                      band=(0.25, 0.5))
+    assert [r["keep"] for r in band] == [True, True, False, False]
+    expr = run_filter(rows, stage_context, engine_options=options, k=4,
+                      keep="domain == 'math' or pass_rate == 1")
+    assert [r["keep"] for r in expr] == [True, False, True, True]
+    assert expr[0]["rollouts_used"] == 0  # decided by the domain alone
+    assert expr[0]["pass_rate"] is None
+
+
+class _FailingEngine(ScriptedEngine):
+    name = "failing"
+
+    def generate(self, requests, sampling, on_result=None):
+        out = [[Completion(error="server said no") for _ in r.indices()] for r in requests]
+        for i, comps in enumerate(out):
+            if on_result is not None:
+                on_result(i, comps)
+        return out
+
+
+class _FailingPlugin:
+    @hookimpl
+    def dualcurate_register_engines(self, register) -> None:
+        register(_FailingEngine)
+
+
+def test_failed_rollouts_fail_loudly_by_default(stage_context: StageContext,
+                                                register_plugin) -> None:
+    register_plugin(_FailingPlugin(), name="failing")
+    rows = make_rows(2)
+    with pytest.raises(DualcurateError, match=rf"{rows[0]['id']}.*server said no.*on_error"):
+        run_filter(rows, stage_context, engine="failing",
+                   engine_options=scripted_options(rows), k=2)
+    out = run_filter(rows, stage_context, engine="failing", engine_options=scripted_options(rows),
+                     k=2, on_error="incorrect", adaptive=False)
+    assert [r["pass_rate"] for r in out] == [0.0, 0.0]
+    assert all(t["verdict"] == "invalid" and t["error"] for r in out for t in r["rollouts"])
+    assert stage_context.cache.failures()  # recorded, not cached
+
+
+class _AnswerJudge(Verifier):
+    """A scripted verifier stage: correct iff the trace's answer equals the gold answer."""
+
+    name = "answer-judge"
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            traces = [{**t, "verdict": "correct" if t["answer"] == row["answer"] else "incorrect",
+                       "method": "answer-judge", "label": "A" if t["answer"] == row["answer"]
+                       else "B"} for t in row["traces"]]
+            out.append({**row, "traces": traces})
+        return out
+
+
+class _JudgePlugin:
+    @hookimpl
+    def dualcurate_register_verifiers(self, register) -> None:
+        register(_AnswerJudge)
+
+
+def test_verifier_stage_cascade(stage_context: StageContext, register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    register_plugin(_JudgePlugin(), name="judge")
+    rows = make_rows(2)
+    options = scripted_options(rows, [[True, False], [False, True]])
+    only_judge = run_filter(rows, stage_context, engine_options=options, k=2, adaptive=False,
+                            use_check=False, verifier_stage=["answer-judge"])
+    assert [r["pass_rate"] for r in only_judge] == [0.5, 0.5]
+    assert {t["method"] for r in only_judge for t in r["rollouts"]} == {"answer-judge"}
+
+    # check first; what it leaves undecided goes to the judge
+    stage = DifficultyFilter({"engine": "scripted", "engine_options": options, "k": 2,
+                              "adaptive": False, "verifier_stage": ["answer-judge"]})
+    stage.check_fn = lambda gold, response, question=None: \
+        "correct" if "rollout 0" in response else "undecided"
+    stage.setup(stage_context)
+    cascade = stage.process(rows, stage_context)
+    stage.teardown()
+    methods = [[t["method"] for t in r["rollouts"]] for r in cascade]
+    assert methods == [["check", "answer-judge"], ["check", "answer-judge"]]
+    assert [[t["verdict"] for t in r["rollouts"]] for r in cascade] == \
+        [["correct", "incorrect"], ["correct", "correct"]]
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"keep": "band"}, "band = \\[lo, hi\\]"),
+    ({"keep": "band", "band": (0.8, 0.2)}, "lo <= hi"),
+    ({"band": (0.2, 0.8)}, "set keep = 'band'"),
+    ({"keep": "__import__('os')"}, "keep expression"),
+    ({"keep": "pass_rate.real > 0"}, "Attribute"),
+    ({"prompt_template": "{question.__class__}"}, "prompt_template"),
+    ({"prompt_template": "{answer}"}, "not one of"),
+    ({"use_check": False}, "verifier_stage"),
+    ({"verifier_options": {"x": {}}}, "not in verifier_stage"),
+    ({"k": 0}, "k"),
+    ({"surely_not": 1}, "surely_not"),
+])
+def test_config_errors(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        DifficultyFilter({"engine_options": {"model": "m"}, **config})
+
+
+def test_check_names_unknown_parts() -> None:
+    stage = DifficultyFilter({"engine": "nope", "verifier_stage": ["nojudge"]})
+    stage.check_fn = scripted_check
+    problems = "\n".join(stage.check(scripted_host()))
+    assert "engine: 'nope' is not a registered engine" in problems
+    assert "engine_options: needs model" in problems
+    assert "verifier_stage: 'nojudge'" in problems
+    ok = DifficultyFilter({"engine": "scripted", "engine_options": {"model": "m"}})
+    ok.check_fn = scripted_check
+    assert ok.check(scripted_host()) == []
+
+
+def test_prompt_carries_images_and_caption(stage_context: StageContext,
+                                           register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    digest = stage_context.images.put(b"not really a png")
+    rows = [{**make_rows(1)[0], "images": [digest], "caption": "two red dots"}]
+    run_filter(rows, stage_context, engine_options=scripted_options(rows, [[True]]), k=1,
+               include_caption=True, system_prompt="be brief")
+    engine = stage_context.engine("scripted", scripted_options(rows, [[True]]))
+    messages = engine.messages[rows[0]["id"]]
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    parts = messages[1]["content"]
+    assert parts[0] == {"type": "image", "image": digest}
+    assert parts[1]["text"].startswith("Image description: two red dots\n\nWhat is 0 + 0?")
+
+
+def test_report_written_with_histograms_and_budget(stage_context: StageContext,
+                                                   register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    rows = make_rows(6, sources=2)
+    patterns = [[False] * 4, [True] * 4, [True, False, False, False], [False] * 4,
+                [False, True, True, True], [True, True, False, False]]
+    run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
+    report = json.loads((stage_context.workdir / "difficulty_report.json").read_text())
+    assert report["samples"] == 6 and report["kept"] == 2
+    assert report["rollouts_full_k"] == 24
+    assert report["rollouts_used"] == 4 + 1 + 1 + 4 + 2 + 1
+    assert report["rollout_ratio"] == round(13 / 24, 4)
+    assert set(report["by_source"]) == {"src0", "src1"}
+    assert set(report["by_domain"]) == {"math", "chart", "spatial"}
+    assert sum(g["histogram"]["0"] for g in report["by_domain"].values()) == 2
+    png = (stage_context.workdir / "pass_rate_histogram.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    markdown = (stage_context.workdir / "difficulty_report.md").read_text()
+    assert "| src0 |" in markdown and "## By domain" in markdown
