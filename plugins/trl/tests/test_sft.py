@@ -1,0 +1,150 @@
+"""SFT on the tiny models: loss falls (text and LLaVA), LoRA adapters load and merge, resume,
+no pickle is ever loaded, and the trainer contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dualcurate import StageContext
+from dualcurate.testing.contracts import TrainerContract
+from dualcurate_trl import plugin
+from dualcurate_trl.common import TrainerError, read_log
+from dualcurate_trl.sft import SFTStage
+from dualcurate_trl.toy import arithmetic_rows, colour_rows, to_hf
+
+FAST = {"learning_rate": 5e-3, "per_device_train_batch_size": 4,
+        "trl_args": {"gradient_checkpointing": False}}
+
+
+def _losses(workdir: Path) -> list[float]:
+    return [r["loss"] for r in read_log(workdir / "training_log.jsonl") if "loss" in r]
+
+
+def _ctx(tmp_path: Path) -> StageContext:
+    return StageContext.ephemeral(stage_name="train", root=tmp_path / "run")
+
+
+def test_text_sft_loss_falls_and_writes_the_artifacts(lm_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    stage = SFTStage({"model": str(lm_dir), "mode": "long", "max_steps": 16, **FAST})
+    model_dir = stage.train(to_hf(arithmetic_rows(8)), ctx)
+    assert model_dir == ctx.workdir / "model"
+    losses = _losses(ctx.workdir)
+    assert len(losses) == 16
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+    assert (model_dir / "model.safetensors").exists()
+    assert (model_dir / "tokenizer.json").exists()
+    assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pt"))
+    png = ctx.workdir / "training_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+
+
+def test_vlm_sft_loss_falls(llava_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    stage = SFTStage({"model": str(llava_dir), "mode": "short", "max_steps": 12, **FAST})
+    model_dir = stage.train(to_hf(colour_rows(ctx)), ctx)
+    losses = _losses(ctx.workdir)
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+    assert (model_dir / "processor_config.json").exists()
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    AutoModelForImageTextToText.from_pretrained(model_dir, use_safetensors=True)
+    AutoProcessor.from_pretrained(model_dir)
+
+
+def test_lora_adapters_load_and_merge(lm_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ctx = _ctx(tmp_path)
+    stage = SFTStage({"model": str(lm_dir), "mode": "short", "max_steps": 4, "lora": True,
+                      "lora_r": 4, "merge_lora": True, **FAST})
+    result = stage.run(to_hf(arithmetic_rows(4)), ctx)
+    adapter = Path(result.artifacts["model"])
+    merged_dir = Path(result.artifacts["merged"])
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert (adapter / "adapter_config.json").exists()
+    assert (merged_dir / "model.safetensors").exists()
+
+    base = AutoModelForCausalLM.from_pretrained(lm_dir)
+    peft_model = PeftModel.from_pretrained(base, adapter)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        adapted = peft_model(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(lm_dir)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir)(ids).logits
+        remerged = peft_model.merge_and_unload()(ids).logits
+    assert not torch.allclose(adapted, plain), "the adapter changed nothing"
+    assert torch.allclose(adapted, merged, atol=1e-4)
+    assert torch.allclose(remerged, merged, atol=1e-4)
+
+
+def test_resumes_from_the_last_checkpoint(lm_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ds = to_hf(arithmetic_rows(4))
+    cfg = {"model": str(lm_dir), "mode": "short", "save_steps": 2, **FAST}
+    SFTStage({**cfg, "max_steps": 2}).train(ds, ctx)
+    assert (ctx.workdir / "checkpoints" / "checkpoint-2").is_dir()
+    SFTStage({**cfg, "max_steps": 4}).train(ds, ctx)
+    steps = [r["step"] for r in read_log(ctx.workdir / "training_log.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4], "the second run must continue at step 3, not restart"
+    state = json.loads((ctx.workdir / "checkpoints" / "checkpoint-4" /
+                        "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+class _Payload:
+    """Unpickling this runs code: writes a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.parametrize("planted", ["pytorch_model.bin", "optimizer.pt", "extra/evil.pt"])
+def test_planted_pickle_in_a_checkpoint_is_refused(lm_dir: Path, tmp_path: Path,
+                                                   planted: str) -> None:
+    import torch
+
+    ctx = _ctx(tmp_path)
+    ds = to_hf(arithmetic_rows(4))
+    cfg = {"model": str(lm_dir), "mode": "short", "save_steps": 2, **FAST}
+    SFTStage({**cfg, "max_steps": 2}).train(ds, ctx)
+    checkpoint = ctx.workdir / "checkpoints" / "checkpoint-2"
+    marker = tmp_path / "pwned"
+    target = checkpoint / planted
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": _Payload(marker)}, target)
+    with pytest.raises(TrainerError, match=planted.split("/")[-1]):
+        SFTStage({**cfg, "max_steps": 4}).train(ds, ctx)
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_bin_only_model_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (model / "pytorch_model.bin").write_bytes(b"not loaded")
+    from dualcurate_trl.common import load_model_and_processor
+
+    with pytest.raises(TrainerError, match="safetensors"):
+        load_model_and_processor(str(model), None, vision=False)
+
+
+class TestSFTContract(TrainerContract):
+    stage_cls = SFTStage
+    plugin = plugin.sft
+
+    @pytest.fixture(autouse=True)
+    def _model(self, lm_dir: Path) -> None:
+        self.config = {"model": str(lm_dir), "mode": "short", "max_steps": 1,
+                       "trl_args": {"gradient_checkpointing": False}}
