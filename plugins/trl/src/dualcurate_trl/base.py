@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dualcurate import StageResult, Trainer
+
 from dualcurate_trl.common import (
     SavedModel,
     TrainConfig,
@@ -18,7 +19,6 @@ from dualcurate_trl.common import (
 
 if TYPE_CHECKING:
     import datasets
-
     from dualcurate import PluginHost, StageContext
 
 

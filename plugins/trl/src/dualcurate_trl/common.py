@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
-
 from dualcurate import DualcurateError, StageConfig
+from pydantic import Field
 
 log = logging.getLogger("dualcurate.trl")
 
@@ -210,7 +209,7 @@ def make_log_callback(path: Path) -> Any:
     class JsonlLogCallback(TrainerCallback):
         """Appends Trainer logs to training_log.jsonl (main process only)."""
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and state.is_world_process_zero:
                 record = {"step": state.global_step, "epoch": state.epoch, **logs}
                 with path.open("a", encoding="utf-8") as fh:

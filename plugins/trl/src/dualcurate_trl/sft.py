@@ -17,7 +17,6 @@ from dualcurate_trl.data import Mode, build_examples, to_dataset
 
 if TYPE_CHECKING:
     import datasets
-
     from dualcurate import StageContext
 
 
