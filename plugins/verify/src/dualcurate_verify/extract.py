@@ -1,0 +1,169 @@
+"""Final-answer extraction. The reasoning inside ``<think>`` never counts as the answer.
+
+Order (first that applies wins), applied to the text after the think block:
+
+1. the ``<answer>…</answer>`` content (a ``\\boxed{}`` inside it is unwrapped);
+2. the last ``\\boxed{…}`` (or ``\\fbox{…}``);
+3. a trailing "final answer is …" / "answer: …" phrase;
+4. a bare short response, taken whole (``42``, ``(B) 45°``);
+5. the last expression math-verify extracts (done by :func:`dualcurate_verify.check`, under the
+   symbolic time budget; :func:`extract_answer` does it too).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dualcurate_verify.normalise import boxed_contents, strip_math
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+_ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_FINAL_PHRASE = re.compile(
+    r"\banswer\s*(?:is\b|[:：=])\s*(?:[:：]\s*)?(?:is\b\s*)?(?:the\s+)?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
+_HOPE = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+BARE_MAX_WORDS = 12
+BARE_MAX_CHARS = 100
+TRAILING_SLACK = 150
+
+
+@dataclass(frozen=True)
+class ThinkSplit:
+    """A response split at its think block. ``answer_part`` is what may hold the answer."""
+
+    reasoning: str | None
+    answer_part: str
+    opens: int
+    closes: int
+
+    @property
+    def unterminated(self) -> bool:
+        return self.opens > self.closes
+
+
+def split_think(text: str) -> ThinkSplit:
+    """Split at the last ``</think>``. An unclosed ``<think>`` makes everything after it
+    reasoning (no answer part). A missing opening tag (chat templates that open the think block
+    in the prompt) is accepted."""
+    opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
+    if closes == 0:
+        if opens == 0:
+            return ThinkSplit(None, text, 0, 0)
+        return ThinkSplit(text.split(THINK_OPEN, 1)[1], "", opens, 0)
+    head, _, tail = text.rpartition(THINK_CLOSE)
+    reasoning = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
+    if tail.count(THINK_OPEN):  # a think block reopened after the last close: unterminated
+        return ThinkSplit(reasoning, "", opens, closes)
+    return ThinkSplit(reasoning, tail, opens, closes)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What the rules found: ``answer`` (None: nothing found here, try math-verify), where it
+    came from and the distinct candidates when a response offers several."""
+
+    answer: str | None
+    source: str
+    candidates: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def several(self) -> bool:
+        return len(self.candidates) > 1
+
+
+def _distinct(values: list[str]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for v in values:
+        key = re.sub(r"\s+", "", strip_math(v))
+        seen.setdefault(key, v.strip())
+    return tuple(seen.values())
+
+
+def _math_span(tail: str) -> tuple[str, int] | None:
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if tail.startswith(left):
+            end = tail.find(right, len(left))
+            if end != -1:
+                return tail[len(left):end], end + len(right)
+            return None
+    return None
+
+
+def _final_phrase(text: str, trailing: bool = True) -> str | None:
+    """The value after the last "answer is" / "answer:" phrase; with ``trailing`` only if it
+    ends the text (at most a short sentence may follow it)."""
+    matches = list(_FINAL_PHRASE.finditer(text))
+    if not matches:
+        return None
+    tail = text[matches[-1].end():]
+    span = _math_span(tail)
+    if span is not None:
+        value, stop = span
+    else:
+        m = _SENTENCE_END.search(tail)
+        value, stop = (tail[:m.start()], m.end()) if m else (tail, len(tail))
+    rest = _HOPE.sub("", tail[stop:]).strip()
+    if trailing and len(rest) > TRAILING_SLACK:
+        return None
+    return value.strip()
+
+
+def final_phrase(text: str) -> str | None:
+    """The value after the last "answer is" phrase anywhere in ``text`` (for gold solutions)."""
+    value = _final_phrase(text, trailing=False)
+    return strip_math(value) if value else None
+
+
+def _phrase_after_boxes(text: str) -> bool:
+    """A trailing "final answer is" written after the last box wins over the boxes (which were
+    then intermediate results)."""
+    last_box = text.rfind("\\boxed")
+    matches = list(_FINAL_PHRASE.finditer(text))
+    return bool(matches) and matches[-1].start() > last_box >= 0 and \
+        "\\boxed" not in text[matches[-1].start():]
+
+
+def extract_rules(response: str) -> Extraction:
+    """Steps 1–4 (fast, no sympy) on the text after the think block."""
+    part = split_think(response).answer_part
+    tags = [m.group(1) for m in _ANSWER_TAG.finditer(part)]
+    if tags:
+        inner = []
+        for tag in tags:
+            boxes = boxed_contents(tag)
+            inner.append(boxes[-1] if boxes else tag)
+        cands = _distinct(inner)
+        return Extraction(strip_math(inner[-1]), "answer-tag", cands)
+    boxes = boxed_contents(part)
+    phrase = _final_phrase(part)
+    if boxes and not (phrase is not None and _phrase_after_boxes(part)):
+        return Extraction(strip_math(boxes[-1]), "boxed", _distinct(boxes))
+    if phrase is not None:
+        return Extraction(strip_math(phrase), "final-phrase")
+    stripped = part.strip()
+    if not stripped:
+        return Extraction("", "empty")
+    if len(stripped) <= BARE_MAX_CHARS and len(stripped.split()) <= BARE_MAX_WORDS:
+        return Extraction(strip_math(stripped), "bare")
+    return Extraction(None, "none")
+
+
+def extract_answer(response: str) -> str | None:
+    """The response's final answer (see the module docstring for the order), or None.
+
+    The math-verify step runs in the symbolic worker under its time budget; a timeout gives
+    None. The reasoning inside ``<think>`` is never searched.
+    """
+    found = extract_rules(response)
+    if found.answer is not None:
+        return found.answer or None
+    if found.source == "empty":
+        return None
+    from dualcurate_verify.symbolic import default_pool
+
+    reply = default_pool().call({"op": "extract", "response": split_think(response).answer_part})
+    if reply is None or not reply.get("answer"):
+        return None
+    return str(reply["answer"])

@@ -1,0 +1,359 @@
+"""``check(gold, response)``: the rule-based answer verdict (no model involved).
+
+Order: guards that can never be correct (no gold, injection, several candidates, empty answer,
+master keys) → choice letters → numbers → normalised text → candidate enumeration → symbolic
+equivalence with math-verify (gold first: it is not symmetric) under a hard time budget.
+Anything the rules cannot settle is ``undecided``: the LLM judge (or a human) decides those.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dualcurate_verify.extract import (
+    BARE_MAX_WORDS,
+    Extraction,
+    extract_rules,
+    final_phrase,
+    split_think,
+)
+from dualcurate_verify.normalise import (
+    choice_letter,
+    choice_letters,
+    final_boxes,
+    is_choice_gold,
+    looks_textual,
+    normalise_text,
+    numbers_equal,
+    parse_number,
+    rounds_to,
+    strip_math,
+)
+from dualcurate_verify.symbolic import DEFAULT_BUDGET, SymbolicPool, default_pool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One verdict: ``verdict`` is correct | incorrect | invalid | undecided, ``method`` rule |
+    judge, ``label`` the rule tag (or the judge's A/B/C), ``reason`` a sentence for people and
+    ``answer`` the extracted final answer (None when there is none)."""
+
+    verdict: str
+    method: str = "rule"
+    label: str | None = None
+    reason: str = ""
+    answer: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.verdict == "correct"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MASTER_KEYS = frozenset({
+    "thoughtprocess", "letssolvethisproblemstepbystep", "solution", "answer", "finalanswer",
+    "theansweris", "theanswer", "stepbystep", "letsthinkstepbystep", "letsthinkaboutthis",
+    "letmethink", "letmesolvethis", "sure", "okay", "ok", "hmm", "correct", "thisiscorrect",
+    "theansweriscorrect", "none", "null", "nan", "undefined", "na", "unknown", "idk", "解",
+    "答案", "解答", "答",
+})
+_INJECTION = re.compile(
+    r"ignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding|other)\s+"
+    r"(?:instructions?|rules?|prompts?|messages?|text)"
+    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count)\s+(?:this|it|me|the\s+"
+    r"(?:answer|response|solution)|my\s+(?:answer|response))(?:\s+(?:answer|response))?\s+as\s+"
+    r"(?:\"|')?(?:correct|right|a\b|true|valid)"
+    r"|final\s+judg(?:e)?ment"
+    r"|(?:you\s+are|as)\s+(?:an?\s+|the\s+)?(?:grader|judge|verifier|evaluator|grading)"
+    r"|(?:output|respond\s+with|reply\s+with|answer\s+with|return|say|print)\s+(?:only\s+)?"
+    r"(?:\"|')?(?:\\boxed\{\s*a\s*\}|correct\b)"
+    r"|(?:^|\n)\s*(?:system|assistant)\s*:"
+    r"|</?(?:system|instructions?|gold|reference)>",
+    re.IGNORECASE,
+)
+_NEGATION = re.compile(r"\b(?:not|no|never|isn'?t|aren'?t|cannot|can'?t|neither|nor|either|"
+                       r"maybe|perhaps|unsure|except|unless|or|if|might|possibly)\b|n't",
+                       re.IGNORECASE)
+_YES = frozenset({"yes", "true", "y"})
+_NO = frozenset({"no", "false", "n"})
+_SPLIT_WORDS = re.compile(r"\s+(?:or|and)\s+|\\quad|\\text\{\s*(?:or|and|,)\s*\}|\\(?:text)?or\b",
+                          re.IGNORECASE)
+_ASSIGN = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?=[^=]+$)")
+
+
+def split_top(text: str) -> list[str]:
+    """Split at top-level commas, semicolons, "or" and "and" (not inside brackets)."""
+    s = strip_math(text)
+    for left, right in (("\\{", "\\}"), ("\\left\\{", "\\right\\}"), ("{", "}")):
+        if s.startswith(left) and s.endswith(right):
+            s = s[len(left):len(s) - len(right)]
+            break
+    s = _SPLIT_WORDS.sub(";", s)
+    parts, depth, current = [], 0, []
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        if ch in ",;" and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\s+", "", normalise_text(text))
+
+
+def _number(text: str):
+    return parse_number(_ASSIGN.sub("", strip_math(text)))
+
+
+def _scalar_equal(gold: str, answer: str) -> bool:
+    g, a = _number(gold), _number(answer)
+    if g is not None and a is not None:
+        return numbers_equal(g, a) is True
+    return _key(gold) != "" and _key(gold) == _key(answer)
+
+
+_RESULTS: OrderedDict[tuple[str, str, str], dict[str, Any] | None] = OrderedDict()
+_RESULTS_LOCK = threading.Lock()
+_RESULTS_MAX = 50_000
+
+
+def _symbolic(op: str, gold: str, answer: str, budget: float,
+              pool: SymbolicPool | None) -> dict[str, Any] | None:
+    key = (op, gold, answer)
+    with _RESULTS_LOCK:
+        if key in _RESULTS:
+            _RESULTS.move_to_end(key)
+            return _RESULTS[key]
+    reply = (pool or default_pool()).call({"op": op, "gold": gold, "answer": answer}, budget)
+    if reply is not None and reply.get("ok"):  # timeouts and crashes are not remembered
+        with _RESULTS_LOCK:
+            _RESULTS[key] = reply
+            if len(_RESULTS) > _RESULTS_MAX:
+                _RESULTS.popitem(last=False)
+    return reply
+
+
+def _choice_verdict(gold: str, answer: str, choices: list[str] | None) -> CheckResult | None:
+    """Multiple choice: letters against letters; option text mapped to its letter."""
+    gold_letters = choice_letters(gold) if is_choice_gold(gold) else None
+    answer_letters = choice_letters(answer)
+    lead = choice_letter(answer)
+    if gold_letters is None:
+        if choices and lead is not None and not lead[1]:  # gold is option text, answer a letter
+            index = ord(lead[0]) - ord("A")
+            if index < len(choices):
+                ok = _scalar_equal(gold, choices[index])
+                return _result("correct" if ok else "incorrect", "choice", answer,
+                               f"option {lead[0]} ({choices[index]!r}) "
+                               f"{'matches' if ok else 'differs from'} the gold {gold!r}")
+        return None
+    if answer_letters is None and lead is not None:
+        answer_letters = {lead[0]}
+        if choices and lead[1]:
+            matching = [chr(ord("A") + i) for i, c in enumerate(choices) if _scalar_equal(c, lead[1])]
+            if matching and lead[0] not in matching:
+                return _result("undecided", "choice", answer,
+                               f"letter {lead[0]} but its text {lead[1]!r} is option {matching[0]}")
+    if answer_letters is None and choices:
+        matching = [chr(ord("A") + i) for i, c in enumerate(choices) if _scalar_equal(c, answer)]
+        if len(matching) == 1:
+            answer_letters = set(matching)
+    if answer_letters is None:
+        return _result("undecided", "choice", answer,
+                       f"gold is option {gold!r} but the answer {answer!r} names no option letter")
+    if len(answer_letters) > len(gold_letters):
+        return _result("incorrect", "enumeration", answer,
+                       f"answer lists options {', '.join(sorted(answer_letters))} against "
+                       f"gold {', '.join(sorted(gold_letters))}: candidate enumeration")
+    ok = answer_letters == gold_letters
+    return _result("correct" if ok else "incorrect", "choice", answer,
+                   f"option {', '.join(sorted(answer_letters))} "
+                   f"{'matches' if ok else 'differs from'} gold {', '.join(sorted(gold_letters))}")
+
+
+def gold_answer(gold: str) -> str:
+    """The gold's own final answer: its last box (with the boxes written together with it,
+    joined by commas), else the last "answer is" phrase of a long solution, else the gold."""
+    boxes = final_boxes(gold)
+    if boxes:
+        distinct = list({re.sub(r"\s+", "", b): b for b in boxes}.values())
+        return ", ".join(distinct)
+    if len(gold.split()) > BARE_MAX_WORDS:
+        phrase = final_phrase(gold)
+        if phrase:
+            return phrase
+    return gold
+
+
+def _result(verdict: str, label: str, answer: str | None, reason: str) -> CheckResult:
+    return CheckResult(verdict=verdict, method="rule", label=label, reason=reason, answer=answer)
+
+
+def check(gold: str, response: str, question: str | None = None, *,
+          answer_type: str | None = None, choices: list[str] | None = None,
+          budget: float = DEFAULT_BUDGET, pool: SymbolicPool | None = None) -> CheckResult:
+    """Verify ``response`` against ``gold`` with the rules. Thread-safe; never hangs: the
+    symbolic step is bounded by ``budget`` seconds and a timeout gives ``undecided``.
+
+    ``question`` is not used by the rules (the judge reads it); ``answer_type`` and ``choices``
+    (option texts, A first) refine multiple choice and numbers.
+    """
+    del question  # the rules never read the question: nothing in it can steer them
+    gold = "" if gold is None else str(gold)
+    response = "" if response is None else str(response)
+    gold = gold_answer(gold)
+    if not strip_math(gold):
+        return _result("undecided", "no-gold", None, "the gold answer is empty")
+    split = split_think(response)
+    if split.unterminated:
+        return _result("invalid", "no-answer", None,
+                       "the <think> block is never closed, so there is no final answer")
+    if _INJECTION.search(split.answer_part):
+        return _result("invalid", "injection", None,
+                       "the final answer part addresses the grader (prompt injection)")
+    found = extract_rules(response)
+    if found.several:
+        gold_parts = split_top(gold)
+        if len(gold_parts) < 2 or len(found.candidates) > len(gold_parts):
+            return _result("incorrect", "enumeration", found.candidates[-1],
+                           f"{len(found.candidates)} different final answers "
+                           f"({'; '.join(found.candidates)[:200]}): candidate enumeration")
+        found = Extraction(", ".join(strip_math(c) for c in found.candidates), found.source)
+    if found.answer is None:
+        return _from_free_text(gold, split.answer_part, budget, pool)
+    answer = found.answer
+    key = _key(answer)
+    if not key:
+        return _result("invalid", "no-answer", None,
+                       "the response has no final answer" if not answer.strip()
+                       else f"the final answer {answer!r} has no content")
+    if key in MASTER_KEYS or normalise_text(answer) in MASTER_KEYS:
+        if key == _key(gold):
+            return _result("undecided", "master-key", answer,
+                           f"{answer!r} equals the gold but is also a generic phrase")
+        return _result("invalid", "master-key", answer,
+                       f"{answer!r} is a generic phrase, not an answer")
+    return compare(gold, answer, answer_type=answer_type, choices=choices, budget=budget,
+                   pool=pool)
+
+
+def _from_free_text(gold: str, text: str, budget: float, pool: SymbolicPool | None) -> CheckResult:
+    """Step 5: no tag, box, phrase or short answer: math-verify extracts from the text."""
+    reply = _symbolic("verify_text", gold, text[-4000:], budget, pool)
+    if reply is None:
+        return _result("undecided", "timeout", None,
+                       f"timeout: math-verify took longer than {budget:g}s")
+    if not reply.get("ok"):
+        return _result("undecided", "error", None, f"symbolic step failed: {reply.get('error')}")
+    answer = reply.get("answer")
+    if not answer:
+        return _result("invalid", "no-answer", None, "no final answer found in the response")
+    if reply.get("equal") and _hedged(text, answer):
+        return _result("undecided", "textual", answer,
+                       "the response ends in hedged prose; math-verify's last expression "
+                       "is not taken as its answer")
+    if reply.get("equal"):
+        return _result("correct", "symbolic", answer,
+                       f"the last expression {answer!r} is equivalent to the gold {gold!r}")
+    if reply.get("gold_parsed") and reply.get("answer_parsed"):
+        return _result("incorrect", "symbolic", answer,
+                       f"the last expression {answer!r} is not equivalent to the gold {gold!r}")
+    return _result("undecided", "unparsed", answer, "math-verify could not parse both sides")
+
+
+def compare(gold: str, answer: str, *, answer_type: str | None = None,
+            choices: list[str] | None = None, budget: float = DEFAULT_BUDGET,
+            pool: SymbolicPool | None = None) -> CheckResult:
+    """Compare an extracted answer with the gold (the part of :func:`check` after extraction)."""
+    if answer_type in (None, "open", "multiple_choice") or choices:
+        if answer_type == "multiple_choice" or is_choice_gold(gold) or choices:
+            verdict = _choice_verdict(gold, answer, choices)
+            if verdict is not None:
+                return verdict
+    g, a = _number(gold), _number(answer)
+    if g is not None and a is not None:
+        equal = numbers_equal(g, a)
+        if equal is None:
+            return _result("undecided", "units", answer,
+                           f"units differ ({a.unit!r} vs gold {g.unit!r}); not converted")
+        if equal:
+            return _result("correct", "number", answer, f"{answer!r} equals the gold {gold!r}")
+        if rounds_to(g, a):
+            return _result("undecided", "rounding", answer,
+                           f"{answer!r} equals the gold {gold!r} only after rounding")
+        return _result("incorrect", "number", answer, f"{answer!r} differs from the gold {gold!r}")
+    if _key(gold) == _key(answer):
+        return _result("correct", "text", answer, f"{answer!r} matches the gold {gold!r}")
+    gold_parts = split_top(gold)
+    answer_parts = list({_key(p): p for p in split_top(answer)}.values())
+    matched = [any(_scalar_equal(g_part, part) for g_part in gold_parts) for part in answer_parts]
+    if len(answer_parts) > max(1, len(gold_parts)) and any(matched) and not all(matched):
+        return _result("incorrect", "enumeration", answer,
+                       f"{answer!r} lists {len(answer_parts)} candidates for a "
+                       f"{len(gold_parts)}-part gold: candidate enumeration")
+    gk, ak = _key(gold), _key(answer)
+    if (gk in _YES | _NO) and (ak in _YES | _NO):
+        return _result("incorrect", "text", answer, f"{answer!r} against the gold {gold!r}")
+    if answer_type in ("text", "yes_no") or looks_textual(gold) or looks_textual(answer):
+        return _textual(gold, answer, budget, pool)
+    reply = _symbolic("verify", gold, answer, budget, pool)
+    if reply is None:
+        return _result("undecided", "timeout", answer,
+                       f"timeout: math-verify took longer than {budget:g}s")
+    if not reply.get("ok"):
+        return _result("undecided", "error", answer, f"symbolic step failed: {reply.get('error')}")
+    if reply.get("equal"):
+        return _result("correct", "symbolic", answer,
+                       f"{answer!r} is equivalent to the gold {gold!r} (math-verify)")
+    if reply.get("gold_parsed") and reply.get("answer_parsed"):
+        return _result("incorrect", "symbolic", answer,
+                       f"{answer!r} is not equivalent to the gold {gold!r} (math-verify)")
+    return _result("undecided", "unparsed", answer,
+                   f"math-verify could not parse {'the gold' if not reply.get('gold_parsed') else 'the answer'}")
+
+
+def _textual(gold: str, answer: str, budget: float, pool: SymbolicPool | None) -> CheckResult:
+    """Words never go through sympy; prose may still carry an expression that math-verify's
+    own extraction finds (as plain math-verify would). That can make it correct, never
+    incorrect: a mismatch in words needs a judge."""
+    if not (looks_textual(gold) and len(gold.split()) <= 3 and not _DIGIT.search(gold)):
+        reply = _symbolic("verify", gold, answer, budget, pool)
+        if reply is not None and reply.get("ok") and reply.get("equal") \
+                and not _hedged(answer, reply.get("answer") or ""):
+            return _result("correct", "symbolic", answer,
+                           f"the expression in {answer!r} is equivalent to the gold {gold!r}")
+    return _result("undecided", "textual", answer,
+                   f"{answer!r} and the gold {gold!r} differ as text; needs a judge")
+
+
+_DIGIT = re.compile(r"\d")
+_NUM_RUN = re.compile(r"\d[\d,.]*")
+_SENTENCE_STOP = re.compile(r"[.!?](?:\s|$)|\n")
+
+
+def _hedged(text: str, found: str) -> bool:
+    """A negation or hedge just before the extracted expression or anywhere after it
+    ("not 42", "42, maybe", "41 or 42"): then it is not the response's answer."""
+    pos = text.rfind(found) if found else -1
+    end = pos + len(found)
+    if pos < 0:
+        runs = list(_NUM_RUN.finditer(text))
+        if not runs:
+            return bool(_NEGATION.search(text))
+        pos, end = runs[-1].start(), runs[-1].end()
+    before = " ".join(text[:pos].split()[-3:])
+    after = _SENTENCE_STOP.split(text[end:], maxsplit=1)[0]
+    return bool(_NEGATION.search(before) or _NEGATION.search(after))
