@@ -1,0 +1,178 @@
+"""write_report over a run store: contents, escaping, self-containedness, and a real headless
+Chromium opening the page without console errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from dualcurate.report import _pass_bin, scatter_svg, write_report
+from dualcurate.schema import Sample, Trace
+from dualcurate.store import RunStore
+
+GROUPS = [
+    {"group": "digit-sum", "B_S": 20.0, "B_L": 40.0, "DT_S": 22.0, "DT_L": 80.0,
+     "Gain_DA": -45.0, "Gain_CoT": 100.0, "GAP_B": 20.0, "GAP_DT": 58.0,
+     "region": "reasoning-benefit", "n_train": 8, "n_eval": 4},
+    {"group": "first-colour", "B_S": 60.0, "B_L": 50.0, "DT_S": 100.0, "DT_L": 90.0,
+     "Gain_DA": 66.7, "Gain_CoT": 50.0, "GAP_B": -10.0, "GAP_DT": -10.0,
+     "region": "direct-benefit", "n_train": 8, "n_eval": 4},
+    {"group": "last-shape", "B_S": 80.0, "B_L": 70.0, "DT_S": 30.0, "DT_L": 20.0,
+     "Gain_DA": -62.5, "Gain_CoT": -75.0, "GAP_B": -10.0, "GAP_DT": -10.0,
+     "region": "detrimental", "n_train": 8, "n_eval": 4},
+]
+
+
+def png(colour: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 8), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_run(root: Path, with_judge: bool = True) -> RunStore:
+    store = RunStore(root)
+    rows = []
+    for i, group in enumerate(g["group"] for g in GROUPS for _ in range(3)):
+        digest = store.images.put(png(["red", "green", "blue"][i % 3]))
+        split = "eval" if i % 3 == 2 else "train"
+        row = Sample(source="synthetic", domain=group, images=[digest],
+                     question=f"Question {i} <b>bold?</b>", answer=str(i % 10),
+                     caption=f"caption {i}", meta={"split": split, "corrupted": i == 7},
+                     split=split).to_row()
+        rows.append(row)
+    store.write_shard("source", 0, rows)
+    verdicts = ["correct", "incorrect", "invalid"]
+    traced = [{**r, "traces": [Trace(text=f"<think>x</think>\n<answer>{r['answer']}</answer>"
+                                      "</script><script>bad()</script>",
+                                      reasoning="x", answer=r["answer"], engine="reference",
+                                      verdict=verdicts[i % 3], method="exact",
+                                      reason=None if i % 3 == 0 else "answer differs"
+                                      ).model_dump()],
+               "n_traces": 1} for i, r in enumerate(rows)]
+    store.write_shard("verify", 0, traced)
+    filtered = [{**r, "pass_rate": [0.0, 0.25, 1.0][i % 3], "keep": i % 3 != 1}
+                for i, r in enumerate(traced)]
+    store.write_shard("filter", 0, filtered)
+    stages = [("source", "source", "synthetic", 9, 9, 1.5),
+              ("distill", "distiller", "reference", 9, 9, 0.1),
+              ("verify", "verifier", "rule-verify", 9, 9, 0.4),
+              ("filter", "filter", "difficulty", 9, 6, 12.0),
+              ("train", "trainer", "sft", 6, 6, 30.0)]
+    if with_judge:
+        stages.append(("judge", "efficacy_judge", "dual-tuning", 6, 6, 60.0))
+    for name, kind, plugin, rows_in, rows_out, seconds in stages:
+        rec = store.stage_record(name)
+        rec.update(kind=kind, plugin=plugin, status="done", rows_in=rows_in,
+                   rows_out=rows_out, seconds=seconds)
+    if with_judge:
+        path = store.artifacts_dir("judge") / "efficacy.json"
+        path.write_text(json.dumps({"groups": GROUPS}))
+        store.stage_record("judge")["artifacts"] = {"efficacy": str(path)}
+    store.manifest["status"] = "done"
+    store.manifest["recipe_source"] = "default.toml"
+    store.save_manifest()
+    return store
+
+
+def test_writes_html_and_markdown_with_every_section(tmp_path):
+    make_run(tmp_path / "run")
+    html_path, md_path = write_report(tmp_path / "run")
+    html = html_path.read_text()
+    md = md_path.read_text()
+    assert html_path.name == "report.html" and md_path.name == "report.md"
+    for group in GROUPS:
+        assert group["group"] in html and group["region"] in html
+        assert f"| {group['group']} | {group['B_S']:.1f} | {group['B_L']:.1f} |" in md
+    assert 'id="dual-tuning-table"' in html and 'class="scatter"' in html
+    assert html.count('class="point"') == 3
+    assert "No teacher model was run" in html and "No teacher model was run" in md
+    # stage summary with counts and times
+    assert re.search(r"<td>filter</td><td>filter</td><td>difficulty</td><td>done</td>"
+                     r"<td>9</td><td>6</td><td>12.0</td>", html)
+    assert "| filter | filter | difficulty | done | 9 | 6 | 12.0 |" in md
+    # verification breakdown: 3 correct, 3 incorrect, 3 invalid over the three groups
+    assert "answer differs" in html
+    assert html.count('class="hist"') == 3
+    assert html.count('class="sample"') == 9
+
+
+def test_self_contained_and_escaped(tmp_path):
+    make_run(tmp_path / "run")
+    html = write_report(tmp_path / "run")[0].read_text()
+    assert "data:image/png;base64," in html
+    assert not re.search(r'(src|href)="(?!data:|#)', html), "no external resources"
+    assert "<script>bad()</script>" not in html and "&lt;b&gt;bold?&lt;/b&gt;" in html
+    assert html.count("<script>") == 1
+
+
+def test_run_without_judge_still_reports(tmp_path):
+    make_run(tmp_path / "run", with_judge=False)
+    html = write_report(tmp_path / "run")[0].read_text()
+    assert "No efficacy judge results" in html and 'class="scatter"' not in html
+
+
+def test_missing_run_names_the_directory(tmp_path):
+    from dualcurate.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"no manifest\.json"):
+        write_report(tmp_path / "nothing")
+
+
+def test_pass_bins():
+    assert [_pass_bin(v) for v in (0.0, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0)] == [0, 1, 2, 2, 3, 4, 5]
+
+
+def test_scatter_places_points_in_their_regions():
+    svg = scatter_svg(GROUPS, size=420)
+    points = re.findall(r'cx="([\d.]+)" cy="([\d.]+)"', svg)
+    (x1, y1), (x2, y2), (x3, y3) = [(float(a), float(b)) for a, b in points]
+    centre = 210
+    assert x1 < centre and y1 < centre  # reasoning: Gain_CoT > 0 (up), Gain_DA < 0 (left)
+    assert x2 > centre and y2 < centre and (x2 - centre) > (centre - y2)  # direct
+    assert x3 < centre and y3 > centre  # detrimental
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def open_in_chromium(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """(DOM after scripts ran, console lines) of ``page`` in headless Chromium."""
+    proc = subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+
+
+needs_chromium = pytest.mark.skipif(chromium() is None,
+                                    reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_opens_in_headless_chromium_without_console_errors(tmp_path):
+    make_run(tmp_path / "run")
+    html_path, _ = write_report(tmp_path / "run")
+    dom, console = open_in_chromium(html_path, tmp_path / "profile")
+    assert not console, console
+    assert 'id="dual-tuning-table"' in dom and "<svg" in dom and 'class="point"' in dom
+    assert "9 of 9 shown" in dom  # the sample browser's script ran
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_console_errors_are_seen(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>notDefined();</script></body></html>")
+    _, console = open_in_chromium(page, tmp_path / "profile")
+    assert any("notDefined" in line for line in console)
