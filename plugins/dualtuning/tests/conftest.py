@@ -136,20 +136,10 @@ def sum_rows(groups: dict[str, int], traces: bool = True,
 
 
 @pytest.fixture
-def scripted(register_plugin, monkeypatch):
+def scripted(register_plugin):
     """Registers the scripted engine and recording trainer; resets their call logs."""
     ScriptedEngine.calls = []
     RecordingTrainer.calls = []
-    try:
-        from dualcurate_verify import check  # noqa: F401
-    except ImportError:  # until plugins/verify lands: compare the <answer> tag exactly
-        from dualcurate_dualtuning import evaluate
-
-        def tag_scorer(gold: str, response: str, question: str) -> bool:
-            found = re.findall(r"<answer>(.*?)</answer>", response, re.S)
-            return bool(found) and found[-1].strip() == gold.strip()
-
-        monkeypatch.setattr(evaluate, "default_scorer", lambda: tag_scorer)
     register_plugin(ScriptedPlugin(), name="scripted-test")
     return ScriptedEngine, RecordingTrainer
 

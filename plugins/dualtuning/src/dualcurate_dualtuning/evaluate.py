@@ -18,12 +18,13 @@ from dualcurate.errors import DualcurateError
 
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 
-Scorer = Callable[[str, str, str], bool]
+Scorer = Callable[[dict[str, Any], str], bool]
 
 
 @functools.cache
 def default_scorer() -> Scorer:
-    """``is_correct(gold, response, question)`` backed by ``dualcurate_verify.check``."""
+    """``is_correct(row, response)`` backed by ``dualcurate_verify.check`` (the gold answer,
+    its type and the options of a multiple-choice row refine the comparison)."""
     try:
         from dualcurate_verify import check
     except ImportError as exc:
@@ -31,11 +32,10 @@ def default_scorer() -> Scorer:
             "dual-tuning scores answers with dualcurate_verify.check, which is not importable "
             f"({exc}); install dualcurate-verify (pip install -e plugins/verify)") from exc
 
-    def is_correct(gold: str, response: str, question: str) -> bool:
-        result = check(gold=gold, response=response, question=question)
-        verdict = result.get("verdict") if isinstance(result, dict) else getattr(
-            result, "verdict", result)
-        return verdict == "correct"
+    def is_correct(row: dict[str, Any], response: str) -> bool:
+        result = check(str(row["answer"]), response, row.get("question"),
+                       answer_type=row.get("answer_type"), choices=row.get("choices") or None)
+        return result.verdict == "correct"
 
     return is_correct
 
@@ -91,7 +91,7 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
                     continue
                 if completion.finish_reason == "length":
                     scores.truncated[SCORE_KEY[mode]] += 1
-                if scorer(str(row["answer"]), completion.text, str(row.get("question") or "")):
+                if scorer(row, completion.text):
                     correct[key] += 1
     finally:
         engine.close()

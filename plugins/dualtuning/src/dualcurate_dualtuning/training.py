@@ -21,6 +21,9 @@ from dualcurate.schema import rows_to_table
 MARKER = "dualtuning-model.json"
 #: Config fields through which trainers take the model to start from, in order of preference.
 BASE_MODEL_FIELDS = ("model", "base_model", "model_name_or_path")
+#: Applied when the trainer's Config has the field and the user did not set it: LoRA (cheap,
+#: as in the paper's setting), merged so any engine can load the result.
+TRAINER_DEFAULTS: dict[str, Any] = {"lora": True, "merge_lora": True}
 
 
 class NoTrainingExamples(DualcurateError):
@@ -29,10 +32,12 @@ class NoTrainingExamples(DualcurateError):
 
 def trainer_options(ctx: StageContext, trainer: str, options: dict[str, Any],
                     base_model: str) -> dict[str, Any]:
-    """``options`` plus the base model under whichever field the trainer's Config has."""
+    """``options`` plus the base model under whichever field the trainer's Config has, and
+    :data:`TRAINER_DEFAULTS` where the trainer has those fields and ``options`` does not set
+    them."""
     cls = _host(ctx).get("trainer", trainer)
     fields = getattr(getattr(cls, "Config", None), "model_fields", {})
-    merged = dict(options)
+    merged = {**{k: v for k, v in TRAINER_DEFAULTS.items() if k in fields}, **options}
     if not any(name in merged for name in BASE_MODEL_FIELDS):
         for name in BASE_MODEL_FIELDS:
             if name in fields:
@@ -75,12 +80,28 @@ def train_model(ctx: StageContext, tag: str, trainer: str, options: dict[str, An
         model_dir = Path(train(datasets.Dataset(rows_to_table(examples)), sub))
     finally:
         stage.teardown()
-    if not model_dir.is_dir():
-        raise DualcurateError(f"dual-tuning: trainer {trainer!r} returned {model_dir}, which "
-                              f"is not a directory")
+    model_dir = loadable_model(stage, model_dir, trainer)
     marker.write_text(json.dumps({"model_dir": str(model_dir), "examples": len(examples),
                                   "trainer": trainer}, indent=2))
     return model_dir
+
+
+def loadable_model(stage: Any, model_dir: Path, trainer: str) -> Path:
+    """A directory an engine can load: the trainer's output, or for LoRA adapters the merged
+    copy the trainer saved beside them."""
+    if not model_dir.is_dir():
+        raise DualcurateError(f"dual-tuning: trainer {trainer!r} returned {model_dir}, which "
+                              f"is not a directory")
+    if not (model_dir / "adapter_config.json").is_file():
+        return model_dir
+    saved = getattr(stage, "saved", None)
+    for candidate in (getattr(saved, "merged", None), model_dir.with_name(
+            f"{model_dir.name}-merged")):
+        if candidate is not None and Path(candidate).is_dir():
+            return Path(candidate)
+    raise DualcurateError(f"dual-tuning: trainer {trainer!r} saved LoRA adapters only "
+                          f"({model_dir}); engines evaluate full weights, so set "
+                          f"merge_lora = true in trainer_options")
 
 
 def _host(ctx: StageContext) -> Any:
