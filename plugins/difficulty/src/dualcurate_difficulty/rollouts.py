@@ -160,6 +160,9 @@ class RolloutVerifier:
         trace["method"] = _text_or_none(getattr(result, "method", None)) or "check"
         trace["reason"] = _text_or_none(getattr(result, "reason", None))
         trace["label"] = _text_or_none(getattr(result, "label", None))
+        answer = getattr(result, "answer", None)
+        if answer is not None:  # the verifier's own extraction wins over ours
+            trace["answer"] = str(answer)
 
 
 def _text_or_none(value: Any) -> str | None:
