@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from dualcurate_hf.cleaning import (
     CleaningOptions,
     clean_item,
@@ -14,6 +11,8 @@ from dualcurate_hf.cleaning import (
     strip_noise,
     unanswerable_reason,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(("raw", "clean"), [

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dualcurate import DualcurateError, StageContext
 from dualcurate.testing.contracts import SourceContract
 from dualcurate_hf import plugin
@@ -26,7 +25,8 @@ def records(n_good: int = 6) -> list[dict[str, Any]]:
     """Good rows (noisy questions, boxed answers), then one row per failure kind."""
     good = [{"question": f"{i + 1}. What is {i} + {i}? (2 points)",
              "answer": f"\\boxed{{{2 * i}}}", "image": image_bytes(i)} for i in range(n_good)]
-    return good + [
+    return [
+        *good,
         {"question": "Count the balls. Watch the video.", "answer": "3", "image": image_bytes(50)},
         {"question": "Bomb?", "answer": "1", "image": bomb_png()},
         {"question": "Truncated?", "answer": "1", "image": truncated_jpeg()},
