@@ -9,13 +9,14 @@ import tempfile
 from typing import Any
 
 import pytest
-from dualcurate import Completion, StageContext, Verifier, hookimpl
+from dualcurate import Completion, StageContext, hookimpl
 from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import FilterContract, default_rows
 from dualcurate_difficulty import plugin
 from dualcurate_difficulty.filter import DifficultyFilter
 from dualcurate_difficulty.scripted import (
     ScriptedEngine,
+    answer_judge_plugin,
     make_rows,
     run_filter,
     scripted_check,
@@ -161,30 +162,9 @@ def test_failed_rollouts_fail_loudly_by_default(stage_context: StageContext,
     assert stage_context.cache.failures()  # recorded, not cached
 
 
-class _AnswerJudge(Verifier):
-    """A scripted verifier stage: correct iff the trace's answer equals the gold answer."""
-
-    name = "answer-judge"
-
-    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
-        out = []
-        for row in rows:
-            traces = [{**t, "verdict": "correct" if t["answer"] == row["answer"] else "incorrect",
-                       "method": "answer-judge", "label": "A" if t["answer"] == row["answer"]
-                       else "B"} for t in row["traces"]]
-            out.append({**row, "traces": traces})
-        return out
-
-
-class _JudgePlugin:
-    @hookimpl
-    def dualcurate_register_verifiers(self, register) -> None:
-        register(_AnswerJudge)
-
-
 def test_verifier_stage_cascade(stage_context: StageContext, register_plugin) -> None:
     register_plugin(scripted_plugin, name="scripted")
-    register_plugin(_JudgePlugin(), name="judge")
+    register_plugin(answer_judge_plugin, name="judge")
     rows = make_rows(2)
     options = scripted_options(rows, [[True, False], [False, True]])
     only_judge = run_filter(rows, stage_context, engine_options=options, k=2, adaptive=False,

@@ -16,7 +16,15 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dualcurate import ChatRequest, Completion, Engine, EngineConfig, SamplingParams, hookimpl
+from dualcurate import (
+    ChatRequest,
+    Completion,
+    Engine,
+    EngineConfig,
+    SamplingParams,
+    Verifier,
+    hookimpl,
+)
 from dualcurate.cache import canonical_json
 from dualcurate.engine import OnResult
 
@@ -102,6 +110,33 @@ class _ScriptedPlugin:
 scripted_plugin = _ScriptedPlugin()
 
 
+class AnswerJudge(Verifier):
+    """A scripted verifier stage: a trace is correct iff its ``<answer>`` equals the gold
+    answer (labels A/B as a judge would). Registered by :data:`answer_judge_plugin`."""
+
+    name = "answer-judge"
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            traces = []
+            for trace in row.get("traces") or []:
+                right = trace.get("answer") == row["answer"]
+                traces.append({**trace, "verdict": "correct" if right else "incorrect",
+                               "method": "answer-judge", "label": "A" if right else "B"})
+            out.append({**row, "traces": traces})
+        return out
+
+
+class _AnswerJudgePlugin:
+    @hookimpl
+    def dualcurate_register_verifiers(self, register: Register) -> None:
+        register(AnswerJudge)
+
+
+answer_judge_plugin = _AnswerJudgePlugin()
+
+
 def scripted_check(gold: str, response: str, question: str | None = None) -> str:
     """A stand-in for ``dualcurate_verify.check`` that compares the ``<answer>`` exactly."""
     from dualcurate_difficulty.rollouts import extract_answer
@@ -135,13 +170,15 @@ def scripted_options(rows: list[dict[str, Any]], patterns: Sequence[Sequence[boo
 
 
 def scripted_host() -> PluginHost:
-    """A plugin host (no autoload) with the scripted engine and both difficulty filters."""
+    """A plugin host (no autoload) with the scripted engine, the answer judge and both
+    difficulty filters."""
     from dualcurate import PluginHost
 
     from dualcurate_difficulty import plugin
 
     host = PluginHost(autoload=False)
     host.register(scripted_plugin, name="scripted")
+    host.register(answer_judge_plugin, name="answer-judge")
     host.register(plugin.difficulty, name="difficulty")
     host.register(plugin.rl_subset, name="rl-subset")
     return host
