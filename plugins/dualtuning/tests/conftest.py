@@ -21,6 +21,7 @@ from dualcurate import (
     EngineConfig,
     Register,
     Sample,
+    Source,
     StageConfig,
     Trace,
     Trainer,
@@ -101,7 +102,25 @@ class RecordingTrainer(Trainer):
         return out
 
 
+class SumRowsConfig(StageConfig):
+    groups: dict[str, int] = {"math": 8, "spatial": 8}
+
+
+class SumRowsSource(Source):
+    """The rows of :func:`sum_rows` as a source, for recipe-level tests."""
+
+    name = "sum-rows"
+    Config = SumRowsConfig
+
+    def read(self, ctx):
+        yield sum_rows(self.config.groups)
+
+
 class ScriptedPlugin:
+    @hookimpl
+    def dualcurate_register_sources(self, register: Register) -> None:
+        register(SumRowsSource)
+
     @hookimpl
     def dualcurate_register_engines(self, register: Register) -> None:
         register(ScriptedEngine)

@@ -229,3 +229,26 @@ def test_seeded_split_is_deterministic_and_order_free(make_rows):
     assert first == held(list(reversed(rows)), 0)
     assert [len(first["math"]), len(first["chart"])] == [4, 1]  # eval_max=4 caps math
     assert held(rows, 1) != first
+
+
+def test_runs_as_the_judge_stage_of_a_recipe(scripted, plugin_host, register_plugin, tmp_path):
+    from dualcurate import Pipeline, load_recipe
+
+    register_plugin(plugin.dual_tuning, name="dual-tuning")
+    recipe = {"run": {"shard_size": 5, "seed": 3},
+              "source": {"use": "sum-rows"},
+              "judge": {"use": "dual-tuning", "base_model": "base-model",
+                        "plugins": {"dual-tuning": {"engine": "scripted", "trainer": "recording",
+                                                    "engine_options": {"script": SCRIPT},
+                                                    "validate": True}}}}
+    store = Pipeline(load_recipe(recipe), host=plugin_host).run(tmp_path / "run")
+    record = store.stage_record("judge")
+    assert record["status"] == "done"
+    assert {g["group"]: g["region"] for g in record["report"]["groups"]} == {
+        "math": "reasoning-benefit", "spatial": "direct-benefit"}
+    assert "validation" in record["report"]
+    assert record["rows_in"] == 16 and record["rows_out"] == 8
+    curated = store.dataset("judge")
+    assert sorted(set(curated["mode"])) == ["long", "short"]
+    assert (store.artifacts_dir("judge") / "efficacy.json").is_file()
+    assert record["artifacts"]["scatter"].endswith("efficacy_scatter.png")
