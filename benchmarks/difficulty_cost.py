@@ -1,0 +1,163 @@
+"""What adaptive sampling saves in the difficulty filter, and whether it changes any decision.
+
+Data: the ``synthetic`` source's train puzzles (digit-sum, first-colour, last-shape), with the
+caption in the question (the proxy reads text). Proxy: the synthetic plugin's tiny base model
+(a Qwen2 from config, briefly pre-trained on freshly drawn puzzles, built once and cached under
+``runs/bench-difficulty``), through the real ``hf`` engine, verified by
+``dualcurate_verify.check``. With ``--proxy scripted`` (or when those plugins are missing) a
+scripted engine answers instead, with per-sample success probabilities drawn U-shaped.
+
+For each rule (``pass_rate == 0``, ``pass_rate < 1``, and a band with the predictive stop):
+
+1. adaptive (round size 1) on a fresh request cache: rollouts drawn, seconds;
+2. full k on the same cache: its first rollouts of every sample are the adaptive ones (same
+   sample indices, same cache keys), so the decisions are compared on the very same rollouts.
+
+Printed per rule: rollouts used as a ratio of full k (target <= 0.6 for == 0 and < 1),
+decision agreement with full k (must be 1.0 for the exact rules, >= 0.98 for the band), and
+wall time. Last line: one JSON object.
+
+Run: .venv/bin/python benchmarks/difficulty_cost.py [--per-family N] [--k K] [--proxy hf|scripted]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = {"eq0": {"keep": "pass_rate == 0"},
+         "lt1": {"keep": "pass_rate < 1"},
+         "band": {"keep": "band", "band": (0.25, 0.75), "stop_rule": "predictive"}}
+
+
+def synthetic_rows(per_family: int, ctx: Any) -> list[dict[str, Any]]:
+    from dualcurate_synthetic.source import SyntheticSource
+
+    source = SyntheticSource({"train_per_family": per_family, "eval_per_family": 0,
+                              "caption_in_question": True, "seed": 1})
+    return [row for batch in source.read(ctx) for row in batch]
+
+
+def build_proxy(steps: int) -> Path:
+    from dualcurate_synthetic.basemodel import ensure_base_model
+    from dualcurate_synthetic.source import BaseModelSettings
+
+    model_dir = ROOT / "runs" / "bench-difficulty" / f"proxy-{steps}"
+    started = time.monotonic()
+    ensure_base_model(model_dir, BaseModelSettings(steps=steps), seed=0, log=print)
+    print(f"proxy model {model_dir} ready in {time.monotonic() - started:.1f} s")
+    return model_dir
+
+
+def host_with(proxy: str) -> Any:
+    from dualcurate import PluginHost
+    from dualcurate_difficulty.scripted import scripted_host
+
+    if proxy == "scripted":
+        return scripted_host()
+    host = PluginHost(autoload=False)
+    host.load("hf")
+    return host
+
+
+def run_rule(name: str, rows: list[dict[str, Any]], base: dict[str, Any],
+             proxy: str) -> dict[str, Any]:
+    from dualcurate import StageContext
+    from dualcurate_difficulty.filter import DifficultyFilter
+    from dualcurate_difficulty.scripted import scripted_check
+
+    with tempfile.TemporaryDirectory(prefix="bench-difficulty-") as root:
+        ctx = StageContext.ephemeral(root=root, host=host_with(proxy))
+        results = {}
+        for mode, adaptive in (("adaptive", True), ("full", False)):
+            stage = DifficultyFilter({**base, **RULES[name], "adaptive": adaptive,
+                                      "report": False})
+            if proxy == "scripted":
+                stage.check_fn = scripted_check
+            sent_before = ctx.stats.sent
+            started = time.monotonic()
+            stage.setup(ctx)
+            out = stage.process([dict(r) for r in rows], ctx)
+            stage.teardown()
+            results[mode] = {"rows": out, "seconds": time.monotonic() - started,
+                             "generated": ctx.stats.sent - sent_before}
+        ctx.close()
+        ctx.cache.close()
+    k = base["k"]
+    adaptive, full = results["adaptive"], results["full"]
+    used = sum(r["rollouts_used"] for r in adaptive["rows"])
+    agree = sum(a["keep"] == f["keep"] for a, f in zip(adaptive["rows"], full["rows"],
+                                                     strict=True))
+    return {"ratio": used / (k * len(rows)), "agreement": agree / len(rows),
+            "kept": sum(r["keep"] for r in full["rows"]),
+            "adaptive_s": adaptive["seconds"], "rest_of_full_s": full["seconds"],
+            "full_pass_rates": [r["pass_rate"] for r in full["rows"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-family", type=int, default=40)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=300, help="proxy pre-training steps")
+    parser.add_argument("--proxy", choices=["hf", "scripted"], default="hf")
+    args = parser.parse_args()
+
+    from dualcurate import StageContext
+
+    proxy = args.proxy
+    try:
+        import dualcurate_hf.engine  # noqa: F401
+        import dualcurate_synthetic.basemodel  # noqa: F401
+    except ImportError as exc:
+        print(f"hf engine or synthetic source missing ({exc}); using the scripted proxy")
+        proxy = "scripted"
+    data_ctx = StageContext.ephemeral(root=tempfile.mkdtemp(prefix="bench-difficulty-data-"))
+    rows = synthetic_rows(args.per_family, data_ctx)
+    base: dict[str, Any] = {"k": args.k, "temperature": 1.0, "max_tokens": 16, "seed": 0,
+                            "include_images": False,
+                            "prompt_template": "Answer directly.\n\n{question}"}
+    if proxy == "hf":
+        model_dir = build_proxy(args.steps)
+        base.update(engine="hf", engine_options={"model": str(model_dir), "batch_size": 64})
+    else:
+        from dualcurate_difficulty.scripted import scripted_options
+
+        rng = random.Random(0)
+        probabilities = [rng.choice([0.0, 0.0, 1.0, 1.0, rng.random()]) for _ in rows]
+        base.update(engine="scripted",
+                    engine_options=scripted_options(rows, probabilities=probabilities))
+    print(f"{len(rows)} samples ({args.per_family} per family), k={args.k}, proxy={proxy}")
+
+    figures: dict[str, Any] = {}
+    for name in RULES:
+        res = run_rule(name, rows, base, proxy)  # text-only proxy: images not needed
+        figures[name] = res
+        print(f"{name:5s} {RULES[name]['keep']:15s} rollouts {res['ratio']:.3f} of full k, "
+              f"agreement {res['agreement']:.4f}, kept {res['kept']}/{len(rows)}, "
+              f"adaptive {res['adaptive_s']:.1f} s, rest of full k {res['rest_of_full_s']:.1f} s")
+    rates = figures["eq0"]["full_pass_rates"]
+    hist = {f"{b}/{args.k}": sum(1 for r in rates if round(r * args.k) == b)
+            for b in range(args.k + 1)}
+    print(f"full-k pass-rate histogram: {hist}")
+    print(json.dumps({
+        "rollout_ratio_eq0": round(figures["eq0"]["ratio"], 4),
+        "rollout_ratio_lt1": round(figures["lt1"]["ratio"], 4),
+        "agreement_eq0": round(figures["eq0"]["agreement"], 4),
+        "agreement_lt1": round(figures["lt1"]["agreement"], 4),
+        "rollout_ratio_band": round(figures["band"]["ratio"], 4),
+        "agreement_band": round(figures["band"]["agreement"], 4),
+        "samples": len(rows), "k": args.k, "proxy": proxy,
+    }))
+
+
+if __name__ == "__main__":
+    main()
