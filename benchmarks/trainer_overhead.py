@@ -1,0 +1,190 @@
+"""Overhead of the ``sft`` and ``gspo`` trainer stages over TRL called directly.
+
+Same tiny model, same examples, same settings; repetitions interleaved (alternating which side
+goes first) so machine noise hits both sides alike. Step time = the Trainer's own
+``train_runtime`` / steps (the training loop: forward, backward, optimiser, generation and
+rewards for GSPO, logging, the final checkpoint). The end-to-end wall time (examples, model
+load, saving the model dir, the curve) is printed too, for information.
+
+Run: ``.venv/bin/python benchmarks/trainer_overhead.py [--reps 5]``. Last line: JSON with
+``sft_step_ratio`` and ``gspo_step_ratio`` (stage / direct, medians; target ≤ 1.05), plus
+best-of-N ratios (external load only ever adds time) and end-to-end wall ratios.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+SFT_STEPS = 24
+GSPO_STEPS = 8
+COMMON = {"learning_rate": 1e-3, "per_device_train_batch_size": 4, "seed": 0,
+          "gradient_accumulation_steps": 1}
+GSPO = {"num_generations": 4, "max_completion_length": 24, "steps_per_generation": 2}
+
+
+def _train_args(output_dir: Path, steps: int) -> dict[str, Any]:
+    return {"output_dir": str(output_dir), "max_steps": steps, "logging_steps": 1,
+            "save_strategy": "steps", "save_steps": 500, "save_total_limit": 2,
+            "report_to": [], "push_to_hub": False, "disable_tqdm": True, "bf16": False,
+            "fp16": False, "use_cpu": True, "gradient_checkpointing": False, **COMMON}
+
+
+def _runtime(log_path: Path) -> float:
+    from dualcurate_trl.common import read_log
+
+    return next(r["train_runtime"] for r in read_log(log_path) if "train_runtime" in r)
+
+
+# sft --------------------------------------------------------------------------------------------
+
+def sft_stage(model: Path, rows: list[dict], work: Path) -> tuple[float, float]:
+    from dualcurate import StageContext
+    from dualcurate_trl.sft import SFTStage
+    from dualcurate_trl.toy import to_hf
+
+    ctx = StageContext.ephemeral(stage_name="sft", root=work)
+    start = time.perf_counter()
+    SFTStage({"model": str(model), "mode": "long", "max_steps": SFT_STEPS, "max_length": 1024,
+              "trl_args": {"gradient_checkpointing": False}, **COMMON}).train(to_hf(rows), ctx)
+    wall = time.perf_counter() - start
+    return _runtime(ctx.workdir / "training_log.jsonl") / SFT_STEPS, wall
+
+
+def sft_direct(model: Path, rows: list[dict], work: Path) -> tuple[float, float]:
+    import datasets
+    from dualcurate_trl.data import long_completion
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    start = time.perf_counter()
+    examples = [{"prompt": [{"role": "user", "content": r["question"]}],
+                 "completion": [{"role": "assistant",
+                                 "content": long_completion(t["reasoning"], t["answer"])}]}
+                for r in rows for t in r["traces"]]
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model), processing_class=AutoTokenizer.from_pretrained(model),
+        train_dataset=datasets.Dataset.from_list(examples),
+        args=SFTConfig(**_train_args(work / "out", SFT_STEPS), max_length=1024,
+                       completion_only_loss=True))
+    metrics = trainer.train().metrics
+    trainer.save_model(str(work / "model"))
+    wall = time.perf_counter() - start
+    return metrics["train_runtime"] / SFT_STEPS, wall
+
+
+# gspo -------------------------------------------------------------------------------------------
+
+def gspo_stage(model: Path, rows: list[dict], work: Path) -> tuple[float, float]:
+    from dualcurate import StageContext
+    from dualcurate_trl.grpo import GSPOStage
+    from dualcurate_trl.toy import answer_tag_check, to_hf
+
+    ctx = StageContext.ephemeral(stage_name="gspo", root=work)
+    start = time.perf_counter()
+    GSPOStage({"model": str(model), "max_steps": GSPO_STEPS, "system_prompt": None,
+               "trl_args": {"gradient_checkpointing": False}, **COMMON, **GSPO},
+              check=answer_tag_check).train(to_hf(rows), ctx)
+    wall = time.perf_counter() - start
+    return _runtime(ctx.workdir / "training_log.jsonl") / GSPO_STEPS, wall
+
+
+def accuracy(prompts, completions, answer, **_):
+    from dualcurate_trl.toy import answer_tag_check
+
+    return [1.0 if answer_tag_check(a, c[0]["content"]).verdict == "correct" else 0.0
+            for c, a in zip(completions, answer, strict=True)]
+
+
+def fmt(prompts, completions, **_):
+    from dualcurate_trl.rewards import format_score
+
+    return [format_score(c[0]["content"]) for c in completions]
+
+
+def gspo_direct(model: Path, rows: list[dict], work: Path) -> tuple[float, float]:
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    start = time.perf_counter()
+    examples = [{"prompt": [{"role": "user", "content": r["question"]}], "answer": r["answer"],
+                 "question": r["question"]} for r in rows]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"
+    args = GRPOConfig(**_train_args(work / "out", GSPO_STEPS), **GSPO,
+                      importance_sampling_level="sequence", loss_type="grpo", beta=0.0,
+                      epsilon=3e-4, epsilon_high=4e-4, reward_weights=[0.9, 0.1],
+                      temperature=1.0, top_p=1.0, use_vllm=False)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model),
+                          reward_funcs=[accuracy, fmt], args=args,
+                          train_dataset=datasets.Dataset.from_list(examples),
+                          processing_class=tokenizer)
+    metrics = trainer.train().metrics
+    trainer.save_model(str(work / "model"))
+    wall = time.perf_counter() - start
+    return metrics["train_runtime"] / GSPO_STEPS, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    opts = parser.parse_args()
+
+    import torch
+    from dualcurate.testing.tiny import build_tiny_causal_lm
+    from dualcurate_trl.toy import arithmetic_rows
+
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="trainer-overhead-"))
+    model = build_tiny_causal_lm(root / "model")
+    rows = arithmetic_rows(16)
+    pairs = {"sft": (sft_stage, sft_direct), "gspo": (gspo_stage, gspo_direct)}
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
+        k: {"stage": [], "direct": []} for k in pairs}
+    # warm-up (imports, first-call caches) on both sides, not timed
+    for name, (stage_fn, direct_fn) in pairs.items():
+        stage_fn(model, rows, root / f"warm-{name}-s")
+        direct_fn(model, rows, root / f"warm-{name}-d")
+    for rep in range(opts.reps):
+        for name, (stage_fn, direct_fn) in pairs.items():
+            order = [("stage", stage_fn), ("direct", direct_fn)]
+            if rep % 2:
+                order.reverse()
+            for side, fn in order:
+                times[name][side].append(fn(model, rows, root / f"{name}-{side}-{rep}"))
+
+    result: dict[str, float] = {}
+    for name in pairs:
+        step = {s: statistics.median(t[0] for t in times[name][s]) for s in ("stage", "direct")}
+        wall = {s: statistics.median(t[1] for t in times[name][s]) for s in ("stage", "direct")}
+        best = {s: min(t[0] for t in times[name][s]) for s in ("stage", "direct")}
+        ratio = step["stage"] / step["direct"]
+        print(f"{name:5s} step (median of {opts.reps}): stage {step['stage'] * 1000:7.1f} ms  "
+              f"direct {step['direct'] * 1000:7.1f} ms  ratio {ratio:.3f}  (best-of: "
+              f"{best['stage'] / best['direct']:.3f})  | end-to-end: stage "
+              f"{wall['stage']:.2f} s  direct {wall['direct']:.2f} s  ratio "
+              f"{wall['stage'] / wall['direct']:.3f}")
+        result[f"{name}_step_ratio_best"] = round(best["stage"] / best["direct"], 4)
+        result[f"{name}_step_ratio"] = round(ratio, 4)
+        result[f"{name}_wall_ratio"] = round(wall["stage"] / wall["direct"], 4)
+    result["reps"] = opts.reps
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
