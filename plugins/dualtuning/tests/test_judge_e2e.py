@@ -91,3 +91,37 @@ def test_tiny_model_validation_mode(real_context):
         assert Path(model["model"]).is_dir()
         assert {g["group"] for g in model["groups"]} == {"lucky", "colour"}
         assert model["mean_delta"] > 0, f"{name}: training on the data should beat the base"
+
+
+@pytest.mark.slow
+def test_tiny_vision_language_model_with_images(stage_context, plugin_host, tiny_llava_dir,
+                                                tmp_path):
+    """Images travel as store hashes through the S/L prompts into the trainer and the engine:
+    the two groups share one question and differ only by the image's colour."""
+    import io
+
+    from PIL import Image
+
+    plugin_host.load("sft")
+    plugin_host.load("hf")
+    base = tmp_path / "base-llava"
+    shutil.copytree(tiny_llava_dir, base)
+
+    def image(colour: str) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), colour).save(buffer, "PNG")
+        return stage_context.images.put(buffer.getvalue())
+
+    data = []
+    for colour in ("red", "blue"):
+        for i in range(12):
+            row = Sample(source="e2e", domain=colour, images=[image(colour)],
+                         question=f"What colour is the image? Case {i}.", answer=colour).to_row()
+            row["traces"] = [Trace(reasoning=f"The image is {colour}.", answer=colour,
+                                   verdict="correct").model_dump()]
+            row["split"] = "eval" if i < 4 else "train"
+            data.append(row)
+    result = judge(base).run(datasets.Dataset(rows_to_table(data)), stage_context)
+    for g in result.report["groups"]:
+        assert max(g["DT_S"], g["DT_L"]) > max(g["B_S"], g["B_L"]), g
+    assert all(row["images"] for row in result.dataset.to_list())
