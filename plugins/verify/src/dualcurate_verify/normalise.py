@@ -34,6 +34,7 @@ def find_braced(text: str, start: int) -> tuple[str, int] | None:
 
 
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)\s*")
+_DANGLING_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{?\s*$")
 
 
 _BOX_SEPARATOR = re.compile(r"\b(?:and|or)\b|,|;")
@@ -84,6 +85,7 @@ def strip_math(text: str) -> str:
                 s = s[len(left):len(s) - len(right)].strip()
                 break
         s = _WRAPPERS.sub(lambda m: m.group(1), s)
+        s = _DANGLING_BOX.sub("", s)
         s = s.replace("**", "").strip()
         s = s.rstrip(".;").strip()
         if s == before:
@@ -247,7 +249,7 @@ def is_choice_gold(gold: str) -> bool:
 
 
 # text ---------------------------------------------------------------------------------------
-_ARTICLES = re.compile(r"^(?:the|a|an)\s+")
+_ARTICLES = re.compile(r"^(?:(?:the|a|an)\s+)+")
 _EDGE_PUNCT = re.compile(r"^[\s.,;:!?\"'`]+|[\s.,;:!?\"'`]+$")
 
 

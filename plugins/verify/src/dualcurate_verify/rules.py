@@ -111,7 +111,11 @@ def split_top(text: str) -> list[str]:
 
 
 def _key(text: str) -> str:
-    return re.sub(r"\s+", "", normalise_text(text))
+    return normalise_text(text)
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[\W_]", "", strip_math(text).lower())
 
 
 def _number(text: str):
@@ -236,12 +240,13 @@ def check(gold: str, response: str, question: str | None = None, *,
         return _from_free_text(gold, split.answer_part, budget, pool)
     answer = found.answer
     key = _key(answer)
-    if not key:
-        return _result("invalid", "no-answer", None,
-                       "the response has no final answer" if not answer.strip()
-                       else f"the final answer {answer!r} has no content")
-    if key in MASTER_KEYS or normalise_text(answer) in MASTER_KEYS:
-        if key == _key(gold):
+    if not key or not re.search(r"\w", key):
+        if not answer.strip():
+            return _result("invalid", "no-answer", None, "the response has no final answer")
+        return _result("invalid", "master-key", answer,
+                       f"the final answer {answer!r} has no content (punctuation only)")
+    if _alnum(answer) in MASTER_KEYS:
+        if _alnum(answer) == _alnum(gold):
             return _result("undecided", "master-key", answer,
                            f"{answer!r} equals the gold but is also a generic phrase")
         return _result("invalid", "master-key", answer,

@@ -1,0 +1,169 @@
+"""``rule-verify``: structure and answer rules over every trace of every row."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dualcurate import StageConfig, Verifier
+from pydantic import Field
+
+from dualcurate_verify.extract import split_think
+from dualcurate_verify.rules import CheckResult, check
+from dualcurate_verify.symbolic import default_pool
+
+if TYPE_CHECKING:
+    from dualcurate import StageContext
+
+Row = dict[str, Any]
+
+
+class RuleVerifierConfig(StageConfig):
+    """Options of ``rule-verify`` (``[verify]`` in a recipe)."""
+
+    require_think: bool = Field(True, description="a trace needs exactly one <think>…</think> "
+                                "block before its answer (an opening tag the chat template "
+                                "already wrote may be missing)")
+    min_words: int = Field(0, ge=0, description="traces with fewer words are invalid "
+                           "(MMFineReason drops responses under 100–200 words)")
+    repetition_ngram: int = Field(50, ge=1, description="n of the repetition filter (tokens)")
+    repetition_count: int = Field(3, ge=2, description="an n-gram occurring this often in the "
+                                  "reasoning makes the trace invalid")
+    symbolic_timeout: float = Field(5.0, gt=0, description="seconds per math-verify call; "
+                                    "longer gives 'undecided' (timeout)")
+    workers: int = Field(2, ge=1, description="threads (and math-verify processes) per stage")
+
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"workers"})
+
+
+def trace_response(trace: Row) -> str:
+    """The full response of a trace: its text, with the engine-separated reasoning put back
+    in a think block when the text has none."""
+    text = trace.get("text") or ""
+    reasoning = trace.get("reasoning") or ""
+    if reasoning and "<think>" not in text and "</think>" not in text:
+        return f"<think>{reasoning}</think>{text}"
+    return text or (trace.get("answer") or "")
+
+
+def repeated_ngram(tokens: list[str], n: int, times: int) -> tuple[str, ...] | None:
+    """The first n-gram of ``tokens`` that occurs ``times`` times or more, or None."""
+    if len(tokens) < n * times:
+        return None
+    counts: Counter[tuple[str, ...]] = Counter()
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        counts[gram] += 1
+        if counts[gram] >= times:
+            return gram
+    return None
+
+
+def _invalid(label: str, reason: str) -> CheckResult:
+    return CheckResult(verdict="invalid", method="rule", label=label, reason=reason)
+
+
+class RuleVerifier(Verifier):
+    """Gives each trace a verdict from rules: structure (truncation, think block, length,
+    repetition), then the answer against the row's gold (``check``). Adds ``n_verified`` and
+    ``consistent`` (at least one trace verified correct) to each row."""
+
+    name = "rule-verify"
+    Config = RuleVerifierConfig
+    requires = ("answer",)
+    provides = ("traces", "n_verified", "consistent")
+    version = "1"
+
+    config: RuleVerifierConfig
+
+    def setup(self, ctx: StageContext) -> None:
+        pool = default_pool()
+        pool.max_workers = max(pool.max_workers, self.config.workers)
+
+    # one trace ------------------------------------------------------------------------------
+    def structure(self, trace: Row) -> CheckResult | None:
+        """The structural verdict of a trace, or None when its structure is fine."""
+        if trace.get("error"):
+            return _invalid("error", f"generation failed: {trace['error']}")
+        if trace.get("truncated") or trace.get("finish_reason") == "length":
+            return _invalid("truncated", "the response was cut off at the token limit")
+        response = trace_response(trace)
+        split = split_think(response)
+        if split.opens > 1 or split.closes > 1:
+            return _invalid("think", f"{max(split.opens, split.closes)} think blocks; "
+                            "exactly one is allowed")
+        if split.unterminated:
+            return _invalid("think", "the <think> block is never closed")
+        if self.config.require_think and split.closes == 0:
+            return _invalid("think", "no <think>…</think> block before the answer")
+        if not split.answer_part.strip():
+            return _invalid("no-answer", "nothing after the think block")
+        words = len(response.replace("<think>", " ").replace("</think>", " ").split())
+        if words < self.config.min_words:
+            return _invalid("too-short", f"{words} words; at least {self.config.min_words} "
+                            "are required (min_words)")
+        reasoning = split.reasoning if split.reasoning is not None else split.answer_part
+        gram = repeated_ngram(reasoning.split(), self.config.repetition_ngram,
+                              self.config.repetition_count)
+        if gram is not None:
+            return _invalid("repetition", f"a {self.config.repetition_ngram}-token sequence "
+                            f"occurs {self.config.repetition_count}+ times "
+                            f"(starting {' '.join(gram[:8])!r})")
+        return None
+
+    def verify_trace(self, row: Row, trace: Row) -> CheckResult:
+        """Structure first, then the answer rules."""
+        problem = self.structure(trace)
+        if problem is not None:
+            return problem
+        return check(str(row.get("answer") or ""), trace_response(trace), row.get("question"),
+                     answer_type=row.get("answer_type"), choices=list(row.get("choices") or []),
+                     budget=self.config.symbolic_timeout)
+
+    # rows -------------------------------------------------------------------------------------
+    def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
+        out = [self._prepare(row) for row in rows]
+        jobs = [(ri, ti) for ri, row in enumerate(out) for ti in range(len(row["traces"]))]
+        results = self._verify_all(out, jobs)
+        for (ri, ti), result in zip(jobs, results, strict=True):
+            apply_result(out[ri]["traces"][ti], result)
+        return [finish_row(row) for row in out]
+
+    def _verify_all(self, rows: list[Row], jobs: list[tuple[int, int]]) -> list[CheckResult]:
+        def one(job: tuple[int, int]) -> CheckResult:
+            row = rows[job[0]]
+            return self.verify_trace(row, row["traces"][job[1]])
+
+        if self.config.workers <= 1 or len(jobs) <= 1:
+            return [one(job) for job in jobs]
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            return list(pool.map(one, jobs))
+
+    @staticmethod
+    def _prepare(row: Row) -> Row:
+        row = dict(row)
+        traces = row.get("traces")
+        if traces is None and isinstance(row.get("response"), str):
+            traces = [{"text": row["response"]}]  # a bare (gold, response) row, as `curate check`
+        row["traces"] = [t.model_dump() if hasattr(t, "model_dump") else dict(t)
+                         for t in (traces or [])]
+        return row
+
+
+def apply_result(trace: Row, result: CheckResult) -> None:
+    """Write a verdict onto a trace (and the extracted answer where the trace had none)."""
+    trace["verdict"] = result.verdict
+    trace["method"] = result.method
+    trace["label"] = result.label
+    trace["reason"] = result.reason
+    if not trace.get("answer") and result.answer:
+        trace["answer"] = result.answer
+
+
+def finish_row(row: Row) -> Row:
+    """``n_verified``: traces verified correct; ``consistent``: the teacher's answers agree
+    with the gold, i.e. at least one trace is verified correct."""
+    row["n_verified"] = sum(1 for t in row["traces"] if t.get("verdict") == "correct")
+    row["consistent"] = row["n_verified"] > 0
+    return row

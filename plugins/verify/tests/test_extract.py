@@ -1,0 +1,146 @@
+"""Final-answer extraction and normalisation: examples and properties."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from dualcurate_verify import check, extract_answer
+from dualcurate_verify.extract import extract_rules, split_think
+from dualcurate_verify.normalise import (
+    choice_letter,
+    choice_letters,
+    looks_textual,
+    normalise_text,
+    numbers_equal,
+    parse_number,
+    strip_math,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+# answers made of characters that carry no markup of their own
+plain_answer = st.text(alphabet=st.sampled_from("abcdefxyz0123456789+-*/^()= "), min_size=1,
+                       max_size=30).filter(lambda s: s.strip() != "")
+filler = st.text(alphabet=st.sampled_from("abcdefghij klmnop,;\n"), max_size=200)
+
+
+@pytest.mark.parametrize(("response", "expected"), [
+    ("42", "42"),
+    ("<think>it is 41</think><answer>42</answer>", "42"),
+    ("<think>x</think>So \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
+    ("<think>x</think>Final Answer: The final answer is $7$. I hope it is correct.", "7"),
+    ("The answer is: 3.5", "3.5"),
+    ("(B) 45°", "(B) 45°"),
+    ("<answer>\\boxed{12}</answer>", "12"),
+    ("</think>the answer is 9", "9"),  # template opened the think block
+    ("<think>\\boxed{5}</think>", None),  # reasoning never counts
+    ("<think>never closed \\boxed{5}", None),
+])
+def test_extraction_examples(response: str, expected: str | None) -> None:
+    assert extract_answer(response) == expected
+
+
+def test_math_verify_extracts_from_long_prose() -> None:
+    text = ("We expand everything carefully and collect the terms of the polynomial, "
+            "which after simplification leaves us with the value $x = 17$")
+    assert extract_rules(text).answer is None  # no rule applies: math-verify's turn
+    assert extract_answer(text) in ("x = 17", "17", "x=17")
+
+
+def test_trailing_phrase_beats_intermediate_boxes() -> None:
+    text = ("First \\boxed{200} then \\boxed{255} so the total is $10,455. Final Answer: The "
+            "final answer is $10,455$. I hope it is correct.")
+    assert extract_rules(text).answer == "10,455"
+
+
+@given(reasoning=filler, answer=plain_answer)
+def test_answer_tag_after_think_is_the_answer(reasoning: str, answer: str) -> None:
+    response = f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
+    assert extract_rules(response).answer == strip_math(answer)
+
+
+@given(reasoning=filler, hidden=plain_answer)
+def test_reasoning_never_counts(reasoning: str, hidden: str) -> None:
+    response = f"<think>{reasoning} \\boxed{{{hidden}}} <answer>{hidden}</answer></think>"
+    assert extract_answer(response) is None
+    assert check(hidden, response).verdict != "correct"
+
+
+@given(text=st.text(max_size=300))
+def test_split_think_answer_part_is_a_suffix(text: str) -> None:
+    part = split_think(text).answer_part
+    assert text.endswith(part)
+    assert "</think>" not in part
+
+
+@given(n=st.integers(min_value=-10**12, max_value=10**12))
+def test_integers_with_thousands_separators(n: int) -> None:
+    assert check(str(n), f"{n:,}").verdict == "correct"
+    assert check(str(n), f"{n:,}".replace(",", " ")).verdict == "correct"
+    assert check(str(n), str(n + 1)).verdict == "incorrect"
+
+
+@given(whole=st.integers(0, 10**6), frac=st.integers(1, 99))
+def test_decimal_comma_and_point_agree(whole: int, frac: int) -> None:
+    dot, comma = f"{whole}.{frac:02d}", f"{whole},{frac:02d}"
+    assert parse_number(comma).value == parse_number(dot).value == Fraction(dot)
+    assert check(dot, comma).verdict == "correct"
+
+
+@given(p=st.integers(-500, 500), q=st.integers(1, 64))
+def test_fraction_forms_agree(p: int, q: int) -> None:
+    value = Fraction(p, q)
+    sign = "-" if p < 0 else ""
+    for form in (f"{p}/{q}", f"{sign}\\frac{{{abs(p)}}}{{{q}}}", f"${sign}\\dfrac{{{abs(p)}}}{{{q}}}$"):
+        parsed = parse_number(form)
+        assert parsed is not None and parsed.value == value, form
+    assert check(f"{p}/{q}", f"\\boxed{{{sign}\\frac{{{abs(p)}}}{{{q}}}}}").verdict == "correct"
+
+
+@given(n=st.integers(0, 10**6), unit=st.sampled_from(["cm", "kg", "°", "^\\circ", " \\text{m}", " apples"]))
+def test_units_are_ignored_on_one_side(n: int, unit: str) -> None:
+    number = parse_number(f"{n}{unit}")
+    assert number is not None and number.value == n
+    assert check(str(n), f"{n}{unit}").verdict == "correct"
+
+
+@given(n=st.integers(1, 1000))
+def test_percent(n: int) -> None:
+    assert numbers_equal(parse_number(f"{n}%"), parse_number(str(n)))
+    assert check(str(n), f"{n}\\%").verdict == "correct"
+    assert check(str(Fraction(n, 100)), f"{n}%").verdict == "correct"
+
+
+def test_units_that_differ_are_not_converted() -> None:
+    assert check("5 m", "5 cm").verdict == "undecided"
+
+
+@given(letter=st.sampled_from("ABCDEFGHIJ"), text=st.text(alphabet="0123456789° xyz", max_size=10))
+def test_choice_letter_with_text(letter: str, text: str) -> None:
+    got = choice_letter(f"({letter}) {text}")
+    assert got is not None and got[0] == letter
+    assert check(letter, f"({letter}) {text}").verdict == "correct"
+
+
+def test_article_is_not_an_option() -> None:
+    assert choice_letter("A triangle") is None
+    assert choice_letters("A, C") == {"A", "C"}
+
+
+@given(text=st.text(max_size=60))
+def test_normalise_text_is_idempotent(text: str) -> None:
+    once = normalise_text(text)
+    assert normalise_text(once) == once
+
+
+def test_brackets_matter_in_text_comparison() -> None:
+    assert normalise_text("(0,9)") != normalise_text("[0,9)")
+    assert check("$(0,9)$", "$[0,9)$").verdict != "correct"
+
+
+def test_words_are_textual_math_is_not() -> None:
+    assert looks_textual("Evelyn")
+    assert not looks_textual("2 \\sin b \\cos a")
+    assert not looks_textual("\\frac{NO}{BO}")
+    assert check("Evelyn", "Evelny").verdict != "correct"  # sympy would call them equal
