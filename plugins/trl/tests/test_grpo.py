@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 from dualcurate import StageContext
+from dualcurate.testing.contracts import TrainerContract
+from dualcurate_trl import plugin
 from dualcurate_trl.common import read_log
 from dualcurate_trl.grpo import GRPOStage, GSPOStage
 from dualcurate_trl.toy import arithmetic_rows, to_hf
@@ -80,3 +82,37 @@ def test_gspo_trains_off_policy_with_sequence_ratio_and_logs_clip_metrics(
         assert (r["clip_ratio/region_mean"] * 4) == pytest.approx(
             round(r["clip_ratio/region_mean"] * 4))
     assert (ctx.workdir / "training_curve.png").exists()
+
+
+def test_gspo_on_a_vision_language_model(llava_dir: Path, tmp_path: Path) -> None:
+    from dualcurate_trl.toy import answer_tag_check, colour_rows
+
+    ctx = StageContext.ephemeral(stage_name="train", root=tmp_path / "run")
+    stage = GSPOStage({"model": str(llava_dir), "max_steps": 2, "num_generations": 2,
+                       "per_device_train_batch_size": 4, "max_completion_length": 6,
+                       "trl_args": {"gradient_checkpointing": False}}, check=answer_tag_check)
+    model_dir = stage.train(to_hf(colour_rows(ctx)), ctx)
+    assert (model_dir / "model.safetensors").exists()
+    assert (model_dir / "processor_config.json").exists()
+    records = [r for r in read_log(ctx.workdir / "training_log.jsonl") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    assert "rewards/accuracy/mean" in records[0]
+
+
+class TestGSPOContract(TrainerContract):
+    """Format reward only, so the contract does not depend on the verifier plugin."""
+
+    stage_cls = GSPOStage
+    plugin = plugin.gspo
+
+    @pytest.fixture(autouse=True)
+    def _model(self, lm_dir: Path) -> None:
+        self.config = {"model": str(lm_dir), "max_steps": 1, "num_generations": 2,
+                       "per_device_train_batch_size": 2, "max_completion_length": 4,
+                       "accuracy_weight": 0.0, "format_weight": 1.0,
+                       "trl_args": {"gradient_checkpointing": False}}
+
+
+class TestGRPOContract(TestGSPOContract):
+    stage_cls = GRPOStage
+    plugin = plugin.grpo
