@@ -33,6 +33,8 @@ QUESTION = re.compile(r"\[(?P<group>[\w-]+)#(?P<index>\d+)\] What is (?P<a>\d+) 
 
 class ScriptedEngineConfig(EngineConfig):
     script: dict[str, dict[str, dict[str, int]]] = {}
+    fail_groups: list[str] = []
+    finish_reason: str = "stop"
 
 
 class ScriptedEngine(Engine):
@@ -63,8 +65,10 @@ class ScriptedEngine(Engine):
                                      "long": long_mode, "temperature": sampling.temperature,
                                      "max_tokens": sampling.max_tokens,
                                      "messages": request.messages})
-            completions = [Completion(text=body, finish_reason="stop", prompt_tokens=5,
-                                      completion_tokens=3)] * request.n
+            completions = [Completion(text=body, finish_reason=self.config.finish_reason,
+                                      prompt_tokens=5, completion_tokens=3)] * request.n
+            if group in self.config.fail_groups:
+                completions = [Completion(error="scripted failure")] * request.n
             if on_result:
                 on_result(i, completions)
             out.append(completions)

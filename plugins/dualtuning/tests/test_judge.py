@@ -252,3 +252,23 @@ def test_runs_as_the_judge_stage_of_a_recipe(scripted, plugin_host, register_plu
     assert sorted(set(curated["mode"])) == ["long", "short"]
     assert (store.artifacts_dir("judge") / "efficacy.json").is_file()
     assert record["artifacts"]["scatter"].endswith("efficacy_scatter.png")
+
+
+def test_failed_and_truncated_responses_are_reported(scripted, stage_context, make_rows):
+    options = {"script": SCRIPT, "fail_groups": ["spatial"], "finish_reason": "length"}
+    result = judge(engine_options=options).run(dataset(make_rows({"math": 8, "spatial": 8})),
+                                               stage_context)
+    groups = {g["group"]: g for g in result.report["groups"]}
+    # a failed request counts as wrong: spatial scores 0 everywhere, so nothing to gain
+    assert [groups["spatial"][k] for k in ("B_S", "B_L", "DT_S", "DT_L")] == [0.0] * 4
+    assert groups["spatial"]["region"] == "detrimental"
+    assert result.report["failed_requests"] == 16
+    assert result.report["truncated"]["base"] == {"S": 4, "L": 4}
+    warnings = " ".join(result.report["warnings"])
+    assert "max_tokens_short=" in warnings and "8 request(s) failed" in warnings
+
+
+def test_check_loads_engine_and_trainer_entry_points(plugin_host):
+    assert "hf" not in plugin_host.infos
+    assert judge(engine="hf", trainer="sft").check(plugin_host) == []
+    assert {"hf", "sft"} <= set(plugin_host.infos)

@@ -17,6 +17,7 @@ from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
 
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
+from dualcurate_dualtuning.hosting import component, host_of
 
 Scorer = Callable[[dict[str, Any], str], bool]
 
@@ -64,12 +65,8 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
     several models one after another and must not hold them all in memory).
     """
     scorer = scorer or default_scorer()
-    host = ctx.host
-    if host is None:
-        from dualcurate.plugins import PluginHost
-
-        host = ctx.host = PluginHost()
-    engine = host.get("engine", engine_name)({**engine_options, "model": model})
+    engine_cls = component(host_of(ctx), "engine", engine_name)
+    engine = engine_cls({**engine_options, "model": model})
     engine.setup(ctx)
     scores = ModelScores(model=model)
     flat = [(group, row) for group, rows in eval_rows.items() for row in rows]

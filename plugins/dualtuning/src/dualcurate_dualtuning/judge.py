@@ -32,6 +32,7 @@ from dualcurate_dualtuning.data import (
     verified_traces,
 )
 from dualcurate_dualtuning.evaluate import ModelScores, evaluate_model
+from dualcurate_dualtuning.hosting import component
 from dualcurate_dualtuning.metrics import (
     DETRIMENTAL,
     DIRECT,
@@ -108,7 +109,7 @@ class DualTuningJudge(EfficacyJudge):
         for kind, option in (("engine", "engine"), ("trainer", "trainer")):
             name = getattr(self.config, option)
             try:
-                host.get(kind, name)
+                component(host, kind, name)
             except DualcurateError as exc:
                 problems.append(f"dual-tuning: {option}={name!r}: {exc}")
         try:
@@ -168,6 +169,7 @@ class DualTuningJudge(EfficacyJudge):
             "truncated": {"base": base.truncated, "dual": dual.truncated},
             "max_tokens": {"short": max_tokens[SHORT], "long": max_tokens[LONG]},
             "estimate": self.estimate(metrics),
+            "warnings": budget_warnings({"base": base, "dual": dual}, max_tokens),
         }
         curated_table, curated_report = self.curate(dataset, rows, splits, metrics)
         report["curated"] = curated_report
@@ -250,6 +252,22 @@ class DualTuningJudge(EfficacyJudge):
         return table, {"rows": len(indices), "by_region": by_region,
                        "dropped_detrimental": dropped, "dropped_no_verified_trace": no_trace,
                        "eval_rows_included": self.config.include_eval_rows}
+
+
+def budget_warnings(models: dict[str, ModelScores], max_tokens: dict[Mode, int]) -> list[str]:
+    """Sentences about responses cut at the token budget and requests that failed."""
+    out = []
+    for label, scores in models.items():
+        for key, mode, option in (("S", SHORT, "max_tokens_short"),
+                                  ("L", LONG, "max_tokens_long")):
+            if scores.truncated[key]:
+                out.append(f"{label} model, {mode} mode: {scores.truncated[key]} response(s) "
+                           f"stopped at {option}={max_tokens[mode]} (scored as given); raise "
+                           f"{option} if answers are cut off")
+        if scores.failed:
+            out.append(f"{label} model: {scores.failed} request(s) failed and count as wrong; "
+                       f"see the run's cache for the errors")
+    return out
 
 
 __all__ = ["DETRIMENTAL", "DualTuningConfig", "DualTuningJudge"]

@@ -18,6 +18,8 @@ from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError
 from dualcurate.schema import rows_to_table
 
+from dualcurate_dualtuning.hosting import component, host_of
+
 MARKER = "dualtuning-model.json"
 #: Config fields through which trainers take the model to start from, in order of preference.
 BASE_MODEL_FIELDS = ("model", "base_model", "model_name_or_path")
@@ -35,7 +37,7 @@ def trainer_options(ctx: StageContext, trainer: str, options: dict[str, Any],
     """``options`` plus the base model under whichever field the trainer's Config has, and
     :data:`TRAINER_DEFAULTS` where the trainer has those fields and ``options`` does not set
     them."""
-    cls = _host(ctx).get("trainer", trainer)
+    cls = component(host_of(ctx), "trainer", trainer)
     fields = getattr(getattr(cls, "Config", None), "model_fields", {})
     merged = {**{k: v for k, v in TRAINER_DEFAULTS.items() if k in fields}, **options}
     if not any(name in merged for name in BASE_MODEL_FIELDS):
@@ -102,11 +104,3 @@ def loadable_model(stage: Any, model_dir: Path, trainer: str) -> Path:
     raise DualcurateError(f"dual-tuning: trainer {trainer!r} saved LoRA adapters only "
                           f"({model_dir}); engines evaluate full weights, so set "
                           f"merge_lora = true in trainer_options")
-
-
-def _host(ctx: StageContext) -> Any:
-    if ctx.host is None:
-        from dualcurate.plugins import PluginHost
-
-        ctx.host = PluginHost()
-    return ctx.host
