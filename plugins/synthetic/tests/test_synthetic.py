@@ -174,3 +174,29 @@ def test_registered_names(plugin_host, register_plugin):
 def test_meta_is_json(stage_context):
     row = read_all(stage_context)[0]
     assert json.loads(row["meta"])["family_role"]
+
+
+def test_text_student_engine_drops_image_parts():
+    pytest.importorskip("dualcurate_hf")
+    from dualcurate.engine import ChatRequest
+    from dualcurate_synthetic.student import TextStudentEngine, without_images
+
+    request = ChatRequest(messages=[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "image", "image": "ab" * 32},
+                                     {"type": "text", "text": "Four cards... What?"}]}],
+        n=2, request_id="r1")
+    out = without_images(request)
+    assert out.messages[1]["content"] == [{"type": "text", "text": "Four cards... What?"}]
+    assert out.messages[0] == request.messages[0]
+    assert (out.n, out.request_id) == (2, "r1")
+    assert request.image_hashes() and not out.image_hashes()
+    assert TextStudentEngine.name == "hf-text"
+
+
+def test_hf_text_engine_is_registered(plugin_host, register_plugin):
+    pytest.importorskip("dualcurate_hf")
+    from dualcurate_synthetic.student import TextStudentEngine
+
+    register_plugin(plugin.synthetic, name="synthetic")
+    assert plugin_host.get("engine", "hf-text") is TextStudentEngine

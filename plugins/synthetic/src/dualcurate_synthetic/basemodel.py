@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dualcurate_synthetic.families import FAMILIES, GENERATORS, Puzzle
+from dualcurate_synthetic.families import FAMILIES, GENERATORS, Puzzle, student_question
 from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
 
 MARKER = "dualcurate-base.json"
@@ -130,7 +130,7 @@ def build_model(tokenizer: Any, settings: Any, seed: int) -> Any:
 
 def encode_example(tokenizer: Any, puzzle: Puzzle, mode: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example; labels are -100 on the prompt."""
-    prompt = tokenizer.apply_chat_template(prompt_messages(puzzle.caption, puzzle.question, mode),
+    prompt = tokenizer.apply_chat_template(prompt_messages(student_question(puzzle), mode),
                                            tokenize=False, add_generation_prompt=True)
     completion = completion_text(puzzle.solution, puzzle.answer, mode) + "<|im_end|>"
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -143,6 +143,11 @@ GENERATORS = {"digit-sum": digit_sum, "first-colour": first_colour, "last-shape"
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 
 
+def student_question(puzzle: Puzzle) -> str:
+    """The question as a text-only student reads it: the caption, then the question."""
+    return f"{puzzle.caption}\n{puzzle.question}"
+
+
 def make_puzzles(family: str, n_train: int, n_eval: int, seed: int,
                  corrupt_train: bool = True) -> list[tuple[str, Puzzle]]:
     """``n_eval`` eval puzzles then ``n_train`` train puzzles of one family, as (split,

@@ -7,13 +7,22 @@ from dualcurate import Register, hookimpl
 
 
 class SyntheticPlugin:
-    """Entry point ``synthetic``: the rendered-puzzle source (the embedded default)."""
+    """Entry point ``synthetic``: the rendered-puzzle source (the embedded default) and the
+    ``hf-text`` engine its text-only student is evaluated with."""
 
     @hookimpl
     def dualcurate_register_sources(self, register: Register) -> None:
         from dualcurate_synthetic.source import SyntheticSource
 
         register(SyntheticSource)
+
+    @hookimpl
+    def dualcurate_register_engines(self, register: Register) -> None:
+        try:
+            from dualcurate_synthetic.student import TextStudentEngine
+        except ImportError:  # dualcurate-hf not installed: no hf-text engine
+            return
+        register(TextStudentEngine)
 
 
 class ReferencePlugin:

@@ -1,6 +1,8 @@
-"""Prompt and completion formats the demo's base model is pre-trained with. They must match
-what the trainer and the Dual Tuning judge use, so the trl plugin's formats are used when it
-is installed; these fallbacks spell out the same formats."""
+"""Prompt and completion formats the demo's base model is pre-trained with. They must be the
+ones the Dual Tuning judge evaluates with and the trainers train on, so the dual-tuning and trl
+plugins' own builders are used when installed; the fallbacks spell out the same formats
+(user text ``"{mode prefix}\\n\\n{question}"``, completions ``<think>…</think>\\n<answer>X</answer>``
+or ``<answer>X</answer>``)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ MODE_INSTRUCTIONS = {
 }
 
 
-def prompt_messages(caption: str, question: str, mode: str) -> list[dict[str, Any]]:
-    """The user turn: the caption (the text student reads it instead of the pixels), the
-    question and the instruction selecting the answer mode."""
-    text = f"{caption}\n{question}\n{MODE_INSTRUCTIONS[mode]}" if caption else \
-        f"{question}\n{MODE_INSTRUCTIONS[mode]}"
-    return [{"role": "user", "content": text}]
+def prompt_messages(question: str, mode: str) -> list[dict[str, Any]]:
+    """The prompt of a text-only student for ``question`` in ``mode`` ("short"/"long")."""
+    try:
+        from dualcurate_dualtuning.data import ModePrompts
+    except ImportError:
+        return [{"role": "user", "content": f"{MODE_INSTRUCTIONS[mode]}\n\n{question}"}]
+    messages = ModePrompts().messages({"question": question}, mode)  # type: ignore[arg-type]
+    return [{"role": m["role"], "content": "".join(p.get("text") or "" for p in m["content"])}
+            for m in messages]
 
 
 def completion_text(reasoning: str, answer: str, mode: str) -> str:
@@ -25,9 +30,7 @@ def completion_text(reasoning: str, answer: str, mode: str) -> str:
     try:
         from dualcurate_trl.data import long_completion, short_completion
     except ImportError:
-        long_completion = None
-    if long_completion is not None:
-        return long_completion(reasoning, answer) if mode == "long" else short_completion(answer)
-    if mode == "long":
-        return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
-    return f"<answer>{answer}</answer>"
+        if mode == "long":
+            return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
+        return f"<answer>{answer}</answer>"
+    return long_completion(reasoning, answer) if mode == "long" else short_completion(answer)

@@ -18,7 +18,7 @@ from typing import Any
 from dualcurate import Sample, Source, StageConfig, StageContext
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles
+from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles, student_question
 from dualcurate_synthetic.render import render_png
 
 
@@ -55,6 +55,7 @@ class SyntheticConfig(StageConfig):
     image_width: int = Field(default=256, ge=32)
     image_height: int = Field(default=72, ge=16)
     corrupt_train: bool = True
+    caption_in_question: bool = False
     batch_size: int = 64
     base_model_dir: str | None = None
     base_model: BaseModelSettings = Field(default_factory=BaseModelSettings)
@@ -104,14 +105,18 @@ class SyntheticSource(Source):
                 png = render_png(puzzle.kind, puzzle.items, self.config.image_width,
                                  self.config.image_height)
                 digest = ctx.images.put(png)
+                question = puzzle.question
+                if self.config.caption_in_question:
+                    # A text-only student reads the picture through its caption.
+                    question = student_question(puzzle)
                 sample = Sample(
                     source="synthetic", domain=family, images=[digest],
-                    question=puzzle.question, answer=puzzle.answer,
+                    question=question, answer=puzzle.answer,
                     answer_type=puzzle.answer_type, caption=puzzle.caption,
                     meta={"solution": puzzle.solution, "split": split,
                           "true_answer": puzzle.true_answer, "corrupted": puzzle.corrupted,
                           "family_role": FAMILY_ROLES[family], "seed": self.config.seed,
-                          "choices": puzzle.choices},
+                          "choices": puzzle.choices, "bare_question": puzzle.question},
                     split=split)
                 batch.append(sample.to_row())
                 if len(batch) >= self.config.batch_size:
