@@ -272,3 +272,24 @@ def test_check_loads_engine_and_trainer_entry_points(plugin_host):
     assert "hf" not in plugin_host.infos
     assert judge(engine="hf", trainer="sft").check(plugin_host) == []
     assert {"hf", "sft"} <= set(plugin_host.infos)
+
+
+def test_same_examples_reuse_one_model(scripted, stage_context, make_rows):
+    _, trainer = scripted
+    script = {"base": {"math": {"S": 2, "L": 2}, "spatial": {"S": 2, "L": 2}},
+              "trained": {"math": {"S": 1, "L": 4}, "spatial": {"S": 1, "L": 1}}}
+    result = judge(engine_options={"script": script}, validate=True,
+                   validate_everything_mode="dual").run(
+        dataset(make_rows({"math": 8, "spatial": 8})), stage_context)
+    models = result.report["validation"]["models"]
+    assert models["everything"]["model"] == result.artifacts["model"]  # S ∪ L of everything
+    # trained: dual (= everything), curated (math L), detrimental-only (spatial, dual)
+    assert len(trainer.calls) == 3
+    assert trainer.calls[0]["base"] == "base-model"
+
+
+def test_no_verified_traces_is_a_warning(scripted, stage_context, make_rows):
+    result = judge().run(dataset(make_rows({"math": 8, "spatial": 8}, traces=False)),
+                         stage_context)
+    assert any("no training row has a verified trace" in w for w in result.report["warnings"])
+    assert all(r["mode"] == "short" for r in result.dataset.to_list())

@@ -62,7 +62,7 @@ class DualTuningConfig(StageConfig):
     group_by: str = "domain"
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     eval_min: int = Field(1, ge=1)
-    eval_max: int | None = Field(None, ge=1)
+    eval_max: int | None = Field(500, ge=1)
     system_prompt_short: str = ""
     system_prompt_long: str = ""
     user_prefix_short: str = "Answer directly."
@@ -171,6 +171,11 @@ class DualTuningJudge(EfficacyJudge):
             "estimate": self.estimate(metrics),
             "warnings": budget_warnings({"base": base, "dual": dual}, max_tokens),
         }
+        if not any(verified_traces(r) for s in splits for r in s.train):
+            report["warnings"].append(
+                "no training row has a verified trace (verdict 'correct'), so the dual model "
+                "saw no L examples and no group can be curated as L; run distill and verify "
+                "stages before the judge")
         curated_table, curated_report = self.curate(dataset, rows, splits, metrics)
         report["curated"] = curated_report
         if cfg.validate_:

@@ -33,13 +33,14 @@ class NoTrainingExamples(DualcurateError):
 
 
 def trainer_options(ctx: StageContext, trainer: str, options: dict[str, Any],
-                    base_model: str) -> dict[str, Any]:
+                    base_model: str, seed: int) -> dict[str, Any]:
     """``options`` plus the base model under whichever field the trainer's Config has, and
-    :data:`TRAINER_DEFAULTS` where the trainer has those fields and ``options`` does not set
-    them."""
+    :data:`TRAINER_DEFAULTS` and the judge's seed where the trainer has those fields and
+    ``options`` does not set them."""
     cls = component(host_of(ctx), "trainer", trainer)
     fields = getattr(getattr(cls, "Config", None), "model_fields", {})
-    merged = {**{k: v for k, v in TRAINER_DEFAULTS.items() if k in fields}, **options}
+    defaults = {**TRAINER_DEFAULTS, "seed": seed}
+    merged = {**{k: v for k, v in defaults.items() if k in fields}, **options}
     if not any(name in merged for name in BASE_MODEL_FIELDS):
         for name in BASE_MODEL_FIELDS:
             if name in fields:
@@ -55,20 +56,23 @@ def train_model(ctx: StageContext, tag: str, trainer: str, options: dict[str, An
 
     if not examples:
         raise NoTrainingExamples(f"dual-tuning: no training examples for the {tag!r} model; "
-                              f"the groups it needs have no training rows (or, for L, no "
-                              f"verified traces)")
-    options = trainer_options(ctx, trainer, options, base_model)
+                                 f"the groups it needs have no training rows (or, for L, no "
+                                 f"verified traces)")
+    options = trainer_options(ctx, trainer, options, base_model, seed)
     blob = json.dumps({"trainer": trainer, "options": options, "base": base_model,
                        "seed": seed, "examples": examples}, sort_keys=True, default=str)
     signature = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    workdir = ctx.workdir / "models" / f"{tag}-{signature}"
-    marker = workdir / MARKER
-    if marker.is_file():
+    models = ctx.workdir / "models"
+    # the same examples under another tag (validation's "everything" in dual mode is the dual
+    # model's training set) reuse the finished model too
+    for marker in sorted(models.glob(f"*-{signature}/{MARKER}")):
         done = json.loads(marker.read_text())
         if Path(done["model_dir"]).is_dir():
-            ctx.log.info("dual-tuning: reusing the %s model trained earlier: %s", tag,
-                         done["model_dir"])
+            ctx.log.info("dual-tuning: reusing the model trained earlier on the same examples: "
+                         "%s", done["model_dir"])
             return Path(done["model_dir"])
+    workdir = models / f"{tag}-{signature}"
+    marker = workdir / MARKER
     workdir.mkdir(parents=True, exist_ok=True)
     sub = dataclasses.replace(ctx, stage_name=f"{ctx.stage_name}.{tag}", workdir=workdir,
                               seed=seed)
