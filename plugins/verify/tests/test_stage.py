@@ -1,0 +1,107 @@
+"""``rule-verify`` as a map stage: structure rules, row columns, contracts."""
+
+from __future__ import annotations
+
+from dualcurate import Sample, Trace, rows_to_table
+from dualcurate.testing.contracts import VerifierContract
+from dualcurate_verify import plugin
+from dualcurate_verify.stage import RuleVerifier, repeated_ngram
+
+THINK = "<think>" + " ".join(f"step{i}" for i in range(30)) + "</think>"
+
+
+def _row(answer: str, traces: list[dict], **extra) -> dict:
+    row = Sample(source="t", question="What is 6*7?", answer=answer, **extra).to_row()
+    row["traces"] = traces
+    return row
+
+
+def contract_rows() -> list[dict]:
+    return [_row("42", [{"text": THINK + "<answer>42</answer>"}, {"text": THINK + "41"}]),
+            _row("B", [{"text": THINK + "(B) 45°", "finish_reason": "length"}],
+                 answer_type="multiple_choice"),
+            Sample(source="t", question="q", answer="1").to_row()]  # no traces at all
+
+
+class TestRuleVerifierContract(VerifierContract):
+    stage_cls = RuleVerifier
+    plugin = plugin.rule_verify
+    input_rows = contract_rows()
+
+
+def test_verdicts_and_row_columns(stage_context) -> None:
+    out = RuleVerifier().process(contract_rows(), stage_context)
+    first, second, third = out
+    assert [t["verdict"] for t in first["traces"]] == ["correct", "incorrect"]
+    assert [t["method"] for t in first["traces"]] == ["rule", "rule"]
+    assert first["n_verified"] == 1 and first["consistent"] is True
+    assert second["traces"][0]["verdict"] == "invalid"
+    assert second["traces"][0]["label"] == "truncated"
+    assert second["n_verified"] == 0 and second["consistent"] is False
+    assert third["traces"] == [] and third["n_verified"] == 0 and third["consistent"] is False
+    table = rows_to_table(out)
+    assert table.num_rows == 3
+
+
+def test_structure_rules(stage_context) -> None:
+    stage = RuleVerifier(min_words=20)
+    cases = {
+        "no-think": "<answer>42</answer>",
+        "two-blocks": "<think>a</think><think>b</think><answer>42</answer>",
+        "unclosed": "<think>" + "word " * 40 + "<answer>42</answer>",
+        "inside": THINK.replace("</think>", "<answer>42</answer></think>"),
+        "short": "<think>ok</think><answer>42</answer>",
+        "fine": THINK + "<answer>42</answer>",
+        "template-opened": " ".join(["w"] * 30) + "</think><answer>42</answer>",
+    }
+    out = stage.process([_row("42", [{"text": t} for t in cases.values()])], stage_context)[0]
+    got = dict(zip(cases, [(t["verdict"], t["label"]) for t in out["traces"]], strict=True))
+    assert got["no-think"] == ("invalid", "think")
+    assert got["two-blocks"] == ("invalid", "think")
+    assert got["unclosed"] == ("invalid", "think")
+    assert got["inside"] == ("invalid", "no-answer")
+    assert got["short"] == ("invalid", "too-short")
+    assert got["fine"] == ("correct", "number")
+    assert got["template-opened"] == ("correct", "number")
+    assert RuleVerifier(require_think=False).process(
+        [_row("42", [{"text": "<answer>42</answer>"}])], stage_context)[0]["n_verified"] == 1
+
+
+def test_engine_separated_reasoning_counts_as_the_think_block(stage_context) -> None:
+    trace = Trace(text="<answer>42</answer>", reasoning="six times seven", finish_reason="stop")
+    out = RuleVerifier().process([_row("42", [trace])], stage_context)[0]
+    assert out["traces"][0]["verdict"] == "correct"
+    assert out["traces"][0]["answer"] == "42"  # filled in: the trace had no parsed answer
+
+
+def test_repetition_filter(stage_context) -> None:
+    loop = " ".join(f"t{i}" for i in range(50))
+    text = f"<think>{loop} {loop} {loop}</think><answer>42</answer>"
+    out = RuleVerifier().process([_row("42", [{"text": text}])], stage_context)[0]
+    assert (out["traces"][0]["verdict"], out["traces"][0]["label"]) == ("invalid", "repetition")
+    twice = f"<think>{loop} {loop}</think><answer>42</answer>"
+    out = RuleVerifier().process([_row("42", [{"text": twice}])], stage_context)[0]
+    assert out["traces"][0]["verdict"] == "correct"
+    assert repeated_ngram(["a", "b"] * 3, 2, 3) == ("a", "b")
+    assert repeated_ngram(["a", "b"] * 3, 3, 3) is None
+
+
+def test_rows_with_a_response_column_are_verified(stage_context) -> None:
+    row = {"id": "x", "answer": "42", "question": "q", "response": "42"}
+    out = RuleVerifier(require_think=False).process([row], stage_context)[0]
+    assert out["traces"][0]["verdict"] == "correct" and out["consistent"] is True
+
+
+def test_multiple_choice_with_choices(stage_context) -> None:
+    row = _row("B", [{"text": THINK + "<answer>45°</answer>"}, {"text": THINK + "<answer>30°</answer>"}],
+               answer_type="multiple_choice", choices=["30°", "45°", "60°"])
+    out = RuleVerifier().process([row], stage_context)[0]
+    assert [t["verdict"] for t in out["traces"]] == ["correct", "incorrect"]
+
+
+def test_parallel_and_serial_agree(stage_context) -> None:
+    rows = [_row(str(i), [{"text": THINK + f"\\boxed{{{i if i % 3 else i + 1}}}"}]) for i in range(12)]
+    serial = RuleVerifier(workers=1).process(rows, stage_context)
+    parallel = RuleVerifier(workers=4).process(rows, stage_context)
+    assert [r["traces"] for r in serial] == [r["traces"] for r in parallel]
+    assert RuleVerifier(workers=1).signature() == RuleVerifier(workers=4).signature()
