@@ -113,6 +113,14 @@ class TestGSPOContract(TrainerContract):
                        "trl_args": {"gradient_checkpointing": False}}
 
 
-class TestGRPOContract(TestGSPOContract):
+class TestGRPOContract(TrainerContract):
+    """The default reward: accuracy from dualcurate_verify.check plus format."""
+
     stage_cls = GRPOStage
     plugin = plugin.grpo
+
+    @pytest.fixture(autouse=True)
+    def _model(self, lm_dir: Path) -> None:
+        self.config = {"model": str(lm_dir), "max_steps": 1, "num_generations": 2,
+                       "per_device_train_batch_size": 2, "max_completion_length": 4,
+                       "trl_args": {"gradient_checkpointing": False}}

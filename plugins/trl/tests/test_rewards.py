@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from dualcurate_trl.rewards import (
     AccuracyReward,
@@ -74,16 +72,6 @@ def test_accuracy_without_answer_column_says_so() -> None:
     assert FormatReward()(prompts=[[]], completions=[UNFORMATTED]) == [0.0]
 
 
-def _verify_check():
-    if importlib.util.find_spec("dualcurate_verify") is None:
-        return None
-    import dualcurate_verify
-
-    return getattr(dualcurate_verify, "check", None)
-
-
-@pytest.mark.skipif(_verify_check() is None,
-                    reason="dualcurate_verify.check not built yet (plugins/verify)")
 @pytest.mark.parametrize(("gold", "response", "expected"), [
     ("4", GOOD, 1.0),
     ("4", WRONG, 0.1),
@@ -94,3 +82,36 @@ def _verify_check():
 def test_default_reward_uses_the_real_verifier(gold: str, response: str,
                                                expected: float) -> None:
     assert combined_reward(gold, response, question="What is 2 + 2?") == pytest.approx(expected)
+
+
+def test_row_hints_reach_a_check_that_takes_them() -> None:
+    seen: list[dict] = []
+
+    def check_with_hints(gold, response, question=None, *, answer_type=None, choices=None):
+        seen.append({"answer_type": answer_type, "choices": choices})
+        return answer_tag_check(gold, response)
+
+    reward = AccuracyReward(check_with_hints)
+    out = reward(prompts=[[], []], completions=[GOOD, WRONG], answer=["4", "4"],
+                 answer_type=["multiple_choice", None], choices=[["3", "4"], None])
+    assert out == [1.0, 0.0]
+    assert seen == [{"answer_type": "multiple_choice", "choices": ["3", "4"]},
+                    {"answer_type": None, "choices": None}]
+    # a check with the minimal contract signature gets no hints
+    assert AccuracyReward(answer_tag_check)(prompts=[[]], completions=[GOOD], answer=["4"],
+                                            answer_type=["number"], choices=[None]) == [1.0]
+
+
+def test_multiple_choice_letter_is_checked_with_the_rows_choices() -> None:
+    reward = AccuracyReward()
+    out = reward(prompts=[[], []], completions=["<think>x</think><answer>B</answer>",
+                                                "<think>x</think><answer>A</answer>"],
+                 answer=["B", "B"], question=["Pick", "Pick"],
+                 answer_type=["multiple_choice"] * 2, choices=[["cat", "dog"]] * 2)
+    assert out == [1.0, 0.0]
+
+
+def test_the_default_accuracy_reward_calls_the_verifier_plugin() -> None:
+    import dualcurate_verify
+
+    assert AccuracyReward().check is dualcurate_verify.check

@@ -129,7 +129,7 @@ class GRPOStage(TRLStage):
         examples, stats = build_examples(
             dataset, system_prompt=self.config.system_prompt, vision=vision,
             load_image=images.open if images is not None else None, with_completion=False,
-            keep_columns=("answer", "question"))
+            keep_columns=("answer", "question", "answer_type", "choices"))
         for i, example in enumerate(examples):
             if example.get("answer") is None:
                 raise ValueError(f"row {i}: no gold 'answer'; the accuracy reward needs one "

@@ -11,6 +11,7 @@ separate reward functions with ``reward_weights=[0.9, 0.1]``, so it logs each on
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,20 +67,36 @@ class AccuracyReward:
             self._check = default_check()
         return self._check
 
-    def score(self, gold: str, response: str, question: str | None = None) -> float:
-        """1.0 if the verifier's verdict is ``"correct"``, else 0.0."""
-        result = self.check(gold, response, question=question)
+    def _accepts(self, name: str) -> bool:
+        try:
+            params = inspect.signature(self.check).parameters
+        except (TypeError, ValueError):
+            return False
+        return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def score(self, gold: str, response: str, question: str | None = None,
+              **hints: Any) -> float:
+        """1.0 if the verifier's verdict is ``"correct"``, else 0.0. ``hints`` (the row's
+        ``answer_type``, ``choices``) go to the check when it takes them and they are set."""
+        extra = {k: v for k, v in hints.items() if v and self._accepts(k)}
+        result = self.check(gold, response, question=question, **extra)
         return 1.0 if getattr(result, "verdict", None) == "correct" else 0.0
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any],
                  answer: Sequence[str] | None = None, question: Sequence[str | None] | None = None,
-                 **_: Any) -> list[float]:
+                 answer_type: Sequence[str | None] | None = None,
+                 choices: Sequence[list[str] | None] | None = None, **_: Any) -> list[float]:
         if answer is None:
             raise ValueError("accuracy reward: the training rows have no 'answer' column; give "
                              "each row its gold answer")
-        questions = question if question is not None else [None] * len(completions)
-        return [self.score(str(gold), completion_text(c), q)
-                for c, gold, q in zip(completions, answer, questions, strict=True)]
+        n = len(completions)
+        questions = question if question is not None else [None] * n
+        types = answer_type if answer_type is not None else [None] * n
+        options = choices if choices is not None else [None] * n
+        return [self.score(str(gold), completion_text(c), q, answer_type=t,
+                           choices=list(o) if o else None)
+                for c, gold, q, t, o in zip(completions, answer, questions, types, options,
+                                            strict=True)]
 
 
 class FormatReward:
