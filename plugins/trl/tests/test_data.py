@@ -110,3 +110,11 @@ def test_no_examples_is_an_error_that_says_what_to_do() -> None:
 def test_missing_question_names_the_row() -> None:
     with pytest.raises(ValueError, match=r"row 0 .*'question'"):
         build_examples([{"answer": "1"}], mode="short")
+
+
+def test_text_models_count_the_images_they_drop(stage_context) -> None:
+    rows = colour_rows(stage_context)
+    examples, stats = build_examples(rows, mode="short", vision=False)
+    assert stats.images_dropped == len(rows)
+    assert examples[0]["prompt"] == [{"role": "user", "content": "What is the colour?"}]
+    assert "images" not in examples[0]

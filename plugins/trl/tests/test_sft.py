@@ -147,3 +147,35 @@ class TestSFTContract(TrainerContract):
     def _model(self, lm_dir: Path) -> None:
         self.config = {"model": str(lm_dir), "mode": "short", "max_steps": 1,
                        "trl_args": {"gradient_checkpointing": False}}
+
+
+def _batch(trainer, n: int = 2) -> dict:
+    examples = [trainer.train_dataset[i] for i in range(n)]
+    return trainer.data_collator(examples)
+
+
+def test_loss_covers_the_completion_only(lm_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    stage = SFTStage({"model": str(lm_dir), "mode": "short", "max_steps": 1, **FAST})
+    ds = stage.prepare(to_hf(arithmetic_rows(2)), ctx, vision=False)
+    trainer, tokenizer = stage.build_trainer(ds, ctx.workdir, False, [])
+    batch = _batch(trainer)
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        trained = tokenizer.decode(ids[labels != -100])
+        assert trained.startswith("<answer>") and "</answer>" in trained, trained
+        assert "What is" not in trained and "user" not in trained
+
+
+def test_vlm_batches_carry_pixels_and_mask_the_prompt(llava_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    stage = SFTStage({"model": str(llava_dir), "mode": "short", "max_steps": 1, **FAST})
+    ds = stage.prepare(to_hf(colour_rows(ctx)), ctx, vision=True)
+    trainer, processor = stage.build_trainer(ds, ctx.workdir, True, [])
+    batch = _batch(trainer)
+    assert batch["pixel_values"].shape[0] == 2
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        assert (ids == image_id).any(), "the prompt has no image tokens"
+        assert not (labels == image_id).any()
+        trained = processor.tokenizer.decode(ids[labels != -100])
+        assert trained.startswith("<answer>") and "colour" not in trained, trained

@@ -44,6 +44,7 @@ class BuildStats:
     rows: int = 0
     examples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    images_dropped: int = 0  # image parts a text-only model cannot take
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -135,6 +136,13 @@ def completions_for(row: dict[str, Any], mode: Mode, where: str) -> list[str]:
             for t in _correct_traces(row)]
 
 
+def _count_images(row: dict[str, Any]) -> int:
+    if row.get("prompt") is not None:
+        return sum(1 for m in row["prompt"] for p in _parts(m.get("content"))
+                   if p.get("type") == "image")
+    return len(row.get("images") or [])
+
+
 def build_examples(rows: Iterable[dict[str, Any]], *, mode: Mode = "long",
                    system_prompt: str | None = None, vision: bool = False,
                    load_image: ImageLoader | None = None,
@@ -149,6 +157,8 @@ def build_examples(rows: Iterable[dict[str, Any]], *, mode: Mode = "long",
     for index, row in enumerate(rows):
         stats.rows += 1
         where = f"row {index} (id {row.get('id') or '?'})"
+        if not vision:
+            stats.images_dropped += _count_images(row)
         extra = {c: row.get(c) for c in keep_columns}
         if "prompt" in row and row["prompt"] is not None and (
                 "completion" in row or not with_completion):
@@ -208,3 +218,11 @@ def to_dataset(examples: list[dict[str, Any]], vision: bool):  # -> datasets.Dat
     features = datasets.Dataset.from_list(rest).features
     features["images"] = datasets.List(datasets.Image())
     return datasets.Dataset.from_list(examples, features=features)
+
+
+def warn_dropped_images(ctx: Any, count: int, model: str) -> None:
+    """Say once that a text-only model trains without the rows' images."""
+    if count:
+        ctx.log.warning("%d image(s) dropped: model %s has no vision tower, so it trains on "
+                        "the text only; use a vision-language model to train on them",
+                        count, model)

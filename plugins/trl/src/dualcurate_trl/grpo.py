@@ -23,7 +23,7 @@ from dualcurate_trl.common import (
     load_model_and_processor,
     lora_config,
 )
-from dualcurate_trl.data import build_examples, to_dataset
+from dualcurate_trl.data import build_examples, to_dataset, warn_dropped_images
 from dualcurate_trl.rewards import CheckFn, reward_functions
 
 if TYPE_CHECKING:
@@ -134,7 +134,9 @@ class GRPOStage(TRLStage):
             if example.get("answer") is None:
                 raise ValueError(f"row {i}: no gold 'answer'; the accuracy reward needs one "
                                  f"per row")
-        self.build_stats = {"rows": stats.rows, "examples": stats.examples}
+        self.build_stats = {"rows": stats.rows, "examples": stats.examples,
+                            "images_dropped": stats.images_dropped}
+        warn_dropped_images(ctx, stats.images_dropped, self.config.model)
         return to_dataset(examples, vision)
 
     def trl_config(self, workdir: Path) -> Any:

@@ -13,7 +13,7 @@ from dualcurate_trl.common import (
     load_model_and_processor,
     lora_config,
 )
-from dualcurate_trl.data import Mode, build_examples, to_dataset
+from dualcurate_trl.data import Mode, build_examples, to_dataset, warn_dropped_images
 
 if TYPE_CHECKING:
     import datasets
@@ -43,7 +43,8 @@ class SFTStage(TRLStage):
             dataset, mode=self.config.mode, system_prompt=self.config.system_prompt,
             vision=vision, load_image=images.open if images is not None else None)
         self.build_stats = {"rows": stats.rows, "examples": stats.examples,
-                            "skipped": stats.skipped}
+                            "skipped": stats.skipped, "images_dropped": stats.images_dropped}
+        warn_dropped_images(ctx, stats.images_dropped, self.config.model)
         ctx.log.info("sft: %d rows → %d examples (skipped: %s)", stats.rows, stats.examples,
                      stats.skipped or "none")
         return to_dataset(examples, vision)
