@@ -184,3 +184,26 @@ def test_llm_engine_must_be_registered(plugin_host) -> None:
     config = {"sources": [{"name": "s", "jsonl": __file__}], "llm_clean_engine": "nobody"}
     problems = HFDatasetSource(config).check(plugin_host)
     assert problems and "llm_clean_engine: 'nobody' is not a registered engine" in problems[0]
+
+
+def test_hub_reader_streams_through_datasets(tmp_path: Path, stage_context) -> None:
+    """The hub path (load_dataset, streaming), exercised offline with a packaged builder and
+    local data_files; Image features arrive as bytes, not decoded PIL images."""
+    import datasets
+
+    features = datasets.Features({"problem": datasets.Value("string"),
+                                  "solution": datasets.Value("string"),
+                                  "image": datasets.Image()})
+    datasets.Dataset.from_dict(
+        {"problem": ["Find x. (2 points)", "Is the line straight?"], "solution": ["3", "Yes"],
+         "image": [{"bytes": image_bytes(1), "path": None},
+                   {"bytes": image_bytes(2), "path": None}]},
+        features=features).to_parquet(str(tmp_path / "d.parquet"))
+    config = {"sources": [{"name": "h", "hub": "parquet",
+                           "data_files": str(tmp_path / "d.parquet"),
+                           "fields": {"question": "problem", "answer": "solution"}}]}
+    out = read_all(config, stage_context)
+    assert [(r["question"], r["answer_type"]) for r in out] == [("Find x.", "number"),
+                                                               ("Is the line straight?",
+                                                                "yes_no")]
+    assert all(stage_context.images.has(r["images"][0]) for r in out)

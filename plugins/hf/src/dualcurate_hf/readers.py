@@ -37,6 +37,7 @@ class SourceSpec(BaseModel):
     split: str = "train"
     revision: str | None = None
     config_name: str | None = None
+    data_files: str | list[str] | None = None
     load_from_disk: str | None = None
     parquet: str | list[str] | None = None
     jsonl: str | list[str] | None = None
@@ -52,6 +53,10 @@ class SourceSpec(BaseModel):
         if len(given) != 1:
             raise ValueError(f"source {self.name!r}: give exactly one of "
                              f"{', '.join(LOCATIONS)} (got {', '.join(given) or 'none'})")
+        if self.data_files is not None and self.hub is None:
+            raise ValueError(f"source {self.name!r}: data_files goes with hub (a builder such "
+                             f"as hub = \"parquet\" or a dataset id); for local files use "
+                             f"parquet/jsonl/csv = \"...\"")
         return self
 
     @property
@@ -298,6 +303,7 @@ class HubReader(Reader):
 
         try:
             self.dataset = datasets.load_dataset(spec.hub, name=spec.config_name,
+                                                 data_files=spec.data_files,
                                                  split=spec.split, revision=spec.revision,
                                                  streaming=True)
         except Exception as exc:  # network, auth, unknown id: all reported the same way

@@ -1,0 +1,127 @@
+"""hf-dataset source benchmark (issue 9): 200k rows with 5k distinct images, read from a
+Parquet file through the hf-dataset source into a real run store (the pipeline writes the
+Parquet shards and stores every image once).
+
+Side by side, each in its own subprocess so its peak RSS is its own:
+
+* the full 200k rows;
+* the first 50k rows of the same file (``limit``): peak RSS should be about the same, memory is
+  flat in the dataset's size;
+* 20k rows of a file where every row has its own image, the cost of the decode the cache saves.
+
+Wall-clock figures include the image store's fsync per new image (core's durability rule) and
+whatever else the machine is doing; rows per CPU-second are printed beside them.
+
+Prints one line per measurement, then as its last line a JSON object with keys ``rows_per_s``
+and ``peak_rss_mb`` (the 200k run) plus the other figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+N_ROWS = 200_000
+N_IMAGES = 5_000
+
+CHILD = r"""
+import json, resource, sys, time
+from dualcurate import Pipeline, PluginHost, load_recipe
+
+path, out, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source = {"name": "bench", "domain": "math", "parquet": path}
+if limit:
+    source["limit"] = limit
+recipe = load_recipe({"run": {"shard_size": 8192},
+                      "source": {"use": "hf-dataset", "batch_size": 1024, "sources": [source]}})
+host = PluginHost(autoload=False, select=["hf-dataset"])
+t0 = time.perf_counter()
+store = Pipeline(recipe, host=host).run(out)
+seconds = time.perf_counter() - t0
+usage = resource.getrusage(resource.RUSAGE_SELF)
+report = json.loads((store.root / "source" / "artifacts" / "standardisation.json").read_text())
+status = open("/proc/self/status").read()
+peak_kb = int(status.split("VmHWM:")[1].split()[0])
+print(json.dumps({"rows_in": report["totals"]["rows_in"], "rows_out": store.count_rows("source"),
+                  "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "decoded": report["images"]["decoded"],
+                  "peak_rss_mb": peak_kb / 1024}))
+"""
+
+
+def build(path: Path, n_rows: int, n_images: int) -> None:
+    """Parquet with ``n_rows`` noisy questions over ``n_images`` distinct PNGs (drawn at
+    random; row i gets image i when there are as many images as rows)."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from dualcurate_hf.sample_data import image_bytes
+
+    images = [image_bytes(i, size=(64, 48)) for i in range(n_images)]
+    rng = random.Random(0)
+    writer = None
+    chunk = 10_000
+    for start in range(0, n_rows, chunk):
+        rows = range(start, min(start + chunk, n_rows))
+        table = pa.table({
+            "question": [f"Question {i + 1}: In the figure, what is the area of shape {i}? "
+                         f"(5 points)" for i in rows],
+            "answer": [f"\\boxed{{{rng.randrange(1, 500)} cm^2}}" for _ in rows],
+            "image": [images[i if n_images == n_rows else rng.randrange(n_images)]
+                      for i in rows],
+        })
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=4096)
+    assert writer is not None
+    writer.close()
+
+
+def measure(path: Path, tmp: Path, name: str, limit: int = 0) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp / name), str(limit)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["rows_per_s"] = result["rows_in"] / result["seconds"]
+    print(f"{name:>12}: {result['rows_in']:>7} rows in {result['seconds']:6.1f} s = "
+          f"{result['rows_per_s']:8.0f} rows/s ({result['rows_in'] / result['cpu_s']:6.0f} per "
+          f"CPU-s), {result['decoded']:>6} decodes, "
+          f"peak RSS {result['peak_rss_mb']:6.0f} MB", flush=True)
+    return result
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-source-") as name:
+        tmp = Path(name)
+        t0 = time.perf_counter()
+        shared = tmp / "shared.parquet"
+        build(shared, N_ROWS, N_IMAGES)
+        distinct = tmp / "distinct.parquet"
+        build(distinct, 20_000, 20_000)
+        print(f"built {N_ROWS} rows / {N_IMAGES} images "
+              f"({shared.stat().st_size / 2**20:.0f} MB Parquet) in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        full = measure(shared, tmp, "200k", 0)
+        part = measure(shared, tmp, "50k", 50_000)
+        uncached = measure(distinct, tmp, "20k-distinct", 0)
+    print(json.dumps({
+        "rows_per_s": round(full["rows_per_s"], 1),
+        "peak_rss_mb": round(full["peak_rss_mb"], 1),
+        "rows": full["rows_in"],
+        "rows_out": full["rows_out"],
+        "images_decoded": full["decoded"],
+        "peak_rss_mb_50k": round(part["peak_rss_mb"], 1),
+        "peak_rss_ratio_200k_vs_50k": round(full["peak_rss_mb"] / part["peak_rss_mb"], 3),
+        "rows_per_cpu_s": round(full["rows_in"] / full["cpu_s"], 1),
+        "rows_per_s_every_row_decoded": round(uncached["rows_per_s"], 1),
+        "rows_per_cpu_s_every_row_decoded": round(uncached["rows_in"] / uncached["cpu_s"], 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
