@@ -1,5 +1,7 @@
 """The ``openai`` engine: any OpenAI-compatible chat completions server (vLLM, SGLang,
-``transformers serve``, hosted APIs) through ``AsyncOpenAI`` on the aiohttp transport.
+``transformers serve``, hosted APIs), over aiohttp (``http_client = "aiohttp"``, the default)
+or ``AsyncOpenAI`` on the SDK's aiohttp transport (``http_client = "openai-sdk"``); see
+:mod:`dualcurate_openai.transport` for why the default is the leaner one.
 
 One HTTP request per sample (each with its own seed, ``sampling.seed_for(i)``), at most
 ``max_concurrency`` in flight: a fixed pool of workers pulls the next sample as soon as one
@@ -30,6 +32,12 @@ from dualcurate.errors import DualcurateError
 from pydantic import Field
 
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
+from dualcurate_openai.transport import (
+    TRANSPORTS,
+    ConnectError,
+    HTTPStatusError,
+    RequestTimeout,
+)
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
@@ -51,10 +59,11 @@ class OpenAIEngineConfig(EngineConfig):
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(60.0, ge=0)
     token_limit_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    http_client: Literal["aiohttp", "openai-sdk"] = "aiohttp"
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset(
         {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_initial",
-         "backoff_max"})
+         "backoff_max", "http_client"})
 
 
 def image_mime(data: bytes) -> str:
@@ -85,7 +94,7 @@ class OpenAIEngine(Engine):
         super().__init__(config, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._transport: Any = None
         self._api_key: str | None = None
         self._images: OrderedDict[str, str] = OrderedDict()
 
@@ -112,34 +121,28 @@ class OpenAIEngine(Engine):
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="dualcurate-openai")
         self._thread.start()
-        self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
+        self._transport = asyncio.run_coroutine_threadsafe(
+            self._make_transport(), self._loop).result()
 
-    async def _make_client(self) -> Any:
-        import httpx2
-        from openai import AsyncOpenAI, DefaultAioHttpClient
-
-        limit = self.config.max_concurrency + 8
-        http = DefaultAioHttpClient(
-            timeout=self.config.timeout,
-            limits=httpx2.Limits(max_connections=limit, max_keepalive_connections=limit))
-        # Local servers need no key, but the SDK insists on one: send a placeholder.
-        return AsyncOpenAI(base_url=self.base_url(), api_key=self._api_key or "EMPTY",
-                           max_retries=0, timeout=self.config.timeout, http_client=http)
+    async def _make_transport(self) -> Any:
+        cls = TRANSPORTS[self.config.http_client]
+        return cls(self.base_url(), self._api_key, self.config.timeout,
+                   self.config.max_concurrency + 8)
 
     def close(self) -> None:
         if self._loop is None:
             return
         loop, thread = self._loop, self._thread
-        if self._client is not None:
+        if self._transport is not None:
             try:
-                asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(self._transport.close(), loop).result(timeout=10)
             except Exception:  # closing must not mask the error that got us here
                 pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout=10)
         loop.close()
-        self._loop = self._thread = self._client = None
+        self._loop = self._thread = self._transport = None
         self._images.clear()
 
     # generation -----------------------------------------------------------------------------
@@ -195,8 +198,8 @@ class OpenAIEngine(Engine):
                                   self.config.token_limit_param: sampling.max_tokens}
         if sampling.stop:
             kwargs["stop"] = sampling.stop
-        if sampling.extra:
-            kwargs["extra_body"] = dict(sampling.extra)
+        if sampling.extra:  # server-specific options (top_k, chat_template_kwargs...)
+            kwargs.update(sampling.extra)
         return kwargs
 
     def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -232,28 +235,25 @@ class OpenAIEngine(Engine):
 
     async def _complete(self, messages: list[dict[str, Any]], base: dict[str, Any],
                         seed: int | None) -> Completion:
-        import openai
-
-        kwargs = dict(base, messages=messages)
+        body = dict(base, messages=messages)
         if seed is not None:
-            kwargs["seed"] = seed
+            body["seed"] = seed
         cfg = self.config
         attempt = 0
         while True:
             retry_after: float | None = None
             try:
-                response = await self._client.chat.completions.create(**kwargs)
-                return self._completion(response)
-            except openai.APIStatusError as exc:
-                error = f"HTTP {exc.status_code}: {exc.message}"
-                if not is_retryable_status(exc.status_code):
-                    return Completion(error=self._error(error, attempt))
-                retry_after = parse_retry_after(exc.response.headers)
-            except openai.APITimeoutError:
+                return self._completion(await self._transport.post(body))
+            except HTTPStatusError as exc:
+                if not is_retryable_status(exc.status):
+                    return Completion(error=self._error(str(exc), attempt))
+                retry_after = parse_retry_after(exc.headers)
+                error = str(exc)
+            except RequestTimeout:
                 error = f"timed out after {cfg.timeout:g} s"
-            except openai.APIConnectionError as exc:
-                error = f"connection error: {exc.__cause__ or exc}"
-            except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+            except ConnectError as exc:
+                error = f"connection error: {exc}"
+            except (ValueError, KeyError, TypeError) as exc:  # an answer that is not JSON
                 return Completion(error=self._error(f"{type(exc).__name__}: {exc}", attempt))
             if attempt >= cfg.max_retries:
                 return Completion(error=self._error(error, attempt))
@@ -268,17 +268,17 @@ class OpenAIEngine(Engine):
 
     @staticmethod
     def _completion(response: Any) -> Completion:
-        if not response.choices:
-            return Completion(error="server returned no choices")
-        choice = response.choices[0]
-        message = choice.message
-        text = message.content or ""
+        """A Completion from a chat.completion JSON object."""
+        if not isinstance(response, dict) or not response.get("choices"):
+            return Completion(error=f"server returned no choices: {str(response)[:200]}")
+        choice = response["choices"][0]
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
         # Servers with a reasoning parser (vLLM, SGLang) split the think block off.
-        extra = message.model_extra or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         if reasoning and "</think>" not in text:
             text = f"<think>{reasoning}</think>{text}"
-        usage = response.usage
-        return Completion(text=text, finish_reason=choice.finish_reason or "stop",
-                          prompt_tokens=usage.prompt_tokens if usage else 0,
-                          completion_tokens=usage.completion_tokens if usage else 0)
+        usage = response.get("usage") or {}
+        return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
+                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0))
