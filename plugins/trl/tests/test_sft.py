@@ -179,3 +179,12 @@ def test_vlm_batches_carry_pixels_and_mask_the_prompt(llava_dir: Path, tmp_path:
         assert not (labels == image_id).any()
         trained = processor.tokenizer.decode(ids[labels != -100])
         assert trained.startswith("<answer>") and "colour" not in trained, trained
+
+
+def test_resuming_with_another_configuration_is_refused(lm_dir: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ds = to_hf(arithmetic_rows(4))
+    cfg = {"model": str(lm_dir), "mode": "short", "save_steps": 2, **FAST}
+    SFTStage({**cfg, "max_steps": 2}).train(ds, ctx)
+    with pytest.raises(TrainerError, match="changed: learning_rate"):
+        SFTStage({**cfg, "max_steps": 4, "learning_rate": 1e-4}).train(ds, ctx)

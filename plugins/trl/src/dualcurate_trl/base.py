@@ -3,6 +3,7 @@ under ``accelerate launch``) → model directory, log and curve."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -11,6 +12,7 @@ from dualcurate import StageResult, Trainer
 from dualcurate_trl.common import (
     SavedModel,
     TrainConfig,
+    TrainerError,
     finish,
     is_vision_model,
     make_log_callback,
@@ -80,9 +82,31 @@ class TRLStage(Trainer):
 
         trainer.remove_callback(PrinterCallback)  # the JSONL log has every record
         checkpoint = resume_checkpoint(workdir / "checkpoints")
+        self._check_same_training(workdir, resuming=checkpoint is not None)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return finish(trainer, processor, workdir, cfg=self.config,
                       curve_keys=self.curve_keys)
+
+    #: Options that may change between a run and its resumption (training length).
+    resumable_changes: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+
+    def _check_same_training(self, workdir: Path, resuming: bool) -> None:
+        """Resuming continues the same training: refuse checkpoints another configuration
+        wrote (only the training length and runtime options may differ)."""
+        path = workdir / "train_config.json"
+        ignore = set(self.Config.runtime_fields) | self.resumable_changes
+        current = self.config.model_dump(mode="json", exclude=ignore)
+        current["stage"] = self.name
+        if resuming and path.exists():
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            changed = sorted(k for k in set(previous) | set(current)
+                             if previous.get(k) != current.get(k))
+            if changed:
+                raise TrainerError(
+                    f"{workdir}: its checkpoints come from another configuration (changed: "
+                    f"{', '.join(changed)}); use a new workdir, delete "
+                    f"{workdir / 'checkpoints'}, or restore those options")
+        path.write_text(json.dumps(current, indent=2, sort_keys=True), encoding="utf-8")
 
     def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
         model_dir = self.train(dataset, ctx)
