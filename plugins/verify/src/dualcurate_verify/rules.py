@@ -33,6 +33,7 @@ from dualcurate_verify.normalise import (
     rounds_to,
     strip_math,
 )
+from dualcurate_verify.numeric import values_differ
 from dualcurate_verify.symbolic import DEFAULT_BUDGET, SymbolicPool, default_pool
 
 
@@ -314,6 +315,9 @@ def compare(gold: str, answer: str, *, answer_type: str | None = None,
         return _result("incorrect", "text", answer, f"{answer!r} against the gold {gold!r}")
     if answer_type in ("text", "yes_no") or looks_textual(gold) or looks_textual(answer):
         return _textual(gold, answer, budget, pool)
+    if values_differ(strip_math(gold), answer):
+        return _result("incorrect", "numeric", answer,
+                       f"{answer!r} and the gold {gold!r} take different values")
     reply = _symbolic("verify", gold, answer, budget, pool)
     if reply is None:
         return _result("undecided", "timeout", answer,

@@ -1,0 +1,173 @@
+"""Throughput of ``rule-verify`` against plain math-verify, side by side in one run.
+
+20,000 mixed (gold, response) pairs (integers, decimals, fractions, multiple choice,
+expressions; about half of them correct, written in several equivalent forms) go through
+
+* plain math-verify: ``verify(parse(f"${gold}$"), parse(response))`` in the main thread (its own
+  signal-based timeouts on), and
+* ``rule-verify``: ``RuleVerifier(require_think=False, workers=1).process(rows)``, one trace per
+  row, single stream (math-verify runs in its worker process under the time budget).
+
+Both start warm (math-verify imported, the worker started). Prints both rates, the speedup and
+the verdict agreement where math-verify is decided (it parsed both sides): rule-verify agrees
+when (verdict == "correct") equals math-verify's True/False. Last line: JSON with ``speedup``
+and ``agreement``.
+
+    .venv/bin/python benchmarks/verify_throughput.py [--n 20000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from collections import Counter
+from fractions import Fraction
+
+LETTERS = "ABCDE"
+
+
+def _expression(rng: random.Random) -> tuple[str, list[str], list[str]]:
+    """gold, equivalent forms, wrong forms."""
+    a, b, c = rng.randint(2, 9), rng.randint(1, 20), rng.randint(2, 9)
+    v = rng.choice("xyt")
+    kind = rng.randrange(4)
+    if kind == 0:
+        return (f"{a}{v}+{b}", [f"{a}{v}+{b}", f"{b}+{a}{v}", f"{a}{v} + {b}"],
+                [f"{a}{v}-{b}", f"{a + 1}{v}+{b}", f"{b}{v}+{a}"])
+    if kind == 1:
+        return (f"{v}^2+{2 * a}{v}+{a * a}", [f"({v}+{a})^2", f"{v}^2+{2 * a}{v}+{a * a}"],
+                [f"({v}-{a})^2", f"{v}^2+{a * a}", f"({v}+{a + 1})^2"])
+    if kind == 2:
+        return (f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b}}}", [f"\\frac{{{a}\\sqrt{{{b}}}}}{{{c}}}",
+                                                      f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b}}}"],
+                [f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b + 1}}}", f"\\frac{{{c}}}{{{a}}}\\sqrt{{{b}}}"])
+    return (f"{a}\\pi", [f"{a}\\pi", f"\\pi \\cdot {a}"], [f"{a + 1}\\pi", f"{a}\\pi^2"])
+
+
+def make_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """(kind, gold, response) triples, unique, deterministic."""
+    rng = random.Random(seed)
+    templates = ["\\boxed{{{}}}", "The answer is ${}$.", "{}", "Final Answer: The final answer "
+                 "is ${}$. I hope it is correct.", "So we get $\\boxed{{{}}}$."]
+    seen: set[tuple[str, str]] = set()
+    out: list[tuple[str, str, str]] = []
+    while len(out) < n:
+        kind = rng.choice(["integer", "decimal", "fraction", "choice", "expression"])
+        right = rng.random() < 0.5
+        if kind == "integer":
+            g = rng.randint(-10**6, 10**6)
+            gold = str(g)
+            answer = (rng.choice([str(g), f"{g:,}"]) if right
+                      else str(g + rng.choice([-1, 1, 10, -100, 1000])))
+        elif kind == "decimal":
+            g = Fraction(rng.randint(-10**5, 10**5), 100)
+            gold = f"{float(g):.2f}"
+            answer = (rng.choice([f"{float(g):.2f}", f"{float(g):.3f}"]) if right
+                      else f"{float(g) + rng.choice([0.1, -0.01, 1.5]):.2f}")
+        elif kind == "fraction":
+            p, q = rng.randint(1, 99), rng.choice([2, 4, 5, 8, 3, 7])
+            gold = f"\\frac{{{p}}}{{{q}}}"
+            value = Fraction(p, q)
+            forms = [f"\\frac{{{p}}}{{{q}}}", f"{p}/{q}", f"\\dfrac{{{p}}}{{{q}}}"]
+            if q in (2, 4, 5, 8):
+                forms.append(str(float(value)))
+            answer = rng.choice(forms) if right else f"\\frac{{{p + 1}}}{{{q}}}"
+        elif kind == "choice":
+            gold = rng.choice(LETTERS)
+            letter = gold if right else rng.choice([c for c in LETTERS if c != gold])
+            answer = rng.choice([letter, f"({letter})", f"{letter}."])
+        else:
+            gold, same, wrong = _expression(rng)
+            answer = rng.choice(same if right else wrong)
+        # math-verify does not extract undelimited LaTeX (it reads a bare "9\\pi" as 9), so
+        # expressions always come delimited; bare answers are numbers and letters
+        template = rng.choice(templates[:2] + templates[3:] if kind == "expression" else templates)
+        response = template.format(answer)
+        if (gold, response) not in seen:
+            seen.add((gold, response))
+            out.append((kind, gold, response))
+    return out
+
+
+def run_math_verify(pairs: list[tuple[str, str, str]]) -> tuple[list[bool | None], float]:
+    from math_verify import parse, verify
+
+    results: list[bool | None] = []
+    start = time.perf_counter()
+    for _, gold, response in pairs:
+        g, r = parse(f"${gold}$"), parse(response)
+        decided = any(not isinstance(x, str) for x in g) and any(not isinstance(x, str) for x in r)
+        ok = verify(g, r) if g and r else False
+        results.append(bool(ok) if decided else None)
+    return results, time.perf_counter() - start
+
+
+def run_rule_verify(pairs: list[tuple[str, str, str]]) -> tuple[list[str], float]:
+    from dualcurate import StageContext
+
+    from dualcurate_verify.stage import RuleVerifier
+
+    rows = [{"id": str(i), "question": "", "answer": gold, "traces": [{"text": response}]}
+            for i, (_, gold, response) in enumerate(pairs)]
+    stage = RuleVerifier(require_think=False, workers=1)
+    ctx = StageContext.ephemeral(stage_name="verify")
+    stage.setup(ctx)
+    start = time.perf_counter()
+    out: list[dict] = []
+    for i in range(0, len(rows), 256):
+        out.extend(stage.process(rows[i:i + 256], ctx))
+    elapsed = time.perf_counter() - start
+    labels = Counter(f"{row['traces'][0]['verdict']}/{row['traces'][0]['label']}" for row in out)
+    print(f"rule-verify verdict/label: {dict(labels.most_common())}")
+    return [row["traces"][0]["verdict"] for row in out], elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+
+    import math_verify  # noqa: F401 - warm: import cost is not throughput
+
+    from dualcurate_verify.symbolic import default_pool
+
+    default_pool().call({"op": "ping"}, budget=120)  # warm: the worker is started once per run
+
+    pairs = make_pairs(args.n, args.seed)
+    kinds = Counter(kind for kind, _, _ in pairs)
+    mv, mv_seconds = run_math_verify(pairs)
+    rv, rv_seconds = run_rule_verify(pairs)
+
+    decided = [i for i, r in enumerate(mv) if r is not None]
+    agree = sum(1 for i in decided if (rv[i] == "correct") == mv[i])
+    by_kind: dict[str, list[int]] = {}
+    for i in decided:
+        by_kind.setdefault(pairs[i][0], [0, 0])
+        by_kind[pairs[i][0]][0] += (rv[i] == "correct") == mv[i]
+        by_kind[pairs[i][0]][1] += 1
+    mv_rate, rv_rate = len(pairs) / mv_seconds, len(pairs) / rv_seconds
+    print(f"pairs: {len(pairs)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")
+    print(f"math-verify parse+verify: {mv_seconds:.1f} s, {mv_rate:,.0f} answers/s; decided on "
+          f"{len(decided)} ({len(pairs) - len(decided)} unparsed, e.g. option letters)")
+    print(f"rule-verify:              {rv_seconds:.1f} s, {rv_rate:,.0f} answers/s; verdicts "
+          f"{dict(Counter(rv))}")
+    print("agreement where math-verify is decided: "
+          + ", ".join(f"{k} {a}/{t}" for k, (a, t) in sorted(by_kind.items())))
+    disagreements = [(pairs[i][1], pairs[i][2], mv[i], rv[i]) for i in decided
+                     if (rv[i] == "correct") != mv[i]]
+    for gold, response, m, r in disagreements[:10]:
+        print(f"  differs: gold {gold!r} response {response!r}: math-verify {m}, rule-verify {r}")
+    print(json.dumps({"speedup": round(rv_rate / mv_rate, 2),
+                      "agreement": round(agree / max(1, len(decided)), 5),
+                      "rule_verify_per_s": round(rv_rate, 1),
+                      "math_verify_per_s": round(mv_rate, 1),
+                      "decided": len(decided), "n": len(pairs)}))
+
+
+if __name__ == "__main__":
+    main()
