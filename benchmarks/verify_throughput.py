@@ -107,7 +107,6 @@ def run_math_verify(pairs: list[tuple[str, str, str]]) -> tuple[list[bool | None
 
 def run_rule_verify(pairs: list[tuple[str, str, str]]) -> tuple[list[str], float]:
     from dualcurate import StageContext
-
     from dualcurate_verify.stage import RuleVerifier
 
     rows = [{"id": str(i), "question": "", "answer": gold, "traces": [{"text": response}]}
@@ -133,7 +132,6 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     import math_verify  # noqa: F401 - warm: import cost is not throughput
-
     from dualcurate_verify.symbolic import default_pool
 
     default_pool().call({"op": "ping"}, budget=120)  # warm: the worker is started once per run
