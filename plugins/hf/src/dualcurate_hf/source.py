@@ -131,8 +131,10 @@ class HFDatasetSource(Source):
             cleaner = LLMCleaner(cfg.llm_clean_engine, cfg.llm_clean_options,
                                  cfg.llm_clean_prompt, cfg.llm_clean_system,
                                  cfg.llm_clean_sampling, cfg.llm_clean_images)
-        seen_exact: dict[bytes, str] = {}
-        seen_ids: set[str] = set()
+        # Compact per-row state (16-byte keys, 12-byte ids): the only memory that grows with
+        # the number of rows read.
+        seen_exact: set[bytes] = set()
+        seen_ids: set[bytes] = set()
         for spec in cfg.sources:
             rep = report.source(spec.name, spec.domain, spec.location)
             reader = open_reader(spec, cfg.batch_size)
@@ -245,14 +247,14 @@ class HFDatasetSource(Source):
         return kept
 
     def _dedup_and_build(self, item: dict[str, Any], spec: SourceSpec, rep: SourceReport,
-                         seen_exact: dict[bytes, str], seen_ids: set[str],
+                         seen_exact: set[bytes], seen_ids: set[bytes],
                          near: NearDuplicateIndex | EmbeddingIndex | None,
                          ctx: StageContext) -> Row | None:
         """Drop the item as an exact or near duplicate of an earlier one, else build its row."""
         row_id = sample_id(spec.name, item["question"], item["answer"], item["images"])
         if item["meta"].get("source_id") is not None:
             row_id = sample_id(spec.name, "\x00id", item["meta"]["source_id"])
-        key = exact_key(item["question"], item["choices"], item["images"])
+        key = exact_key(item["question"], item["choices"], item["images"])[:16]
         if self.config.dedup.exact:
             if key in seen_exact:
                 rep.duplicates["exact"] += 1
@@ -268,12 +270,12 @@ class HFDatasetSource(Source):
                 rep.duplicates["near"] += 1
                 return None
         if self.config.dedup.exact:
-            seen_exact[key] = row_id
+            seen_exact.add(key)
         base_id, n = row_id, 1
-        while row_id in seen_ids:  # same content kept twice (dedup off): still unique ids
+        while bytes.fromhex(row_id) in seen_ids:  # same content kept twice (dedup off)
             row_id = sample_id(spec.name, base_id, str(n))
             n += 1
-        seen_ids.add(row_id)
+        seen_ids.add(bytes.fromhex(row_id))
         rep.answer_types[item["answer_type"]] += 1
         sample = Sample(id=row_id, source=spec.name, domain=item["domain"],
                         images=item["images"], question=item["question"],
