@@ -167,3 +167,29 @@ class Gate:
 
 def start_server(handler: Handler) -> ScriptedServer:
     return ScriptedServer(handler).start()
+
+
+def base_recipe(data: Path, base_url: str, n_verify: bool = True) -> dict[str, Any]:
+    """hf-dataset -> openai-distill -> rule-verify, as a recipe dict (in-process runs)."""
+    recipe: dict[str, Any] = {
+        "run": {"shard_size": 8},
+        "source": {"use": "hf-dataset", "sources": [{"name": "items", "jsonl": str(data)}]},
+        "distill": {"use": "openai-distill", "max_tokens": 64, "seed": 0,
+                    "engine_options": {"model": "teacher", "base_url": base_url,
+                                       "max_retries": 0}},
+    }
+    if n_verify:
+        recipe["verify"] = {"use": "rule-verify", "workers": 1}
+    return recipe
+
+
+def run_pipeline(recipe: dict[str, Any], out: Path) -> list[str]:
+    """Run a recipe dict in-process with only the plugins it names; return the log lines."""
+    import copy
+
+    from dualcurate import Pipeline, PluginHost, load_recipe
+
+    lines: list[str] = []
+    host = PluginHost(autoload=False)
+    Pipeline(load_recipe(copy.deepcopy(recipe)), host=host).run(out, log=lines.append)
+    return lines
