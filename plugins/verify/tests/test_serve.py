@@ -1,0 +1,81 @@
+"""Plumbing of the judge against a real OpenAI-compatible server: ``transformers serve`` with a
+tiny random model on 127.0.0.1, through the ``openai`` engine. A random model writes noise, so
+the point is the path (request out, label parsed or retried, verdict recorded), not the label."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dualcurate import PluginHost, Sample, StageContext
+from dualcurate_verify.judge import LABEL_VERDICTS, CompassJudge
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_tiny_lm(tiny_lm_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([str(cli), "serve", str(tiny_lm_dir), "--host", "127.0.0.1",
+                             "--port", str(port), "--device", "cpu", "--log-level", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("transformers serve did not become healthy in 180 s")
+            time.sleep(1)
+        yield f"{base}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_judge_through_transformers_serve(served_tiny_lm: str, tiny_lm_dir: Path, tmp_path: Path) -> None:
+    host = PluginHost(autoload=False, select=["openai"])
+    ctx = StageContext.ephemeral("verify", root=tmp_path / "run", host=host)
+    row = Sample(source="t", question="Who was faster?", answer="Evelyn").to_row()
+    row["traces"] = [{"text": "<think>compare</think>It was Evelyn, clearly."}]
+    stage = CompassJudge({"engine": "openai", "require_think": False, "max_tokens": 16,
+                          "engine_options": {"model": str(tiny_lm_dir), "base_url": served_tiny_lm,
+                                             "max_retries": 0, "timeout": 120}})
+    assert stage.check(host) == []
+    try:
+        out = stage.process([row], ctx)
+    finally:
+        ctx.close()
+    trace = out[0]["traces"][0]
+    assert trace["method"] == "judge"
+    assert ctx.stats.sent >= 1 and ctx.stats.failed == 0, ctx.stats
+    if trace["label"] in LABEL_VERDICTS:
+        assert trace["verdict"] == LABEL_VERDICTS[trace["label"]]
+    else:  # noise: retried once, then invalid, never correct
+        assert (trace["verdict"], trace["label"]) == ("invalid", "unparseable")
+        assert ctx.stats.sent == 2
