@@ -70,3 +70,11 @@ def test_timeout_gives_undecided() -> None:
         assert check("x^{17}+3x^{5}-x+11", "\\boxed{11-x+3x^{5}+x^{17}}", pool=pool).correct
     finally:
         pool.close()
+
+
+def test_a_worker_that_cannot_start_gives_undecided_not_a_crash(tmp_path) -> None:
+    for python in (str(tmp_path / "no-such-python"), "/bin/false"):
+        pool = SymbolicPool(max_workers=1, startup_timeout=10, python=python)
+        result = check("x^{13}+1", "\\boxed{1+x^{13}}", pool=pool)
+        assert (result.verdict, result.label) == ("undecided", "error"), python
+        assert "worker" in result.reason

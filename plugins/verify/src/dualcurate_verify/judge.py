@@ -149,7 +149,7 @@ class CompassJudge(RuleVerifier):
     config: CompassJudgeConfig
 
     def check(self, host: PluginHost) -> list[str]:
-        problems = []
+        problems = super().check(host)
         if self.config.engine not in host.names("engine"):
             have = ", ".join(host.names("engine")) or "(none)"
             problems.append(f"engine = {self.config.engine!r}: no such engine is registered "

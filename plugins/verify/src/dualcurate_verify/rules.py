@@ -34,7 +34,7 @@ from dualcurate_verify.normalise import (
     strip_math,
 )
 from dualcurate_verify.numeric import values_differ
-from dualcurate_verify.symbolic import DEFAULT_BUDGET, SymbolicPool, default_pool
+from dualcurate_verify.symbolic import DEFAULT_BUDGET, SymbolicPool, WorkerError, default_pool
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,10 @@ def _symbolic(op: str, gold: str, answer: str, budget: float,
         if key in _RESULTS:
             _RESULTS.move_to_end(key)
             return _RESULTS[key]
-    reply = (pool or default_pool()).call({"op": op, "gold": gold, "answer": answer}, budget)
+    try:
+        reply = (pool or default_pool()).call({"op": op, "gold": gold, "answer": answer}, budget)
+    except WorkerError as exc:  # math-verify cannot start here: undecided, never a crash
+        return {"ok": False, "error": str(exc)}
     if reply is not None and reply.get("ok"):  # timeouts and crashes are not remembered
         with _RESULTS_LOCK:
             _RESULTS[key] = reply

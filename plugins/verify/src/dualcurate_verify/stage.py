@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -15,6 +16,7 @@ from dualcurate_verify.symbolic import default_pool
 
 if TYPE_CHECKING:
     from dualcurate import StageContext
+    from dualcurate.plugins import PluginHost
 
 Row = dict[str, Any]
 
@@ -76,6 +78,12 @@ class RuleVerifier(Verifier):
     version = "1"
 
     config: RuleVerifierConfig
+
+    def check(self, host: PluginHost) -> list[str]:
+        if importlib.util.find_spec("math_verify") is None:
+            return ["math-verify is not installed; pip install 'math-verify>=0.7' (the "
+                    "symbolic step of rule-verify needs it)"]
+        return []
 
     def setup(self, ctx: StageContext) -> None:
         pool = default_pool()

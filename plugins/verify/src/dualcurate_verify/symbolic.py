@@ -31,21 +31,27 @@ class WorkerError(RuntimeError):
 
 
 class _Worker:
-    def __init__(self, startup_timeout: float):
+    def __init__(self, startup_timeout: float, python: str):
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dualcurate_verify._worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0,
-            close_fds=True)
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-m", "dualcurate_verify._worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0,
+                close_fds=True)
+        except OSError as exc:
+            raise WorkerError(f"cannot start the math-verify worker with {python}: {exc}") from exc
         self._buffer = b""
-        ready = self._read_line(startup_timeout)
+        try:
+            ready = self._read_line(startup_timeout)
+        except (WorkerError, ValueError):
+            ready = None
         if ready is None or not ready.get("ready"):
             self.kill()
             raise WorkerError("the math-verify worker did not start (is math-verify installed "
-                              f"for {sys.executable}?)")
+                              f"for {python}?)")
 
     def _read_line(self, timeout: float) -> dict[str, Any] | None:
         assert self.proc.stdout is not None
@@ -88,7 +94,9 @@ class SymbolicPool:
     """Child processes running math-verify; :meth:`call` returns a reply dict, or None when the
     budget ran out (the worker is then killed). Thread-safe."""
 
-    def __init__(self, max_workers: int = 2, startup_timeout: float = STARTUP_TIMEOUT):
+    def __init__(self, max_workers: int = 2, startup_timeout: float = STARTUP_TIMEOUT,
+                 python: str = sys.executable):
+        self.python = python
         self.max_workers = max(1, max_workers)
         self.startup_timeout = startup_timeout
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
@@ -115,7 +123,7 @@ class SymbolicPool:
             except queue.Empty:
                 continue
         try:
-            worker = _Worker(self.startup_timeout)
+            worker = _Worker(self.startup_timeout, self.python)
         except BaseException:
             with self._lock:
                 self._count -= 1
