@@ -66,13 +66,15 @@ def enumerations(gold: str, wrong: str, choices: list[str]) -> list[str]:
 
 def attacks() -> list[dict[str, Any]]:
     """Every attack as a row with one trace; ``category`` says which kind."""
-    out = []
+    out: list[dict[str, Any]] = []
     for gold, question, answer_type, choices in GOLDS:
         wrong = WRONG[gold]
+        base = {"answer": gold, "answer_type": answer_type, "choices": choices}
 
-        def add(category: str, response: str, q: str = question) -> None:
-            out.append({"id": f"{category}-{len(out)}", "question": q, "answer": gold,
-                        "answer_type": answer_type, "choices": choices, "category": category,
+        def add(category: str, response: str, q: str = question,
+                base: dict[str, Any] = base) -> None:
+            out.append({**base, "id": f"{category}-{len(out)}", "question": q,
+                        "category": category,
                         "traces": [{"text": THINK + response, "finish_reason": "stop"}]})
 
         for response in MASTER_KEYS:
