@@ -207,3 +207,13 @@ def test_hub_reader_streams_through_datasets(tmp_path: Path, stage_context) -> N
                                                                ("Is the line straight?",
                                                                 "yes_no")]
     assert all(stage_context.images.has(r["images"][0]) for r in out)
+
+
+def test_ids_unique_when_only_choices_differ(tmp_path: Path, stage_context) -> None:
+    recs = [{"question": "Pick the warm colour: red, green or blue?", "answer": "A",
+             "options": opts} for opts in (["red", "green"], ["red", "blue"])]
+    path = write_dataset(tmp_path, "jsonl", recs)
+    out = read_all({"sources": [{"name": "s", "jsonl": str(path),
+                                 "fields": {"choices": "options"}}],
+                    "append_choices": False}, stage_context)
+    assert len(out) == 2 and out[0]["id"] != out[1]["id"]

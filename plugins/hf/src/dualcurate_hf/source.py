@@ -271,11 +271,15 @@ class HFDatasetSource(Source):
                 return None
         if self.config.dedup.exact:
             seen_exact.add(key)
-        base_id, n = row_id, 1
-        while bytes.fromhex(row_id) in seen_ids:  # same content kept twice (dedup off)
-            row_id = sample_id(spec.name, base_id, str(n))
-            n += 1
-        seen_ids.add(bytes.fromhex(row_id))
+        # With exact dedup on, equal content ids (source, question, answer, images) mean equal
+        # keys, dropped above, unless choices differ or a mapped id repeats: only those rows
+        # (and all rows when dedup is off) need remembering to keep ids unique.
+        if not self.config.dedup.exact or spec.fields.id is not None or item["choices"]:
+            base_id, n = row_id, 1
+            while bytes.fromhex(row_id) in seen_ids:
+                row_id = sample_id(spec.name, base_id, str(n))
+                n += 1
+            seen_ids.add(bytes.fromhex(row_id))
         rep.answer_types[item["answer_type"]] += 1
         sample = Sample(id=row_id, source=spec.name, domain=item["domain"],
                         images=item["images"], question=item["question"],
