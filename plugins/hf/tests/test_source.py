@@ -108,10 +108,12 @@ def test_sources_merge_tagged_with_exact_dedup_across_them(tmp_path: Path,
 
 def test_unknown_column_is_a_clear_error(tmp_path: Path, stage_context: StageContext) -> None:
     path = write_dataset(tmp_path, "parquet", records(2))
-    config = {"sources": [{"name": "geo", "parquet": str(path),
+    config = {"sources": [{"name": "first", "parquet": str(path)},
+                          {"name": "geo", "parquet": str(path),
                            "fields": {"question": "problem"}}]}
+    batches = HFDatasetSource(config).read(stage_context)
     with pytest.raises(DualcurateError) as err:
-        read_all(config, stage_context)
+        next(batches)  # before any row of the first source
     message = str(err.value)
     assert "'geo'" in message and "'problem'" in message
     assert "question, answer, image" in message

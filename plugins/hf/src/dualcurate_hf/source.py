@@ -135,11 +135,14 @@ class HFDatasetSource(Source):
         # the number of rows read.
         seen_exact: set[bytes] = set()
         seen_ids: set[bytes] = set()
+        # Open every source and check every mapping before the first row is yielded.
+        plans = []
         for spec in cfg.sources:
-            rep = report.source(spec.name, spec.domain, spec.location)
             reader = open_reader(spec, cfg.batch_size)
             columns = resolve_columns(spec.fields, reader.columns, spec.name, spec.keep_columns)
-            needed = needed_columns(columns, spec.keep_columns)
+            plans.append((spec, reader, columns, needed_columns(columns, spec.keep_columns)))
+        for spec, reader, columns, needed in plans:
+            rep = report.source(spec.name, spec.domain, spec.location)
             index = 0
             for records, base_dir in reader.batches(needed):
                 if spec.limit is not None:
