@@ -144,3 +144,15 @@ def test_words_are_textual_math_is_not() -> None:
     assert not looks_textual("2 \\sin b \\cos a")
     assert not looks_textual("\\frac{NO}{BO}")
     assert check("Evelyn", "Evelny").verdict != "correct"  # sympy would call them equal
+
+
+@given(cents=st.integers(-10**6, 10**6), other=st.integers(-10**6, 10**6))
+def test_decimals_of_equal_precision_compare_exactly(cents: int, other: int) -> None:
+    gold, answer = f"{cents / 100:.2f}", f"{other / 100:.2f}"
+    assert check(gold, answer).verdict == ("correct" if cents == other else "incorrect")
+
+
+def test_coarser_rounding_is_left_undecided() -> None:
+    assert (check("1/3", "0.33").verdict, check("1/3", "0.33").label) == ("undecided", "rounding")
+    assert check("3.14159", "3.14").verdict == "undecided"
+    assert check("1/3", "0.333333").verdict == "correct"  # 6 places, as math-verify

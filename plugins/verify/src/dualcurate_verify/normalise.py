@@ -103,6 +103,7 @@ class Number:
     is_decimal: bool
     percent: bool
     unit: str
+    decimals: int = 0  # digits after the decimal point, as written (None-like 0 for integers)
 
 
 _UNIT_WORDS = r"[A-Za-z][A-Za-z]*(?:\s*(?:\^\s*\{?\d\}?|[²³]))?(?:\s*/\s*[A-Za-z]+)?"
@@ -139,6 +140,7 @@ def parse_number(text: str) -> Number | None:
         return None
     sign = -1 if m.group("sign") == "-" else 1
     is_decimal = False
+    decimals = 0
     if m.group("fnum") is not None:
         den = int(m.group("fden"))
         if den == 0:
@@ -157,6 +159,7 @@ def parse_number(text: str) -> Number | None:
         elif "," in raw:
             raw = raw.replace(",", ".")  # decimal comma: "3,5"; "1,000" matched tsep above
         is_decimal = "." in raw
+        decimals = len(raw.split(".", 1)[1]) if is_decimal else 0
         value = Fraction(raw)
     unit = (m.group("unit") or "").strip()
     unit = re.sub(r"\\?(?:text|mathrm)\{([^{}]*)\}", r"\1", unit).strip().lower()
@@ -164,7 +167,7 @@ def parse_number(text: str) -> Number | None:
         return None
     if m.group("degree"):
         unit = unit or "degree"
-    return Number(sign * value, is_decimal, bool(m.group("percent")), unit)
+    return Number(sign * value, is_decimal, bool(m.group("percent")), unit, decimals)
 
 
 def _round6(value: Fraction) -> Fraction:
@@ -194,14 +197,18 @@ def numbers_equal(gold: Number, answer: Number) -> bool | None:
 
 
 def rounds_to(gold: Number, answer: Number) -> bool:
-    """True when ``answer`` is ``gold`` rounded to the answer's own decimal places (at least
-    two significant digits): a candidate for "equal after reasonable rounding"."""
-    if not answer.is_decimal or gold.unit != answer.unit:
+    """True when ``answer`` is ``gold`` rounded to fewer decimal places than the gold has
+    (``0.33`` for 1/3, ``3.14`` for 3.14159): a candidate for "equal after reasonable
+    rounding", which the rules leave to a judge."""
+    if not answer.is_decimal or gold.unit != answer.unit or answer.percent != gold.percent:
         return False
-    digits = len(str(float(answer.value)).split(".")[-1])
-    if abs(answer.value) < Fraction(1, 10) or digits < 1:
+    if gold.is_decimal and gold.decimals <= answer.decimals:
+        return False  # as precise as the gold: plain comparison already said no
+    if gold.value == round(gold.value, answer.decimals):
+        return False  # the gold has no more digits to round away
+    if abs(answer.value) < Fraction(1, 10):
         return False
-    return round(gold.value, digits) == round(answer.value, digits)
+    return round(gold.value, answer.decimals) == answer.value
 
 
 # choice letters -------------------------------------------------------------------------------
