@@ -14,7 +14,7 @@ from dualcurate_hf.mapping import (
     resolve_columns,
     with_choices,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
@@ -117,3 +117,43 @@ def test_choice_answer_and_with_choices() -> None:
     assert q == "Which colour?\nA. red\nB. green\nC. blue"
     assert with_choices(q, choices) == q  # already listed: unchanged
     assert with_choices("Pick one", ["A. one", "B. two"]) == "Pick one\nA. one\nB. two"
+
+
+record_text = st.one_of(st.none(), st.text(max_size=40),
+                        st.sampled_from(["N/A", "See the video.", "12 cm", "\\boxed{B}",
+                                         "1. Find x. (2 points)", "Answer with one word."]))
+
+
+@given(st.lists(st.fixed_dictionaries({"question": record_text, "answer": record_text}),
+                max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_every_record_is_accounted_for(recs: list[dict]) -> None:
+    """Whatever the records hold, each one is a row, a counted drop or a counted duplicate,
+    and each row keeps what was read in original_question/original_answer."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from dualcurate import StageContext
+    from dualcurate.schema import ANSWER_TYPES
+    from dualcurate_hf.source import HFDatasetSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs) or "\n")
+        if not recs:
+            return
+        ctx = StageContext.ephemeral(root=Path(tmp) / "run")
+        rows = [r for b in HFDatasetSource({"sources": [{"name": "h", "jsonl": str(path)}]})
+                .read(ctx) for r in b]
+        report = json.loads((ctx.workdir / "standardisation.json").read_text())["sources"]["h"]
+        ctx.cache.close()
+    assert report["rows_in"] == len(recs)
+    assert report["rows_out"] == len(rows)
+    assert len(rows) + sum(report["dropped"].values()) + sum(
+        report["duplicates"].values()) == len(recs)
+    originals = [(r["question"], r["answer"]) for r in recs]
+    for row in rows:
+        assert row["question"].strip() and row["answer"].strip()
+        assert row["answer_type"] in ANSWER_TYPES
+        assert (row["original_question"], row["original_answer"]) in originals
