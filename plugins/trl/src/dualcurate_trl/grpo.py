@@ -39,8 +39,8 @@ FORMAT_SYSTEM_PROMPT = (
 class GRPOStageConfig(TrainConfig):
     """Options of the ``grpo`` stage (docs/trainers.md)."""
 
-    runtime_fields: ClassVar[frozenset[str]] = TrainConfig.runtime_fields | {"vllm_mode",
-                                                                             "vllm_gpu_memory_utilization"}
+    runtime_fields: ClassVar[frozenset[str]] = TrainConfig.runtime_fields | {
+        "vllm_mode", "vllm_gpu_memory_utilization"}
 
     learning_rate: float = 1e-6
     system_prompt: str | None = FORMAT_SYSTEM_PROMPT
