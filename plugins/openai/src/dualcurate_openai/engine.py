@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -82,6 +83,16 @@ def data_url(data: bytes) -> str:
     return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+class _Call:
+    """One generate() call: its callback, the first error the callback raised, and an event
+    set once every result of the call was reported."""
+
+    def __init__(self, on_result: OnResult | None):
+        self.on_result = on_result
+        self.error: BaseException | None = None
+        self.drained = threading.Event()
+
+
 class OpenAIEngine(Engine):
     """Generates through an OpenAI-compatible server; retries 429/408/409/5xx, timeouts and
     connection errors with backoff (honouring Retry-After), never other 4xx."""
@@ -89,12 +100,18 @@ class OpenAIEngine(Engine):
     name = "openai"
     Config = OpenAIEngineConfig
     config: OpenAIEngineConfig
+    #: generate() may be called from several threads at once; max_concurrency holds across
+    #: them, so a distiller can prepare the next requests while earlier ones are in flight.
+    concurrent_generate: ClassVar[bool] = True
 
     def __init__(self, config: OpenAIEngineConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._transport: Any = None
+        self._slots: asyncio.Semaphore | None = None
+        self._reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reporter: threading.Thread | None = None
         self._api_key: str | None = None
         self._images: OrderedDict[str, str] = OrderedDict()
 
@@ -123,8 +140,13 @@ class OpenAIEngine(Engine):
         self._thread.start()
         self._transport = asyncio.run_coroutine_threadsafe(
             self._make_transport(), self._loop).result()
+        self._reporter = threading.Thread(target=self._report_forever, daemon=True,
+                                          name="dualcurate-openai-report")
+        self._reporter.start()
 
     async def _make_transport(self) -> Any:
+        # One limit for every generate() call in flight (a distiller may overlap several).
+        self._slots = asyncio.Semaphore(self.config.max_concurrency)
         cls = TRANSPORTS[self.config.http_client]
         return cls(self.base_url(), self._api_key, self.config.timeout,
                    self.config.max_concurrency + 8)
@@ -133,17 +155,30 @@ class OpenAIEngine(Engine):
         if self._loop is None:
             return
         loop, thread = self._loop, self._thread
-        if self._transport is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(self._transport.close(), loop).result(timeout=10)
-            except Exception:  # closing must not mask the error that got us here
-                pass
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
+        except Exception:  # closing must not mask the error that got us here
+            pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             thread.join(timeout=10)
         loop.close()
+        self._reports.put(None)
+        if self._reporter is not None:
+            self._reporter.join(timeout=30)
+        self._reporter = None
         self._loop = self._thread = self._transport = None
         self._images.clear()
+
+    async def _shutdown(self) -> None:
+        """Cancel requests still in flight (their generate() calls raise CancelledError),
+        then close the connections."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.close()
 
     # generation -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
@@ -151,45 +186,71 @@ class OpenAIEngine(Engine):
         if self._loop is None:
             self.setup()
         assert self._loop is not None
+        call = _Call(on_result)
         future = asyncio.run_coroutine_threadsafe(
-            self._generate(list(requests), sampling, on_result), self._loop)
+            self._generate(list(requests), sampling, call), self._loop)
         try:
-            return future.result()
+            results = future.result()
         except BaseException:
             # Interrupted (Ctrl-C) or failed: stop the requests still in flight; what finished
-            # was already reported through on_result (and cached by the caller).
+            # was reported through on_result (and cached by the caller).
             future.cancel()
             raise
+        call.drained.wait()
+        if call.error is not None:
+            raise call.error
+        return results
+
+    def _report_forever(self) -> None:
+        """The reporter thread: runs on_result callbacks (which write the request cache)
+        off the event loop, in the order results arrived."""
+        while True:
+            item = self._reports.get()
+            if item is None:
+                return
+            call, index, completions = item
+            if index < 0:
+                call.drained.set()
+            elif call.error is None:
+                try:
+                    call.on_result(index, completions)  # type: ignore[misc]
+                except BaseException as exc:  # raised in generate(), in the caller's thread
+                    call.error = exc
 
     async def _generate(self, requests: list[ChatRequest], sampling: SamplingParams,
-                        on_result: OnResult | None) -> list[list[Completion]]:
+                        call: _Call) -> list[list[Completion]]:
         results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
         remaining = [len(r.indices()) for r in requests]
         converted: dict[int, list[dict[str, Any]]] = {}
         jobs = ((ri, pos, idx) for ri, r in enumerate(requests)
                 for pos, idx in enumerate(r.indices()))
         base = self._base_kwargs(sampling)
+        assert self._slots is not None
 
         async def worker() -> None:
             for ri, pos, idx in jobs:  # one shared iterator: a free worker takes the next job
+                if call.error is not None:  # the caller cannot take results: stop sending
+                    return
                 messages = converted.get(ri)
                 if messages is None:
                     messages = converted[ri] = self._convert(requests[ri].messages)
-                results[ri][pos] = await self._complete(messages, base, sampling.seed_for(idx))
+                async with self._slots:
+                    results[ri][pos] = await self._complete(messages, base,
+                                                            sampling.seed_for(idx))
                 remaining[ri] -= 1
                 if remaining[ri] == 0:
                     del converted[ri]
-                    if on_result is not None:
-                        on_result(ri, results[ri])
+                    if call.on_result is not None:
+                        self._reports.put((call, ri, results[ri]))
 
         total = sum(remaining)
-        if total:
-            try:
+        try:
+            if total:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.config.max_concurrency, total)):
                         group.create_task(worker())
-            except ExceptionGroup as group_error:  # a failing on_result: raise it as itself
-                raise group_error.exceptions[0] from None
+        finally:
+            self._reports.put((call, -1, []))  # drained once everything before it is reported
         return results
 
     def _base_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:

@@ -57,6 +57,17 @@ def error_message(body: str) -> str:
     return body.strip()[:500]
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTP(S)_PROXY, NO_PROXY) sets for ``url``, if any."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class AiohttpTransport:
     """POSTs JSON with aiohttp; create and use it inside one event loop."""
 
@@ -67,16 +78,19 @@ class AiohttpTransport:
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        # trust_env would look up netrc and proxies in a thread for every request: read the
+        # proxy settings once instead.
+        self.proxy = env_proxy(self.url)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=timeout), trust_env=True)
+            timeout=aiohttp.ClientTimeout(total=timeout))
 
     async def post(self, body: dict[str, Any]) -> Any:
         import aiohttp
 
         try:
             async with self.session.post(self.url, data=json.dumps(body).encode(),
-                                         headers=self.headers) as response:
+                                         headers=self.headers, proxy=self.proxy) as response:
                 if response.status >= 400:
                     text = await response.text(errors="replace")
                     raise HTTPStatusError(response.status, error_message(text),
