@@ -105,3 +105,14 @@ def test_parallel_and_serial_agree(stage_context) -> None:
     parallel = RuleVerifier(workers=4).process(rows, stage_context)
     assert [r["traces"] for r in serial] == [r["traces"] for r in parallel]
     assert RuleVerifier(workers=1).signature() == RuleVerifier(workers=4).signature()
+
+
+def test_public_names() -> None:
+    import dualcurate_verify
+    from dualcurate_verify import CheckResult, CompassJudge, RuleVerifier, check, extract_answer
+
+    assert RuleVerifier.name == "rule-verify" and CompassJudge.name == "compass-judge"
+    assert issubclass(CompassJudge, RuleVerifier)
+    assert isinstance(check("1", "1"), CheckResult) and extract_answer("1") == "1"
+    assert set(dualcurate_verify.__all__) >= {"check", "extract_answer", "CheckResult",
+                                              "RuleVerifier", "CompassJudge"}
