@@ -39,13 +39,14 @@ def _expression(rng: random.Random) -> tuple[str, list[str], list[str]]:
         return (f"{a}{v}+{b}", [f"{a}{v}+{b}", f"{b}+{a}{v}", f"{a}{v} + {b}"],
                 [f"{a}{v}-{b}", f"{a + 1}{v}+{b}", f"{b}{v}+{a}"])
     if kind == 1:
-        return (f"{v}^2+{2 * a}{v}+{a * a}", [f"({v}+{a})^2", f"{v}^2+{2 * a}{v}+{a * a}"],
-                [f"({v}-{a})^2", f"{v}^2+{a * a}", f"({v}+{a + 1})^2"])
+        return (f"{v}^2+{2 * a}{v}+{a * a + b}", [f"({v}+{a})^2+{b}", f"{v}^2+{2 * a}{v}+{a * a + b}"],
+                [f"({v}-{a})^2+{b}", f"{v}^2+{a * a + b}", f"({v}+{a})^2+{b + 1}"])
     if kind == 2:
         return (f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b}}}", [f"\\frac{{{a}\\sqrt{{{b}}}}}{{{c}}}",
                                                       f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b}}}"],
                 [f"\\frac{{{a}}}{{{c}}}\\sqrt{{{b + 1}}}", f"\\frac{{{c}}}{{{a}}}\\sqrt{{{b}}}"])
-    return (f"{a}\\pi", [f"{a}\\pi", f"\\pi \\cdot {a}"], [f"{a + 1}\\pi", f"{a}\\pi^2"])
+    return (f"{a}\\pi+{b}", [f"{a}\\pi+{b}", f"{b}+{a}\\pi", f"\\pi \\cdot {a}+{b}"],
+            [f"{a + 1}\\pi+{b}", f"{a}\\pi^2+{b}", f"{a}\\pi-{b}"])
 
 
 def make_pairs(n: int, seed: int) -> list[tuple[str, str, str]]:
