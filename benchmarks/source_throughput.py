@@ -7,7 +7,7 @@ Side by side, each in its own subprocess so its peak RSS is its own:
 * the full 200k rows;
 * the first 50k rows of the same file (``limit``): peak RSS should be about the same, memory is
   flat in the dataset's size;
-* 20k rows of a file where every row has its own image, the cost of the decode the cache saves.
+* 10k rows of a file where every row has its own image, the cost of the decode the cache saves.
 
 Wall-clock figures include the image store's fsync per new image (core's durability rule) and
 whatever else the machine is doing; rows per CPU-second are printed beside them.
@@ -102,13 +102,13 @@ def main() -> None:
         shared = tmp / "shared.parquet"
         build(shared, N_ROWS, N_IMAGES)
         distinct = tmp / "distinct.parquet"
-        build(distinct, 20_000, 20_000)
+        build(distinct, 10_000, 10_000)
         print(f"built {N_ROWS} rows / {N_IMAGES} images "
               f"({shared.stat().st_size / 2**20:.0f} MB Parquet) in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         full = measure(shared, tmp, "200k", 0)
         part = measure(shared, tmp, "50k", 50_000)
-        uncached = measure(distinct, tmp, "20k-distinct", 0)
+        uncached = measure(distinct, tmp, "10k-distinct", 0)
     print(json.dumps({
         "rows_per_s": round(full["rows_per_s"], 1),
         "peak_rss_mb": round(full["peak_rss_mb"], 1),
