@@ -148,7 +148,7 @@ def test_unreadable_format_is_a_clear_error(fmt: str, content: bytes, match: str
 def test_bad_jsonl_lines_are_counted(tmp_path: Path, stage_context: StageContext) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{oops\n'
-                    '{"question": "Is it raining?", "answer": "No"}\n')
+                    '{"question": "Is it raining?", "answer": "no."}\n')
     rows = read_all({"sources": [{"name": "t", "jsonl": str(path)}]}, stage_context)
     assert [(r["answer"], r["answer_type"], r["images"]) for r in rows] == [
         ("5", "number", []), ("No", "yes_no", [])]

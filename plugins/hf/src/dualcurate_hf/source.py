@@ -200,6 +200,8 @@ class HFDatasetSource(Source):
             answer = choice_answer(answer, raw.choices)
             if self.config.append_choices:
                 question = with_choices(question, raw.choices)
+        elif answer_type == "yes_no" and answer.lower().rstrip(".") in ("yes", "no"):
+            answer = answer.rstrip(".").capitalize()
         if not raw.images and self.config.images.require_images:
             rep.drop("missing_image", where)
             return None
