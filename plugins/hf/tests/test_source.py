@@ -176,3 +176,14 @@ class TestHFDatasetSourceContract(SourceContract):
     def _data(self, tmp_path: Path) -> None:
         path = write_dataset(tmp_path / "contract", "parquet", records(4))
         self.config = {"sources": [{"name": "contract", "parquet": str(path)}]}
+
+
+def test_image_folder_without_metadata_found_by_check(tmp_path: Path, plugin_host) -> None:
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.png").write_bytes(image_bytes(1))
+    problems = HFDatasetSource({"sources": [{"name": "pics", "image_folder": str(
+        tmp_path / "pics")}]}).check(plugin_host)
+    assert len(problems) == 1 and "no metadata.jsonl or metadata.csv" in problems[0]
+    (tmp_path / "pics" / "metadata.csv").write_text("file_name,question,answer\na.png,Q?,1\n")
+    assert HFDatasetSource({"sources": [{"name": "pics", "image_folder": str(
+        tmp_path / "pics")}]}).check(plugin_host) == []
