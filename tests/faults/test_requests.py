@@ -136,7 +136,7 @@ def test_retry_policy_is_bounded_and_selective(runs: Runs) -> None:
         if n % 8 == RATE_LIMITED:  # Retry-After is honoured
             assert gaps[0] >= RETRY_AFTER - 0.02, gaps
         if n % 8 == SLOW_ONCE:  # the client gave up at its timeout, then retried
-            assert TIMEOUT - 0.05 <= gaps[0] < 3 * TIMEOUT, gaps
+            assert TIMEOUT / 2 <= gaps[0] < 3 * TIMEOUT, gaps
         assert all(g < 30 for g in gaps)  # backoff is bounded by backoff_max / Retry-After
     print(f"\nitem 4: attempts per kind {dict(sorted({k: expected[k] for k in range(8)}.items()))}")
 
