@@ -115,3 +115,22 @@ def test_injection_in_questions_does_not_steer_the_rules(question: str, wrong: s
 def test_a_different_number_is_never_correct(gold: int, other: int) -> None:
     result = check(str(gold), f"<answer>{other}</answer>")
     assert result.correct == (gold == other)
+
+
+PATHOLOGICAL = {
+    "nested boxes": "\\boxed{" * 20000 + "}" * 20000,
+    "open boxes": "\\boxed{" * 20000,
+    "distinct boxes": "".join(f"\\boxed{{{i}}}" for i in range(20000)),
+    "answer tags": "<answer>42</answer><answer>41</answer>" * 5000,
+    "spaces in a tag": "<answer>A" + " " * 50000 + "x</answer>",
+    "letters in a tag": "<answer>" + "A " * 50000 + "</answer>",
+    "phrases": "the answer is " * 20000,
+    "think blocks": "<think>" * 5000 + "</think>" * 5000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_responses_finish_and_are_not_correct(name: str) -> None:
+    # every rule is linear in the response; what reaches math-verify is under its budget
+    result = check("42", PATHOLOGICAL[name], budget=2.0)
+    assert result.verdict != "correct", result

@@ -27,6 +27,7 @@ _HOPE = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 BARE_MAX_WORDS = 12
 BARE_MAX_CHARS = 100
 TRAILING_SLACK = 150
+MAX_CANDIDATES = 16
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,16 @@ def _phrase_after_boxes(text: str) -> bool:
 def extract_rules(response: str) -> Extraction:
     """Steps 1–4 (fast, no sympy) on the text after the think block."""
     part = split_think(response).answer_part
-    tags = [m.group(1) for m in _ANSWER_TAG.finditer(part)]
+    # the last few candidates decide; more than that is an enumeration either way
+    tags = [m.group(1) for m in _ANSWER_TAG.finditer(part)][-MAX_CANDIDATES:]
     if tags:
         inner = []
         for tag in tags:
-            boxes = boxed_contents(tag)
+            boxes = boxed_contents(tag, last=1)
             inner.append(boxes[-1] if boxes else tag)
         cands = _distinct(inner)
         return Extraction(strip_math(inner[-1]), "answer-tag", cands)
-    boxes = boxed_contents(part)
+    boxes = boxed_contents(part, last=MAX_CANDIDATES)
     phrase = _final_phrase(part)
     if boxes and not (phrase is not None and _phrase_after_boxes(part)):
         return Extraction(strip_math(boxes[-1]), "boxed", _distinct(boxes))

@@ -40,34 +40,65 @@ _DANGLING_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{?\s*$")
 _BOX_SEPARATOR = re.compile(r"\b(?:and|or)\b|,|;")
 
 
-def final_boxes(text: str) -> list[str]:
-    """The last box and the boxes written together with it (as math-verify groups them: less
-    than 10 characters apart, or less than 70 with "and", "or", "," or ";" between)."""
+def matching_braces(text: str) -> dict[int, int]:
+    """Index of every ``{`` that is closed -> index of its ``}`` (one linear pass)."""
+    stack: list[int] = []
+    pairs: dict[int, int] = {}
+    for i, ch in enumerate(text):
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = i
+    return pairs
+
+
+MAX_BOXES = 16
+
+
+def _box_spans(text: str) -> list[tuple[int, int]]:
+    """(start of the command, index of the closing brace) of every closed ``\\boxed{…}`` /
+    ``\\fbox{…}``, in order; contents are sliced only for the boxes that are used."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return []
+    pairs = matching_braces(text)
     spans = []
     for m in _BOX_CMD.finditer(text):
-        got = find_braced(text, m.end())
-        if got is not None:
-            spans.append((m.start(), got[1], got[0].strip()))
+        close = pairs.get(m.end())
+        if close is not None:
+            spans.append((m.start(), m.end(), close))
+    return [(start, close) for start, _, close in spans]
+
+
+def _content(text: str, start: int, close: int) -> str:
+    return text[text.index("{", start) + 1:close]
+
+
+def final_boxes(text: str) -> list[str]:
+    """The last box and the boxes written together with it (as math-verify groups them: less
+    than 10 characters apart, or less than 70 with "and", "or", "," or ";" between); at most
+    ``MAX_BOXES``."""
+    spans = _box_spans(text)
     if not spans:
         return []
     group = [spans[-1]]
-    for start, end, content in reversed(spans[:-1]):
-        between = text[end:group[0][0]]
+    for start, close in reversed(spans[:-1]):
+        if len(group) >= MAX_BOXES:
+            break
+        between = text[close + 1:group[0][0]]
         if len(between) < 10 or (len(between) < 70 and _BOX_SEPARATOR.search(between)):
-            group.insert(0, (start, end, content))
+            group.insert(0, (start, close))
         else:
             break
-    return [content for _, _, content in group]
+    return [_content(text, start, close).strip() for start, close in group]
 
 
-def boxed_contents(text: str) -> list[str]:
-    """Every ``\\boxed{...}`` / ``\\fbox{...}`` content in order (balanced braces)."""
-    found = []
-    for m in _BOX_CMD.finditer(text):
-        got = find_braced(text, m.end())
-        if got is not None:
-            found.append(got[0])
-    return found
+def boxed_contents(text: str, last: int | None = None) -> list[str]:
+    """``\\boxed{...}`` / ``\\fbox{...}`` contents in order (balanced braces); with ``last``
+    only the last that many."""
+    spans = _box_spans(text)
+    if last is not None:
+        spans = spans[-last:]
+    return [_content(text, start, close) for start, close in spans]
 
 
 def strip_math(text: str) -> str:
@@ -220,10 +251,20 @@ _LETTER_LIST = re.compile(r"^[\(\[]?[A-J][\)\]]?(?:\s*(?:,|;|/|&|\band\b|\bor\b|
 _LETTER_RUN = re.compile(r"^[A-J]{2,10}$")
 
 
+def _short(text: str, limit: int = 200) -> str | None:
+    """Unwrapped text with single spaces, or None when too long to be an option answer."""
+    if len(text) > 4 * limit:
+        return None
+    s = " ".join(strip_math(text).split())
+    return s if len(s) <= limit else None
+
+
 def choice_letter(text: str) -> tuple[str, str] | None:
     """A single option letter and the text after it: ``(B) 45°`` -> ("B", "45°"), ``B`` ->
     ("B", ""). A bare article ("A triangle") is not a letter."""
-    s = strip_math(text)
+    s = _short(text)
+    if s is None:
+        return None
     m = _LETTER_ONLY.match(s)
     if m:
         return m.group(1), ""
@@ -240,7 +281,9 @@ def choice_letter(text: str) -> tuple[str, str] | None:
 
 def choice_letters(text: str) -> set[str] | None:
     """Several letters (``A, C``, ``A and C``, ``AC``) as a set, or None."""
-    s = strip_math(text)
+    s = _short(text)
+    if s is None:
+        return None
     if _LETTER_LIST.match(s):
         return set(re.findall(r"[A-J]", s))
     if _LETTER_RUN.match(s):
@@ -251,8 +294,8 @@ def choice_letters(text: str) -> set[str] | None:
 
 def is_choice_gold(gold: str) -> bool:
     """Whether a gold answer is an option letter (or a set of them)."""
-    s = strip_math(gold)
-    return bool(_LETTER_ONLY.match(s) or _LETTER_LIST.match(s))
+    s = _short(gold)
+    return s is not None and bool(_LETTER_ONLY.match(s) or _LETTER_LIST.match(s))
 
 
 # text ---------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ _INJECTION = re.compile(
 _NEGATION = re.compile(r"\b(?:not|no|never|isn'?t|aren'?t|cannot|can'?t|neither|nor|either|"
                        r"maybe|perhaps|unsure|except|unless|or|if|might|possibly)\b|n't",
                        re.IGNORECASE)
+MAX_ANSWER_CHARS = 2000
 _YES = frozenset({"yes", "true", "y"})
 _NO = frozenset({"no", "false", "n"})
 _SPLIT_WORDS = re.compile(r"\s+(?:or|and)\s+|\\quad|\\text\{\s*(?:or|and|,)\s*\}|\\(?:text)?or\b",
@@ -243,6 +244,9 @@ def check(gold: str, response: str, question: str | None = None, *,
     if found.answer is None:
         return _from_free_text(gold, split.answer_part, budget, pool)
     answer = found.answer
+    if len(answer) > MAX_ANSWER_CHARS:
+        return _result("undecided", "long-answer", answer[:200] + "…",
+                       f"the final answer is {len(answer)} characters long; needs a judge")
     key = _key(answer)
     if not key or not re.search(r"\w", key):
         if not answer.strip():
