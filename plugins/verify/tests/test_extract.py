@@ -16,7 +16,7 @@ from dualcurate_verify.normalise import (
     parse_number,
     strip_math,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # answers made of characters that carry no markup of their own
@@ -156,3 +156,13 @@ def test_coarser_rounding_is_left_undecided() -> None:
     assert (check("1/3", "0.33").verdict, check("1/3", "0.33").label) == ("undecided", "rounding")
     assert check("3.14159", "3.14").verdict == "undecided"
     assert check("1/3", "0.333333").verdict == "correct"  # 6 places, as math-verify
+
+
+@settings(max_examples=150, deadline=None)
+@given(gold=st.text(max_size=40), response=st.text(max_size=120))
+def test_check_never_raises_and_gives_a_known_verdict(gold: str, response: str) -> None:
+    result = check(gold, response)
+    assert result.verdict in ("correct", "incorrect", "invalid", "undecided")
+    assert result.method == "rule" and result.reason
+    if result.verdict == "correct":
+        assert result.answer  # a correct verdict always names the answer it accepted
