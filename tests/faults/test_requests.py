@@ -201,3 +201,95 @@ def test_the_api_key_appears_nowhere(runs: Runs) -> None:
     leaks += [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     print(f"\nitem 13: {len(files)} files and {len(texts)} outputs searched, {len(leaks)} leaks")
     assert leaks == []
+
+
+class DroppingServer:
+    """A TCP server on 127.0.0.1 that reads each request and hangs up without answering."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.settimeout(2)
+            try:
+                conn.recv(65536)
+            except OSError:
+                pass
+            conn.close()
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+def drop_every_connection(http_client: str):
+    """One request against a server that hangs up each time: (completion, connections)."""
+    from dualcurate import ChatRequest, SamplingParams
+    from dualcurate_openai.engine import OpenAIEngine
+
+    server = DroppingServer()
+    engine = OpenAIEngine({"model": "teacher", "base_url": f"http://127.0.0.1:{server.port}/v1",
+                           "max_retries": MAX_RETRIES, "backoff_initial": 0.01,
+                           "backoff_max": 0.05, "timeout": 5.0, "http_client": http_client})
+    try:
+        engine.setup()
+        (comp,) = engine.generate([ChatRequest(messages=[{"role": "user", "content": "hi"}])],
+                                  SamplingParams(max_tokens=8))[0]
+    finally:
+        engine.close()
+        server.stop()
+    return comp, server.connections
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "openai-sdk"])
+def test_dropped_connections_are_retried_within_the_bound(http_client: str) -> None:
+    comp, connections = drop_every_connection(http_client)
+    assert not comp.ok and f"after {MAX_RETRIES} retries" in comp.error
+    assert connections == MAX_RETRIES + 1
+
+
+@pytest.mark.parametrize("http_client", [
+    "aiohttp",
+    pytest.param("openai-sdk", marks=pytest.mark.xfail(
+        strict=True, reason="openai transport.py: the SDK's aiohttp client maps 'Server "
+        "disconnected' to APITimeoutError, so the error says 'timed out after 5 s'")),
+])
+def test_a_dropped_connection_is_reported_as_one(http_client: str) -> None:
+    comp, _ = drop_every_connection(http_client)
+    assert "connection error" in comp.error and "timed out" not in comp.error
+
+
+def test_a_malformed_reply_is_a_failure_not_an_output(tmp_path: Path) -> None:
+    from dualcurate import ChatRequest, SamplingParams, StageContext
+    from dualcurate_openai.engine import OpenAIEngine
+
+    server = start_server(lambda body, headers, n: Reply(body={"unexpected": "shape"}))
+    ctx = StageContext.ephemeral("distill", root=tmp_path / "run")
+    engine = OpenAIEngine({"model": "teacher", "base_url": server.base_url, "max_retries": 0})
+    try:
+        engine.setup(ctx)
+        (comp,) = ctx.generate(engine, [ChatRequest(messages=[{"role": "user",
+                                                               "content": "hi"}])],
+                               SamplingParams(max_tokens=8))[0]
+    finally:
+        engine.close()
+        server.stop()
+    assert not comp.ok and "no choices" in comp.error
+    assert ctx.cache.count() == 0 and len(ctx.cache.failures()) == 1
+    ctx.cache.close()
