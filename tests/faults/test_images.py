@@ -34,6 +34,8 @@ MEASURED_RUN = textwrap.dedent("""
     import datasets, PIL.Image, PIL.PngImagePlugin, PIL.JpegImagePlugin, pyarrow.parquet
     import dualcurate_hf.source, dualcurate_openai.engine
     from dualcurate.cli import main
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
+        fh.write("5")
     before = status("VmRSS")
     try:
         main(sys.argv[2:])
@@ -101,3 +103,70 @@ base_url = "{server.base_url}"
           f"{usage['rss_before_mb']} MB -> peak {usage['peak_mb']} MB (+{growth} MB, bound "
           f"{RSS_BOUND_MB} MB)")
     assert growth < RSS_BOUND_MB
+
+
+# More hostile images, each normalised in a child that reports its resident-set growth.
+HOSTILE = textwrap.dedent("""
+    import hashlib, io, json, struct, sys, zlib
+    from PIL import Image
+    from dualcurate_hf.images import ImageNormaliser, ImageOptions
+    from dualcurate_hf.sample_data import image_bytes
+
+    def jpeg_declaring(width, height):  # a 16x16 JPEG whose frame header claims more
+        data = bytearray(image_bytes(1, size=(16, 16), fmt="JPEG"))
+        i = 2
+        while i < len(data):
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+            if marker in (0xC0, 0xC2):
+                data[i + 5:i + 9] = struct.pack(">HH", height, width)
+                break
+            i += 2 + length
+        return bytes(data)
+
+    def png_text_bomb():  # a tiny PNG with a zTXt chunk inflating to 64 MiB
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, format="PNG")
+        png = buf.getvalue()
+        body = b"Comment\\x00\\x00" + zlib.compress(b"A" * (64 * 2**20), 9)
+        chunk = (struct.pack(">I", len(body)) + b"zTXt" + body
+                 + struct.pack(">I", zlib.crc32(b"zTXt" + body) & 0xFFFFFFFF))
+        return png[:-12] + chunk + png[-12:]
+
+    def gif_frames():  # 300 frames of 400x400: only the first may be decoded
+        frames = [Image.new("P", (400, 400), i % 256) for i in range(300)]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+        return buf.getvalue()
+
+    class Store:
+        def put(self, data):
+            return hashlib.sha256(data).hexdigest()
+
+    def status(field):
+        return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) // 1024
+
+    data = {"jpeg-65000x65000": lambda: jpeg_declaring(65000, 65000),
+            "png-text-bomb": png_text_bomb, "gif-300-frames": gif_frames}[sys.argv[1]]()
+    import gc; gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
+        fh.write("5")
+    before = status("VmRSS")
+    result = ImageNormaliser(Store(), ImageOptions()).normalise(data)
+    print(json.dumps({"reason": result.reason, "stored": result.digest is not None,
+                      "growth_mb": status("VmHWM") - before}))
+""")
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("jpeg-65000x65000", "image_too_large"),
+                                              ("png-text-bomb", "image_corrupt"),
+                                              ("gif-300-frames", None)])
+def test_more_hostile_images_in_bounded_memory(kind: str, reason: str | None) -> None:
+    import subprocess
+
+    proc = subprocess.run([str(CURATE.parent / "python"), "-c", HOSTILE, kind],
+                          capture_output=True, text=True, timeout=60, env=clean_env())
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    print(f"\nitem 10: {kind}: {got}")
+    assert got["reason"] == reason and got["stored"] is (reason is None)
+    assert got["growth_mb"] < 100
