@@ -1,0 +1,72 @@
+"""The offline demo end to end: the default recipe through the real CLI, shrunk so it runs in
+a minute or two, then the report. The full-size demo is `make demo` (see docs/demo.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SMALL = ["source.train_per_family=12", "source.eval_per_family=6",
+         "source.base_model.steps=20", "source.base_model.examples_per_family=10",
+         "filter.k=2", "train.max_steps=2", "judge.trainer_options.max_steps=10"]
+
+
+def small_overrides(base: str) -> list[str]:
+    model = f'"{base}"'
+    sets = [*SMALL, f"source.base_model_dir={model}", f"filter.engine_options.model={model}",
+            f"train.model={model}", f"judge.base_model={model}"]
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+@pytest.mark.slow
+def test_default_recipe_runs_every_stage_and_reports(run_cli):
+    result = run_cli("run", "--out", "demo", *small_overrides("base"))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    run = result.cwd / "demo"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert [s["plugin"] for s in manifest["stages"]] == [
+        "synthetic", "reference", "rule-verify", "difficulty", "sft", "dual-tuning"]
+    assert stages["source"]["rows_out"] == 3 * 18
+    # every train row gets a verified reference trace; eval rows none
+    verify_rows = [r for t in _tables(run, "verify") for r in t]
+    train_rows = [r for r in verify_rows if r["split"] == "train"]
+    assert all(t["verdict"] == "correct" for r in train_rows for t in r["traces"])
+    assert all(not r["traces"] for r in verify_rows if r["split"] == "eval")
+    # eval rows always reach the judge
+    filter_rows = [r for t in _tables(run, "filter") for r in t]
+    assert all(r["keep"] for r in filter_rows if r["split"] == "eval")
+    efficacy = json.loads((run / "judge" / "artifacts" / "efficacy.json").read_text())
+    groups = {g["group"]: g for g in efficacy["groups"]}
+    assert set(groups) == {"digit-sum", "first-colour", "last-shape"}
+    assert all(g["n_eval"] == 6 for g in groups.values())
+    # the base model was built once, in the working directory's cache path
+    assert (result.cwd / "base" / "dualcurate-base.json").exists()
+
+    from dualcurate.report import write_report
+
+    html_path, md_path = write_report(run)
+    html = html_path.read_text()
+    assert 'id="dual-tuning-table"' in html and 'class="scatter"' in html
+    assert "No teacher model was run" in md_path.read_text()
+
+
+@pytest.mark.slow
+def test_vllm_distill_without_vllm_stops_at_validation(run_cli):
+    pytest.importorskip("dualcurate_vllm")
+    from dualcurate_vllm.engine import vllm_available
+
+    if vllm_available():
+        pytest.skip("vllm is installed here; this checks the message without it")
+    result = run_cli("--plugin", "vllm-distill", "--plugin", "gspo", "run", "--out", "x")
+    assert result.exit_code != 0
+    assert "vllm" in result.stderr and "pip install" in result.stderr
+    assert not (result.cwd / "x" / "source").exists(), "nothing may run before validation"
+
+
+def _tables(run, stage):
+    import pyarrow.parquet as pq
+
+    return [pq.read_table(p).to_pylist() for p in sorted((run / stage).glob("shard-*.parquet"))]
