@@ -68,3 +68,23 @@ def test_grpo_accuracy_reward_survives_a_hang():
     print(f"\nitem 8: GRPO accuracy reward over the same batch (default budget): {elapsed:.1f} s")
     assert scores == [0.0] + [1.0] * len(SYMBOLIC)
     assert elapsed < GENEROUS
+
+
+HUGE = {"200k open braces": "{" * 200_000,
+        "50k nested boxes": "\\boxed{" * 50_000 + "42" + "}" * 50_000,
+        "50k alternatives": " or ".join(["41"] * 50_000) + " or 42",
+        "100k dollars": "$" * 100_000 + "42",
+        "50k answer tags": "<answer>" * 50_000 + "42" + "</answer>" * 50_000,
+        "100k letters": "A, " * 100_000}
+
+
+@pytest.mark.parametrize("kind", list(HUGE))
+def test_huge_adversarial_responses_are_decided_quickly_and_never_correct(kind: str) -> None:
+    from dualcurate_verify import check
+
+    start = time.monotonic()
+    result = check("42", HUGE[kind], budget=BUDGET)
+    elapsed = time.monotonic() - start
+    print(f"\nitem 8: {kind}: {result.verdict} ({result.label}) in {elapsed:.2f} s")
+    assert result.verdict != "correct"
+    assert elapsed < GENEROUS
