@@ -122,3 +122,26 @@ def test_map_stage_changing_row_count_is_an_error(core_host, tmp_path, monkeypat
     monkeypatch.setattr(DoubleStage, "process", lambda self, rows, ctx: rows[:-1])
     with pytest.raises(Exception, match="one row per input row"):
         run(core_host, tmp_path)
+
+
+def test_shards_with_failed_requests_are_redone_next_run(core_host, tmp_path, monkeypatch):
+    calls = []
+    original = DoubleStage.process
+
+    def flaky(self, rows, ctx):
+        calls.append(rows[0]["id"])
+        if len(calls) == 2 and not hasattr(flaky, "done"):
+            flaky.done = True
+            ctx.stats.failed += 1  # what generate_cached does for a failed request
+        return original(self, rows, ctx)
+
+    monkeypatch.setattr(DoubleStage, "process", flaky)
+    store = run(core_host, tmp_path)
+    assert store.stage_record("distill")["retry_shards"] == [1]
+    calls.clear()
+    store = run(core_host, tmp_path)
+    assert len(calls) == 1  # only shard 1 is redone
+    assert store.stage_record("distill")["retry_shards"] == []
+    # downstream map stages redo the rewritten shard too; ids stay unique
+    ids = store.dataset("filter")["id"]
+    assert len(ids) == 10 == len(set(ids))

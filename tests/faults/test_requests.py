@@ -170,8 +170,6 @@ def test_failures_are_recorded_not_cached(runs: Runs) -> None:
     assert len({key for key, _ in runs.failures}) == failed
 
 
-@pytest.mark.xfail(strict=True, reason="core pipeline.py: a map stage whose shards hold failed "
-                   "traces is marked done, so the next run skips it and never retries them")
 def test_failed_requests_are_retried_on_the_next_run(runs: Runs) -> None:
     assert runs.second.returncode == 0, runs.second.stderr
     failed = sum(1 for n in range(N) if n % 8 in NEVER_SUCCEED)

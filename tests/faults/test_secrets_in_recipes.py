@@ -37,9 +37,6 @@ def test_an_api_key_option_in_engine_options_is_refused_without_echo(run_cli, tm
     assert "api_key" in result.stderr and SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="core recipe.py format_validation appends '(got "
-                   "<value>)' to an unknown option, so a key pasted as a stage option is "
-                   "printed back in the error")
 def test_an_api_key_option_on_the_stage_is_refused_without_echo(run_cli, tmp_path):
     result = run_cli("validate", str(recipe(tmp_path, distill=f'api_key = "{SECRET}"')))
     assert result.exit_code == 2

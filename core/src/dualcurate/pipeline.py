@@ -143,6 +143,7 @@ class Pipeline:
         log = log or (lambda msg: None)
         upstream_sig = ""
         upstream: str | None = None
+        rewritten: set[int] = set()  # shards an upstream map stage rewrote in this run
         try:
             for rs in stages:
                 sig = hashlib.sha256(f"{upstream_sig}|{rs.plugin}|{rs.stage.signature()}"
@@ -154,6 +155,14 @@ class Pipeline:
                     rec.update(status="pending", rows_in=0, rows_out=0, seconds=0.0)
                 rec.update(signature=sig, plugin=rs.plugin, kind=rs.kind)
                 upstream_sig = sig
+                redo = set(rec.get("retry_shards", [])) | rewritten
+                if rec["status"] == "done" and redo and rs.kind != "source":
+                    log(f"{rs.name}: {len(redo)} shard(s) with failed requests upstream or "
+                        f"here; redoing them")
+                    rec["status"] = "pending"
+                    if isinstance(rs.stage, MapStage):
+                        for i in redo:
+                            store.shard_path(rs.name, i).unlink(missing_ok=True)
                 if rec["status"] == "done":
                     log(f"{rs.name}: done already, skipped")
                     upstream = rec.get("rows_stage", rs.name)
@@ -166,7 +175,7 @@ class Pipeline:
                                    progress=progress_factory(rs.name))
                 started = time.monotonic()
                 try:
-                    upstream = self._run_stage(rs, ctx, store, rec, upstream)
+                    upstream = self._run_stage(rs, ctx, store, rec, upstream, rewritten)
                 except DualcurateError:
                     rec["status"] = "failed"
                     raise
@@ -206,7 +215,7 @@ class Pipeline:
                 f"run.shard_size={old}, or start a new run with another --out.")
 
     def _run_stage(self, rs: ResolvedStage, ctx: StageContext, store: RunStore,
-                   rec: dict[str, Any], upstream: str | None) -> str:
+                   rec: dict[str, Any], upstream: str | None, rewritten: set[int]) -> str:
         stage = rs.stage
         if isinstance(stage, Source):
             self._run_source(stage, ctx, store, rec)
@@ -222,13 +231,21 @@ class Pipeline:
             ctx.progress.advance(sum(kept(store.read_shard(upstream, i)).num_rows for i in done))
             executor = self.host.get("executor", self.recipe.run.executor)(
                 self.recipe.run.executor_options)
+            retry = set(rec.get("retry_shards", [])) - set(todo)
             if todo:
                 stage.setup(ctx)
                 try:
+                    failed = ctx.stats.failed
                     for shard in executor.run_shards(stage, ctx, store, upstream, todo):
                         ctx.progress.advance(shard.rows_in)
+                        if ctx.stats.failed > failed:
+                            retry.add(shard.index)
+                        failed = ctx.stats.failed
+                        rec["retry_shards"] = sorted(retry)
                 finally:
                     stage.teardown()
+            rewritten.update(todo)
+            rec["retry_shards"] = sorted(retry)
             rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
             return rs.name
         if isinstance(stage, DatasetStage):

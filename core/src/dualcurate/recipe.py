@@ -200,18 +200,28 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
     return Recipe(run=run, stages=stages, source=source, raw=raw)
 
 
+SECRET_HINTS = ("key", "token", "secret", "password", "credential")
+
+
 def format_validation(section: str, exc: ValidationError) -> list[str]:
-    """pydantic errors as `[section] key.sub: message` lines."""
+    """pydantic errors as `[section] key.sub: message` lines. The offending value is echoed
+    only for known options whose names do not look secret, and never for unknown options (a
+    key pasted into the wrong place must not be printed back)."""
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(section)"
         msg = err["msg"]
+        echo = True
         if err["type"] == "extra_forbidden":
             msg = "unknown option; check the spelling against the plugin's Config"
+            echo = False
         elif err["type"] == "missing":
             msg = "required option missing"
+            echo = False
+        if any(h in loc.lower() for h in SECRET_HINTS):
+            echo = False
         got = err.get("input")
-        suffix = f" (got {got!r})" if err["type"] not in ("missing",) and not isinstance(
-            got, dict) else ""
-        out.append(f"[{section}] {loc}: {msg}{suffix}")
+        if echo and not isinstance(got, dict | list) and len(repr(got)) <= 80:
+            msg += f" (got {got!r})"
+        out.append(f"[{section}] {loc}: {msg}")
     return out
