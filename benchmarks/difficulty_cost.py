@@ -2,8 +2,9 @@
 
 Data: the ``synthetic`` source's train puzzles (digit-sum, first-colour, last-shape), with the
 caption in the question (the proxy reads text). Proxy: the synthetic plugin's tiny base model
-(a Qwen2 from config, briefly pre-trained on freshly drawn puzzles, built once and cached under
-``runs/bench-difficulty``), through the real ``hf`` engine, verified by
+(a Qwen2 from config, briefly pre-trained on freshly drawn puzzles with the default recipe's
+settings; reused from the demo's cache or built once under ``runs/.cache``, about 5 minutes),
+sampled at temperature 1.0 through the real ``hf`` engine, verified by
 ``dualcurate_verify.check``. With ``--proxy scripted`` (or when those plugins are missing) a
 scripted engine answers instead, with per-sample success probabilities drawn U-shaped.
 
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {"eq0": {"keep": "pass_rate == 0"},
@@ -48,13 +49,26 @@ def synthetic_rows(per_family: int, ctx: Any) -> list[dict[str, Any]]:
 
 
 def build_proxy(steps: int) -> Path:
-    from dualcurate_synthetic.basemodel import ensure_base_model
+    """The synthetic demo's base model (the default recipe's settings): reused from the demo's
+    cache when it was built there with the same settings, else built once under runs/.cache."""
+    from dualcurate_synthetic.basemodel import MARKER, ensure_base_model, settings_key
+    from dualcurate_synthetic.families import FAMILIES
     from dualcurate_synthetic.source import BaseModelSettings
 
-    model_dir = ROOT / "runs" / "bench-difficulty" / f"proxy-{steps}"
+    settings = BaseModelSettings(steps=steps, threads=1)
+    demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
+    try:
+        marker = json.loads((demo_dir / MARKER).read_text())
+        if marker.get("key") == settings_key(settings, 0, list(FAMILIES)):
+            print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
+            return demo_dir
+    except (OSError, ValueError):
+        pass
+    model_dir = ROOT / "runs" / ".cache" / f"difficulty-proxy-{steps}-seed0"
     started = time.monotonic()
-    ensure_base_model(model_dir, BaseModelSettings(steps=steps), seed=0, log=print)
-    print(f"proxy model {model_dir} ready in {time.monotonic() - started:.1f} s")
+    print(f"proxy model: building {model_dir} (once; cached)", flush=True)
+    ensure_base_model(model_dir, settings, seed=0, log=lambda m: print(m, flush=True))
+    print(f"proxy model {model_dir} ready in {time.monotonic() - started:.1f} s", flush=True)
     return model_dir
 
 
