@@ -18,7 +18,7 @@ from dualcurate import ChatRequest, SamplingParams
 from pydantic import Field
 
 from dualcurate_verify.extract import split_think
-from dualcurate_verify.rules import CheckResult
+from dualcurate_verify.rules import CheckResult, addresses_grader
 from dualcurate_verify.stage import (
     RuleVerifier,
     RuleVerifierConfig,
@@ -73,6 +73,7 @@ RETRY_PROMPT = ("Your reply did not end with a label I can read. Reply with only
                 "Final Judgment: \\boxed{A}, Final Judgment: \\boxed{B} or Final Judgment: "
                 "\\boxed{C}.")
 
+WITHHELD = "(not shown)"
 _BOXED = re.compile(r"\\boxed\s*\{\s*(?:\\text(?:bf)?\s*\{\s*)?([^{}]*?)\s*\}?\s*\}")
 _FINAL = re.compile(r"final\s+judge?ment\s*[:：]?\s*(?:\*\*|\$)?\s*(?:\\boxed\s*\{\s*)?\(?\s*"
                     r"(correct|incorrect|invalid|[A-Za-z]+)\b", re.IGNORECASE)
@@ -184,8 +185,12 @@ class CompassJudge(RuleVerifier):
         engine = ctx.engine(self.config.engine, dict(self.config.engine_options))
         sampling = SamplingParams(temperature=self.config.temperature,
                                   max_tokens=self.config.max_tokens, seed=self.config.seed)
-        messages = [judge_messages(str(row.get("question") or ""), str(row.get("answer") or ""),
-                                   part, self.config.answer_max_chars) for row, part in items]
+        questions = [str(row.get("question") or "") for row, _ in items]
+        # a dataset question that speaks to the grader is not shown to the judge at all
+        withheld = [addresses_grader(q) for q in questions]
+        messages = [judge_messages(WITHHELD if hide else question, str(row.get("answer") or ""),
+                                   part, self.config.answer_max_chars)
+                    for (row, part), question, hide in zip(items, questions, withheld, strict=True)]
         results: list[CheckResult | None] = [None] * len(items)
         pending = list(range(len(items)))
         last: dict[int, str] = {}
@@ -208,9 +213,10 @@ class CompassJudge(RuleVerifier):
                                    {"role": "user", "content": RETRY_PROMPT}]
                     still.append(i)
                     continue
+                note = "; the question was withheld: it addresses the grader" if withheld[i] else ""
                 results[i] = CheckResult(verdict=LABEL_VERDICTS[label], method="judge",
                                          label=label, reason=f"judge label {label} "
-                                         f"({LABEL_VERDICTS[label]})", answer=None)
+                                         f"({LABEL_VERDICTS[label]}){note}", answer=None)
             pending = still
             if not pending:
                 break

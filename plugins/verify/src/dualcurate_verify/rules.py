@@ -64,20 +64,40 @@ MASTER_KEYS = frozenset({
     "theansweriscorrect", "none", "null", "nan", "undefined", "na", "unknown", "idk", "解",
     "答案", "解答", "答",
 })
+_GRADER = r"(?:grader|judge|verifier|evaluator|checker|marker|grading\s+model)s?"
 _INJECTION = re.compile(
     r"ignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding|other)\s+"
     r"(?:instructions?|rules?|prompts?|messages?|text)"
-    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count)\s+(?:this|it|me|the\s+"
-    r"(?:answer|response|solution)|my\s+(?:answer|response))(?:\s+(?:answer|response))?\s+as\s+"
-    r"(?:\"|')?(?:correct|right|a\b|true|valid)"
+    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count|accept)\s+"
+    r"(?:\w+\s+){0,5}?as\s+(?:\"|')?(?:correct|right|(?-i:A)\b|true|valid)"
     r"|final\s+judg(?:e)?ment"
-    r"|(?:you\s+are|as)\s+(?:an?\s+|the\s+)?(?:grader|judge|verifier|evaluator|grading)"
+    r"|(?:you\s+are|as)\s+(?:an?\s+|the\s+)?" + _GRADER +
     r"|(?:output|respond\s+with|reply\s+with|answer\s+with|return|say|print)\s+(?:only\s+)?"
     r"(?:\"|')?(?:\\boxed\{\s*a\s*\}|correct\b)"
     r"|(?:^|\n)\s*(?:system|assistant)\s*:"
-    r"|</?(?:system|instructions?|gold|reference)>",
+    r"|\bsystem\s*(?:note|message|prompt)?\s*:\s*(?:any|every|all|ignore|output|mark|respond|"
+    r"grade|the\s+" + _GRADER + r")"
+    r"|</?(?:system|instructions?|gold|reference)>"
+    r"|\b(?:note|message|instructions?|hint|memo)\s+(?:to|for)\s+(?:the\s+)?" + _GRADER +
+    r"|\b(?:dear|hey|attention)\s*,?\s+(?:the\s+)?" + _GRADER +
+    r"|(?:^|[(\[\n.;])\s*" + _GRADER + r"\s*:"
+    r"|(?:standard|reference|gold|expected|official)\s+answer\s+(?:is|was)\s+(?:wrong|"
+    r"incorrect|mistaken|a\s+typo)"
+    r"|\b(?:every|any|all)\s+answers?\s+(?:to\s+this\s+question\s+)?(?:is|are)\s+"
+    r"(?:correct|right|accepted)"
+    r"|\[\[\s*/?\s*(?:QUESTION|STANDARD\s+ANSWER|CANDIDATE)",
     re.IGNORECASE,
 )
+
+
+def addresses_grader(text: str) -> bool:
+    """Whether ``text`` speaks to the grader (prompt injection): "ignore previous
+    instructions", "mark this as correct", "Final Judgment", "Note to the grader", forged
+    prompt markers, ``system:`` lines … A final answer that does is invalid; a question that
+    does is withheld from the judge."""
+    return bool(_INJECTION.search(text or ""))
+
+
 _NEGATION = re.compile(r"\b(?:not|no|never|isn'?t|aren'?t|cannot|can'?t|neither|nor|either|"
                        r"maybe|perhaps|unsure|except|unless|or|if|might|possibly)\b|n't",
                        re.IGNORECASE)
@@ -230,7 +250,7 @@ def check(gold: str, response: str, question: str | None = None, *,
     if split.unterminated:
         return _result("invalid", "no-answer", None,
                        "the <think> block is never closed, so there is no final answer")
-    if _INJECTION.search(split.answer_part):
+    if addresses_grader(split.answer_part):
         return _result("invalid", "injection", None,
                        "the final answer part addresses the grader (prompt injection)")
     found = extract_rules(response)
