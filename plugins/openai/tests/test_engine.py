@@ -211,3 +211,51 @@ def test_on_result_errors_propagate(server):
 
     with pytest.raises(RuntimeError, match="cache is full"):
         run(make(server), SAY, on_result=explode)
+
+
+def test_api_key_env_must_be_a_variable_name_and_is_never_echoed():
+    from pydantic import ValidationError
+
+    secret = "sk-proj-abcdef0123456789"
+    with pytest.raises(ValidationError) as info:
+        OpenAIEngine({"model": "m", "api_key_env": secret})
+    assert "NAME of an environment variable" in str(info.value)
+    assert all(secret not in str(err["msg"]) for err in info.value.errors())
+    assert OpenAIEngine({"model": "m", "api_key_env": "MY_TEAM_KEY_2"}).config.api_key_env
+
+
+def test_a_dropped_connection_is_reported_as_one():
+    """A server that closes every connection without answering: retried, then reported as
+    a connection error (the SDK's transport calls it a timeout; the engine looks deeper)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def drop_all() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=drop_all, daemon=True)
+    thread.start()
+    try:
+        engine = OpenAIEngine({"model": "m", "base_url": f"http://127.0.0.1:"
+                               f"{listener.getsockname()[1]}/v1", "max_retries": 1,
+                               "backoff_initial": 0.01, "timeout": 5, **TRANSPORT})
+        comp = run(engine, SAY)[0][0]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    assert not comp.ok
+    assert "connection error" in comp.error and "timed out" not in comp.error
+    assert "after 1 retries" in comp.error

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import os
 import queue
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from dualcurate.engine import (
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
 from dualcurate_openai.transport import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from dualcurate.engine import ImageResolver
 
 OPENAI_API = "https://api.openai.com/v1"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class OpenAIEngineConfig(EngineConfig):
@@ -65,6 +67,16 @@ class OpenAIEngineConfig(EngineConfig):
     runtime_fields: ClassVar[frozenset[str]] = frozenset(
         {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_initial",
          "backoff_max", "http_client"})
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str) -> str:
+        # Never echo the value: a key pasted here by mistake must not reach logs or errors.
+        if not _ENV_NAME.match(value) or len(value) > 64:
+            raise ValueError("must be the NAME of an environment variable (letters, digits, "
+                             "underscores), not the key itself: export the key, e.g. "
+                             "OPENAI_API_KEY=..., and give that name")
+        return value
 
 
 def image_mime(data: bytes) -> str:

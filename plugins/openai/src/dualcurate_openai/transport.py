@@ -105,6 +105,22 @@ class AiohttpTransport:
         await self.session.close()
 
 
+def _connection_error(exc: BaseException) -> BaseException | None:
+    """The aiohttp connection error (not a timeout) behind ``exc``, if there is one."""
+    import aiohttp
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, aiohttp.ServerTimeoutError | TimeoutError):
+            return None
+        if isinstance(current, aiohttp.ClientConnectionError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class OpenAISDKTransport:
     """POSTs through ``AsyncOpenAI`` (SDK retries off: the engine retries)."""
 
@@ -128,6 +144,11 @@ class OpenAISDKTransport:
         except openai.APIStatusError as exc:
             raise HTTPStatusError(exc.status_code, exc.message, exc.response.headers) from exc
         except openai.APITimeoutError as exc:
+            # The SDK's aiohttp transport maps every aiohttp connection error (a dropped
+            # connection included) to a connect timeout: report what really happened.
+            dropped = _connection_error(exc)
+            if dropped is not None:
+                raise ConnectError(str(dropped) or type(dropped).__name__) from exc
             raise RequestTimeout("timed out") from exc
         except openai.APIConnectionError as exc:
             raise ConnectError(str(exc.__cause__ or exc)) from exc
