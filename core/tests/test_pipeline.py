@@ -145,3 +145,11 @@ def test_shards_with_failed_requests_are_redone_next_run(core_host, tmp_path, mo
     # downstream map stages redo the rewritten shard too; ids stay unique
     ids = store.dataset("filter")["id"]
     assert len(ids) == 10 == len(set(ids))
+
+
+def test_map_stage_finish_report_reaches_the_manifest(core_host, tmp_path, monkeypatch):
+    monkeypatch.setattr(DoubleStage, "finish",
+                        lambda self, ctx: {"shards": len(ctx.store.finished_shards("distill"))},
+                        raising=False)
+    store = run(core_host, tmp_path)
+    assert store.stage_record("distill")["report"] == {"shards": 3}

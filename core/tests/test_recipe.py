@@ -79,3 +79,18 @@ def test_plugin_override_replaces_use(core_host, tmp_path):
 def test_parse_value_roundtrip(value):
     text = str(value).lower() if isinstance(value, bool) else str(value)
     assert parse_value(text) == value
+
+
+def test_plugin_override_with_two_stages_of_a_kind(core_host, tmp_path):
+    core_host.load("hello")
+    two = '[source]\nuse = "counting"\n[a]\nkind = "filter"\nuse = "even"\n' \
+          '[b]\nkind = "filter"\nuse = "even"\n'
+    with pytest.raises(Exception, match="has 2 filter stages"):
+        Pipeline(load_recipe(write(tmp_path, two)), host=core_host, selected=["hello"])
+    # a stage already using the plugin's name is the one it means: nothing else changes
+    mixed = '[source]\nuse = "counting"\n[a]\nkind = "filter"\nuse = "hello-length"\n' \
+            '[b]\nkind = "filter"\nuse = "even"\n'
+    pipeline = Pipeline(load_recipe(write(tmp_path, mixed)), host=core_host,
+                        selected=["hello"])
+    names = {r.name: r.plugin for r in pipeline.validate()}
+    assert names == {"source": "hello", "a": "hello-length", "b": "even"}

@@ -24,7 +24,7 @@ from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreEr
 from dualcurate.executors import kept
 from dualcurate.plugins import STAGE_KINDS, PluginHost
 from dualcurate.progress import NullProgress, StageProgress
-from dualcurate.recipe import Recipe, format_validation
+from dualcurate.recipe import Recipe, StageSpec, format_validation
 from dualcurate.stages import DatasetStage, MapStage, Source, Stage
 from dualcurate.store import RunStore
 
@@ -61,9 +61,10 @@ class Pipeline:
 
     # resolution ----------------------------------------------------------------------------
     def _overrides(self) -> dict[str, str]:
-        """stage kind -> registered name chosen by --plugin."""
+        """stage name -> registered name chosen by --plugin. A plugin replaces the one stage
+        of the kind it implements; where the recipe has several stages of that kind, only a
+        stage already using one of the plugin's names matches, else it is ambiguous."""
         chosen: dict[str, str] = {}
-        kinds_in_recipe = {s.kind for s in self.recipe.stages}
         for plugin in self.selected:
             registers = self.host.stage_kinds_of(plugin)
             stage_kinds = {k: v for k, v in registers.items() if k in STAGE_KINDS}
@@ -73,17 +74,26 @@ class Pipeline:
                     raise DualcurateError(
                         f"plugin {plugin!r} registers several {kind}s ({', '.join(names)}); "
                         f"choose one in the recipe's use = \"...\" instead of --plugin")
-                if kind not in kinds_in_recipe:
+                specs = [s for s in self.recipe.stages if s.kind == kind]
+                if not specs:
                     raise DualcurateError(
                         f"plugin {plugin!r} implements the {kind} stage but recipe "
                         f"{self.recipe.source} has no {kind} stage; add one or drop the plugin")
-                chosen[kind] = name
+                if any(s.use in names for s in specs):
+                    continue  # the recipe already runs this plugin's stage where it wants it
+                if len(specs) > 1:
+                    raise DualcurateError(
+                        f"plugin {plugin!r} implements the {kind} stage but recipe "
+                        f"{self.recipe.source} has {len(specs)} {kind} stages "
+                        f"({', '.join(s.name for s in specs)}); set use = \"{name}\" in the "
+                        f"one you mean instead of --plugin")
+                chosen[specs[0].name] = name
             if "executor" in registers:
                 self.recipe.run.executor = registers["executor"][0]
         return chosen
 
-    def plugin_for(self, kind: str, use: str) -> str:
-        return self.overrides.get(kind, use)
+    def plugin_for(self, spec: StageSpec) -> str:
+        return self.overrides.get(spec.name, spec.use)
 
     def validate(self) -> list[ResolvedStage]:
         """Bind every stage to its class and validate every config; raise one RecipeError
@@ -93,7 +103,7 @@ class Pipeline:
         problems: list[str] = []
         resolved: list[ResolvedStage] = []
         for spec in self.recipe.stages:
-            plugin = self.plugin_for(spec.kind, spec.use)
+            plugin = self.plugin_for(spec)
             try:
                 cls = self.host.get(spec.kind, plugin)
             except DualcurateError as exc:
@@ -242,6 +252,9 @@ class Pipeline:
                             retry.add(shard.index)
                         failed = ctx.stats.failed
                         rec["retry_shards"] = sorted(retry)
+                    report = stage.finish(ctx)
+                    if report:
+                        rec["report"] = report
                 finally:
                     stage.teardown()
             rewritten.update(todo)

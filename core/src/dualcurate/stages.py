@@ -102,6 +102,12 @@ class MapStage(Stage):
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
         raise NotImplementedError
 
+    def finish(self, ctx: StageContext) -> dict[str, Any]:
+        """Called once after the last shard of a run (before ``teardown``); a JSON-able
+        summary returned here is stored as the stage's ``report`` in the manifest. The
+        committed shards are readable through ``ctx.store`` for whole-stage figures."""
+        return {}
+
     def map_dataset(self, dataset: datasets.Dataset, ctx: StageContext | None = None,
                     batch_size: int = 256) -> datasets.Dataset:
         """Library use: run this stage over a ``datasets.Dataset`` without a run directory."""
