@@ -22,7 +22,7 @@ from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, pro
 
 MARKER = "dualcurate-base.json"
 #: bump when the pre-training recipe changes in a way settings do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def settings_key(settings: Any, seed: int, families: list[str]) -> str:
@@ -82,16 +82,21 @@ def tokenizer_corpus() -> list[str]:
 
 
 def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 420) -> Any:
-    """Byte-level BPE trained on puzzle text, digits always single tokens (so sums are
-    written digit by digit), chat and reasoning markers as single tokens."""
+    """Byte-level BPE trained on puzzle text, chat and reasoning markers as single tokens.
+    Whitespace, punctuation and each digit are tokens of their own, so a word is the same
+    token wherever it appears ("red" in a caption and in ``<answer>red</answer>``): copying
+    an answer out of the caption is then a plain lookup, and sums are written digit by
+    digit."""
     from dualcurate.testing.tiny import CHAT_TEMPLATE, MARKER_TOKENS, SPECIAL_TOKENS
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
+        pre_tokenizers.Punctuation(behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
