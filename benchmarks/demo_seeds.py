@@ -40,6 +40,9 @@ def run_seed(seed: int, out: Path) -> tuple[list[dict[str, Any]], float]:
     started = time.monotonic()
     store = Pipeline(recipe).run(out / f"seed{seed}")
     seconds = time.monotonic() - started
+    from dualcurate.report import write_report
+
+    write_report(store.root)
     groups: list[dict[str, Any]] = []
     for rec in store.manifest["stages"]:
         if rec.get("kind") == "efficacy_judge":

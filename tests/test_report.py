@@ -87,6 +87,7 @@ def test_writes_html_and_markdown_with_every_section(tmp_path):
     html = html_path.read_text()
     md = md_path.read_text()
     assert html_path.name == "report.html" and md_path.name == "report.md"
+    assert json.loads((tmp_path / "run" / "efficacy.json").read_text())["groups"] == GROUPS
     for group in GROUPS:
         assert group["group"] in html and group["region"] in html
         assert f"| {group['group']} | {group['B_S']:.1f} | {group['B_L']:.1f} |" in md
@@ -116,6 +117,7 @@ def test_run_without_judge_still_reports(tmp_path):
     make_run(tmp_path / "run", with_judge=False)
     html = write_report(tmp_path / "run")[0].read_text()
     assert "No efficacy judge results" in html and 'class="scatter"' not in html
+    assert not (tmp_path / "run" / "efficacy.json").exists()
 
 
 def test_missing_run_names_the_directory(tmp_path):

@@ -55,10 +55,11 @@ class ReportData:
 
 
 def write_report(run_dir: str | Path, samples_per_group: int = 6) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` into ``run_dir``; return their paths."""
+    """Write ``report.html`` and ``report.md`` into ``run_dir``; return their paths. When the
+    run has Dual Tuning results, a copy of them goes to ``run_dir/efficacy.json`` too."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from dualcurate.store import atomic_write_bytes
+    from dualcurate.store import atomic_write_bytes, atomic_write_json
 
     store = RunStore(run_dir, create=False)
     data = collect(store, samples_per_group)
@@ -77,6 +78,9 @@ def write_report(run_dir: str | Path, samples_per_group: int = 6) -> tuple[Path,
     html_path, md_path = store.root / "report.html", store.root / "report.md"
     atomic_write_bytes(html_path, html_text.encode())
     atomic_write_bytes(md_path, md_text.encode())
+    if data.groups:
+        atomic_write_json(store.root / "efficacy.json",
+                          {"groups": data.groups, "source": data.efficacy_source})
     return html_path, md_path
 
 
