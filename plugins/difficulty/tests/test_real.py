@@ -60,6 +60,7 @@ def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
     full = DifficultyFilter({**config, "adaptive": False})
     full.setup(stage_context)
     second = full.process(rows, stage_context)
+    report = full.finish(stage_context)
     full.teardown()
     assert stage_context.stats.cached == used
     assert stage_context.stats.sent == 3 * len(rows)
@@ -68,3 +69,4 @@ def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
         assert [t["text"] for t in a["rollouts"]] == \
             [t["text"] for t in f["rollouts"][:a["rollouts_used"]]]
     assert (stage_context.workdir / "pass_rate_histogram.png").exists()
+    assert report["samples"] == len(rows) and report["rollouts_full_k"] == 3 * len(rows)

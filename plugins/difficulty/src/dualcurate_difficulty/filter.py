@@ -172,19 +172,30 @@ class DifficultyFilter(Filter):
             stages.append(stage)
         self._verifier = RolloutVerifier(check, stages)
 
-    def teardown(self) -> None:
+    def finish(self, ctx: StageContext) -> dict[str, Any]:
+        """Write the pass-rate report (JSON, markdown, histogram PNG) over every committed
+        shard and return its figures for the manifest."""
         cfg: DifficultyConfig = self.config  # type: ignore[assignment]
+        self._ctx = ctx
+        if not cfg.report or not (self._summary or self._has_shards()):
+            return {}
+        from dualcurate_difficulty.report import (
+            build_report,
+            summary_rows_from_store,
+            write_report,
+        )
+
+        rows = list(summary_rows_from_store(ctx.store, ctx.stage_name) if self._has_shards()
+                    else self._summary)
+        if not rows:
+            return {}
+        paths = write_report(rows, ctx.workdir, k=cfg.k)
+        return {**build_report(rows, cfg.k), "files": paths}
+
+    def teardown(self) -> None:
         if self._verifier is not None:
             for stage in self._verifier.stages:
                 stage.teardown()
-        if cfg.report and self._ctx is not None and (self._summary or self._has_shards()):
-            from dualcurate_difficulty.report import summary_rows_from_store, write_report
-
-            ctx = self._ctx
-            rows = summary_rows_from_store(ctx.store, ctx.stage_name) if self._has_shards() \
-                else self._summary
-            if rows:
-                write_report(rows, ctx.workdir, k=cfg.k)
         self._verifier = None
         self._engine = None
 

@@ -186,14 +186,16 @@ def scripted_host() -> PluginHost:
 
 def run_filter(rows: list[dict[str, Any]], ctx: StageContext, **config: Any
                ) -> list[dict[str, Any]]:
-    """Run the difficulty filter once (setup, process, teardown) with :func:`scripted_check`
-    unless ``use_check`` is false."""
+    """Run the difficulty filter once (setup, process, finish, teardown) with
+    :func:`scripted_check` unless ``use_check`` is false."""
     from dualcurate_difficulty.filter import DifficultyFilter
 
     stage = DifficultyFilter({"engine": "scripted", **config})
     stage.check_fn = scripted_check
     stage.setup(ctx)
     try:
-        return stage.process([dict(r) for r in rows], ctx)
+        out = stage.process([dict(r) for r in rows], ctx)
+        stage.finish(ctx)
+        return out
     finally:
         stage.teardown()
