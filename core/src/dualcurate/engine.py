@@ -8,12 +8,14 @@ the resolver given at ``setup``.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from dualcurate.cache import RequestCache, request_key
 from dualcurate.stages import StageConfig
@@ -91,6 +93,29 @@ class EngineConfig(StageConfig):
 
     model: str
     revision: str | None = None
+
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+class LocalModelConfig(EngineConfig):
+    """Options of engines that load weights in this process (hf, vllm).
+
+    ``trust_remote_code`` runs code shipped with the model, so it is refused unless
+    ``revision`` pins a commit (40 hex digits) or the model is a local directory: the code that
+    runs can then not change under you."""
+
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _remote_code_needs_a_pin(self) -> LocalModelConfig:
+        if self.trust_remote_code and not Path(self.model).expanduser().is_dir() and not (
+                self.revision and COMMIT_RE.match(self.revision)):
+            raise ValueError(
+                f"trust_remote_code=true for {self.model!r} needs revision set to a commit "
+                f"hash (40 hex digits), so the code that runs cannot change under you; pin "
+                f"one, or set trust_remote_code=false")
+        return self
 
 
 class Engine:

