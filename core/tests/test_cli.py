@@ -60,6 +60,12 @@ def test_run_inspect_export(run_cli):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done"
     assert manifest["plugins"]["hello"] == "0.1.0"
+    html = (run_dir / "report.html").read_text()
+    assert "hello-length" in html and "report.html" in result.stderr
+    (run_dir / "report.md").unlink()
+    again = run_cli("report", "out")
+    assert again.exit_code == 0 and (run_dir / "report.md").exists()
+    assert run_cli("report", "not-a-run").exit_code == 2
 
     shown = run_cli("inspect", "out", "--stage", "source", "--limit", "2")
     assert shown.exit_code == 0 and "What is" in shown.stdout

@@ -71,7 +71,7 @@ def _make_progress():
 
 
 def run_recipe(state: State, recipe_path: str | None, out: str | None,
-               overrides: Sequence[str]) -> None:
+               overrides: Sequence[str], report: bool = True) -> None:
     from dualcurate.pipeline import Pipeline
     from dualcurate.recipe import load_recipe
 
@@ -89,6 +89,11 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
                       str(rec["rows_out"]), f"{rec['seconds']:.1f}")
     err_console.print(table)
+    if report:
+        from dualcurate.report import write_report
+
+        html_path, md_path = write_report(store.root)
+        err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,10 +158,25 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...]) -> None:
               "[run] out, else runs/<name>).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a recipe value, e.g. --set distill.samples_per_question=4.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html / report.md.")
 @click.pass_obj
-def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[str, ...]) -> None:
-    """Run RECIPE (default: the built-in default recipe); rerunning resumes."""
-    run_recipe(state, recipe, out, overrides)
+def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[str, ...],
+            no_report: bool) -> None:
+    """Run RECIPE (default: the built-in default recipe); rerunning resumes. Ends by writing
+    report.html and report.md into the run directory."""
+    run_recipe(state, recipe, out, overrides, report=not no_report)
+
+
+@cli.command("report")
+@click.argument("run", type=click.Path(file_okay=False))
+def report_cmd(run: str) -> None:
+    """(Re)write RUN/report.html and RUN/report.md from the run store."""
+    from dualcurate.report import write_report
+    from dualcurate.store import RunStore
+
+    RunStore(run, create=False)  # a clear error if RUN is not a run directory
+    html_path, md_path = write_report(run)
+    click.echo(f"wrote {html_path} and {md_path}")
 
 
 @cli.command("inspect")
