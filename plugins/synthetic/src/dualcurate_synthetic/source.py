@@ -39,9 +39,9 @@ class BaseModelSettings(BaseModel):
     hidden_size: int = 128
     layers: int = 4
     heads: int = 4
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 32
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     examples_per_family: int = 150
     threads: int = 2
 
