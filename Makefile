@@ -12,7 +12,7 @@ PYPROJECTS := core/pyproject.toml examples/dualcurate-hello/pyproject.toml $(wil
 EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "examples/dualcurate-hello[test]"
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: install demo test test-slow test-faults test-vllm bench-vllm lint clean
+.PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint clean
 
 $(STAMP): $(PYPROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,14 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/curate
 
-# The default suite: everything but slow, fault-injection and vllm tests.
+# The default suite: everything but slow, fault-injection, browser and vllm tests.
 test: install
-	$(PYTEST) -m "not slow and not faults and not vllm" -q
+	$(PYTEST) -m "not slow and not faults and not vllm and not browser" -q
+
+# The report opened in real headless Chromium (Debian's package, installed when missing).
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PYTEST) -m browser -q
 
 test-slow: install
 	$(PYTEST) -m "slow" -q

@@ -156,8 +156,19 @@ def open_in_chromium(page: Path, profile: Path) -> tuple[str, list[str]]:
     return proc.stdout, [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
 
 
-needs_chromium = pytest.mark.skipif(chromium() is None,
-                                    reason="needs Debian's chromium (apt-get install chromium)")
+def _require_chromium(func):
+    """Browser tests fail (never skip) without chromium: `make test-browser` installs it."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        assert chromium() is not None, ("needs Debian's chromium: run `make test-browser`, "
+                                        "which installs it (apt-get install chromium)")
+        return func(*args, **kwargs)
+    return wrapper
+
+
+needs_chromium = _require_chromium
 
 
 @pytest.mark.browser
