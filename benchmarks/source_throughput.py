@@ -59,6 +59,7 @@ def build(path: Path, n_rows: int, n_images: int) -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from dualcurate_hf.sample_data import image_bytes
 
     images = [image_bytes(i, size=(64, 48)) for i in range(n_images)]

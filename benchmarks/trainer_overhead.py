@@ -102,9 +102,10 @@ def sft_stage(model: Path, rows: list[dict], work: Path) -> tuple[list[float], f
 
 def sft_direct(model: Path, rows: list[dict], work: Path) -> tuple[list[float], float]:
     import datasets
-    from dualcurate_trl.data import long_completion
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from dualcurate_trl.data import long_completion
 
     start = time.perf_counter()
     examples = [{"prompt": [{"role": "user", "content": r["question"]}],
@@ -184,6 +185,7 @@ def main() -> None:
 
     import torch
     import transformers.trainer
+
     from dualcurate.testing.tiny import build_tiny_causal_lm
     from dualcurate_trl.toy import arithmetic_rows
 

@@ -136,6 +136,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     import math_verify  # noqa: F401 - warm: import cost is not throughput
+
     from dualcurate_verify.symbolic import default_pool
 
     default_pool().call({"op": "ping"}, budget=120)  # warm: the worker is started once per run

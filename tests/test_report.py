@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from dualcurate.report import _pass_bin, scatter_svg, write_report
 from dualcurate.schema import Sample, Trace
 from dualcurate.store import RunStore

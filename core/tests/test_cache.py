@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate.cache import RequestCache, request_key
 from dualcurate.engine import (
     ChatRequest,
@@ -13,8 +16,6 @@ from dualcurate.engine import (
     SamplingParams,
     generate_cached,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))

@@ -7,6 +7,7 @@ import errno
 import os
 
 import pytest
+
 from dualcurate import Pipeline, RunStore, StoreError, load_recipe
 from dualcurate.cache import RequestCache
 

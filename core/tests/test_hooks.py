@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+
 from dualcurate import hookimpl, hookspecs
 from dualcurate.plugins import KIND_HOOKS
 from dualcurate.stages import (

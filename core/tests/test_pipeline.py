@@ -7,6 +7,7 @@ import json
 
 import datasets
 import pytest
+
 from dualcurate import Pipeline, RunStore, StoreError, load_recipe
 from dualcurate.schema import rows_to_table
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dualcurate import Pipeline, RecipeError, load_recipe
-from dualcurate.recipe import parse_value
 from hypothesis import given
 from hypothesis import strategies as st
+
+from dualcurate import Pipeline, RecipeError, load_recipe
+from dualcurate.recipe import parse_value
 
 
 def write(tmp_path, text):

@@ -6,10 +6,11 @@ import json
 
 import pyarrow as pa
 import pytest
-from dualcurate import RunStore, Sample, StoreError, Trace, rows_to_table, sample_id
-from dualcurate.schema import CANONICAL_SCHEMA, TRACE_TYPE
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dualcurate import RunStore, Sample, StoreError, Trace, rows_to_table, sample_id
+from dualcurate.schema import CANONICAL_SCHEMA, TRACE_TYPE
 
 texts = st.text(max_size=50)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
 from dualcurate_openai.testing import Reply, ScriptedServer, chat_response
 
 CURATE = Path(sys.executable).parent / "curate"

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from dualcurate_hf.sample_data import (
     NOT_AN_IMAGE,
     bomb_png,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dualcurate import PluginHost, StageContext
 from dualcurate_openai.testing import Reply, chat_response
 

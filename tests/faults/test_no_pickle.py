@@ -71,8 +71,9 @@ def test_safetensors_win_over_a_planted_pickle(tiny_lm_dir: Path, tmp_path: Path
 @pytest.mark.parametrize("planted", ["rng_state.pth", "optimizer.pt", "scheduler.pt"])
 def test_a_tampered_checkpoint_file_is_refused_before_resume(tmp_path: Path, planted: str):
     import torch
-    from dualcurate_trl.common import TrainerError, verify_checkpoint
     from safetensors.torch import save_file
+
+    from dualcurate_trl.common import TrainerError, verify_checkpoint
 
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     checkpoint.mkdir(parents=True)

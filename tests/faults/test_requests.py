@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dualcurate_openai.testing import Reply
 
 from .helpers import (

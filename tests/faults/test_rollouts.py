@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dualcurate import Sample, StageContext
 
 pytestmark = pytest.mark.faults

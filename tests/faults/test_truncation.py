@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dualcurate_openai.testing import Reply, chat_response
 
 from .helpers import base_recipe, item_of, rows, run_pipeline, start_server, write_questions

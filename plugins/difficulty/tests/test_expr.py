@@ -6,9 +6,10 @@ from __future__ import annotations
 import operator
 
 import pytest
-from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 
 NAMES = ("pass_rate", "rollouts_used", "domain", "n_verified")
 ROW = {"pass_rate": 0.25, "rollouts_used": 4, "domain": "math", "n_verified": 3,

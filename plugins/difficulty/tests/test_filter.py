@@ -9,6 +9,10 @@ import tempfile
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from dualcurate import Completion, StageContext, hookimpl
 from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import FilterContract, default_rows
@@ -24,9 +28,6 @@ from dualcurate_difficulty.scripted import (
     scripted_options,
     scripted_plugin,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 CONTRACT_ROWS = default_rows()
 

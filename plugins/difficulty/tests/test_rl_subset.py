@@ -9,12 +9,13 @@ from collections import Counter
 
 import datasets
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate import Pipeline, StageContext, load_recipe, rows_to_table
 from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.rl_subset import RLSubsetFilter, allocate, choose_rl_ids
 from dualcurate_difficulty.scripted import make_rows, scripted_host
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def run_subset(rows: list[dict], tmp_path, **config) -> tuple[list[dict], dict]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
-from dualcurate_difficulty.expr import parse_keep
-from dualcurate_difficulty.stopping import StopRule, beta_binomial_pmf
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dualcurate_difficulty.expr import parse_keep
+from dualcurate_difficulty.stopping import StopRule, beta_binomial_pmf
 
 RULES = ["pass_rate == 0", "pass_rate < 1", "0.25 <= pass_rate <= 0.75",
          "pass_rate > 0.5 or pass_rate == 0", "not (pass_rate >= 0.3)",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate import Sample, Trace
 from dualcurate_dualtuning.data import (
     ModePrompts,
@@ -9,8 +12,6 @@ from dualcurate_dualtuning.data import (
     split_groups,
     training_examples,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def make_rows(sizes: list[int], split_every: int | None = None) -> list[dict]:

@@ -6,11 +6,12 @@ import json
 
 import datasets
 import pytest
+from pydantic import ValidationError
+
 from dualcurate import DualcurateError, rows_to_table
 from dualcurate.testing.contracts import EfficacyJudgeContract
 from dualcurate_dualtuning import plugin
 from dualcurate_dualtuning.judge import DualTuningJudge
-from pydantic import ValidationError
 
 # base: math 2/4 in both modes; spatial 2/4 direct, 1/4 reasoning.
 # trained: math 1/4 direct, 4/4 reasoning (reasoning-benefit);

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+
 from dualcurate import Sample, Trace, rows_to_table
 from dualcurate_dualtuning.judge import DualTuningJudge
 from dualcurate_dualtuning.metrics import group_metrics

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate_dualtuning.metrics import (
     DETRIMENTAL,
     DIRECT,
@@ -14,8 +17,6 @@ from dualcurate_dualtuning.metrics import (
     group_metrics,
     region_of,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def test_vsi_bench_vector_is_direct_benefit():

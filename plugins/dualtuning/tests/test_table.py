@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from dualcurate_dualtuning.metrics import group_metrics
-from dualcurate_dualtuning.table import ScoresFileError, read_scores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from dualcurate_dualtuning.metrics import group_metrics
+from dualcurate_dualtuning.table import ScoresFileError, read_scores
 
 PAPER = ("group,B_S,B_L,DT_S,DT_L\n"
          "VSI-Bench,37.57,24.91,51.35,43.26\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate_hf.cleaning import (
     CleaningOptions,
     clean_item,
@@ -11,8 +14,6 @@ from dualcurate_hf.cleaning import (
     strip_noise,
     unanswerable_reason,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(("raw", "clean"), [

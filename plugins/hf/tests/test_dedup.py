@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
 from dualcurate_hf.dedup import (
     DedupOptions,
     EmbeddingIndex,
@@ -17,9 +21,6 @@ from dualcurate_hf.dedup import (
 )
 from dualcurate_hf.images import dhash
 from dualcurate_hf.sample_data import image_bytes
-from hypothesis import given
-from hypothesis import strategies as st
-from PIL import Image
 
 text = st.text(min_size=1, max_size=80)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from dualcurate.distill import TeacherDistiller
 from dualcurate.schema import Sample, rows_to_table
 from dualcurate.testing.contracts import DistillerContract, default_rows

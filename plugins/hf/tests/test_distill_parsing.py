@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate.distill import make_trace, split_response, strip_reasoning
 from dualcurate.engine import Completion
 from dualcurate.schema import Trace
-from hypothesis import given
-from hypothesis import strategies as st
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 plain = st.text(max_size=60).filter(lambda s: not any(t in s for t in TAGS)

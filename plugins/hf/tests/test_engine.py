@@ -7,12 +7,13 @@ import io
 import os
 
 import pytest
+from pydantic import ValidationError
+
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import EngineContract
 from dualcurate_hf import plugin
 from dualcurate_hf.engine import HFEngine
-from pydantic import ValidationError
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -9,10 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from dualcurate.store import ImageStore
 from dualcurate_hf.images import ImageNormaliser, ImageOptions, dhash
 from dualcurate_hf.sample_data import NOT_AN_IMAGE, bomb_png, image_bytes, truncated_jpeg
-from PIL import Image
 
 
 @pytest.fixture

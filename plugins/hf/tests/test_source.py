@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dualcurate import DualcurateError, StageContext
 from dualcurate.testing.contracts import SourceContract
 from dualcurate_hf import plugin

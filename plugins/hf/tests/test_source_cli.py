@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from dualcurate_hf.sample_data import NOT_AN_IMAGE, image_bytes, write_dataset
 
 

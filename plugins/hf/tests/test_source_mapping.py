@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate import DualcurateError
 from dualcurate_hf.mapping import (
     FieldMapping,
@@ -14,8 +17,6 @@ from dualcurate_hf.mapping import (
     resolve_columns,
     with_choices,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
 values = st.one_of(st.text(max_size=30), st.integers(-10**6, 10**6), st.booleans())

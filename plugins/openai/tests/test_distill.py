@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from dualcurate.distill import TeacherDistiller
 from dualcurate.progress import StageProgress
 from dualcurate.testing.contracts import DistillerContract, default_rows
 from dualcurate_openai import plugin
 from dualcurate_openai.distill import OpenAIDistiller
 from dualcurate_openai.testing import Reply, chat_response
-from pydantic import ValidationError
 
 
 def options(server, **extra):
@@ -32,8 +33,9 @@ def distil(server, ctx, rows, **extra):
 
 
 def image_row(ctx, question="How many red squares?"):
-    from dualcurate.schema import Sample
     from PIL import Image
+
+    from dualcurate.schema import Sample
 
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")

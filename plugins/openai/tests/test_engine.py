@@ -7,6 +7,7 @@ import io
 import time
 
 import pytest
+
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import EngineContract

@@ -5,6 +5,9 @@ from __future__ import annotations
 import email.utils
 import random
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate_openai.retry import (
     MAX_RETRY_AFTER,
     backoff_delay,
@@ -12,8 +15,6 @@ from dualcurate_openai.retry import (
     parse_retry_after,
     redact,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def test_retryable_statuses():

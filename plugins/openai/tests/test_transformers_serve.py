@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.testing.contracts import default_rows
 from dualcurate_openai.distill import OpenAIDistiller

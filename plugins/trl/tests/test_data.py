@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate import Sample
 from dualcurate_trl.data import (
     build_examples,
@@ -15,8 +18,6 @@ from dualcurate_trl.data import (
     to_dataset,
 )
 from dualcurate_trl.toy import colour_rows, trace
-from hypothesis import given
-from hypothesis import strategies as st
 
 LONG_RE = re.compile(r"<think>(.*)</think>\n<answer>(.*)</answer>", re.DOTALL)
 safe_text = st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40)

@@ -8,13 +8,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
+
 from dualcurate import StageContext
 from dualcurate.testing.contracts import TrainerContract
 from dualcurate_trl import plugin
 from dualcurate_trl.common import read_log
 from dualcurate_trl.grpo import GRPOStage, GSPOStage
 from dualcurate_trl.toy import arithmetic_rows, to_hf
-from pydantic import ValidationError
 
 
 def parity_check(gold: str, response: str, question: str | None = None) -> SimpleNamespace:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dualcurate import StageContext
 from dualcurate_trl import plugin
 from dualcurate_trl.common import read_log

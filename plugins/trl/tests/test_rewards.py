@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate_trl.rewards import (
     AccuracyReward,
     FormatReward,
@@ -12,8 +15,6 @@ from dualcurate_trl.rewards import (
     reward_functions,
 )
 from dualcurate_trl.toy import answer_tag_check
-from hypothesis import given
-from hypothesis import strategies as st
 
 GOOD = "<think>2 plus 2 is 4</think>\n<answer>4</answer>"
 WRONG = "<think>2 plus 2 is 5</think>\n<answer>5</answer>"

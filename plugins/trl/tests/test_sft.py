@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from dualcurate import StageContext
 from dualcurate.testing.contracts import TrainerContract
 from dualcurate_trl import plugin

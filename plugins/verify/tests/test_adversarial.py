@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dualcurate_verify import check
-from dualcurate_verify.rules import addresses_grader
 from hypothesis import given
 from hypothesis import strategies as st
+
+from dualcurate_verify import check
+from dualcurate_verify.rules import addresses_grader
 
 GOLDS = ["42", "2", "B", "x+1", "\\frac{1}{2}", "Evelyn", "yes", "3.14", "(1,2)"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
 from dualcurate_verify.judge import RETRY_PROMPT
 
 

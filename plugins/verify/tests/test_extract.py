@@ -5,6 +5,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate_verify import check, extract_answer
 from dualcurate_verify.extract import extract_rules, split_think
 from dualcurate_verify.normalise import (
@@ -16,8 +19,6 @@ from dualcurate_verify.normalise import (
     parse_number,
     strip_math,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # answers made of characters that carry no markup of their own
 plain_answer = st.text(alphabet=st.sampled_from("abcdefxyz0123456789+-*/^()= "), min_size=1,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from dualcurate import Sample
 from dualcurate.testing.contracts import VerifierContract
 from dualcurate_verify import plugin
 from dualcurate_verify.judge import RETRY_PROMPT, CompassJudge, judge_messages, parse_judgment
-from hypothesis import given
-from hypothesis import strategies as st
 
 JUDGE = {"engine": "scripted-judge", "engine_options": {"model": "scripted"},
          "require_think": False}

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from dualcurate_verify import check
 
 CASES = Path(__file__).resolve().parents[3] / "shared" / "data" / "math_verify_cases.jsonl"

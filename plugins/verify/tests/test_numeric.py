@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from dualcurate_verify import check
-from dualcurate_verify.numeric import compile_expression, values_differ
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dualcurate_verify import check
+from dualcurate_verify.numeric import compile_expression, values_differ
 
 
 def _expressions() -> st.SearchStrategy[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dualcurate import PluginHost, Sample, StageContext
 from dualcurate_verify.judge import LABEL_VERDICTS, CompassJudge
 

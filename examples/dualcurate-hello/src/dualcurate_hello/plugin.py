@@ -1,7 +1,6 @@
 """Hook implementations only: register the stages under their names."""
 
 from dualcurate import Register, hookimpl
-
 from dualcurate_hello.stages import AnswerLengthFilter, HelloSource
 
 

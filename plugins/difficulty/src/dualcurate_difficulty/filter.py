@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
-from dualcurate.errors import DualcurateError
 from pydantic import Field, field_validator, model_validator
 
+from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
+from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from dualcurate_difficulty.rollouts import (
     DEFAULT_TEMPLATE,

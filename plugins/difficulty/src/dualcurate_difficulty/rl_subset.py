@@ -14,14 +14,15 @@ import random
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from dualcurate import DatasetFilter, StageConfig, StageResult
-from dualcurate.errors import DualcurateError
 from pydantic import Field, field_validator
 
+from dualcurate import DatasetFilter, StageConfig, StageResult
+from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.expr import parse_keep
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate import StageContext
 
 
@@ -91,6 +92,7 @@ class RLSubsetFilter(DatasetFilter):
 
     def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
         import datasets as hf_datasets
+
         from dualcurate.schema import rows_to_table
 
         cfg: RLSubsetConfig = self.config  # type: ignore[assignment]

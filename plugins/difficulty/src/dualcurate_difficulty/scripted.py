@@ -30,8 +30,9 @@ from dualcurate.engine import OnResult
 
 if TYPE_CHECKING:
     from dualcurate import PluginHost, StageContext
-from dualcurate.hookspecs import Register
 from pydantic import Field
+
+from dualcurate.hookspecs import Register
 
 
 class ScriptedConfig(EngineConfig):
@@ -173,7 +174,6 @@ def scripted_host() -> PluginHost:
     """A plugin host (no autoload) with the scripted engine, the answer judge and both
     difficulty filters."""
     from dualcurate import PluginHost
-
     from dualcurate_difficulty import plugin
 
     host = PluginHost(autoload=False)

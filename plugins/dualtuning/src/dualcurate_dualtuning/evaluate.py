@@ -15,7 +15,6 @@ from typing import Any
 from dualcurate.context import StageContext
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
-
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 from dualcurate_dualtuning.hosting import component, host_of
 

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dualcurate.errors import DualcurateError
-from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
 from pydantic import Field, model_validator
 
+from dualcurate.errors import DualcurateError
+from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
 from dualcurate_dualtuning.data import (
     LONG,
     SHORT,
@@ -45,6 +45,7 @@ from dualcurate_dualtuning.training import train_model
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate.context import StageContext
     from dualcurate.plugins import PluginHost
 

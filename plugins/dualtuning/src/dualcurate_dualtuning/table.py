@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import click
-from dualcurate.errors import DualcurateError
 
+from dualcurate.errors import DualcurateError
 from dualcurate_dualtuning.metrics import SCORE_NAMES, GroupMetrics, check_score, group_metrics
 
 REQUIRED_COLUMNS = ("group", *SCORE_NAMES)

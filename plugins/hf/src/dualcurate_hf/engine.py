@@ -18,6 +18,8 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field
+
 from dualcurate.cache import canonical_json
 from dualcurate.engine import (
     ChatRequest,
@@ -28,7 +30,6 @@ from dualcurate.engine import (
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from dualcurate.store import ImageStore
     from PIL import Image as PILImage
+
+    from dualcurate.store import ImageStore
 
 #: PIL's own default limit (``PIL.Image.MAX_IMAGE_PIXELS``): ~89.5 million pixels.
 DEFAULT_MAX_PIXELS = 89_478_485

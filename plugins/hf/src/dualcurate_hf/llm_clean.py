@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from dualcurate import ChatRequest, DualcurateError, SamplingParams
 
 if TYPE_CHECKING:
-    from dualcurate.context import StageContext
     from jinja2 import Template
+
+    from dualcurate.context import StageContext
 
 DEFAULT_SYSTEM = ("You clean questions for a visual reasoning dataset. You never solve the "
                   "question; you only tidy it.")

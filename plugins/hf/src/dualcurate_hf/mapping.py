@@ -14,9 +14,10 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from dualcurate import DualcurateError
 from dualcurate.schema import ANSWER_TYPES
-from pydantic import BaseModel, ConfigDict
 
 LETTERS = string.ascii_uppercase
 IMAGE_COLUMN_GUESSES = ("image", "images", "image_path", "img", "file_name")

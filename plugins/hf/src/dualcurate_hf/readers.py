@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dualcurate import DualcurateError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dualcurate import DualcurateError
 from dualcurate_hf.mapping import FieldMapping
 
 Batch = tuple[list[dict[str, Any]], Path | None]

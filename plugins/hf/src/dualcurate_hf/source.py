@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dualcurate import DualcurateError, Sample, Source, StageConfig
-from dualcurate.schema import sample_id
 from pydantic import Field, field_validator, model_validator
 
+from dualcurate import DualcurateError, Sample, Source, StageConfig
+from dualcurate.schema import sample_id
 from dualcurate_hf.cleaning import CleaningOptions, clean_item
 from dualcurate_hf.dedup import DedupOptions, EmbeddingIndex, NearDuplicateIndex, exact_key
 from dualcurate_hf.images import ImageNormaliser, ImageOptions

@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field, field_validator
+
 from dualcurate.engine import (
     ChatRequest,
     Completion,
@@ -31,8 +33,6 @@ from dualcurate.engine import (
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field, field_validator
-
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
 from dualcurate_openai.transport import (
     TRANSPORTS,

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dualcurate import StageResult, Trainer
-
 from dualcurate_trl.common import (
     SavedModel,
     TrainConfig,
@@ -21,6 +20,7 @@ from dualcurate_trl.common import (
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate import PluginHost, StageContext
 
 

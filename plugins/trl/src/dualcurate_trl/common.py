@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dualcurate import DualcurateError, StageConfig
 from pydantic import Field
+
+from dualcurate import DualcurateError, StageConfig
 
 log = logging.getLogger("dualcurate.trl")
 

@@ -28,6 +28,7 @@ from dualcurate_trl.rewards import CheckFn, reward_functions
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate import PluginHost, StageContext
 
 FORMAT_SYSTEM_PROMPT = (

@@ -17,6 +17,7 @@ from dualcurate_trl.data import Mode, build_examples, to_dataset, warn_dropped_i
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate import StageContext
 
 

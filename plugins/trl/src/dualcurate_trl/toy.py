@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datasets
+
     from dualcurate import StageContext
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
@@ -39,8 +40,9 @@ def arithmetic_rows(n: int = 8) -> list[dict[str, Any]]:
 
 def colour_rows(ctx: StageContext) -> list[dict[str, Any]]:
     """Canonical rows with one plain-colour image each (stored in ``ctx.images``)."""
-    from dualcurate import Sample
     from PIL import Image
+
+    from dualcurate import Sample
 
     if ctx.images is None:
         raise ValueError("colour_rows needs a context with an image store")
@@ -57,6 +59,7 @@ def colour_rows(ctx: StageContext) -> list[dict[str, Any]]:
 def to_hf(rows: list[dict[str, Any]]) -> datasets.Dataset:
     """Rows → ``datasets.Dataset`` with the canonical column types."""
     import datasets
+
     from dualcurate import rows_to_table
 
     return datasets.Dataset(rows_to_table(rows))

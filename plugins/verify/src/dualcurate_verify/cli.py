@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from dualcurate import DualcurateError
 
 OUTPUT_KEYS = ("verdict", "method", "label", "reason", "answer")
@@ -76,7 +77,6 @@ def verify_items(items: list[dict[str, Any]], host: Any = None, judge: dict[str,
     """Run the rules (and the judge when ``judge`` holds its config) over check items."""
     from dualcurate import StageContext
     from dualcurate.cache import RequestCache
-
     from dualcurate_verify.judge import CompassJudge
     from dualcurate_verify.stage import RuleVerifier
 

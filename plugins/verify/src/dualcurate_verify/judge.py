@@ -14,9 +14,9 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dualcurate import ChatRequest, SamplingParams
 from pydantic import Field
 
+from dualcurate import ChatRequest, SamplingParams
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, addresses_grader
 from dualcurate_verify.stage import (

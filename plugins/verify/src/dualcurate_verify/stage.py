@@ -7,9 +7,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dualcurate import StageConfig, Verifier
 from pydantic import Field
 
+from dualcurate import StageConfig, Verifier
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, check
 from dualcurate_verify.symbolic import default_pool

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from dualcurate.distill import TeacherDistiller
 from dualcurate.engine import Engine
-
 from dualcurate_vllm.engine import VLLM_MISSING, vllm_available
 
 if TYPE_CHECKING:

@@ -16,6 +16,8 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field
+
 from dualcurate.engine import (
     ChatRequest,
     Completion,
@@ -25,7 +27,6 @@ from dualcurate.engine import (
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
-from pydantic import Field
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
