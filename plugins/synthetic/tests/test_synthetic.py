@@ -7,6 +7,9 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate.schema import Trace, row_meta, rows_to_table
 from dualcurate.testing.contracts import DistillerContract, SourceContract
 from dualcurate_synthetic import plugin
@@ -22,8 +25,6 @@ from dualcurate_synthetic.families import (
 from dualcurate_synthetic.reference import ReferenceDistiller
 from dualcurate_synthetic.render import render_png
 from dualcurate_synthetic.source import SyntheticSource
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SMALL = {"train_per_family": 6, "eval_per_family": 3}
 

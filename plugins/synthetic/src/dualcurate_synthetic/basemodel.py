@@ -87,9 +87,10 @@ def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 420) -> Any:
     token wherever it appears ("red" in a caption and in ``<answer>red</answer>``): copying
     an answer out of the caption is then a plain lookup, and sums are written digit by
     digit."""
-    from dualcurate.testing.tiny import CHAT_TEMPLATE, MARKER_TOKENS, SPECIAL_TOKENS
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from dualcurate.testing.tiny import CHAT_TEMPLATE, MARKER_TOKENS, SPECIAL_TOKENS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from dualcurate import Distiller, StageConfig, StageContext, Trace
 from dualcurate.schema import row_meta
-from pydantic import Field
 
 ENGINE = "reference"
 MODEL = "reference-solution"

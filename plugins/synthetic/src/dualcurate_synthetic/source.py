@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dualcurate import Sample, Source, StageConfig, StageContext
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dualcurate import Sample, Source, StageConfig, StageContext
 from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles, student_question
 from dualcurate_synthetic.render import render_png
 
