@@ -143,6 +143,15 @@ class Engine:
         elif ctx is not None and ctx.images is not None:
             self.resolve_image = ctx.images.get
 
+    def image_bytes(self, digest: str) -> bytes:
+        """The bytes of an image part's hash, from the resolver given at ``setup``."""
+        if self.resolve_image is None:
+            from dualcurate.errors import DualcurateError
+
+            raise DualcurateError(f"engine {self.name}: a request has an image but no image "
+                                  f"store was given; call setup(ctx) with a run context")
+        return self.resolve_image(digest)
+
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
                  on_result: OnResult | None = None) -> list[list[Completion]]:
         """Answer every request with ``request.n`` completions, aligned with ``requests``.
@@ -151,6 +160,20 @@ class Engine:
 
     def close(self) -> None:
         """Release the model / client."""
+
+
+def map_image_parts(messages: Sequence[dict[str, Any]],
+                    convert: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages with every ``{"type": "image", "image": hash}`` part replaced by
+    ``convert(hash)`` (an engine's own image part); everything else is kept as is."""
+    out = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, list):
+            msg = {**msg, "content": [convert(p["image"]) if p.get("type") == "image" else p
+                                      for p in content]}
+        out.append(msg)
+    return out
 
 
 def cache_keys(engine: Engine, request: ChatRequest, sampling: SamplingParams) -> list[str]:

@@ -31,6 +31,7 @@ from dualcurate.engine import (
     EngineConfig,
     OnResult,
     SamplingParams,
+    map_image_parts,
 )
 from dualcurate.errors import DualcurateError
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
@@ -277,28 +278,13 @@ class OpenAIEngine(Engine):
 
     def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chat messages with image hashes replaced by data URLs read from the image store."""
-        out = []
-        for msg in messages:
-            content = msg.get("content")
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if part.get("type") == "image":
-                        parts.append({"type": "image_url",
-                                      "image_url": {"url": self._image_url(part["image"])}})
-                    else:
-                        parts.append(part)
-                msg = {**msg, "content": parts}
-            out.append(msg)
-        return out
+        return map_image_parts(messages, lambda digest: {
+            "type": "image_url", "image_url": {"url": self._image_url(digest)}})
 
     def _image_url(self, digest: str) -> str:
         url = self._images.get(digest)
         if url is None:
-            if self.resolve_image is None:
-                raise DualcurateError("engine openai: a request has an image but no image "
-                                      "store was given; call setup(ctx) with a run context")
-            url = data_url(self.resolve_image(digest))
+            url = data_url(self.image_bytes(digest))
             self._images[digest] = url
             if len(self._images) > 64:  # k samples of a row reuse it; keep memory bounded
                 self._images.popitem(last=False)

@@ -25,6 +25,7 @@ from dualcurate.engine import (
     LocalModelConfig,
     OnResult,
     SamplingParams,
+    map_image_parts,
 )
 from dualcurate.errors import DualcurateError
 
@@ -119,25 +120,14 @@ class VLLMEngine(Engine):
         gc.collect()
 
     def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat messages with image hashes replaced by PIL images from the image store."""
         from PIL import Image
 
-        out = []
-        for msg in messages:
-            content = msg.get("content")
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if part.get("type") == "image":
-                        if self.resolve_image is None:
-                            raise DualcurateError("engine vllm: a request has an image but no "
-                                                  "image store was given; call setup(ctx)")
-                        image = Image.open(io.BytesIO(self.resolve_image(part["image"])))
-                        parts.append({"type": "image_pil", "image_pil": image.convert("RGB")})
-                    else:
-                        parts.append(part)
-                msg = {**msg, "content": parts}
-            out.append(msg)
-        return out
+        def pil_part(digest: str) -> dict[str, Any]:
+            image = Image.open(io.BytesIO(self.image_bytes(digest)))
+            return {"type": "image_pil", "image_pil": image.convert("RGB")}
+
+        return map_image_parts(messages, pil_part)
 
     def sampling_params(self, request: ChatRequest, sampling: SamplingParams) -> Any:
         """vLLM sampling parameters for one request: n = its sample count, seeded by its
