@@ -93,7 +93,10 @@ class TeacherConfig(StageConfig):
     (engine-specific, e.g. ``top_k``). ``template``: a Jinja file for the user prompt
     (default: the four-phase prompt); ``system_prompt``: an optional system message. Both are
     part of the rendered request and so of the cache key. ``include_caption`` shows the
-    teacher the row's caption too. The caption pass (``caption_enabled``) asks
+    teacher the row's caption too; ``include_images = false`` leaves the images out of the
+    request (a text-only teacher reading captions; the rows keep their images). ``splits``
+    limits distillation to rows of those splits (e.g. ``["train"]``); other rows pass through
+    without requests. The caption pass (``caption_enabled``) asks
     ``caption_engine_options`` (default: ``engine_options``) for a dense caption of each row
     with images and no caption yet. Runtime only (not in the signature): ``batch_size`` and
     ``max_concurrency`` (handed to engines that take them) and ``chunk_size`` (rows per
@@ -112,6 +115,8 @@ class TeacherConfig(StageConfig):
     template: str | None = None
     system_prompt: str | None = None
     include_caption: bool = False
+    include_images: bool = True
+    splits: list[str] | None = None
     caption_enabled: bool = False
     caption_template: str | None = None
     caption_engine_options: dict[str, Any] = {}
@@ -315,8 +320,8 @@ class TeacherDistiller(Distiller):
         """The chat messages for one row: optional system prompt, then the user turn with the
         row's images (by hash) followed by the rendered prompt."""
         text = self._render(template or self._template, row)
-        parts: list[dict[str, Any]] = [{"type": "image", "image": h}
-                                       for h in row.get("images") or []]
+        images = (row.get("images") or []) if self.config.include_images else []
+        parts: list[dict[str, Any]] = [{"type": "image", "image": h} for h in images]
         parts.append({"type": "text", "text": text})
         out: list[dict[str, Any]] = []
         if system and self.config.system_prompt:
@@ -329,16 +334,21 @@ class TeacherDistiller(Distiller):
         rows = [dict(r) for r in rows]
         if self.config.caption_enabled:
             self._caption(rows, ctx)
+        splits = self.config.splits
+        todo = [r for r in rows if splits is None or r.get("split") in splits]
+        if not todo:
+            self._count_requests(ctx, 0, len(rows))
+            return rows
         engine = self._engine(ctx, self.config.engine_options)
         k = self.config.samples_per_question
-        self._count_requests(ctx, len(rows), len(rows))
+        self._count_requests(ctx, len(todo), len(rows))
         requests, results = self._generate_rows(
-            ctx, engine, rows, self.sampling(ctx),
+            ctx, engine, todo, self.sampling(ctx),
             lambda row: ChatRequest(messages=self.messages(row), n=k,
                                     request_id=str(row.get("id"))))
         model = str(engine.identity().get("model") or "")
         errors = truncated = 0
-        for row, request, completions in zip(rows, requests, results, strict=True):
+        for row, request, completions in zip(todo, requests, results, strict=True):
             traces = [make_trace(c, idx, model, engine.name)
                       for idx, c in zip(request.indices(), completions, strict=True)]
             row["traces"] = traces
@@ -348,7 +358,7 @@ class TeacherDistiller(Distiller):
         if errors or truncated:
             ctx.log.warning("%s: %d of %d traces failed (retried on the next run), %d truncated "
                             "at max_tokens=%d (kept, marked truncated)", ctx.stage_name, errors,
-                            len(rows) * k, truncated, self.config.max_tokens)
+                            len(todo) * k, truncated, self.config.max_tokens)
         return rows
 
     def _generate_rows(self, ctx: StageContext, engine: Engine, rows: list[Row],

@@ -137,6 +137,25 @@ def test_include_caption_shows_the_caption(server, stage_context):
     assert "A red square." in server.seen[0].body["messages"][0]["content"][1]["text"]
 
 
+def test_include_images_false_sends_text_only_and_keeps_the_row_images(server, stage_context):
+    row = image_row(stage_context)
+    out = distil(server, stage_context, [row], include_images=False, include_caption=True)
+    content = server.seen[0].body["messages"][0]["content"]
+    assert [p["type"] for p in content] == ["text"] and "A red square." in content[0]["text"]
+    assert out[0]["images"] == row["images"] and out[0]["traces"]
+
+
+def test_splits_limit_which_rows_are_distilled(server, stage_context):
+    train, other, unsplit = default_rows(3)
+    train["split"], other["split"] = "train", "eval"
+    out = distil(server, stage_context, [train, other, unsplit], splits=["train"])
+    assert len(server.seen) == 1
+    assert [bool(r.get("traces")) for r in out] == [True, False, False]
+    server.seen.clear()
+    out = distil(server, stage_context, [other, unsplit], splits=["train"])
+    assert not server.seen and not any(r.get("traces") for r in out)
+
+
 def test_user_template(server, stage_context, tmp_path: Path):
     template = tmp_path / "t.jinja"
     template.write_text("Q={{ question }} D={{ domain }} N={{ n_images }}")
