@@ -10,7 +10,7 @@ JSON object: ``{"regions": {seed: {family: region}}, "tables": ..., "seconds": .
 "expected": ..., "met": ...}``.
 
 Expected (issue 8): digit-sum reasoning-benefit and last-shape detrimental on every seed;
-first-colour direct-benefit with Gain_DA strictly above Gain_CoT on at least 2 of 3 seeds.
+nth-colour direct-benefit with Gain_DA strictly above Gain_CoT on at least 2 of 3 seeds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXPECTED = {"digit-sum": "reasoning-benefit", "first-colour": "direct-benefit",
+EXPECTED = {"digit-sum": "reasoning-benefit", "nth-colour": "direct-benefit",
             "last-shape": "detrimental"}
 
 
@@ -70,8 +70,8 @@ def met(regions: dict[str, dict[str, str]], tables: dict[str, list[dict[str, Any
     return {
         "digit-sum reasoning-benefit": f"{count('digit-sum', 'reasoning-benefit')}/{seeds}",
         "last-shape detrimental": f"{count('last-shape', 'detrimental')}/{seeds}",
-        "first-colour direct-benefit, Gain_DA > Gain_CoT":
-            f"{count('first-colour', 'direct-benefit', strict=True)}/{seeds}",
+        "nth-colour direct-benefit, Gain_DA > Gain_CoT":
+            f"{count('nth-colour', 'direct-benefit', strict=True)}/{seeds}",
     }
 
 

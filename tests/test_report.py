@@ -20,7 +20,7 @@ GROUPS = [
     {"group": "digit-sum", "B_S": 20.0, "B_L": 40.0, "DT_S": 22.0, "DT_L": 80.0,
      "Gain_DA": -45.0, "Gain_CoT": 100.0, "GAP_B": 20.0, "GAP_DT": 58.0,
      "region": "reasoning-benefit", "n_train": 8, "n_eval": 4},
-    {"group": "first-colour", "B_S": 60.0, "B_L": 50.0, "DT_S": 100.0, "DT_L": 90.0,
+    {"group": "nth-colour", "B_S": 60.0, "B_L": 50.0, "DT_S": 100.0, "DT_L": 90.0,
      "Gain_DA": 66.7, "Gain_CoT": 50.0, "GAP_B": -10.0, "GAP_DT": -10.0,
      "region": "direct-benefit", "n_train": 8, "n_eval": 4},
     {"group": "last-shape", "B_S": 80.0, "B_L": 70.0, "DT_S": 30.0, "DT_L": 20.0,

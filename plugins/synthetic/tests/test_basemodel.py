@@ -47,16 +47,25 @@ def test_loads_with_auto_classes_and_generates(tmp_path):
     assert enc["input_ids"].shape[1] < out.shape[1] <= enc["input_ids"].shape[1] + 3
 
 
-def test_digits_are_single_tokens_and_only_the_completion_is_learned():
+def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is_learned():
     import random
+
+    from dualcurate_synthetic.families import PHRASES
 
     tok = build_tokenizer()
     puzzle = digit_sum(random.Random(0))
     ids, labels = encode_example(tok, puzzle, "long")
     learned = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
     assert learned.startswith("<think>") and learned.endswith("</answer><|im_end|>")
-    assert all(len(t.lstrip("Ġ")) <= 1 for t in tok.convert_ids_to_tokens(tok("123+45=168")
-                                                                          ["input_ids"]))
+    # colours, shapes and numbers: one token per character, the same in a caption and an answer
+    assert tok.tokenize("123+45=168") == list("123+45=168")
+    assert tok("<answer>yellow</answer>")["input_ids"][1:-1] == tok("yellow")["input_ids"]
+    assert len(tok("yellow")["input_ids"]) == 6
+    # the fixed wording: one token each, and texts round-trip
+    for phrase in PHRASES:
+        assert len(tok(phrase)["input_ids"]) == 1, phrase
+    text = f"{puzzle.caption}\n{puzzle.question}"
+    assert tok.decode(tok(text)["input_ids"]) == text
 
 
 def test_source_setup_builds_the_base_model(tmp_path, stage_context):

@@ -16,11 +16,12 @@ from dualcurate_synthetic import plugin
 from dualcurate_synthetic.families import (
     COLOURS,
     FAMILIES,
+    ORDINALS,
     SHAPES,
     digit_sum,
-    first_colour,
     last_shape,
     make_puzzles,
+    nth_colour,
 )
 from dualcurate_synthetic.reference import ReferenceDistiller
 from dualcurate_synthetic.render import render_png
@@ -124,7 +125,7 @@ def test_only_train_labels_of_the_noisy_family_are_corrupted():
 
 
 def test_eval_scenes_never_appear_in_train():
-    puzzles = make_puzzles("first-colour", 300, 100, seed=1)
+    puzzles = make_puzzles("nth-colour", 300, 100, seed=1)
     train = {p.key() for s, p in puzzles if s == "train"}
     assert not train & {p.key() for s, p in puzzles if s == "eval"}
 
@@ -140,9 +141,10 @@ def test_puzzle_answers_follow_from_the_caption(seed):
     assert len(digits) == 4 and p.answer == str(sum(digits) % 10)
     steps = re.findall(r"(\d+)\+(\d)=(\d+)", p.steps)
     assert all(int(a) + int(b) == int(c) for a, b, c in steps) and len(steps) == 3
-    p = first_colour(rng)
-    first = p.caption.split(": ", 1)[1].split(",")[0].split()
-    assert p.answer == first[0] in COLOURS
+    p = nth_colour(rng)
+    ordinal = re.fullmatch(r"What colour is the (\w+) shape\?", p.question).group(1)
+    items = p.caption.split(": ", 1)[1].rstrip(".").split(", ")
+    assert p.answer == items[ORDINALS.index(ordinal)].split()[0] in COLOURS
     assert p.solution.rstrip(".").endswith(p.answer)
     p = last_shape(rng, corrupt=True)
     last = p.caption.rstrip(".").split(", ")[-1].split()

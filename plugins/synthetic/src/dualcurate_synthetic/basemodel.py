@@ -1,4 +1,4 @@
-"""The demo's tiny base model: a Qwen2 from config with a tokenizer trained locally, briefly
+"""The demo's tiny base model: a Qwen2 from config with a tokenizer built locally, briefly
 pre-trained on freshly drawn puzzles of every family with correct labels in both answer modes
 (direct and step by step), so it starts clearly above chance everywhere.
 
@@ -22,7 +22,7 @@ from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, pro
 
 MARKER = "dualcurate-base.json"
 #: bump when the pre-training recipe changes in a way settings do not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 def settings_key(settings: Any, seed: int, families: list[str]) -> str:
@@ -70,43 +70,32 @@ def pretraining_puzzles(families: list[str], per_family: int, seed: int) -> list
     return [GENERATORS[f](rng, corrupt=False) for f in families for _ in range(per_family)]
 
 
-def tokenizer_corpus() -> list[str]:
-    rng = random.Random("corpus")
-    texts = []
-    for family in FAMILIES:
-        for _ in range(40):
-            p = GENERATORS[family](rng)
-            texts.append(f"{p.caption} {p.question} {p.solution} {p.answer}")
-    texts.extend(["user assistant system", *MODE_INSTRUCTIONS.values()] * 20)
-    return texts
+def build_tokenizer(out_dir: Path | None = None) -> Any:
+    """A character-level tokenizer with the puzzles' fixed wording as single tokens.
 
-
-def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 420) -> Any:
-    """Byte-level BPE trained on puzzle text, chat and reasoning markers as single tokens.
-    Whitespace, punctuation and each digit are tokens of their own, so a word is the same
-    token wherever it appears ("red" in a caption and in ``<answer>red</answer>``): copying
-    an answer out of the caption is then a plain lookup, and sums are written digit by
-    digit."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    The model is a byte-level BPE without merges, so every character of variable content
+    (colours, shapes, digits) is a token of its own: "red" in a caption and in
+    ``<answer>red</answer>`` is the same three tokens, so an answer is copied out of the caption
+    letter by letter, and sums are written digit by digit. The template text that never varies
+    (:data:`~dualcurate_synthetic.families.PHRASES`: caption openings, questions, the four
+    phase labels, the mode instructions, the chat roles) is added as whole tokens, as a
+    tokenizer trained on this text would merge it, which keeps sequences short. The chat and
+    reasoning markers are single tokens too; the chat template is Qwen-style."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from dualcurate.testing.tiny import CHAT_TEMPLATE, MARKER_TOKENS, SPECIAL_TOKENS
+    from dualcurate_synthetic.families import PHRASES
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\s"), behavior="isolated"),
-        pre_tokenizers.Punctuation(behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    symbols = [*SPECIAL_TOKENS, *sorted(pre_tokenizers.ByteLevel.alphabet())]
+    tok = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(symbols)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         unk_token=None, bos_token=None, additional_special_tokens=["<|im_start|>", "<image>"])
-    hf_tok.add_tokens(MARKER_TOKENS)
+    hf_tok.add_tokens([*MARKER_TOKENS, *PHRASES, *MODE_INSTRUCTIONS.values(),
+                       "system", "user", "assistant"])
     hf_tok.chat_template = CHAT_TEMPLATE
     hf_tok.padding_side = "left"
     if out_dir is not None:
@@ -120,7 +109,7 @@ def build_model(tokenizer: Any, settings: Any, seed: int) -> Any:
 
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=settings.hidden_size,
-                         intermediate_size=settings.hidden_size * 2,
+                         intermediate_size=settings.intermediate_size,
                          num_hidden_layers=settings.layers,
                          num_attention_heads=settings.heads,
                          num_key_value_heads=settings.heads, max_position_embeddings=1024,

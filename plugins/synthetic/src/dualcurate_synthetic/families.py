@@ -5,10 +5,13 @@ Each family is chosen so that the answer to "reasoning or direct?" is known in a
 * ``digit-sum`` (multi-step): four digit cards; "the last digit of the sum of the four digits".
   The reference solution keeps running sums, which a small model can follow step by step but
   not shortcut: the direct answer needs the whole sum at once.
-* ``first-colour`` (perception): four shapes; "what colour is the first shape?". A lookup in
-  the caption. Its reference solution is what teacher chain-of-thought on perception often
-  is: verbose, and partly unfaithful in its intermediate statements (it misreads shapes
-  before ending on the right answer).
+* ``nth-colour`` (perception): four shapes; "what colour is the third shape?" (any of the four
+  ordinals). Answered directly, a lookup in the caption. Its reference solution is what teacher
+  chain-of-thought on perception often is: verbose, and partly unfaithful in its intermediate
+  statements (a scan of all four shapes that often misreads a colour as its neighbour's), before
+  a closer look ends on the right answer. A student that imitates the scan learns an easy but
+  unreliable shortcut (read the answer off its own scan) where the direct mode has to learn the
+  exact lookup.
 * ``last-shape`` (noisy labels): four shapes; "what shape is the last one?". In the train split
   the labels are corrupted (a wrong shape), and the reference solution argues for the wrong
   label; eval labels are correct.
@@ -27,11 +30,23 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 N_ITEMS = 4
 ORDINALS = ("first", "second", "third", "fourth")
 
-FAMILIES = ("digit-sum", "first-colour", "last-shape")
+QUESTIONS = {
+    "digit-sum": "What is the last digit of the sum of the four digits?",
+    "nth-colour": "What colour is the {ordinal} shape?",
+    "last-shape": "What shape is the last one?",
+}
+FAMILIES = tuple(QUESTIONS)
+
+CARDS_OPENING = "Four cards, left to right:"
+SHAPES_OPENING = "Four shapes, left to right:"
+DIGITS_ARE = "the digits are"
+DIGIT_SUM_PLAN = "add them one at a time."
+LAST_DIGIT_OF = "the last digit of"
+LAST_SHAPE_PLAN = "name the last shape."
 #: what each family is for; the report and docs show it.
 FAMILY_ROLES = {
     "digit-sum": "multi-step (expected: reasoning-benefit)",
-    "first-colour": "perception (expected: direct-benefit)",
+    "nth-colour": "perception (expected: direct-benefit)",
     "last-shape": "labels corrupted in the train split (expected: detrimental)",
 }
 
@@ -78,12 +93,12 @@ def _shapes(rng: random.Random) -> list[dict[str, Any]]:
 
 def cards_caption(items: list[dict[str, Any]]) -> str:
     parts = ", ".join(f"{i['colour']} {i['digit']}" for i in items)
-    return f"Four cards, left to right: {parts}."
+    return f"{CARDS_OPENING} {parts}."
 
 
 def shapes_caption(items: list[dict[str, Any]]) -> str:
     parts = ", ".join(f"{i['colour']} {i['shape']}" for i in items)
-    return f"Four shapes, left to right: {parts}."
+    return f"{SHAPES_OPENING} {parts}."
 
 
 def digit_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
@@ -96,31 +111,34 @@ def digit_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
         total += d
     answer = str(total % 10)
     return Puzzle("digit-sum", "cards", items,
-                  "What is the last digit of the sum of the four digits?", answer,
+                  QUESTIONS["digit-sum"], answer,
                   cards_caption(items),
-                  info=f"the digits are {', '.join(map(str, digits))}.",
-                  plan="add them one at a time.",
+                  info=f"{DIGITS_ARE} {', '.join(map(str, digits))}.",
+                  plan=DIGIT_SUM_PLAN,
                   steps=". ".join(steps) + ".",
-                  check=f"the last digit of {total} is {answer}.",
+                  check=f"{LAST_DIGIT_OF} {total} is {answer}.",
                   answer_type="number", true_answer=answer)
 
 
-def first_colour(rng: random.Random, corrupt: bool = False,
-                 misread_rate: float = 0.6) -> Puzzle:
+def nth_colour(rng: random.Random, corrupt: bool = False,
+               misread_rate: float = 0.6) -> Puzzle:
     items = _shapes(rng)
-    answer = items[0]["colour"]
+    k = rng.randrange(N_ITEMS)
+    ordinal = ORDINALS[k]
+    answer = items[k]["colour"]
     # The extraction phase is verbose and partly unfaithful, as teacher traces on perception
-    # often are: a shape's colour is often misread as its right-hand neighbour's (colour
-    # bleeding), before the steps take a closer look and end on the right answer.
+    # often are: it reads every shape, often misreading a colour as its right-hand
+    # neighbour's (colour bleeding), before the steps take a closer look and end on the
+    # right answer.
     readings = []
     for pos, item in enumerate(items):
         neighbour = items[(pos + 1) % len(items)]["colour"]
         colour = neighbour if rng.random() < misread_rate else item["colour"]
         readings.append(f"the {ORDINALS[pos]} looks {colour}")
-    return Puzzle("first-colour", "shapes", items, "What colour is the first shape?", answer,
-                  shapes_caption(items), info=", ".join(readings) + ".",
-                  plan="look closer at the first shape.",
-                  steps=f"the first shape is a {answer} {items[0]['shape']}.",
+    return Puzzle("nth-colour", "shapes", items, QUESTIONS["nth-colour"].format(ordinal=ordinal),
+                  answer, shapes_caption(items), info=", ".join(readings) + ".",
+                  plan=f"look closer at the {ordinal} shape.",
+                  steps=f"the {ordinal} shape is a {answer} {items[k]['shape']}.",
                   check=f"its colour is {answer}.",
                   choices=list(COLOURS), true_answer=answer)
 
@@ -130,17 +148,32 @@ def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
     truth = items[-1]["shape"]
     label = rng.choice([s for s in SHAPES if s != truth]) if corrupt else truth
     colour = items[-1]["colour"]
-    return Puzzle("last-shape", "shapes", items, "What shape is the last one?", label,
+    return Puzzle("last-shape", "shapes", items, QUESTIONS["last-shape"], label,
                   shapes_caption(items), info=f"the last shape is {colour}.",
-                  plan="name the last shape.",
+                  plan=LAST_SHAPE_PLAN,
                   steps=f"the {colour} shape is a {label}.",
                   check=f"it is a {label}.",
                   choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
 
 
-GENERATORS = {"digit-sum": digit_sum, "first-colour": first_colour, "last-shape": last_shape}
+GENERATORS = {"digit-sum": digit_sum, "nth-colour": nth_colour, "last-shape": last_shape}
 #: families whose train-split labels are corrupted.
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
+
+#: The fixed wording of captions, questions and reference solutions (every text here but
+#: the colours, shapes and numbers). The demo's tokenizer makes each phrase one token, as a
+#: tokenizer trained on this text would merge it; variable content stays characters.
+PHRASES: tuple[str, ...] = (
+    CARDS_OPENING, SHAPES_OPENING,
+    QUESTIONS["digit-sum"], QUESTIONS["last-shape"],
+    *(QUESTIONS["nth-colour"].format(ordinal=o) for o in ORDINALS),
+    "Information:", " Plan:", " Steps:", " Check:",
+    f" {DIGITS_ARE}", f" {DIGIT_SUM_PLAN}", f" {LAST_DIGIT_OF}",
+    *(f" the {o} looks" for o in ORDINALS),
+    *(f" look closer at the {o} shape." for o in ORDINALS),
+    *(f" the {o} shape is a" for o in ORDINALS),
+    " its colour is", " the last shape is", f" {LAST_SHAPE_PLAN}", " shape is a", " it is a",
+)
 
 
 def student_question(puzzle: Puzzle) -> str:

@@ -37,9 +37,10 @@ class BaseModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hidden_size: int = 128
+    intermediate_size: int = 256
     layers: int = 4
-    heads: int = 4
-    steps: int = 1000
+    heads: int = 2
+    steps: int = 300
     batch_size: int = 32
     learning_rate: float = 1e-3
     examples_per_family: int = 150
@@ -73,7 +74,7 @@ class SyntheticConfig(StageConfig):
 
 class SyntheticSource(Source):
     """Rendered puzzles in task families whose Dual Tuning region is known in advance:
-    ``digit-sum`` (multi-step), ``first-colour`` (perception), ``last-shape`` (labels
+    ``digit-sum`` (multi-step), ``nth-colour`` (perception), ``last-shape`` (labels
     corrupted in the train split)."""
 
     name = "synthetic"
