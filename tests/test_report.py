@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dualcurate.report import _pass_bin, scatter_svg, write_report
+from dualcurate.report import _pass_bin, efficacy_groups, scatter_svg, write_report
 from dualcurate.schema import Sample, Trace
 from dualcurate.store import RunStore
 
@@ -119,6 +119,20 @@ def test_run_without_judge_still_reports(tmp_path):
     html = write_report(tmp_path / "run")[0].read_text()
     assert "No efficacy judge results" in html and 'class="scatter"' not in html
     assert not (tmp_path / "run" / "efficacy.json").exists()
+
+
+def test_curate_report_prints_the_dual_tuning_answer(tmp_path, run_cli):
+    make_run(tmp_path / "run")
+    result = run_cli("report", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.stderr
+    for group in GROUPS:
+        line = next(ln for ln in result.stderr.splitlines() if group["group"] in ln)
+        assert group["region"] in line and f"{group['DT_L']:.1f}" in line
+    assert efficacy_groups(tmp_path / "run") == GROUPS
+    make_run(tmp_path / "plain", with_judge=False)
+    result = run_cli("report", str(tmp_path / "plain"))
+    assert result.exit_code == 0 and "Dual Tuning" not in result.stderr
+    assert efficacy_groups(tmp_path / "plain") == []
 
 
 def test_missing_run_names_the_directory(tmp_path):

@@ -89,11 +89,34 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
                       str(rec["rows_out"]), f"{rec['seconds']:.1f}")
     err_console.print(table)
+    _print_efficacy(store.root)
     if report:
         from dualcurate.report import write_report
 
         html_path, md_path = write_report(store.root)
         err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
+
+
+def _print_efficacy(run_dir: Any) -> None:
+    """The run's Dual Tuning answer, when it has one: per group, base and dual-tuned accuracy
+    in both modes, the gains and the region."""
+    from dualcurate.report import efficacy_groups
+
+    groups = efficacy_groups(run_dir)
+    if not groups:
+        return
+    from rich import box
+
+    table = Table(title="Dual Tuning: reasoning or direct?", box=box.SIMPLE, pad_edge=False,
+                  collapse_padding=True)
+    columns = ("B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT")
+    for col in ("group", *columns, "region"):
+        table.add_column(col, justify="left" if col in ("group", "region") else "right",
+                         no_wrap=True)
+    for g in groups:
+        cells = [f"{g[c]:.1f}" if isinstance(g.get(c), int | float) else "-" for c in columns]
+        table.add_row(escape(str(g.get("group", ""))), *cells, escape(str(g.get("region", ""))))
+    err_console.print(table)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,6 +199,7 @@ def report_cmd(run: str) -> None:
 
     RunStore(run, create=False)  # a clear error if RUN is not a run directory
     html_path, md_path = write_report(run)
+    _print_efficacy(run)
     click.echo(f"wrote {html_path} and {md_path}")
 
 

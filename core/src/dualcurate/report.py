@@ -160,6 +160,12 @@ def _pass_bin(rate: float) -> int:
     return min(4, 1 + int((rate - 1e-9) // 0.25))
 
 
+def efficacy_groups(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The Dual Tuning table of a run (one dict per group: B_S, B_L, DT_S, DT_L, Gain_DA,
+    Gain_CoT, region, ...); empty when no efficacy judge has results."""
+    return _efficacy(RunStore(run_dir, create=False), None)[0]
+
+
 def _efficacy(store: RunStore, stage: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """The judge's groups: its ``efficacy.json`` artifact, else the groups in its report."""
     for rec in store.manifest.get("stages", []):
