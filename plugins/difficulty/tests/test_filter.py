@@ -116,6 +116,22 @@ def test_stops_at_first_settling_rollout(stage_context: StageContext,
                          rows[2]["id"]: [0, 1, 2, 3]}
 
 
+def test_progress_total_counts_rows_and_requests(stage_context: StageContext,
+                                                 register_plugin) -> None:
+    from dualcurate.progress import StageProgress
+
+    register_plugin(scripted_plugin, name="scripted")
+    progress = StageProgress()
+    stage_context.progress = progress
+    rows = make_rows(3)
+    patterns = [[False, False, True, False], [True] * 4, [False] * 4]
+    progress.start(len(rows), unit="rows")  # as the pipeline does
+    run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
+    progress.advance(len(rows))  # the pipeline, once the shard is committed
+    assert progress.total == 3 + 3 + 2 + 2 + 1  # rows, then requests per round (3, 2, 2, 1)
+    assert progress.done == progress.total
+
+
 def test_band_and_expression_rules(stage_context: StageContext, register_plugin) -> None:
     register_plugin(scripted_plugin, name="scripted")
     rows = make_rows(4)

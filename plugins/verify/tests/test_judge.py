@@ -92,6 +92,18 @@ def test_unparseable_is_retried_once_then_invalid(stage_context, scripted_engine
     assert out[0]["n_verified"] == 0
 
 
+def test_progress_total_counts_rows_and_judge_requests(stage_context, scripted_engine) -> None:
+    from dualcurate.progress import StageProgress
+
+    progress = StageProgress()
+    stage_context.progress = progress
+    scripted_engine.reply = lambda messages: "I think it is right."  # asked twice
+    progress.start(3, unit="rows")  # as the pipeline does
+    CompassJudge(JUDGE).process(_rows(), stage_context)
+    progress.advance(3)  # the pipeline, once the shard is committed
+    assert progress.total == 3 + 2 and progress.done == progress.total
+
+
 def test_retry_can_recover(stage_context, scripted_engine) -> None:
     scripted_engine.reply = lambda messages: ("Final Judgment: \\boxed{B}"
                                               if messages[-1]["content"] == RETRY_PROMPT else "hmm")
