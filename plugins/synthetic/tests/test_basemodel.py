@@ -68,6 +68,18 @@ def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is
     assert tok.decode(tok(text)["input_ids"]) == text
 
 
+def test_every_phrase_token_occurs_in_the_puzzles_it_is_for():
+    """A reworded template would leave its phrase token unused (longer sequences, silently)."""
+    import random
+
+    from dualcurate_synthetic.families import GENERATORS, PHRASES, student_question
+
+    rng = random.Random(0)
+    texts = " ".join(f"{student_question(p)} {p.solution}" for gen in GENERATORS.values()
+                     for p in (gen(rng) for _ in range(200)))
+    assert [phrase for phrase in PHRASES if phrase not in texts] == []
+
+
 def test_source_setup_builds_the_base_model(tmp_path, stage_context):
     stage = SyntheticSource({"train_per_family": 1, "eval_per_family": 1,
                              "base_model_dir": str(tmp_path / "m"),
