@@ -154,3 +154,25 @@ def test_map_stage_finish_report_reaches_the_manifest(core_host, tmp_path, monke
                         raising=False)
     store = run(core_host, tmp_path)
     assert store.stage_record("distill")["report"] == {"shards": 3}
+
+
+def test_every_stage_progress_ends_complete(core_host, tmp_path):
+    """Each stage's bar ends with done == total, the judge (a dataset stage) counting its
+    rows; a rich bar is marked finished, so its clock stops."""
+    from rich.progress import Progress
+
+    from dualcurate.progress import RichProgress
+
+    bars: dict[str, RichProgress] = {}
+    with Progress(disable=True) as rich_progress:
+        def factory(name: str) -> RichProgress:
+            bars[name] = RichProgress(rich_progress, name)
+            return bars[name]
+
+        Pipeline(load_recipe(copy.deepcopy(RECIPE)), host=core_host).run(
+            tmp_path / "run", progress_factory=factory)
+        tasks = {t.description: t for t in rich_progress.tasks}
+    assert set(bars) == {"source", "distill", "filter", "judge"}
+    assert {name: (bar.done, bar.total) for name, bar in bars.items()} == {
+        "source": (10, 10), "distill": (10, 10), "filter": (10, 10), "judge": (5, 5)}
+    assert all(task.finished for task in tasks.values())

@@ -187,6 +187,7 @@ class Pipeline:
                 started = time.monotonic()
                 try:
                     upstream = self._run_stage(rs, ctx, store, rec, upstream, rewritten)
+                    ctx.progress.finish()
                 except DualcurateError:
                     rec["status"] = "failed"
                     raise
@@ -267,6 +268,7 @@ class Pipeline:
             if "keep" in dataset.column_names:
                 dataset = dataset.filter(lambda k: k is not False, input_columns="keep")
             rec["rows_in"] = len(dataset)
+            ctx.progress.start(len(dataset), unit="rows")
             stage.setup(ctx)
             try:
                 result = stage.run(dataset, ctx)

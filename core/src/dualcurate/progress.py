@@ -43,6 +43,12 @@ class StageProgress:
     def _refresh(self) -> None:
         pass
 
+    def finish(self) -> None:
+        """The stage is done: everything counted so far is complete."""
+        self.total = max(self.total, self.done)
+        self.done = self.total
+        self._refresh()
+
     def stop(self) -> None:
         pass
 
@@ -64,6 +70,11 @@ class RichProgress(StageProgress):
         self._progress.update(self._task, total=self.total or None, completed=self.done,
                               tps=f"{tps:,.0f} tok/s" if self.tokens else "",
                               errors=self.errors)
+
+    def finish(self) -> None:
+        super().finish()
+        # a known total, even 0, so the bar shows complete and its clock stops
+        self._progress.update(self._task, total=self.total, completed=self.done)
 
     def stop(self) -> None:
         self._refresh()
