@@ -176,3 +176,19 @@ def test_every_stage_progress_ends_complete(core_host, tmp_path):
     assert {name: (bar.done, bar.total) for name, bar in bars.items()} == {
         "source": (10, 10), "distill": (10, 10), "filter": (10, 10), "judge": (5, 5)}
     assert all(task.finished for task in tasks.values())
+
+
+def test_progress_reservation_accounting():
+    """Requests announced up front (reserve) are drawn by generate (expect); what is not sent
+    is released; requests beyond the reservation grow the total."""
+    from dualcurate.progress import StageProgress
+
+    progress = StageProgress()
+    progress.start(4, unit="rows")
+    progress.reserve(4)
+    progress.expect(3)
+    progress.release(1)
+    assert (progress.total, progress.reserved) == (4 + 3, 0)
+    progress.expect(2)  # nothing reserved left: the total grows
+    progress.release(5)  # nothing to release
+    assert (progress.total, progress.reserved) == (4 + 3 + 2, 0)

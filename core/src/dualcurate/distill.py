@@ -183,7 +183,6 @@ class TeacherDistiller(Distiller):
         self._caption_template = load_template(self.config.caption_template,
                                                DEFAULT_CAPTION_TEMPLATE)
         self._own_engines: dict[str, Engine] = {}
-        self._progress_budget = 0
 
     # engine ---------------------------------------------------------------------------------
     @classmethod
@@ -270,24 +269,12 @@ class TeacherDistiller(Distiller):
         # The pipeline counts rows; announce the requests still to come so done/total and
         # the ETA cover them (one request per row, two with the caption pass).
         remaining = max(ctx.progress.total - ctx.progress.done, 0)
-        if remaining:
-            self._progress_budget = remaining * (2 if self.config.caption_enabled else 1)
-            ctx.progress.add_total(self._progress_budget)
+        ctx.progress.reserve(remaining * (2 if self.config.caption_enabled else 1))
 
     def teardown(self) -> None:
         for engine in self._own_engines.values():
             engine.close()
         self._own_engines.clear()
-
-    def _count_requests(self, ctx: StageContext, n: int, expected: int) -> None:
-        """Keep the progress total right: ``n`` requests are about to be sent where the setup
-        budget assumed ``expected``."""
-        if self._progress_budget >= expected:
-            self._progress_budget -= expected
-            if n != expected:
-                ctx.progress.add_total(n - expected)
-        else:
-            ctx.progress.add_total(n)
 
     # prompts --------------------------------------------------------------------------------
     def sampling(self, ctx: StageContext) -> SamplingParams:
@@ -336,12 +323,11 @@ class TeacherDistiller(Distiller):
             self._caption(rows, ctx)
         splits = self.config.splits
         todo = [r for r in rows if splits is None or r.get("split") in splits]
+        ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
-            self._count_requests(ctx, 0, len(rows))
             return rows
         engine = self._engine(ctx, self.config.engine_options)
         k = self.config.samples_per_question
-        self._count_requests(ctx, len(todo), len(rows))
         requests, results = self._generate_rows(
             ctx, engine, todo, self.sampling(ctx),
             lambda row: ChatRequest(messages=self.messages(row), n=k,
@@ -396,7 +382,7 @@ class TeacherDistiller(Distiller):
     def _caption(self, rows: list[Row], ctx: StageContext) -> None:
         cfg = self.config
         todo = [r for r in rows if r.get("images") and (cfg.caption_overwrite or not r.get("caption"))]
-        self._count_requests(ctx, len(todo), len(rows))
+        ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
             return
         engine = self._engine(ctx, cfg.caption_engine_options or cfg.engine_options)

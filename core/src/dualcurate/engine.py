@@ -205,6 +205,8 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
     """Generate through the request cache: only samples without a cached output are sent,
     each result is committed to the cache as it arrives, failures are recorded (not cached)."""
     stats = stats if stats is not None else GenerationStats()
+    if progress is not None:
+        progress.expect(len(requests))  # progress counts requests on top of the stage's rows
     results: list[list[Completion | None]] = [[None] * len(r.indices()) for r in requests]
     keys = [cache_keys(engine, r, sampling) for r in requests]
     found = cache.get_many(k for ks in keys for k in ks) if cache is not None else {}

@@ -15,6 +15,7 @@ class StageProgress:
         self.tokens = 0
         self.errors = 0
         self.cached = 0
+        self.reserved = 0
         self.started = time.monotonic()
 
     def start(self, total: int, unit: str = "rows") -> None:
@@ -27,6 +28,26 @@ class StageProgress:
     def add_total(self, n: int) -> None:
         self.total += n
         self._refresh()
+
+    def reserve(self, n: int) -> None:
+        """Announce ``n`` requests before they are built (so done/total and the ETA cover them
+        from the start); :meth:`expect` draws on the reservation, :meth:`release` returns
+        what will not be sent."""
+        self.reserved += n
+        self.add_total(n)
+
+    def expect(self, n: int) -> None:
+        """``n`` requests are about to be generated (``generate_cached`` calls this): they
+        come out of the reservation first; only those beyond it grow the total."""
+        taken = min(n, self.reserved)
+        self.reserved -= taken
+        self.add_total(n - taken)
+
+    def release(self, n: int) -> None:
+        """``n`` reserved requests will not be sent."""
+        taken = min(n, self.reserved)
+        self.reserved -= taken
+        self.add_total(-taken)
 
     def advance(self, n: int = 1, tokens: int = 0, errors: int = 0, cached: bool = False) -> None:
         self.done += n

@@ -231,7 +231,6 @@ class DifficultyFilter(Filter):
             indices = list(range(drawn, upto))
             requests = [ChatRequest(messages=messages[i], n=len(indices), sample_indices=indices,
                                     request_id=str(rows[i].get("id", i))) for i in pending]
-            ctx.progress.add_total(len(requests))  # progress counts rows + requests
             results = ctx.generate(engine, requests, sampling)
             new = []
             for i, completions in zip(pending, results, strict=True):

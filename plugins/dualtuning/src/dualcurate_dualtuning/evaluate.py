@@ -76,7 +76,7 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
                                       seed=seed)
             requests = [ChatRequest(messages=prompts.messages(row, mode), n=1,
                                     request_id=f"{row['id']}:{mode}") for _, row in flat]
-            ctx.progress.start(len(requests), unit="requests")
+            ctx.progress.start(0, unit="requests")  # generate counts the requests
             results = ctx.generate(engine, requests, sampling)
             for (group, row), completions in zip(flat, results, strict=True):
                 completion = completions[0]

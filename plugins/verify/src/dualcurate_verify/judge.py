@@ -197,7 +197,6 @@ class CompassJudge(RuleVerifier):
         for attempt in range(self.config.retries + 1):
             requests = [ChatRequest(messages=messages[i], n=1, request_id=f"judge-{i}-{attempt}")
                         for i in pending]
-            ctx.progress.add_total(len(requests))  # progress counts rows + requests
             completions = ctx.generate(engine, requests, sampling)
             still = []
             for i, comps in zip(pending, completions, strict=True):
