@@ -58,7 +58,10 @@ def test_shards_visible_only_when_complete(tmp_path):
     (store.stage_dir("s") / ".tmp-abc").write_bytes(b"half a shard")
     store.write_shard("s", 3, [{"id": "a"}])
     assert store.finished_shards("s") == [3]
-    assert not (store.stage_dir("s") / ".tmp-abc").exists()  # swept
+    assert (store.stage_dir("s") / ".tmp-abc").exists()  # a reader never sweeps a writer's file
+    store.sweep_temporary("s")  # the run that writes the stage does, before it writes
+    assert not (store.stage_dir("s") / ".tmp-abc").exists()
+    assert store.finished_shards("s") == [3]
 
 
 def test_image_store_dedups_by_content(tmp_path):

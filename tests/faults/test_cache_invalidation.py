@@ -6,6 +6,7 @@ from the cache (the server sees nothing)."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,12 @@ def test_more_samples_per_question_send_only_the_new_samples(first_run, server) 
     distill(changed, samples_per_question=3)
     run_pipeline(changed, run_dir)
     assert server.count == 2 * N  # samples 1 and 2; sample 0 is the cached one
-    seeds = {s.body["seed"] for s in server.seen}
-    assert len(seeds) == 2  # each new sample has its own seed
+    by_question: dict[str, list[int]] = {}
+    for seen in server.seen:
+        by_question.setdefault(json.dumps(seen.body["messages"]), []).append(seen.body["seed"])
+    assert len(by_question) == N  # each new sample has its own seed: its question's base + i
+    assert all(sorted(seeds)[1] - sorted(seeds)[0] == 1 for seeds in by_question.values())
+    assert len({min(seeds) for seeds in by_question.values()}) == N  # questions differ
     assert all(len(r["traces"]) == 3 for r in rows(run_dir, "verify"))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-question seeds (seed_for(i, request))
 
 
 def canonical_json(obj: Any) -> str:

@@ -3,8 +3,10 @@ progress reporter and helpers to build engines and other stages by registered na
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from dualcurate.engine import (
 )
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.store import ImageStore, RunStore
+from dualcurate.window import GenerationWindow
 
 if TYPE_CHECKING:
     from dualcurate.plugins import PluginHost
@@ -29,7 +32,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class StageContext:
-    """Per-stage runtime services. ``ephemeral()`` makes one for library use (temp dir)."""
+    """Per-stage runtime services. ``ephemeral()`` makes one for library use (temp dir).
+
+    The streaming executor gives each shard in flight its own view (:meth:`for_shard`): the
+    same store, cache, engines and progress, its own ``stats`` (adding into the stage's) and
+    the ``shard`` it works on, reported to the executor's generation ``window``."""
 
     stage_name: str
     workdir: Path
@@ -41,7 +48,15 @@ class StageContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dualcurate"))
     options: dict[str, Any] = field(default_factory=dict)
     stats: GenerationStats = field(default_factory=GenerationStats)
+    window: GenerationWindow | None = None
+    shard: int | None = None
     _engines: dict[str, Engine] = field(default_factory=dict)
+    _engines_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def for_shard(self, shard: int, window: GenerationWindow | None = None) -> StageContext:
+        """This context as seen by the thread working on ``shard``."""
+        return dataclasses.replace(self, shard=shard, window=window or self.window,
+                                   stats=GenerationStats(parent=self.stats))
 
     @property
     def images(self) -> ImageStore | None:
@@ -62,21 +77,23 @@ class StageContext:
         from dualcurate.cache import canonical_json
 
         key = name + canonical_json(config)
-        if key not in self._engines:
-            if self.host is None:
-                from dualcurate.plugins import PluginHost
+        with self._engines_lock:  # shards in flight share one engine
+            if key not in self._engines:
+                if self.host is None:
+                    from dualcurate.plugins import PluginHost
 
-                self.host = PluginHost()
-            cls = self.host.get("engine", name)
-            engine = cls(config)
-            engine.setup(self)
-            self._engines[key] = engine
-        return self._engines[key]
+                    self.host = PluginHost()
+                cls = self.host.get("engine", name)
+                engine = cls(config)
+                engine.setup(self)
+                self._engines[key] = engine
+            return self._engines[key]
 
     def generate(self, engine: Engine, requests: Sequence[ChatRequest],
                  sampling: SamplingParams) -> list[list[Completion]]:
         """Generate through the run's request cache, reporting progress."""
-        return generate_cached(engine, requests, sampling, self.cache, self.progress, self.stats)
+        return generate_cached(engine, requests, sampling, self.cache, self.progress, self.stats,
+                               self.window, self.shard)
 
     def make_stage(self, kind: str, name: str, config: dict[str, Any] | None = None) -> Stage:
         """Another stage by registered name (an efficacy judge building its trainer, say)."""

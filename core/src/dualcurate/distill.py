@@ -13,6 +13,7 @@ is missing. An optional caption pass fills ``caption`` from an instruct model fi
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -175,6 +176,7 @@ class TeacherDistiller(Distiller):
     Config: ClassVar[type[StageConfig]] = TeacherConfig
     requires = ("id", "question", "images")
     provides = ("traces", "n_traces")
+    generates = True
     config: TeacherConfig
 
     def __init__(self, config: TeacherConfig | dict[str, Any] | None = None, **kwargs: Any):
@@ -183,6 +185,7 @@ class TeacherDistiller(Distiller):
         self._caption_template = load_template(self.config.caption_template,
                                                DEFAULT_CAPTION_TEMPLATE)
         self._own_engines: dict[str, Engine] = {}
+        self._engines_lock = threading.Lock()  # shards in flight share the engines
 
     # engine ---------------------------------------------------------------------------------
     @classmethod
@@ -210,6 +213,10 @@ class TeacherDistiller(Distiller):
         return merged
 
     def _engine(self, ctx: StageContext, options: dict[str, Any]) -> Engine:
+        with self._engines_lock:
+            return self._engine_locked(ctx, options)
+
+    def _engine_locked(self, ctx: StageContext, options: dict[str, Any]) -> Engine:
         options = self.engine_options(options)
         try:
             return ctx.engine(self.engine_name, options)

@@ -4,26 +4,38 @@ Requests are OpenAI-style chat messages; an image is a content part
 ``{"type": "image", "image": "<sha256 of the bytes in the run's image store>"}``, so a request
 is small, hashable and never carries re-encoded pixels. Engines resolve hashes to bytes through
 the resolver given at ``setup``.
+
+Engines are fed, not called once per shard. The streaming executor runs several shards at once,
+each in its own thread, so ``generate`` is called from several threads: an engine that sets
+``concurrent_generate = True`` shares one capacity (``capacity()`` samples at once) across
+every call and starts a request of one call as soon as a request of another finishes; an
+engine that leaves it False is called one call at a time (correct, but it drains at every
+call boundary). Seeds: sample ``i`` of a request has seed ``sampling.seed_for(i, request)``,
+the request's own base seed plus ``i``, whatever else is cached or sent with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from dualcurate.cache import RequestCache, request_key
+from dualcurate.cache import RequestCache, canonical_json, request_key
 from dualcurate.stages import StageConfig
+from dualcurate.window import GenerationCancelled, GenerationWindow
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
 
 ImageResolver = Callable[[str], bytes]
+#: Base seeds lie below this, so base + sample index stays a valid 32-bit seed.
+SEED_SPACE = 2**30
 OnResult = Callable[[int, list["Completion"]], None]
 
 
@@ -39,10 +51,16 @@ class SamplingParams(BaseModel):
     stop: list[str] | None = None
     extra: dict[str, Any] = {}
 
-    def seed_for(self, sample_index: int) -> int | None:
-        """Per-sample seed: k samples with a fixed seed differ from one another but are
-        reproducible."""
-        return None if self.seed is None else self.seed + 7919 * sample_index
+    def seed_for(self, sample_index: int, request: ChatRequest | None = None) -> int | None:
+        """The seed of one sample: the request's base seed (from ``seed`` and the request's
+        content, so questions do not share random streams) plus ``sample_index``. Consecutive
+        samples have consecutive seeds, as vLLM seeds the children of an ``n > 1`` request
+        (``seed + i``), so one request for samples ``a..b`` with seed ``seed_for(a)`` draws
+        exactly what ``b - a + 1`` single requests would."""
+        if self.seed is None:
+            return None
+        base = request.seed_base(self.seed) if request is not None else self.seed
+        return base + sample_index
 
 
 @dataclass
@@ -53,9 +71,20 @@ class ChatRequest:
     n: int = 1
     sample_indices: list[int] | None = None
     request_id: str = ""
+    _seed_bases: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def indices(self) -> list[int]:
         return list(self.sample_indices) if self.sample_indices is not None else list(range(self.n))
+
+    def seed_base(self, seed: int) -> int:
+        """A base seed for this request's samples, from ``seed`` and the messages (images by
+        hash): stable across runs, different for different questions. Below 2**30, so base
+        plus sample index fits any server's 32-bit seed."""
+        base = self._seed_bases.get(seed)
+        if base is None:
+            digest = hashlib.sha256(canonical_json([seed, self.messages]).encode()).digest()
+            base = self._seed_bases[seed] = int.from_bytes(digest[:8], "little") % SEED_SPACE
+        return base
 
     def image_hashes(self) -> list[str]:
         found = []
@@ -123,6 +152,10 @@ class Engine:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[EngineConfig]] = EngineConfig
+    #: True when ``generate`` may be called from several threads at once and keeps the model
+    #: fed across calls (one capacity shared by all of them). False: core calls it one call
+    #: at a time.
+    concurrent_generate: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig | dict[str, Any] | None = None, **kwargs: Any):
         if config is None:
@@ -131,6 +164,16 @@ class Engine:
             config = self.Config(**{**config, **kwargs})
         self.config = config
         self.resolve_image: ImageResolver | None = None
+
+    def capacity(self) -> int:
+        """How many samples the engine works on at once (requests in flight to a server,
+        sequences in a vLLM batch, rows in an hf batch). The streaming executor keeps about
+        twice this many samples handed to the engine, so it never runs dry between shards."""
+        for option in ("max_concurrency", "max_num_seqs", "batch_size"):
+            value = getattr(self.config, option, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1
 
     def identity(self) -> dict[str, Any]:
         """What, beyond the request, determines the output: part of every cache key."""
@@ -190,20 +233,50 @@ def cache_keys(engine: Engine, request: ChatRequest, sampling: SamplingParams) -
     ]
 
 
-@dataclass
 class GenerationStats:
-    requests: int = 0
-    sent: int = 0
-    cached: int = 0
-    failed: int = 0
-    completion_tokens: int = 0
+    """Counts of one stage's (or one shard's) model calls; thread-safe. A shard's stats add
+    into the stage's (``parent``) as well."""
+
+    FIELDS = ("requests", "sent", "cached", "failed", "completion_tokens")
+
+    def __init__(self, parent: GenerationStats | None = None) -> None:
+        self.parent = parent
+        self.requests = self.sent = self.cached = self.failed = self.completion_tokens = 0
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+        if self.parent is not None:
+            self.parent.add(**counts)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def _serial_lock(engine: Engine) -> threading.Lock:
+    """The lock that makes an engine without ``concurrent_generate`` take one call at a time."""
+    lock = engine.__dict__.get("_dualcurate_serial")
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = engine.__dict__.setdefault("_dualcurate_serial", threading.Lock())
+    return lock
 
 
 def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: SamplingParams,
                     cache: RequestCache | None, progress: Any = None,
-                    stats: GenerationStats | None = None) -> list[list[Completion]]:
+                    stats: GenerationStats | None = None, window: GenerationWindow | None = None,
+                    token: Hashable | None = None) -> list[list[Completion]]:
     """Generate through the request cache: only samples without a cached output are sent,
-    each result is committed to the cache as it arrives, failures are recorded (not cached)."""
+    each result is committed to the cache as it arrives, failures are recorded (not cached).
+
+    ``window`` (the streaming executor's) counts the samples handed to the engine and
+    answered, for the shard ``token``, so the executor knows when to admit the next shard.
+    May be called from several threads at once."""
     stats = stats if stats is not None else GenerationStats()
     if progress is not None:
         progress.expect(len(requests))  # progress counts requests on top of the stage's rows
@@ -213,6 +286,7 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
 
     pending: list[ChatRequest] = []
     where: list[tuple[int, list[int]]] = []  # pending i -> (request index, positions)
+    cached = 0
     for ri, (req, ks) in enumerate(zip(requests, keys, strict=True)):
         missing_pos = []
         for pos, key in enumerate(ks):
@@ -221,16 +295,22 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
                 results[ri][pos] = Completion(**hit, cached=True)
             else:
                 missing_pos.append(pos)
-        stats.requests += 1
-        stats.cached += len(ks) - len(missing_pos)
+        cached += len(ks) - len(missing_pos)
         if missing_pos:
             idx = req.indices()
             pending.append(ChatRequest(messages=req.messages, n=len(missing_pos),
                                        sample_indices=[idx[p] for p in missing_pos],
-                                       request_id=req.request_id))
+                                       request_id=req.request_id,
+                                       _seed_bases=req._seed_bases))
             where.append((ri, missing_pos))
+    stats.add(requests=len(requests), cached=cached)
     if progress is not None:
         progress.advance(len(requests) - len(pending), cached=True)
+    to_send = sum(len(p.indices()) for p in pending)
+    if window is not None and window.cancelled and pending:
+        raise GenerationCancelled(f"stage stopped; {to_send} samples not sent")
+    if window is not None:
+        window.submitted(token, to_send, engine.capacity() if pending else 0)
 
     lock = threading.Lock()
     reported: set[int] = set()
@@ -238,6 +318,7 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
     def on_result(pi: int, completions: list[Completion]) -> None:
         ri, positions = where[pi]
         to_cache = []
+        failed = tokens = 0
         with lock:
             if pi in reported:
                 return
@@ -246,24 +327,37 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
                 results[ri][pos] = comp
                 if comp.ok:
                     to_cache.append((keys[ri][pos], comp.to_cache()))
-                    stats.completion_tokens += comp.completion_tokens
+                    tokens += comp.completion_tokens
                 else:
-                    stats.failed += 1
+                    failed += 1
                     if cache is not None:
                         cache.record_failure(keys[ri][pos], comp.error or "unknown error")
-            stats.sent += len(positions)
+        stats.add(sent=len(positions), failed=failed, completion_tokens=tokens)
         if cache is not None and to_cache:
             cache.put_many(to_cache)
+        if window is not None:
+            window.answered(len(positions))
         if progress is not None:
             progress.advance(1, tokens=sum(c.completion_tokens for c in completions),
                              errors=sum(1 for c in completions if not c.ok))
 
     if pending:
-        returned = engine.generate(pending, sampling, on_result=on_result)
-        # Engines should report through on_result; accept a plain return value too.
-        for pi, completions in enumerate(returned or []):
-            if pi not in reported:
-                on_result(pi, completions)
+        try:
+            if engine.concurrent_generate:
+                returned = engine.generate(pending, sampling, on_result=on_result)
+            else:
+                with _serial_lock(engine):
+                    returned = engine.generate(pending, sampling, on_result=on_result)
+            # Engines should report through on_result; accept a plain return value too.
+            for pi, completions in enumerate(returned or []):
+                if pi not in reported:
+                    on_result(pi, completions)
+        finally:
+            if window is not None:  # what never came back no longer counts as in flight
+                with lock:
+                    unreported = sum(len(where[pi][1]) for pi in range(len(pending))
+                                     if pi not in reported)
+                window.answered(unreported)
     final: list[list[Completion]] = []
     for ri, row in enumerate(results):
         filled = []

@@ -25,7 +25,7 @@ from dualcurate.executors import kept
 from dualcurate.plugins import STAGE_KINDS, PluginHost
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.recipe import Recipe, StageSpec, format_validation
-from dualcurate.stages import DatasetStage, MapStage, Source, Stage
+from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
 from dualcurate.store import RunStore
 
 ProgressFactory = Callable[[str], StageProgress]
@@ -185,6 +185,7 @@ class Pipeline:
                                    seed=self.recipe.run.seed,
                                    progress=progress_factory(rs.name))
                 started = time.monotonic()
+                store.sweep_temporary(rs.name)  # what a killed run left half-written
                 try:
                     upstream = self._run_stage(rs, ctx, store, rec, upstream, rewritten)
                     ctx.progress.finish()
@@ -245,20 +246,19 @@ class Pipeline:
                 self.recipe.run.executor_options)
             retry = set(rec.get("retry_shards", [])) - set(todo)
             if todo:
-                stage.setup(ctx)
-                try:
-                    failed = ctx.stats.failed
-                    for shard in executor.run_shards(stage, ctx, store, upstream, todo):
-                        ctx.progress.advance(shard.rows_in)
-                        if ctx.stats.failed > failed:
-                            retry.add(shard.index)
-                        failed = ctx.stats.failed
-                        rec["retry_shards"] = sorted(retry)
-                    report = stage.finish(ctx)
-                    if report:
-                        rec["report"] = report
-                finally:
-                    stage.teardown()
+                job = MapJob(stage_cls=type(stage),
+                             stage_config=stage.config.model_dump(mode="python"),
+                             stage_name=rs.name, upstream=upstream, shards=todo,
+                             run_dir=str(store.root), cache=str(ctx.cache.path)
+                             if ctx.cache is not None else None, seed=self.recipe.run.seed)
+                for shard in executor.run_map(job, stage, ctx):
+                    ctx.progress.advance(shard.rows_in)
+                    if shard.failed:
+                        retry.add(shard.index)
+                    rec["retry_shards"] = sorted(retry)
+                report = stage.finish(ctx)
+                if report:
+                    rec["report"] = report
             rewritten.update(todo)
             rec["retry_shards"] = sorted(retry)
             rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 
 class StageProgress:
-    """Counts units done (rows or requests), tokens and errors; subclasses display them."""
+    """Counts units done (rows or requests), tokens and errors; subclasses display them.
+    Thread-safe: the shards in flight of a streaming stage report from their own threads."""
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
         self.total = 0
         self.done = 0
         self.tokens = 0
@@ -19,43 +22,49 @@ class StageProgress:
         self.started = time.monotonic()
 
     def start(self, total: int, unit: str = "rows") -> None:
-        self.total = total
-        self.unit = unit
-        self.done = 0
-        self.started = time.monotonic()
-        self._refresh()
+        with self._lock:
+            self.total = total
+            self.unit = unit
+            self.done = 0
+            self.started = time.monotonic()
+            self._refresh()
 
     def add_total(self, n: int) -> None:
-        self.total += n
-        self._refresh()
+        with self._lock:
+            self.total += n
+            self._refresh()
 
     def reserve(self, n: int) -> None:
         """Announce ``n`` requests before they are built (so done/total and the ETA cover them
         from the start); :meth:`expect` draws on the reservation, :meth:`release` returns
         what will not be sent."""
-        self.reserved += n
-        self.add_total(n)
+        with self._lock:
+            self.reserved += n
+            self.add_total(n)
 
     def expect(self, n: int) -> None:
         """``n`` requests are about to be generated (``generate_cached`` calls this): they
         come out of the reservation first; only those beyond it grow the total."""
-        taken = min(n, self.reserved)
-        self.reserved -= taken
-        self.add_total(n - taken)
+        with self._lock:
+            taken = min(n, self.reserved)
+            self.reserved -= taken
+            self.add_total(n - taken)
 
     def release(self, n: int) -> None:
         """``n`` reserved requests will not be sent."""
-        taken = min(n, self.reserved)
-        self.reserved -= taken
-        self.add_total(-taken)
+        with self._lock:
+            taken = min(n, self.reserved)
+            self.reserved -= taken
+            self.add_total(-taken)
 
     def advance(self, n: int = 1, tokens: int = 0, errors: int = 0, cached: bool = False) -> None:
-        self.done += n
-        self.tokens += tokens
-        self.errors += errors
-        if cached:
-            self.cached += n
-        self._refresh()
+        with self._lock:
+            self.done += n
+            self.tokens += tokens
+            self.errors += errors
+            if cached:
+                self.cached += n
+            self._refresh()
 
     def tokens_per_s(self) -> float:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -66,9 +75,10 @@ class StageProgress:
 
     def finish(self) -> None:
         """The stage is done: everything counted so far is complete."""
-        self.total = max(self.total, self.done)
-        self.done = self.total
-        self._refresh()
+        with self._lock:
+            self.total = max(self.total, self.done)
+            self.done = self.total
+            self._refresh()
 
     def stop(self) -> None:
         pass
@@ -93,9 +103,10 @@ class RichProgress(StageProgress):
                               errors=self.errors)
 
     def finish(self) -> None:
-        super().finish()
-        # a known total, even 0, so the bar shows complete and its clock stops
-        self._progress.update(self._task, total=self.total, completed=self.done)
+        with self._lock:
+            super().finish()
+            # a known total, even 0, so the bar shows complete and its clock stops
+            self._progress.update(self._task, total=self.total, completed=self.done)
 
     def stop(self) -> None:
         self._refresh()

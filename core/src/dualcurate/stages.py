@@ -97,7 +97,15 @@ class Source(Stage):
 
 
 class MapStage(Stage):
-    """A stage that maps one shard of rows to one shard of rows (same ids, added columns)."""
+    """A stage that maps one shard of rows to one shard of rows (same ids, added columns).
+
+    ``generates = True`` says that ``process`` asks engines for model output (through
+    ``ctx.generate``): the executor then streams, running several shards' ``process`` at once
+    in threads so the engine never waits for one shard's slowest request, so ``process`` must
+    be safe to call from several threads (keep per-shard state in locals). Stages that do
+    not generate get one shard at a time."""
+
+    generates: ClassVar[bool] = False
 
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
         raise NotImplementedError
@@ -192,23 +200,15 @@ class EfficacyJudge(DatasetStage):
     kind = "efficacy_judge"
 
 
-class Executor:
-    """Runs a map stage over shards. ``run_map`` gets the shard numbers still to do."""
-
-    name: ClassVar[str] = ""
-    Config: ClassVar[type[StageConfig]] = StageConfig
-
-    def __init__(self, config: StageConfig | dict[str, Any] | None = None):
-        self.config = self.Config(**(config or {})) if not isinstance(config, StageConfig) else config
-
-    def run_map(self, job: MapJob) -> Iterator[int]:
-        """Process every shard in ``job.shards``; yield each shard number once committed."""
-        raise NotImplementedError
-
-
 @dataclass
 class MapJob:
-    """Everything an executor needs to run one map stage: picklable, so Ray can ship it."""
+    """One map stage to run over shards: what an executor needs, and picklable (the stage's
+    class and config, not a set-up instance), so an executor can build the stage again in
+    another process or on another node.
+
+    ``shards``: the upstream shard numbers still to do, in the order to commit them.
+    ``run_dir``: the run store every worker reads and writes. ``cache``: the request cache
+    file. ``seed``: the run seed."""
 
     stage_cls: type[MapStage]
     stage_config: dict[str, Any]
@@ -216,7 +216,43 @@ class MapJob:
     upstream: str
     shards: list[int]
     run_dir: str
-    context_options: dict[str, Any] = field(default_factory=dict)
+    cache: str | None = None
+    seed: int = 0
+
+    def make_stage(self) -> MapStage:
+        return self.stage_cls(self.stage_cls.Config(**self.stage_config))
+
+
+@dataclass
+class ShardDone:
+    """A shard an executor committed: its input and output row counts and how many of its
+    model requests failed (the pipeline redoes such shards on the next run)."""
+
+    index: int
+    rows_in: int
+    rows_out: int
+    failed: int = 0
+
+
+class Executor:
+    """Runs a map stage over shards and commits them.
+
+    ``run_map(job, stage, ctx)`` gets the job, the stage instance built in this process (an
+    executor running shards here uses it; one running them elsewhere builds its own from the
+    job) and the stage's context on the driver. It sets the stage up wherever shards run,
+    writes every shard of ``job.shards`` to the run store (atomic rename, in ``job.shards``'
+    order), yields a :class:`ShardDone` for each as it is committed, and tears the stage down.
+    A kill at any point loses no committed shard; the pipeline reruns what is missing."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]] = StageConfig
+
+    def __init__(self, config: StageConfig | dict[str, Any] | None = None):
+        self.config = self.Config(**(config or {})) if not isinstance(config, StageConfig) else config
+
+    def run_map(self, job: MapJob, stage: MapStage, ctx: StageContext) -> Iterator[ShardDone]:
+        """Process and commit every shard in ``job.shards``; yield each once committed."""
+        raise NotImplementedError
 
 
 STAGE_KINDS: dict[str, type[Stage]] = {

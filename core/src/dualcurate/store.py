@@ -44,6 +44,8 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            _fsync_dir(path.parent)  # the rename itself survives a power loss
     except OSError as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -57,6 +59,20 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk, where the OS allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -164,12 +180,35 @@ class RunStore:
         return self.stage_dir(stage) / f"shard-{index:05d}.parquet"
 
     def write_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table) -> Path:
+        """Write and commit shard ``index`` of ``stage`` at once."""
+        return self.commit_staged(self.stage_shard(stage, index, rows), stage, index)
+
+    def stage_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table) -> Path:
+        """Write shard ``index`` of ``stage`` durably under a hidden name (``.tmp-staged-*``,
+        never read, swept on the next open), to be made visible by :meth:`commit_staged`.
+        The streaming executor stages shards as they finish, in any order, and commits them
+        in order; staged files left by a kill are swept and recomputed from the cache."""
         table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
         self.images.sync()  # the images a shard references are durable before it is
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        path = self.shard_path(stage, index)
+        path = self.stage_dir(stage) / f".tmp-staged-{index:05d}-{os.getpid()}.parquet"
         atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return path
+
+    def commit_staged(self, staged: Path, stage: str, index: int) -> Path:
+        """Make a staged shard visible as shard ``index`` (one atomic rename)."""
+        path = self.shard_path(stage, index)
+        try:
+            os.replace(staged, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StoreError(f"cannot commit {path} ({reason}); everything committed before "
+                             f"is kept: fix the directory, then rerun the same command to "
+                             f"resume") from exc
         return path
 
     def finished_shards(self, stage: str) -> list[int]:
@@ -181,11 +220,19 @@ class RunStore:
             m = SHARD_RE.match(entry.name)
             if m:
                 found.append(int(m.group(1)))
-            elif entry.name.startswith(".tmp-"):
-                # Left by a crash mid-write; never visible, safe to sweep.
+        return sorted(found)
+
+    def sweep_temporary(self, stage: str) -> None:
+        """Delete what a killed run left half-written or staged (``.tmp-*``) in a stage's
+        folder: never visible, so safe to drop. Only the process that runs the stage calls
+        this, before it writes: a reader must never sweep a writer's files."""
+        folder = self.stage_dir(stage)
+        if not folder.exists():
+            return
+        for entry in folder.iterdir():
+            if entry.name.startswith(".tmp-"):
                 with contextlib.suppress(OSError):
                     entry.unlink()
-        return sorted(found)
 
     def read_shard(self, stage: str, index: int) -> pa.Table:
         path = self.shard_path(stage, index)

@@ -121,6 +121,7 @@ class DifficultyFilter(Filter):
     Config = DifficultyConfig
     requires = ("id", "question", "answer")
     provides = ("pass_rate", "rollouts_used", "rollouts", "keep")
+    generates = True  # shards stream: process() keeps its state in locals
     version = "1"
 
     #: The rule verifier; None means ``dualcurate_verify.check``, loaded at setup. Tests and

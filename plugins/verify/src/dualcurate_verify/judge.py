@@ -145,6 +145,7 @@ class CompassJudge(RuleVerifier):
 
     name = "compass-judge"
     Config = CompassJudgeConfig
+    generates = True  # shards stream: process() keeps its state in locals
     version = "1"
 
     config: CompassJudgeConfig
