@@ -55,7 +55,7 @@ class TestOpenAIDistillerContract(DistillerContract):
 
 def test_traces_are_parsed_and_complete(server, stage_context):
     out = distil(server, stage_context, default_rows(3), samples_per_question=2)
-    assert server.count == 6
+    assert server.samples == 6
     for row in out:
         assert row["n_traces"] == 2
         assert [t["sample_index"] for t in row["traces"]] == [0, 1]
@@ -70,9 +70,9 @@ def test_traces_are_parsed_and_complete(server, stage_context):
 def test_rerun_sends_zero_requests(server, stage_context):
     rows = default_rows(4)
     first = distil(server, stage_context, rows, samples_per_question=3)
-    assert server.count == 12
+    assert server.samples == 12
     again = distil(server, stage_context, rows, samples_per_question=3)
-    assert server.count == 12
+    assert server.samples == 12
     assert again == first
 
 
@@ -81,7 +81,7 @@ def test_after_an_interruption_only_missing_requests_are_sent(server, stage_cont
     distil(server, stage_context, rows[:4], samples_per_question=2)  # "killed" after 4 rows
     server.reset()
     out = distil(server, stage_context, rows, samples_per_question=2)
-    assert server.count == 4
+    assert server.samples == 4
     sent = {m["content"][-1]["text"] for s in server.seen for m in s.body["messages"]}
     assert {r["question"] for r in rows[4:]} == {
         text.split("Question: ")[1] for text in sent}
@@ -248,12 +248,12 @@ engine_options = {{ model = "teacher", base_url = "{server.base_url}" }}
 """)
     first = run_cli("run", str(recipe), "--out", "out", "--set", "source.n=6")
     assert first.exit_code == 0, first.stderr
-    assert server.count == 12
+    assert server.samples == 12
     again = run_cli("run", str(recipe), "--out", "out")
     assert again.exit_code == 0, again.stderr
     fresh = run_cli("run", str(recipe), "--out", "out2", "--set",
                     f"run.cache=\"{first.cwd / 'out' / 'cache.sqlite'}\"")
     assert fresh.exit_code == 0, fresh.stderr
-    assert server.count == 12
+    assert server.samples == 12
     manifest = json.loads((first.cwd / "out2" / "manifest.json").read_text())
     assert manifest["status"] == "done"

@@ -52,27 +52,85 @@ class TestOpenAIEngineContract(EngineContract):
         return make(self.server)
 
 
-def test_sends_model_sampling_and_per_sample_seeds(server):
-    out = run(make(server), [ChatRequest(messages=[{"role": "user", "content": "q"}], n=3)],
-              SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12, seed=5, stop=["X"],
-                             extra={"top_k": 20}))
-    bodies = [s.body for s in server.seen]
-    assert len(bodies) == 3
-    assert {b["model"] for b in bodies} == {"scripted-model"}
-    assert all(b["temperature"] == 0.7 and b["top_p"] == 0.9 and b["max_tokens"] == 12
-               and b["stop"] == ["X"] and b["top_k"] == 20 for b in bodies)
-    seeds = sorted(b["seed"] for b in bodies)
-    assert seeds == sorted(SamplingParams(seed=5).seed_for(i) for i in range(3))
-    assert len(set(seeds)) == 3
-    # each completion belongs to its own sample: the scripted answer names the seed it got
+def test_sends_model_sampling_and_one_request_for_k_samples(server):
+    request = ChatRequest(messages=[{"role": "user", "content": "q"}], n=3)
+    sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12, seed=5, stop=["X"],
+                              extra={"top_k": 20})
+    out = run(make(server, n_per_request="always"), [request], sampling)
+    (body,) = [s.body for s in server.seen]
+    assert body["model"] == "scripted-model" and body["n"] == 3
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.9 and body["max_tokens"] == 12
+    assert body["stop"] == ["X"] and body["top_k"] == 20
+    assert body["seed"] == sampling.seed_for(0, request)
+    # sample i is drawn with seed + i, as vLLM does: the scripted answer names the seed it got
     assert [c.text.split("<answer>")[1].split("<")[0] for c in out[0]] == \
-           [str(SamplingParams(seed=5).seed_for(i)) for i in range(3)]
+           [str(sampling.seed_for(i, request)) for i in range(3)]
+
+
+@pytest.mark.parametrize("n_mode", ["native", "ignore", "reject"])
+def test_same_samples_whether_or_not_the_server_takes_n(n_mode):
+    """A server that ignores or refuses n gets one request per sample from then on; every
+    sample has the same seed, so the same text, either way."""
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}], n=3)
+                for i in range(4)]
+    sampling = SamplingParams(max_tokens=8, seed=9)
+    with ScriptedServer(n_mode=n_mode) as server:
+        out = run(make(server, max_concurrency=2, n_per_request="always"), requests, sampling)
+        assert server.samples == 12 if n_mode == "native" else server.samples >= 12
+        answered = sum(1 for s in server.seen if n_mode != "reject" or "n" not in s.body)
+    assert [[c.text.split("<answer>")[1].split("<")[0] for c in comps] for comps in out] == \
+           [[str(sampling.seed_for(i, r)) for i in range(3)] for r in requests]
+    if n_mode == "native":  # n = 3 split into n = 2 and n = 1: at most max_concurrency each
+        assert server.count == 8 and sorted(s.samples for s in server.seen) == [1] * 4 + [2] * 4
+    else:  # detected once: at most the requests in flight then were sent with n
+        assert answered >= 12 - 2
+
+
+def test_auto_sends_n_for_questions_with_images_and_singles_for_text(server, stage_context):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), "blue").save(buf, format="PNG")
+    digest = stage_context.images.put(buf.getvalue())
+    with_image = ChatRequest(messages=[{"role": "user", "content": [
+        {"type": "image", "image": digest}, {"type": "text", "text": "colour?"}]}], n=4)
+    text_only = ChatRequest(messages=[{"role": "user", "content": "q"}], n=4)
+    run(make(server), [with_image, text_only], SamplingParams(max_tokens=4, seed=2),
+        ctx=stage_context)
+    image_bodies = [s.body for s in server.seen if isinstance(s.body["messages"][0]["content"],
+                                                              list)]
+    assert [b.get("n") for b in image_bodies] == [4]  # the image is uploaded once
+    assert server.count == 1 + 4
+
+
+def test_seeds_differ_between_questions_and_follow_the_sample_index(server):
+    a = ChatRequest(messages=[{"role": "user", "content": "a"}], n=2)
+    b = ChatRequest(messages=[{"role": "user", "content": "b"}], n=2)
+    sampling = SamplingParams(seed=1)
+    assert sampling.seed_for(0, a) != sampling.seed_for(0, b)
+    assert sampling.seed_for(1, a) == sampling.seed_for(0, a) + 1
 
 
 def test_sample_indices_choose_the_seeds(server):
-    run(make(server), [ChatRequest(messages=[{"role": "user", "content": "q"}], n=2,
-                                   sample_indices=[4, 7])], SamplingParams(seed=1))
-    assert sorted(s.body["seed"] for s in server.seen) == [1 + 7919 * 4, 1 + 7919 * 7]
+    request = ChatRequest(messages=[{"role": "user", "content": "q"}], n=2,
+                          sample_indices=[4, 7])
+    run(make(server), [request], SamplingParams(seed=1))
+    sampling = SamplingParams(seed=1)
+    assert sorted(s.body["seed"] for s in server.seen) == [sampling.seed_for(4, request),
+                                                           sampling.seed_for(7, request)]
+    assert all("n" not in s.body for s in server.seen)  # 4 and 7 are not consecutive
+
+
+def test_samples_in_flight_never_exceed_max_concurrency():
+    """max_concurrency counts samples: a request for k holds k of them."""
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"q{i}"}], n=3)
+                for i in range(10)]
+    with ScriptedServer(lambda b, h, n: Reply(body=chat_response("<answer>1</answer>"),
+                                              delay=0.05)) as server:
+        run(make(server, max_concurrency=7, n_per_request="always"), requests,
+            SamplingParams(max_tokens=4, seed=0))
+        assert server.samples == 30
+        assert 3 <= server.max_in_flight <= 7
 
 
 def test_images_are_sent_as_data_urls_from_the_store(server, stage_context):

@@ -3,11 +3,24 @@
 or ``AsyncOpenAI`` on the SDK's aiohttp transport (``http_client = "openai-sdk"``); see
 :mod:`dualcurate_openai.transport` for why the default is the leaner one.
 
-One HTTP request per sample (each with its own seed, ``sampling.seed_for(i)``), at most
-``max_concurrency`` in flight: a fixed pool of workers pulls the next sample as soon as one
-finishes, so the server always has ``max_concurrency`` requests to work on. The event loop
-runs in a background thread started by ``setup``; ``generate`` is synchronous and calls
-``on_result`` as each request's samples are all in.
+A question with images gets one HTTP request for its k samples (``n = k``, seed
+``sampling.seed_for(first, request)``) where the server supports ``n`` (vLLM, SGLang, OpenAI:
+sample ``i`` of such a request is drawn with seed + i, exactly the seed a single request for
+sample ``i`` gets), so its images are encoded, serialised and uploaded once, not k times.
+Whether the server takes ``n`` is detected on the first ``n > 1`` request: a server that
+answers fewer choices, or refuses ``n``, gets one request per sample from then on, and what it
+did answer is kept. A text-only question gets one request per sample (``n_per_request =
+"auto"``): its prompt costs nothing to resend (the server's prefix cache shares it), and a
+request with ``n = k`` holds k of the ``max_concurrency`` slots until its slowest sample is
+done, so the server sees fewer samples at work (measured: benchmarks/distill_overhead.py).
+``"always"`` / ``"never"`` force either way; the samples are the same.
+
+At most ``max_concurrency`` samples are in flight (a request with ``n = k`` holds k), shared
+by every ``generate`` call in flight (the streaming executor runs several shards at once): a
+pool of workers takes the next request as soon as the samples it needs are free, so the
+server always has ``max_concurrency`` to work on. The event loop runs in a background thread
+started by ``setup``; ``generate`` is synchronous and calls ``on_result`` as each request's
+samples are all in.
 """
 
 from __future__ import annotations
@@ -18,8 +31,8 @@ import os
 import queue
 import re
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -64,10 +77,11 @@ class OpenAIEngineConfig(EngineConfig):
     backoff_max: float = Field(60.0, ge=0)
     token_limit_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     http_client: Literal["aiohttp", "openai-sdk"] = "aiohttp"
+    n_per_request: Literal["auto", "always", "never"] = "auto"
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset(
         {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_initial",
-         "backoff_max", "http_client"})
+         "backoff_max", "http_client", "n_per_request"})
 
     @field_validator("api_key_env")
     @classmethod
@@ -96,6 +110,55 @@ def data_url(data: bytes) -> str:
     return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+class SampleSlots:
+    """At most ``capacity`` samples in flight, taken by requests of several samples at once,
+    first come first served (a request for k never starves behind requests for 1, and two
+    requests never deadlock on half of what each needs). Use inside one event loop."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.free = capacity
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, n: int) -> None:
+        if not self._waiters and self.free >= n:
+            self.free -= n
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(n)  # granted as we were cancelled: give it back
+            else:
+                self._waiters.remove((n, future))
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        self.free += n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self.free:
+            n, future = self._waiters.popleft()
+            if future.cancelled():
+                continue
+            self.free -= n
+            future.set_result(None)
+
+
+class _Job:
+    """One HTTP request: ``count`` consecutive samples of request ``ri`` starting at list
+    position ``pos`` (sample index ``first``)."""
+
+    __slots__ = ("ri", "pos", "first", "count")
+
+    def __init__(self, ri: int, pos: int, first: int, count: int):
+        self.ri, self.pos, self.first, self.count = ri, pos, first, count
+
+
 class _Call:
     """One generate() call: its callback, the first error the callback raised, and an event
     set once every result of the call was reported."""
@@ -122,11 +185,16 @@ class OpenAIEngine(Engine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._transport: Any = None
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: SampleSlots | None = None
         self._reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._reporter: threading.Thread | None = None
         self._api_key: str | None = None
         self._images: OrderedDict[str, str] = OrderedDict()
+        # None: not known yet; decided by the first n > 1 request
+        self._n_supported: bool | None = False if self.config.n_per_request == "never" else None
+
+    def capacity(self) -> int:
+        return self.config.max_concurrency
 
     def base_url(self) -> str:
         return (self.config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API).rstrip("/")
@@ -158,8 +226,8 @@ class OpenAIEngine(Engine):
         self._reporter.start()
 
     async def _make_transport(self) -> Any:
-        # One limit for every generate() call in flight (a distiller may overlap several).
-        self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        # One limit for every generate() call in flight (shards in flight share the engine).
+        self._slots = SampleSlots(self.config.max_concurrency)
         cls = TRANSPORTS[self.config.http_client]
         return cls(self.base_url(), self._api_key, self.config.timeout,
                    self.config.max_concurrency + 8)
@@ -230,27 +298,62 @@ class OpenAIEngine(Engine):
                 except BaseException as exc:  # raised in generate(), in the caller's thread
                     call.error = exc
 
+    def _jobs(self, ri: int, request: ChatRequest) -> Iterator[_Job]:
+        """The HTTP requests for one request's samples: runs of consecutive sample indices
+        (their seeds are consecutive too), each at most ``max_concurrency`` samples, or one
+        request per sample where the server does not take ``n``."""
+        indices = request.indices()
+        single = self._n_supported is False or (
+            self.config.n_per_request == "auto" and not request.image_hashes())
+        limit = 1 if single else self.config.max_concurrency
+        pos = 0
+        while pos < len(indices):
+            count = 1
+            while (count < limit and pos + count < len(indices)
+                   and indices[pos + count] == indices[pos] + count):
+                count += 1
+            yield _Job(ri, pos, indices[pos], count)
+            pos += count
+
     async def _generate(self, requests: list[ChatRequest], sampling: SamplingParams,
                         call: _Call) -> list[list[Completion]]:
         results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
         remaining = [len(r.indices()) for r in requests]
         converted: dict[int, list[dict[str, Any]]] = {}
-        jobs = ((ri, pos, idx) for ri, r in enumerate(requests)
-                for pos, idx in enumerate(r.indices()))
+        jobs = (job for ri, r in enumerate(requests) for job in self._jobs(ri, r))
+        again: deque[_Job] = deque()  # samples a server without n support did not answer
         base = self._base_kwargs(sampling)
-        assert self._slots is not None
+        slots = self._slots
+        assert slots is not None
+
+        def next_job() -> _Job | None:
+            return again.popleft() if again else next(jobs, None)
 
         async def worker() -> None:
-            for ri, pos, idx in jobs:  # one shared iterator: a free worker takes the next job
+            while (job := next_job()) is not None:  # a free worker takes the next job
                 if call.error is not None:  # the caller cannot take results: stop sending
                     return
+                ri = job.ri
                 messages = converted.get(ri)
-                if messages is None:
+                if messages is None:  # images encoded once per question
                     messages = converted[ri] = self._convert(requests[ri].messages)
-                async with self._slots:
-                    results[ri][pos] = await self._complete(messages, base,
-                                                            sampling.seed_for(idx))
-                remaining[ri] -= 1
+                await slots.acquire(job.count)
+                try:
+                    answered = await self._complete(
+                        messages, base, sampling.seed_for(job.first, requests[ri]), job.count)
+                finally:
+                    slots.release(job.count)
+                if len(answered) < job.count and answered and answered[0].ok:
+                    # the server ignored n: keep the first sample, ask for the rest singly
+                    self._n_supported = False
+                    again.extend(_Job(ri, job.pos + i, job.first + i, 1)
+                                 for i in range(1, job.count))
+                    answered = answered[:1]
+                elif job.count > 1 and answered and answered[0].ok:
+                    self._n_supported = True
+                for i, completion in enumerate(answered):
+                    results[ri][job.pos + i] = completion
+                remaining[ri] -= len(answered)
                 if remaining[ri] == 0:
                     del converted[ri]
                     if call.on_result is not None:
@@ -293,19 +396,28 @@ class OpenAIEngine(Engine):
         return url
 
     async def _complete(self, messages: list[dict[str, Any]], base: dict[str, Any],
-                        seed: int | None) -> Completion:
+                        seed: int | None, n: int = 1) -> list[Completion]:
+        """``n`` samples of one request (fewer when the server ignores ``n``); a failure is
+        ``n`` error completions. A server that refuses ``n`` (400) is asked again singly."""
         body = dict(base, messages=messages)
         if seed is not None:
             body["seed"] = seed
+        if n > 1:
+            body["n"] = n
         cfg = self.config
         attempt = 0
         while True:
             retry_after: float | None = None
             try:
-                return self._completion(await self._transport.post(body))
+                return self._completions(await self._transport.post(body), n)
             except HTTPStatusError as exc:
+                if n > 1 and exc.status in (400, 422) and self._n_supported is not True:
+                    self._n_supported = False  # refuses n: the first sample alone, then singly
+                    body.pop("n")
+                    n = 1
+                    continue
                 if not is_retryable_status(exc.status):
-                    return Completion(error=self._error(str(exc), attempt))
+                    return [Completion(error=self._error(str(exc), attempt))] * n
                 retry_after = parse_retry_after(exc.headers)
                 error = str(exc)
             except RequestTimeout:
@@ -313,9 +425,9 @@ class OpenAIEngine(Engine):
             except ConnectError as exc:
                 error = f"connection error: {exc}"
             except (ValueError, KeyError, TypeError) as exc:  # an answer that is not JSON
-                return Completion(error=self._error(f"{type(exc).__name__}: {exc}", attempt))
+                return [Completion(error=self._error(f"{type(exc).__name__}: {exc}", attempt))] * n
             if attempt >= cfg.max_retries:
-                return Completion(error=self._error(error, attempt))
+                return [Completion(error=self._error(error, attempt))] * n
             await asyncio.sleep(backoff_delay(attempt, retry_after, cfg.backoff_initial,
                                               cfg.backoff_max))
             attempt += 1
@@ -325,19 +437,31 @@ class OpenAIEngine(Engine):
                 f"{f' (after {retries} retries)' if retries else ''}")
         return redact(text, self._api_key)
 
-    @staticmethod
-    def _completion(response: Any) -> Completion:
-        """A Completion from a chat.completion JSON object."""
+    @classmethod
+    def _completions(cls, response: Any, n: int) -> list[Completion]:
+        """The completions of a chat.completion JSON object, by choice index (at most ``n``;
+        fewer when the server ignored ``n``)."""
         if not isinstance(response, dict) or not response.get("choices"):
-            return Completion(error=f"server returned no choices: {str(response)[:200]}")
-        choice = response["choices"][0]
+            return [Completion(error=f"server returned no choices: {str(response)[:200]}")] * n
+        choices = sorted(response["choices"], key=lambda c: c.get("index") or 0)[:n]
+        usage = response.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        total = int(usage.get("completion_tokens") or 0)
+        out = [cls._completion(choice, prompt_tokens) for choice in choices]
+        if len(out) == 1:
+            out[0].completion_tokens = total
+        else:  # usage is per request: share it out where the server gives no per-choice count
+            for comp in out:
+                comp.completion_tokens = max(total // len(out), 1) if total else 0
+        return out
+
+    @staticmethod
+    def _completion(choice: dict[str, Any], prompt_tokens: int) -> Completion:
         message = choice.get("message") or {}
         text = message.get("content") or ""
         # Servers with a reasoning parser (vLLM, SGLang) split the think block off.
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if reasoning and "</think>" not in text:
             text = f"<think>{reasoning}</think>{text}"
-        usage = response.get("usage") or {}
         return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
-                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0))
+                          prompt_tokens=prompt_tokens)
