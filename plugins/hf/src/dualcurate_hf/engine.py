@@ -1,21 +1,52 @@
-"""The ``hf`` engine: transformers models in this process, batched.
+"""The ``hf`` engine: transformers models in this process, batched across ``generate`` calls.
 
 Loads once per worker in ``setup``: a vision-language model (its config maps to
 ``AutoModelForImageTextToText``, or has a ``vision_config``) with ``AutoProcessor``, otherwise
-``AutoModelForCausalLM`` with ``AutoTokenizer``. ``generate`` expands every request into one
-row per sample, sorts rows by prompt length (less padding), and runs ``batch_size`` rows at a
-time with left padding. torch and transformers are imported only in ``setup``.
+``AutoModelForCausalLM`` with ``AutoTokenizer``. torch and transformers are imported only in
+``setup``.
 
-Seeds: each batch is seeded from ``sampling.seed`` and the batch's (prompt, sample index)
-pairs, so a fixed seed reproduces the same outputs for the same requests and batch size, and
-k samples of one prompt differ.
+One worker thread owns the model (torch does not run concurrent ``generate`` calls on one model
+safely). ``generate`` may be called from several threads at once (``concurrent_generate``):
+each call renders its chat prompts, expands every request into one row per sample, queues the
+rows and blocks until its own rows are done. The worker forms every batch of up to
+``batch_size`` rows from whatever is queued, whichever call the rows came from, so a batch is
+not cut short at a call boundary while other calls have rows waiting. Rows in one batch share
+their sampling settings (rows are grouped by the canonical JSON of their ``SamplingParams``).
+A batch starts from the oldest queued row and is filled with the rows of its group whose
+prompt lengths are closest to it (less padding); always taking the oldest row bounds how long
+any row waits. Images are decoded to PIL when their row is batched, not when it is queued.
+``on_result(i, completions)`` is called once per request, as soon as its last sample is done,
+on the calling thread (the worker goes on with the next batch meanwhile).
+
+An exception while generating a batch becomes ``Completion(error=...)`` for that batch's rows
+(an image that cannot be read fails only its own row); the worker goes on. ``close()`` stops
+the worker (a batch in progress stops at its next token) and makes every ``generate`` call
+still waiting raise ``DualcurateError``.
+
+Seeds: sample ``i`` of request ``r`` has seed ``sampling.seed_for(i, r)``. transformers samples
+a whole batch from torch's one global generator, so per-sample seeds can only be exact for a
+batch of one row: such a batch is seeded with its row's own seed, and with ``batch_size = 1``
+every sample's text depends only on its prompt, the sampling settings and its seed, never on
+what else was cached, requested or batched with it. A batch of several rows is seeded with a
+hash of its rows' seeds (in queue order): it reproduces when the same rows form the same batch
+(the same requests in one call to an idle engine, same ``batch_size``), but a sample may come
+out differently when it is batched with other rows (other cached samples, overlapping calls).
+Sampling batches hold a process-wide lock around seeding and generation, so two ``hf`` engines
+in one process do not draw from each other's random stream.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import heapq
 import io
+import itertools
+import queue
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -38,6 +69,13 @@ if TYPE_CHECKING:
 #: ``sampling.extra`` keys passed on to ``model.generate``.
 GENERATE_EXTRA = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "typical_p")
 
+#: torch samples from one global generator per device: seeding it and generating must not
+#: interleave with another engine's sampling in this process.
+_RNG_LOCK = threading.Lock()
+_NO_LOCK = contextlib.nullcontext()
+#: Put on a call's queue by ``close()``: the call raises instead of waiting.
+_CLOSED = object()
+
 
 class HFEngineConfig(LocalModelConfig):
     """``model``: local directory or hub id; ``revision``: branch, tag or commit;
@@ -51,6 +89,63 @@ class HFEngineConfig(LocalModelConfig):
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "batch_size"})
 
 
+@dataclass(eq=False)
+class _Call:
+    """One ``generate`` call: its requests, their rendered prompts (text, image hashes), the
+    results filled in by the worker, and the queue on which the worker reports each request
+    whose samples are all done."""
+
+    requests: Sequence[ChatRequest]
+    sampling: SamplingParams
+    prompts: list[tuple[str, list[str]]]
+    results: list[list[Completion]]
+    remaining: list[int]
+    finished: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class _Row:
+    """One sample of one request of one call, waiting for a batch."""
+
+    call: _Call
+    request: int  # index in call.requests
+    pos: int  # index in call.results[request]
+    sample: int  # sample index (seed_for)
+    group: str  # canonical JSON of the sampling settings: only equal groups share a batch
+    length: int  # rendered prompt length in characters, to batch similar lengths
+    seed: int | None
+    seq: int = 0  # queue order
+
+
+@functools.cache
+def _stop_criterion_class() -> type:
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopOnClose(StoppingCriteria):
+        """Ends a batch in progress once the engine is closing."""
+
+        def __init__(self, stop: threading.Event):
+            self.stop = stop
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), self.stop.is_set(), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StopOnClose
+
+
+def batch_seed(seeds: Sequence[int | None]) -> int | None:
+    """The torch seed of a batch: its row's own seed for one row, else a hash of the rows'
+    seeds (in batch order); None when the sampling has no seed."""
+    if not seeds or any(s is None for s in seeds):
+        return None
+    if len(seeds) == 1:
+        return seeds[0]
+    digest = hashlib.sha256(canonical_json(list(seeds)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)
+
 
 class HFEngine(Engine):
     """Generates with a transformers model loaded in this process."""
@@ -58,6 +153,8 @@ class HFEngine(Engine):
     name = "hf"
     Config = HFEngineConfig
     config: HFEngineConfig
+    #: generate() may be called from several threads at once; their rows share the batches.
+    concurrent_generate: ClassVar[bool] = True
 
     def __init__(self, config: HFEngineConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -66,12 +163,22 @@ class HFEngine(Engine):
         self.tokenizer: Any = None
         self.is_vlm = False
         self.device: Any = None
+        self._load_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: list[_Row] = []  # in queue order (seq)
+        self._calls: set[_Call] = set()  # calls waiting for their rows
+        self._seq = itertools.count()
+        self._worker: threading.Thread | None = None
+        self._stop: threading.Event | None = None  # the running worker's stop signal
 
     # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
-        if self.model is not None:
-            return
+        with self._load_lock:  # two threads' first generate() must not load the model twice
+            if self.model is None:
+                self._load()
+
+    def _load(self) -> None:
         import torch
         from transformers import (
             AutoConfig,
@@ -102,8 +209,8 @@ class HFEngine(Engine):
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         model_cls = AutoModelForImageTextToText if self.is_vlm else AutoModelForCausalLM
-        self.model = model_cls.from_pretrained(cfg.model, dtype=getattr(torch, dtype), **common)
-        self.model.to(self.device).eval()
+        model = model_cls.from_pretrained(cfg.model, dtype=getattr(torch, dtype), **common)
+        model.to(self.device).eval()
         if self.is_vlm:
             self.processor = AutoProcessor.from_pretrained(cfg.model, **common)
             self.tokenizer = self.processor.tokenizer
@@ -113,8 +220,24 @@ class HFEngine(Engine):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = model  # last: generate() takes a model that is set as fully loaded
 
     def close(self) -> None:
+        """Stop the worker (a batch in progress ends at its next token), make every
+        ``generate`` call still waiting raise, and release the model."""
+        with self._cond:
+            worker, stop = self._worker, self._stop
+            self._worker = self._stop = None
+            if stop is not None:
+                stop.set()
+            calls, self._calls = self._calls, set()
+            self._queue = []
+            for call in calls:
+                call.cancelled = True
+                call.finished.put(_CLOSED)
+            self._cond.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
         if self.model is None:
             return
         self.model = self.processor = self.tokenizer = None
@@ -127,11 +250,9 @@ class HFEngine(Engine):
             torch.cuda.empty_cache()
 
     # prompts --------------------------------------------------------------------------------
-    def _prompt(self, request: ChatRequest, template_kwargs: dict[str, Any]) -> tuple[str, list]:
-        """The rendered chat prompt of one request and its images (PIL, in order)."""
-        from PIL import Image
-
-        images = []
+    def _render(self, request: ChatRequest, template_kwargs: dict[str, Any]) -> tuple[str, list[str]]:
+        """The rendered chat prompt of one request and its images' hashes (in order)."""
+        hashes = []
         messages = []
         for msg in request.messages:
             content = msg.get("content")
@@ -148,8 +269,7 @@ class HFEngine(Engine):
                         if self.resolve_image is None:
                             raise DualcurateError("engine hf: a request has an image but no "
                                                   "image store was given; call setup(ctx)")
-                        data = self.resolve_image(part["image"])
-                        images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                        hashes.append(part["image"])
                         parts.append({"type": "image"})
                     else:
                         parts.append(part)
@@ -159,35 +279,163 @@ class HFEngine(Engine):
             messages.append(msg)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=False, **template_kwargs)
-        return text, images
+        return text, hashes
+
+    def _decode_images(self, hashes: list[str]) -> list[Any]:
+        from PIL import Image
+
+        return [Image.open(io.BytesIO(self.image_bytes(h))).convert("RGB") for h in hashes]
 
     # generation -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
                  on_result: OnResult | None = None) -> list[list[Completion]]:
+        if not requests:
+            return []
         if self.model is None:
             self.setup()
         template_kwargs = dict(sampling.extra.get("chat_template_kwargs") or {})
-        prompts = [self._prompt(r, template_kwargs) for r in requests]
-        results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
-        remaining = [len(r.indices()) for r in requests]
-        rows = [(ri, pos, idx) for ri, r in enumerate(requests)
-                for pos, idx in enumerate(r.indices())]
-        rows.sort(key=lambda row: len(prompts[row[0]][0]))
-        size = self.config.batch_size
-        for start in range(0, len(rows), size):
-            batch = rows[start:start + size]
-            completions = self._generate_batch([prompts[ri] for ri, _, _ in batch],
-                                               [requests[ri].messages for ri, _, _ in batch],
-                                               [idx for _, _, idx in batch], sampling)
-            for (ri, pos, _), comp in zip(batch, completions, strict=True):
-                results[ri][pos] = comp
-                remaining[ri] -= 1
-                if remaining[ri] == 0 and on_result is not None:
-                    on_result(ri, results[ri])
-        return results
+        prompts = [self._render(r, template_kwargs) for r in requests]
+        call = _Call(requests=requests, sampling=sampling, prompts=prompts,
+                     results=[[Completion()] * len(r.indices()) for r in requests],
+                     remaining=[len(r.indices()) for r in requests])
+        group = canonical_json(sampling.model_dump(mode="json"))
+        rows = [_Row(call, ri, pos, idx, group, len(prompts[ri][0]), sampling.seed_for(idx, r))
+                for ri, r in enumerate(requests) for pos, idx in enumerate(r.indices())]
+        for ri, count in enumerate(call.remaining):
+            if count == 0:  # a request for no samples is done already
+                call.finished.put(ri)
+        with self._cond:
+            for row in rows:
+                row.seq = next(self._seq)
+            self._queue.extend(rows)
+            self._calls.add(call)
+            self._start_worker()
+            self._cond.notify()
+        done = 0
+        try:
+            while done < len(requests):
+                item = call.finished.get()
+                if item is _CLOSED:
+                    raise DualcurateError(
+                        f"engine hf: the engine was closed while generate() waited for "
+                        f"{len(requests) - done} of its {len(requests)} requests")
+                done += 1
+                if on_result is not None:
+                    on_result(item, call.results[item])
+        finally:
+            with self._cond:  # done, failed or interrupted: its rows leave the queue
+                self._calls.discard(call)
+                if done < len(requests):
+                    call.cancelled = True
+                    self._queue = [r for r in self._queue if r.call is not call]
+        return call.results
 
-    def _generate_batch(self, prompts: list[tuple[str, list]], messages: list[Any],
-                        indices: list[int], sampling: SamplingParams) -> list[Completion]:
+    def _start_worker(self) -> None:
+        """Start the worker thread unless it runs (called holding ``_cond``)."""
+        if self._worker is not None and self._worker.is_alive():
+            return
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, args=(self._stop,), daemon=True,
+                                        name=f"dualcurate-hf-{self.config.model}")
+        self._worker.start()
+
+    def _work(self, stop: threading.Event) -> None:
+        """The worker: take a batch from the queue, generate it, report its rows; repeat."""
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not stop.is_set():
+                        self._cond.wait()
+                    if stop.is_set():
+                        return
+                    batch = self._take_batch()
+                completions = self._run_rows(batch, stop)
+                if stop.is_set():
+                    return
+                for row, comp in zip(batch, completions, strict=True):
+                    call = row.call
+                    if call.cancelled:
+                        continue
+                    call.results[row.request][row.pos] = comp
+                    call.remaining[row.request] -= 1
+                    if call.remaining[row.request] == 0:
+                        call.finished.put(row.request)
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            with self._cond:
+                if self._stop is stop:
+                    self._worker = self._stop = None
+                calls, self._calls = self._calls, set()
+                self._queue = []
+            for call in calls:
+                call.cancelled = True
+                call.finished.put(_CLOSED)
+            raise DualcurateError(f"engine hf: worker failed: {exc}") from exc
+
+    def _take_batch(self) -> list[_Row]:
+        """Up to ``batch_size`` queued rows that share sampling settings (called holding
+        ``_cond``, with rows queued). The oldest row always goes in, so no row waits longer
+        than the rows queued before it take; the others are the rows of its group whose
+        prompt lengths are closest to its own (less padding), older first on ties. Plain FIFO
+        would pad a short prompt to a long one whenever calls interleave; sorting all queued
+        rows by length would starve long prompts while short ones keep arriving."""
+        size = self.config.batch_size
+        first = self._queue[0]
+        if size == 1:
+            self._queue.pop(0)
+            return [first]
+        same = [r for r in itertools.islice(self._queue, 1, None) if r.group == first.group]
+        if len(same) >= size:
+            same = heapq.nsmallest(size - 1, same,
+                                   key=lambda r: (abs(r.length - first.length), r.seq))
+        batch = sorted([first, *same], key=lambda r: r.seq)
+        taken = {id(r) for r in batch}
+        self._queue = [r for r in self._queue if id(r) not in taken]
+        return batch
+
+    def _run_rows(self, batch: list[_Row], stop: threading.Event | None = None) -> list[Completion]:
+        """Completions of a batch of rows: images decoded now (a row whose images cannot be
+        read fails alone), then one ``_generate_batch``; an exception there fails the batch's
+        rows, never the worker."""
+        out: list[Completion | None] = [None] * len(batch)
+        prompts: list[tuple[str, list]] = []
+        ready: list[int] = []
+        for i, row in enumerate(batch):
+            text, hashes = row.call.prompts[row.request]
+            try:
+                prompts.append((text, self._decode_images(hashes) if hashes else []))
+                ready.append(i)
+            except Exception as exc:
+                request = row.call.requests[row.request]
+                out[i] = Completion(error=f"engine hf: cannot read the images of request "
+                                          f"{request.request_id or row.request}: "
+                                          f"{type(exc).__name__}: {exc}")
+        if ready:
+            sampling = batch[0].call.sampling
+            seed = batch_seed([batch[i].seed for i in ready])
+            try:
+                comps = self._generate_batch(prompts, sampling, seed, stop)
+            except Exception as exc:
+                self._after_failure()
+                comps = [Completion(error=f"engine hf: a batch of {len(ready)} rows failed: "
+                                          f"{type(exc).__name__}: {exc}")] * len(ready)
+            for i, comp in zip(ready, comps, strict=True):
+                out[i] = comp
+        return [c if c is not None else Completion(error="engine hf: no result") for c in out]
+
+    def _after_failure(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # after an out-of-memory error the next batch may fit
+        except Exception:
+            pass
+
+    def _generate_batch(self, prompts: list[tuple[str, list]], sampling: SamplingParams,
+                        seed: int | None = None,
+                        stop: threading.Event | None = None) -> list[Completion]:
+        """Generate one batch: ``prompts`` are (rendered text, PIL images) pairs, ``seed``
+        seeds torch first (see the module docstring)."""
         import torch
 
         texts = [p[0] for p in prompts]
@@ -201,7 +449,8 @@ class HFEngine(Engine):
         enc = enc.to(self.device)
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens,
                                   "pad_token_id": self.tokenizer.pad_token_id}
-        if sampling.temperature > 0:
+        sample = sampling.temperature > 0
+        if sample:
             kwargs.update(do_sample=True, temperature=sampling.temperature,
                           top_p=sampling.top_p)
         else:
@@ -209,10 +458,13 @@ class HFEngine(Engine):
         kwargs.update({k: v for k, v in sampling.extra.items() if k in GENERATE_EXTRA})
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
-        if sampling.seed is not None:
-            digest = hashlib.sha256(canonical_json([sampling.seed, messages, indices]).encode())
-            torch.manual_seed(int.from_bytes(digest.digest()[:8], "little") % (2**63))
-        with torch.inference_mode():
+        if stop is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criterion_class()(stop)])
+        with _RNG_LOCK if sample else _NO_LOCK, torch.inference_mode():
+            if sample and seed is not None:
+                torch.manual_seed(seed)
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
@@ -227,8 +479,8 @@ class HFEngine(Engine):
                     used = used[:-1]
             text = self.tokenizer.decode(used, skip_special_tokens=True)
             stopped = end is not None
-            for stop in sampling.stop or []:
-                cut = text.find(stop)
+            for stop_text in sampling.stop or []:
+                cut = text.find(stop_text)
                 if cut >= 0:
                     text, stopped = text[:cut], True
             finish = "stop" if stopped or len(used) < sampling.max_tokens else "length"
