@@ -153,7 +153,7 @@ class _Job:
     """One HTTP request: ``count`` consecutive samples of request ``ri`` starting at list
     position ``pos`` (sample index ``first``)."""
 
-    __slots__ = ("ri", "pos", "first", "count")
+    __slots__ = ("count", "first", "pos", "ri")
 
     def __init__(self, ri: int, pos: int, first: int, count: int):
         self.ri, self.pos, self.first, self.count = ri, pos, first, count
