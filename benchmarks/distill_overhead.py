@@ -1,28 +1,36 @@
-"""How much the openai-distill path costs on top of a bare HTTP client, and what a rerun costs.
+"""What the openai-distill stage delivers against a bare HTTP client, at the default shard size.
 
-A loopback OpenAI-compatible server (another process) answers every request after a latency
-drawn from a log-normal distribution (median 0.5 s, sigma 0.5), with unlimited parallelism.
-The draw is seeded by the prompt, so both clients see the same latency for the same request.
-In one run:
+A loopback OpenAI-compatible server (another process) answers every sample after a latency
+drawn from a log-normal distribution (median 0.5 s, sigma 0.5 or 1.0), seeded by the prompt
+and the sample's seed, with unlimited parallelism. For each cell of the matrix
+k (samples per question) ∈ {1, 8} × sigma ∈ {0.5, 1.0}, in one run:
 
-1. bare: an aiohttp client sending the same 5,000 chat requests, keeping exactly C=256 in
-   flight (C workers, each sends its next request the moment one returns);
-2. framework: the same 5,000 questions as a source stage, then ``openai-distill`` with
+1. bare: an aiohttp client sending the same chat requests (one per sample, the framework's
+   bodies and seeds), keeping exactly C=256 in flight (C workers, each sends its next
+   request the moment one returns);
+2. framework: the questions as a source stage, then ``openai-distill`` with
    ``max_concurrency = C`` through the real pipeline (recipe validation, request cache,
-   Parquet shards, manifest), one shard holding every row;
+   Parquet shards, manifest) at the default ``[run] shard_size`` and every other option at
+   its default: many shards, so every shard boundary is on the path.
+
+Per cell: throughput ratio framework/bare (wall time of bare / wall time of framework), the
+time-averaged number of samples in flight while samples remained to be sent as a fraction of
+C, and the framework's CPU ms per sample (whole process: every thread).
+
+Then, for k=1, sigma=0.5:
+
 3. rerun: the finished distill stage again into a fresh run directory sharing the request
-   cache (every request answered from the cache): its time as a fraction of (2) and the
-   requests the server saw; also the same command on the same run directory, where the
-   pipeline skips the finished stage.
+   cache: its time as a fraction of (2) and the requests the server saw;
+4. kill: the same stage in a child process, SIGKILLed once 40 % of the samples were
+   answered; then the same command again on the same run directory. ``resent_after_kill`` is
+   how many samples the server saw twice (sent before the kill and again after it: what was
+   in flight, at most C), and the rows must equal an uninterrupted run's, id for id.
 
-Printed: throughput ratio framework/bare (target >= 0.95), the time-averaged number of
-requests in flight while requests remained to be sent, as a fraction of C (target >= 0.95;
-the drain after the last send is excluded: no client can keep C in flight then; the
-whole-run averages are printed too), the framework's CPU ms per request (whole process: main
-thread and the engine's event-loop thread; target <= 1.5) and the rerun figures (targets
-<= 0.05 and 0). Last line: one JSON object.
+Targets: throughput_ratio and in_flight_ratio >= 0.95 (minimum over the matrix),
+cpu_ms_per_req <= 1.0 (maximum), rerun_fraction <= 0.05, rerun_requests == 0,
+resent_after_kill <= C. Last line: one JSON object.
 
-Run: .venv/bin/python benchmarks/distill_overhead.py [--requests N] [--concurrency C]
+Run: .venv/bin/python benchmarks/distill_overhead.py [--questions N] [--concurrency C]
 """
 
 from __future__ import annotations
@@ -33,75 +41,107 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-MEDIAN, SIGMA = 0.5, 0.5
-MARKS: list[tuple[float, float]] = []  # (start, end) of each framework run, time.monotonic
+MEDIAN = 0.5
 ANSWER = "<think>The sum of the two numbers is computed digit by digit.</think> <answer>4</answer>"
 
 
-def latency_for(text: str) -> float:
-    """A log-normal latency (median 0.5 s, sigma 0.5) drawn deterministically from the prompt."""
-    u = (int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") + 0.5) / 2**64
-    return MEDIAN * math.exp(SIGMA * NormalDist().inv_cdf(u))
+def latency_for(key: str, sigma: float) -> float:
+    """A log-normal latency (median 0.5 s) drawn deterministically from ``key``."""
+    u = (int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") + 0.5) / 2**64
+    return MEDIAN * math.exp(sigma * NormalDist().inv_cdf(u))
 
 
-def lognormal_handler(body: dict[str, Any], headers: dict[str, str], number: int) -> Any:
-    from dualcurate_openai.testing import Reply, chat_response
+class LognormalHandler:
+    """Answers each sample after its own latency, drawn from its prompt and seed."""
 
-    content = body["messages"][-1]["content"]
-    text = content if isinstance(content, str) else content[-1]["text"]
-    return Reply(body=chat_response(ANSWER, model=body.get("model", ""), completion_tokens=20),
-                 delay=latency_for(text))
+    def __init__(self, sigma: float):
+        self.sigma = sigma
+
+    def __call__(self, body: dict[str, Any], headers: dict[str, str], number: int) -> Any:
+        from dualcurate_openai.testing import Reply, chat_response
+
+        content = body["messages"][-1]["content"]
+        text = content if isinstance(content, str) else content[-1]["text"]
+        return Reply(body=chat_response(f"{ANSWER} seed {body.get('seed')}",
+                                        model=body.get("model", ""), completion_tokens=20),
+                     delay=latency_for(f"{text}|{body.get('seed')}", self.sigma))
 
 
-def start_server() -> tuple[multiprocessing.Process, str]:
-    from dualcurate_openai.testing import serve_forever
+def serve(sigma: float, ready: Any) -> None:
+    from dualcurate_openai.testing import ScriptedServer
 
+    server = ScriptedServer(LognormalHandler(sigma), record_bodies=True).start(0)
+    ready.put(server.port)
+    while True:
+        time.sleep(3600)
+
+
+def start_server(sigma: float) -> tuple[multiprocessing.Process, str]:
     mp = multiprocessing.get_context("spawn")
     ready = mp.Queue()
-    proc = mp.Process(target=serve_forever, args=(lognormal_handler, 0, ready), daemon=True)
+    proc = mp.Process(target=serve, args=(sigma, ready), daemon=True)
     proc.start()
-    port = ready.get(timeout=60)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{ready.get(timeout=60)}"
 
 
-def server_stats(root: str, reset: bool = False) -> dict[str, Any]:
-    import urllib.request
+def server_stats(root: str, query: str = "") -> dict[str, Any]:
+    return json.loads(urllib.request.urlopen(f"{root}/stats{query}").read())
 
-    if reset:
-        urllib.request.urlopen(urllib.request.Request(f"{root}/reset", method="POST")).read()
-        return {}
-    return json.loads(urllib.request.urlopen(f"{root}/stats").read())
+
+def server_reset(root: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{root}/reset", method="POST")).read()
 
 
 def in_flight(spans: list[list[float]], start: float, end: float) -> float:
-    """Time-averaged number of spans open within [start, end]."""
+    """Time-averaged number of samples in flight within [start, end]."""
     if end <= start:
         return 0.0
-    covered = sum(max(0.0, min(e, end) - max(s, start)) for s, e in spans)
+    covered = sum(n * max(0.0, min(e, end) - max(s, start)) for s, e, n in spans)
     return covered / (end - start)
 
 
-def flight_figures(spans: list[list[float]], concurrency: int) -> tuple[float, float]:
-    """(in-flight fraction of C while requests remained to be sent, over the whole run)."""
-    starts = sorted(s for s, _ in spans)
-    first, last_send, last_end = starts[0], starts[-1], max(e for _, e in spans)
-    return (in_flight(spans, first, last_send) / concurrency,
-            in_flight(spans, first, last_end) / concurrency)
+def flight_fraction(spans: list[list[float]], concurrency: int) -> float:
+    """Samples in flight while samples remained to be sent, as a fraction of C (the drain
+    after the last send is excluded: no client can keep C in flight then)."""
+    starts = sorted(s for s, _, _ in spans)
+    return in_flight(spans, starts[0], starts[-1]) / concurrency
 
 
 # the framework side ---------------------------------------------------------------------------
+def question(i: int) -> str:
+    return f"Question {i}: what is {i} + {i}?"
+
+
+def recipe_dict(n: int, k: int, base_url: str, concurrency: int, out: Path, cache: Path,
+                with_distill: bool) -> dict[str, Any]:
+    # [run] shard_size is left at its default: what users get
+    raw: dict[str, Any] = {"run": {"out": str(out), "cache": str(cache)},
+                           "source": {"use": "bench-questions", "n": n}}
+    if with_distill:
+        raw["distill"] = {"use": "openai-distill", "max_tokens": 64, "seed": 0,
+                          "samples_per_question": k, "max_concurrency": concurrency,
+                          "engine_options": {"model": "bench-teacher", "base_url": base_url,
+                                             "timeout": 120}}
+    return raw
+
+
 def make_host() -> Any:
     from dualcurate import PluginHost, Source, StageConfig, hookimpl
     from dualcurate.schema import Sample
 
     class BenchConfig(StageConfig):
-        n: int = 5000
+        n: int = 2000
 
     class BenchQuestions(Source):
         """Text questions "Question i: what is i + i?"."""
@@ -123,63 +163,53 @@ def make_host() -> Any:
     return host
 
 
-def question(i: int) -> str:
-    return f"Question {i}: what is {i} + {i}?"
-
-
-def recipe(n: int, base_url: str, concurrency: int, out: Path, cache: Path,
-           with_distill: bool) -> Any:
+def run_pipeline(raw: dict[str, Any]) -> Any:
+    from dualcurate.pipeline import Pipeline
     from dualcurate.recipe import recipe_from_dict
 
-    raw: dict[str, Any] = {"run": {"shard_size": n, "out": str(out), "cache": str(cache)},
-                           "source": {"use": "bench-questions", "n": n}}
-    if with_distill:
-        raw["distill"] = {"use": "openai-distill", "max_tokens": 64, "seed": 0,
-                          "max_concurrency": concurrency,
-                          "engine_options": {"model": "bench-teacher", "base_url": base_url,
-                                             "timeout": 120}}
-    return recipe_from_dict(raw)
+    return Pipeline(recipe_from_dict(raw), host=make_host()).run()
 
 
-def run_framework(n: int, base_url: str, concurrency: int, out: Path,
+def run_framework(n: int, k: int, base_url: str, c: int, out: Path,
                   cache: Path) -> tuple[float, float]:
-    """Source first (untimed), then the distill stage: (wall s, CPU s)."""
-    from dualcurate.pipeline import Pipeline
-
-    Pipeline(recipe(n, base_url, concurrency, out, cache, False), host=make_host()).run()
-    pipeline = Pipeline(recipe(n, base_url, concurrency, out, cache, True), host=make_host())
-    wall, cpu, began = time.perf_counter(), time.process_time(), time.monotonic()
-    store = pipeline.run()
+    """Source first (untimed), then the distill stage: (wall s, CPU s of every thread)."""
+    run_pipeline(recipe_dict(n, k, base_url, c, out, cache, False))
+    wall, cpu = time.perf_counter(), time.process_time()
+    store = run_pipeline(recipe_dict(n, k, base_url, c, out, cache, True))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    MARKS.append((began, time.monotonic()))
-    table = store.read_shard("distill", 0)
-    traces = table.column("n_traces").to_pylist()
-    assert sum(traces) == n, f"expected {n} traces, got {sum(traces)}"
+    shards = store.finished_shards("distill")
+    traces = sum(sum(t.column("n_traces").to_pylist()) for t in store.iter_tables("distill"))
+    assert traces == n * k, f"expected {n * k} traces, got {traces}"
+    assert len(shards) > 1, "the benchmark must cross shard boundaries"
     return wall, cpu
 
 
-def rerun_same_dir(n: int, base_url: str, concurrency: int, out: Path, cache: Path) -> float:
-    """The same command again on the finished run: the stage is skipped as done."""
-    from dualcurate.pipeline import Pipeline
+def rows_of(out: Path) -> list[tuple[str, list[str]]]:
+    from dualcurate.store import RunStore
 
-    pipeline = Pipeline(recipe(n, base_url, concurrency, out, cache, True), host=make_host())
-    wall = time.perf_counter()
-    pipeline.run()
-    return time.perf_counter() - wall
+    store = RunStore(out, create=False)
+    return [(r["id"], [t["text"] for t in r["traces"]])
+            for t in store.iter_tables("distill") for r in t.to_pylist()]
 
 
-def bare_payloads(n: int) -> list[bytes]:
-    """The request bodies openai-distill sends for the same questions (same prompt text)."""
+def bare_bodies(n: int, k: int) -> list[bytes]:
+    """The request bodies openai-distill sends for the same questions: same prompt, same
+    per-sample seeds."""
     from dualcurate.distill import TeacherDistiller
+    from dualcurate.engine import ChatRequest, SamplingParams
     from dualcurate.schema import Sample
 
     stage = TeacherDistiller({"engine_options": {"model": "bench-teacher"}})
+    sampling = SamplingParams(seed=0)
     bodies = []
     for i in range(n):
         row = Sample(source="bench", question=question(i), answer=str(2 * i)).to_row()
-        bodies.append(json.dumps({"model": "bench-teacher", "messages": stage.messages(row),
-                                  "temperature": 1.0, "top_p": 0.95, "max_tokens": 64,
-                                  "seed": 0}).encode())
+        messages = stage.messages(row)
+        request = ChatRequest(messages=messages, n=k)
+        for s in range(k):
+            bodies.append(json.dumps({"model": "bench-teacher", "messages": messages,
+                                      "temperature": 1.0, "top_p": 0.95, "max_tokens": 64,
+                                      "seed": sampling.seed_for(s, request)}).encode())
     return bodies
 
 
@@ -200,76 +230,111 @@ async def bare_client(url: str, bodies: list[bytes], concurrency: int) -> None:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def run_bare(n: int, root: str, concurrency: int) -> tuple[float, float]:
-    bodies = bare_payloads(n)
+def run_bare(n: int, k: int, root: str, c: int) -> tuple[float, float]:
+    bodies = bare_bodies(n, k)
     wall, cpu = time.perf_counter(), time.process_time()
-    asyncio.run(bare_client(f"{root}/v1/chat/completions", bodies, concurrency))
+    asyncio.run(bare_client(f"{root}/v1/chat/completions", bodies, c))
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def sample_keys(root: str) -> list[str]:
+    """One key per sample the server saw: its prompt and seed."""
+    keys = []
+    for body in server_stats(root, "?spans=0&bodies=1")["bodies"]:
+        seed, n = body.get("seed"), int(body.get("n") or 1)
+        text = json.dumps(body["messages"], sort_keys=True)
+        keys.extend(f"{text}|{None if seed is None else seed + i}" for i in range(n))
+    return keys
+
+
+def kill_and_resume(n: int, root: str, c: int, tmp: Path, reference: Path) -> dict[str, Any]:
+    """SIGKILL the stage at 40 % of its samples, rerun the same command, count re-sends."""
+    out, cache = tmp / "killed", tmp / "killed-cache.sqlite"
+    run_pipeline(recipe_dict(n, 1, f"{root}/v1", c, out, cache, False))
+    server_reset(root)
+    spec = json.dumps(recipe_dict(n, 1, f"{root}/v1", c, out, cache, True))
+    child = subprocess.Popen([sys.executable, __file__, "--child", spec],
+                             stdout=subprocess.DEVNULL)
+    while server_stats(root, "?spans=0")["answered"] < 0.4 * n and child.poll() is None:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    before = set(sample_keys(root))
+    server_reset(root)
+    run_pipeline(json.loads(spec))
+    after = sample_keys(root)
+    return {"resent_after_kill": sum(1 for key in after if key in before),
+            "sent_before_kill": len(before), "sent_after_kill": len(after),
+            "rows_identical_after_kill": rows_of(out) == rows_of(reference)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--questions", type=int, default=2000, help="questions at k=1")
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--cells", default="", help="only these cells, e.g. k8_sigma1.0")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n, c = args.requests, args.concurrency
-    proc, root = start_server()
-    try:
-        with tempfile.TemporaryDirectory(prefix="distill-overhead-") as tmp:
-            tmpdir = Path(tmp)
-            # warm-up: imports, connection setup, server code paths
-            run_bare(min(n, 2 * c), root, c)
-            server_stats(root, reset=True)
+    if args.child:  # the process the kill test SIGKILLs
+        run_pipeline(json.loads(args.child))
+        return
+    from dualcurate.recipe import RunSection
 
-            bare_wall, bare_cpu = run_bare(n, root, c)
-            bare_stats = server_stats(root)
-            bare_flight, bare_flight_all = flight_figures(bare_stats["spans"], c)
-            server_stats(root, reset=True)
-
-            cache = tmpdir / "cache.sqlite"
-            fw_wall, fw_cpu = run_framework(n, f"{root}/v1", c, tmpdir / "run1", cache)
-            fw_stats = server_stats(root)
-            fw_flight, fw_flight_all = flight_figures(fw_stats["spans"], c)
-            server_stats(root, reset=True)
-
-            re_wall, _ = run_framework(n, f"{root}/v1", c, tmpdir / "run2", cache)
-            rerun_requests = server_stats(root)["count"]
-            same_wall = rerun_same_dir(n, f"{root}/v1", c, tmpdir / "run1", cache)
-            same_requests = server_stats(root)["count"] - rerun_requests
-    finally:
-        proc.terminate()
-        proc.join(timeout=10)
-
-    print(f"requests {n}, concurrency {c}, latency log-normal median {MEDIAN}s sigma {SIGMA}")
-    print(f"bare aiohttp:   {bare_wall:6.2f} s  {n / bare_wall:7.1f} req/s  "
-          f"in flight {bare_flight * c:6.1f} of {c} while sending ({bare_flight_all * c:.1f} "
-          f"over the run)  CPU {1000 * bare_cpu / n:.3f} ms/req  server saw "
-          f"{bare_stats['count']}")
-    print(f"openai-distill: {fw_wall:6.2f} s  {n / fw_wall:7.1f} req/s  "
-          f"in flight {fw_flight * c:6.1f} of {c} while sending ({fw_flight_all * c:.1f} "
-          f"over the run)  CPU {1000 * fw_cpu / n:.3f} ms/req  server saw {fw_stats['count']}")
-    if fw_stats["spans"]:
-        began, ended = MARKS[0]
-        first = min(s for s, _ in fw_stats["spans"])
-        last = max(e for _, e in fw_stats["spans"])
-        print(f"openai-distill: first request {first - began:.2f} s after the run started, "
-              f"run ended {ended - last:.2f} s after the last answer")
-    print(f"rerun (fresh run dir, same request cache): {re_wall:.2f} s, server saw "
-          f"{rerun_requests} requests")
-    print(f"rerun (same command, same run dir: stage skipped as done): {same_wall:.2f} s, "
-          f"server saw {same_requests} requests")
-    print(json.dumps({
-        "throughput_ratio": round(bare_wall / fw_wall, 4),
-        "in_flight_ratio": round(fw_flight, 4),
-        "cpu_ms_per_req": round(1000 * fw_cpu / n, 4),
-        "rerun_fraction": round(re_wall / fw_wall, 4),
-        "rerun_requests": rerun_requests,
-        "rerun_same_dir_fraction": round(same_wall / fw_wall, 4),
-        "rerun_same_dir_requests": same_requests,
-        "bare_in_flight_ratio": round(bare_flight, 4),
-        "in_flight_ratio_whole_run": round(fw_flight_all, 4),
-        "bare_cpu_ms_per_req": round(1000 * bare_cpu / n, 4),
-    }))
+    c = args.concurrency
+    cells: dict[str, dict[str, Any]] = {}
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="distill-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        wanted = set(filter(None, args.cells.split(",")))
+        for sigma in (0.5, 1.0):
+            if wanted and not any(c.endswith(f"sigma{sigma}") for c in wanted):
+                continue
+            proc, root = start_server(sigma)
+            try:
+                run_bare(min(args.questions, 2 * c), 1, root, c)  # warm-up
+                for k in (1, 8):
+                    if wanted and f"k{k}_sigma{sigma}" not in wanted:
+                        continue
+                    n = args.questions if k == 1 else max(args.questions // 2, 1)
+                    server_reset(root)
+                    bare_wall, _ = run_bare(n, k, root, c)
+                    bare_flight = flight_fraction(server_stats(root)["spans"], c)
+                    server_reset(root)
+                    cell = f"k{k}_sigma{sigma}"
+                    out, cache = tmp / cell, tmp / f"{cell}.sqlite"
+                    wall, cpu = run_framework(n, k, f"{root}/v1", c, out, cache)
+                    stats = server_stats(root)
+                    cells[cell] = {
+                        "questions": n, "samples": n * k,
+                        "throughput_ratio": round(bare_wall / wall, 4),
+                        "in_flight_ratio": round(flight_fraction(stats["spans"], c), 4),
+                        "bare_in_flight_ratio": round(bare_flight, 4),
+                        "cpu_ms_per_req": round(1000 * cpu / (n * k), 4),
+                        "bare_s": round(bare_wall, 2), "framework_s": round(wall, 2),
+                        "http_requests": stats["count"]}
+                    print(f"{cell}: {n} questions x {k}: bare {bare_wall:.2f} s, framework "
+                          f"{wall:.2f} s -> {json.dumps(cells[cell])}", flush=True)
+                    if k == 1 and sigma == 0.5:
+                        server_reset(root)
+                        re_wall, _ = run_framework(n, 1, f"{root}/v1", c, tmp / "rerun", cache)
+                        figures["rerun_fraction"] = round(re_wall / wall, 4)
+                        figures["rerun_requests"] = server_stats(root)["count"]
+                        figures.update(kill_and_resume(n, root, c, tmp, out))
+                        print(f"rerun and kill: {json.dumps(figures)}", flush=True)
+            finally:
+                proc.terminate()
+                proc.join(timeout=10)
+    result = {
+        "throughput_ratio": min(v["throughput_ratio"] for v in cells.values()),
+        "in_flight_ratio": min(v["in_flight_ratio"] for v in cells.values()),
+        "cpu_ms_per_req": max(v["cpu_ms_per_req"] for v in cells.values()),
+        **({"rerun_fraction": None, "rerun_requests": None, "resent_after_kill": None}
+           if not figures else figures),
+        "shard_size": RunSection().shard_size,
+        "concurrency": c,
+        "cells": cells,
+    }
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Hashable
 
 #: The executor keeps about this many times an engine's capacity handed to it: one capacity
-#: working, one queued, so a finished request is replaced at once.
-DEFAULT_DEPTH = 2
+#: working and two queued, so a finished request is replaced at once even while the next
+#: shard is still rendering its prompts on a busy machine.
+DEFAULT_DEPTH = 3
 
 
 class GenerationCancelled(RuntimeError):
