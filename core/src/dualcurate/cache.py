@@ -1,7 +1,8 @@
 """The request-level cache for model calls: an embedded SQLite file.
 
 A key covers everything that changes a model's output: engine, model and revision, endpoint,
-the fully rendered chat messages (system prompt included), image hashes, sampling settings and
+the model's content fingerprint (local folders) or resolved commit (hub ids), every engine
+option not declared runtime-only, the fully rendered chat messages (system prompt included), image hashes, sampling settings and
 the sample index. Dict order never matters (canonical JSON). Failed requests are stored in a
 separate table, never as outputs, so the next run retries them. Parsing and verification are
 cached under their own keys (``derived``), so a parser change never re-pays generation.
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 2  # 2: per-question seeds (seed_for(i, request))
+CACHE_FORMAT = 3  # 2: per-question seeds (seed_for(i, request)); 3: model fingerprints, engine options
 
 
 def canonical_json(obj: Any) -> str:

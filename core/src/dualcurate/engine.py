@@ -176,11 +176,16 @@ class Engine:
         return 1
 
     def identity(self) -> dict[str, Any]:
-        """What, beyond the request, determines the output: part of every cache key."""
+        """What, beyond the request, determines the output: part of every cache key. Core adds
+        every option of ``Config`` not declared in ``runtime_fields`` and, for a model loaded
+        in this process (no ``endpoint``), the model's content fingerprint
+        (:func:`engine_identity`); engines override this only to add what their Config does
+        not hold."""
         return {"model": self.config.model, "revision": self.config.revision, "endpoint": None}
 
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         """Load the model / open the client. Called once per worker."""
+        engine_identity(self)  # fingerprint the weights before they are loaded
         if resolve_image is not None:
             self.resolve_image = resolve_image
         elif ctx is not None and ctx.images is not None:
@@ -219,8 +224,30 @@ def map_image_parts(messages: Sequence[dict[str, Any]],
     return out
 
 
+def engine_identity(engine: Engine) -> dict[str, Any]:
+    """Everything about an engine that can change its outputs, computed once per engine
+    instance: its ``identity()``, every Config option not in ``runtime_fields`` (dtype,
+    quantization, max_model_len, chat template, llm_kwargs...) under ``options``, and for a
+    model run in this process (no endpoint) its fingerprint under ``weights``: a local folder
+    by the content of its files, a hub id by the commit it resolves to in the local cache."""
+    memo = engine.__dict__.get("_dualcurate_identity")
+    if memo is not None:
+        return memo
+    from dualcurate.fingerprint import model_fingerprint
+
+    ident = dict(engine.identity())
+    config = engine.config
+    runtime = set(type(config).runtime_fields) | {"model", "revision"}
+    ident.setdefault("options", config.model_dump(mode="json", exclude=runtime))
+    model = ident.get("model")
+    if model and ident.get("endpoint") is None and "weights" not in ident:
+        ident["weights"] = model_fingerprint(str(model), ident.get("revision"))
+    engine.__dict__["_dualcurate_identity"] = ident
+    return ident
+
+
 def cache_keys(engine: Engine, request: ChatRequest, sampling: SamplingParams) -> list[str]:
-    ident = engine.identity()
+    ident = engine_identity(engine)
     sampling_key = sampling.model_dump(mode="json")
     return [
         request_key(engine=engine.name, model=ident.get("model", ""),

@@ -14,6 +14,7 @@ there, never per batch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -41,6 +42,15 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     runtime_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Options naming files the stage reads (templates, prompt files): the files' contents
+    #: enter the signature, so editing one in place recomputes the stage. Fields named
+    #: ``template`` or ``*_template`` whose value is an existing file count without listing.
+    file_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Options naming a model (hub id or local folder), or engine options holding ``model``
+    #: (and ``revision``): the model's fingerprint enters the signature, so a model retrained
+    #: in the same folder recomputes the stage. ``model``, ``base_model``, ``*_model`` and
+    #: ``*engine_options`` count without listing.
+    weights_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 class Stage:
@@ -52,6 +62,10 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
+    #: Distributions (besides the one that ships the stage's class) whose code decides this
+    #: stage's output, e.g. ``("dualcurate-verify",)`` for a stage that verifies answers:
+    #: their versions enter the signature.
+    code_dependencies: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: StageConfig | dict[str, Any] | None = None, **kwargs: Any):
         if config is None:
@@ -68,6 +82,12 @@ class Stage:
         names the option and the fix."""
         return []
 
+    def check_upstream(self, upstream: list[Stage]) -> list[str]:
+        """Problems only the stages before this one show (``upstream``, in run order), found
+        by ``curate validate``: a trainer whose ``max_length`` would cut what the teacher may
+        write, say. Each message names the option and the fix."""
+        return []
+
     def setup(self, ctx: StageContext) -> None:
         """Called once per worker before the first shard: load models, open clients."""
 
@@ -75,16 +95,90 @@ class Stage:
         """Called once per worker after the last shard."""
 
     def signature(self) -> str:
-        """Hash of what determines this stage's output: class, version and config minus
-        runtime-only fields. A rerun with the same signature reuses committed shards."""
+        """Hash of what determines this stage's output: class, version, config minus
+        runtime-only fields, the versions of the code that computes it (the class's
+        distribution and ``code_dependencies``), and the contents of what the config names:
+        files (``file_fields``, templates) and models (``weights_fields``). A rerun with the
+        same signature reuses committed shards."""
         cfg = self.config.model_dump(mode="json", exclude=set(self.Config.runtime_fields))
         payload = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,
             "config": cfg,
+            "code": code_versions(type(self)),
+            "inputs": signature_inputs(self.config),
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _module_distributions() -> dict[str, list[str]]:
+    import importlib.metadata as md
+
+    return md.packages_distributions()
+
+
+@functools.cache
+def _dist_version(dist: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def code_versions(cls: type[Stage]) -> dict[str, str | None]:
+    """Distribution -> version of the code behind a stage class: the distribution that ships
+    its module and its ``code_dependencies``."""
+    top = cls.__module__.split(".", 1)[0]
+    dists = list(_module_distributions().get(top, []))
+    dists.extend(cls.code_dependencies)
+    return {d: _dist_version(d) for d in sorted(set(dists))}
+
+
+def _is_model_field(name: str) -> bool:
+    return name in ("model", "base_model") or name.endswith("_model") or \
+        name.endswith("engine_options")
+
+
+def _is_template_field(name: str) -> bool:
+    return name == "template" or name.endswith("_template")
+
+
+def _existing_file(value: Any) -> bool:
+    if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
+        return False
+    try:
+        return Path(value).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def signature_inputs(config: StageConfig) -> dict[str, Any]:
+    """Fingerprints of the files and models a stage config names (see ``file_fields`` and
+    ``weights_fields``): what a path cannot say about its contents."""
+    from dualcurate.fingerprint import model_fingerprint, path_fingerprint
+
+    cls = type(config)
+    out: dict[str, Any] = {}
+    for name in sorted(cls.model_fields):
+        if name in cls.runtime_fields:
+            continue
+        value = getattr(config, name, None)
+        if name in cls.weights_fields or _is_model_field(name):
+            if isinstance(value, str) and value:
+                out[name] = model_fingerprint(value)
+            elif isinstance(value, dict) and isinstance(value.get("model"), str) \
+                    and value["model"] and not value.get("base_url"):
+                out[name] = model_fingerprint(value["model"], value.get("revision"))
+        elif name in cls.file_fields or (_is_template_field(name) and _existing_file(value)):
+            if isinstance(value, str) and value:
+                out[name] = path_fingerprint(value)
+            elif isinstance(value, list | tuple):
+                out[name] = [path_fingerprint(v) for v in value if isinstance(v, str)]
+    return out
 
 
 class Source(Stage):
