@@ -78,6 +78,8 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     recipe = load_recipe(recipe_path, list(overrides))
     pipeline = Pipeline(recipe, host=state.host, selected=state.selected)
     pipeline.validate()
+    for note in pipeline.notes:
+        err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     target = out or recipe.run.out or f"runs/{recipe.run.name}"
     with _make_progress() as progress:
         store = pipeline.run(target, progress_factory=_progress_factory(progress),
@@ -163,15 +165,38 @@ def plugins_cmd(state: State, as_json: bool) -> None:
 @cli.command("validate")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
+@click.option("--explain", is_flag=True, help="Print every stage's effective options and where "
+              "each comes from (default, [stage], [stage.plugins.NAME], --set).")
+@click.option("--json", "as_json", is_flag=True, help="With --explain: print JSON.")
 @click.pass_obj
-def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE against every stage's Config; report all problems at once."""
+def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain: bool,
+                 as_json: bool) -> None:
+    """Check RECIPE against every stage's Config and against the stages before it (columns
+    required, trainer configs as TRL builds them, max_length against the teacher's
+    max_tokens); report all problems at once."""
     from dualcurate.pipeline import Pipeline
     from dualcurate.recipe import load_recipe
 
     pipeline = Pipeline(load_recipe(recipe, list(overrides)), host=state.host,
                         selected=state.selected)
     resolved = pipeline.validate()
+    for note in pipeline.notes:
+        err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+    if explain:
+        stages = pipeline.explain()
+        if as_json:
+            click.echo(json.dumps(stages, indent=2, default=str))
+            return
+        for stage in stages:
+            click.echo(f"[{stage['stage']}] {stage['kind']}: {stage['plugin']}"
+                       f" (chosen by {stage['chosen_by']})")
+            width = max((len(o["option"]) for o in stage["options"]), default=0)
+            for opt in stage["options"]:
+                value = json.dumps(opt["value"], default=str)
+                if len(value) > 100:
+                    value = value[:97] + "..."
+                flag = ", runtime only" if opt["runtime"] else ""
+                click.echo(f"  {opt['option']:<{width}} = {value}   ({opt['origin']}{flag})")
     click.echo(f"{recipe}: ok ({', '.join(f'{r.name}={r.plugin}' for r in resolved)})")
 
 

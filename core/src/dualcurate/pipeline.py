@@ -58,6 +58,10 @@ class Pipeline:
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
+        #: What validation decided on the user's behalf (options --plugin dropped), to show.
+        self.notes: list[str] = []
+        #: stage name -> the options it runs with (after dropping), for ``explain``.
+        self._options: dict[str, dict[str, Any]] = {}
 
     # resolution ----------------------------------------------------------------------------
     def _overrides(self) -> dict[str, str]:
@@ -102,6 +106,7 @@ class Pipeline:
             return self._resolved
         problems: list[str] = []
         resolved: list[ResolvedStage] = []
+        self.notes = []
         for spec in self.recipe.stages:
             plugin = self.plugin_for(spec)
             try:
@@ -109,20 +114,82 @@ class Pipeline:
             except DualcurateError as exc:
                 problems.append(f"[{spec.name}] use: {exc}")
                 continue
+            options = spec.options_for(plugin)
+            if plugin != spec.use:
+                # --plugin swapped the recipe's plugin: the stage table's options were written
+                # for the recipe's; keep those the new plugin takes, drop (and say) the rest.
+                fields = set(getattr(cls.Config, "model_fields", {}))
+                own = set(spec.plugin_options.get(plugin, {})) | spec.set_keys()
+                dropped = sorted(k for k in options if k not in fields and k not in own)
+                for key in dropped:
+                    options.pop(key)
+                if dropped:
+                    self.notes.append(
+                        f"[{spec.name}] --plugin {plugin} runs this stage instead of "
+                        f"{spec.use}; dropped the recipe's options {plugin} does not take: "
+                        f"{', '.join(dropped)} (put options for {plugin} in "
+                        f"[{spec.name}.plugins.{plugin}])")
+            self._options[spec.name] = options
             try:
-                stage = cls(spec.options_for(plugin))
+                stage = cls(options)
             except ValidationError as exc:
-                problems.extend(format_validation(spec.name, exc))
+                problems.extend(format_validation(
+                    spec.name, exc, plugin, lambda k, spec=spec, plugin=plugin:
+                    spec.origin(plugin, k)))
                 continue
             problems.extend(f"[{spec.name}] {p}" for p in stage.check(self.host))
             resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
         if self.recipe.run.executor not in self.host.executors():
             problems.append(f"[run] executor: {self.recipe.run.executor!r} is not registered; "
                             f"registered: {', '.join(self.host.executors())}")
+        if len(resolved) == len(self.recipe.stages):
+            problems.extend(self._check_chain(resolved))
         if problems:
             raise RecipeError(self.recipe.source, problems)
         self._resolved = resolved
         return resolved
+
+    @staticmethod
+    def _check_chain(resolved: list[ResolvedStage]) -> list[str]:
+        """What only the order of stages shows: a stage whose ``requires`` columns no stage
+        before it provides, and each stage's own ``check_upstream`` (a trainer whose
+        max_length would cut what the teacher may write, say)."""
+        from dualcurate.schema import CANONICAL_SCHEMA
+
+        problems: list[str] = []
+        available = {f.name for f in CANONICAL_SCHEMA} | {"split"}
+        for i, rs in enumerate(resolved):
+            if rs.kind != "source":
+                missing = [c for c in type(rs.stage).requires if c not in available]
+                if missing:
+                    producers = ", ".join(r.name for r in resolved[:i]) or "none"
+                    problems.append(
+                        f"[{rs.name}] ({rs.plugin}) requires column(s) {', '.join(missing)}, "
+                        f"which no stage before it provides (stages before it: {producers}; "
+                        f"columns available: {', '.join(sorted(available))}); add a stage "
+                        f"that provides them before [{rs.name}], or move it later")
+            available |= set(type(rs.stage).provides)
+            problems.extend(f"[{rs.name}] {p}" for p in
+                            rs.stage.check_upstream([r.stage for r in resolved[:i]]))
+        return problems
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Every stage's effective options and where each comes from: ``default``, the stage
+        table ``[stage]``, its plugin table ``[stage.plugins.NAME]`` or ``--set``."""
+        out = []
+        for rs in self.validate():
+            spec = self.recipe.stage(rs.name)
+            values = rs.stage.config.model_dump(mode="json")
+            runtime = set(type(rs.stage.config).runtime_fields)
+            options = [{"option": key, "value": value,
+                        "origin": spec.origin(rs.plugin, key)
+                        if key in self._options.get(rs.name, {}) else "default",
+                        "runtime": key in runtime}
+                       for key, value in values.items()]
+            out.append({"stage": rs.name, "kind": rs.kind, "plugin": rs.plugin,
+                        "chosen_by": "--plugin" if rs.plugin != spec.use else "use",
+                        "options": options})
+        return out
 
     def resolved_recipe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"run": self.recipe.run.model_dump()}
@@ -139,6 +206,13 @@ class Pipeline:
         stages = self.validate()
         out = out or self.recipe.run.out or f"runs/{self.recipe.run.name}"
         store = RunStore(out)
+        with store.lock():
+            store.manifest = store._load_manifest()  # as the previous holder left it
+            return self._run_locked(stages, store, progress_factory, log)
+
+    def _run_locked(self, stages: list[ResolvedStage], store: RunStore,
+                    progress_factory: ProgressFactory | None,
+                    log: Callable[[str], None] | None) -> RunStore:
         self._check_compatible(store)
         manifest = store.manifest
         manifest["recipe"] = self.resolved_recipe()
@@ -146,6 +220,10 @@ class Pipeline:
         manifest["plugins"] = self.host.loaded_versions()
         manifest["status"] = "running"
         manifest["shard_size"] = self.recipe.run.shard_size
+        if self.notes:
+            manifest["notes"] = list(self.notes)
+        else:
+            manifest.pop("notes", None)
         store.save_manifest()
         cache_path = Path(self.recipe.run.cache) if self.recipe.run.cache else store.root / "cache.sqlite"
         cache = RequestCache(cache_path)
@@ -153,7 +231,7 @@ class Pipeline:
         log = log or (lambda msg: None)
         upstream_sig = ""
         upstream: str | None = None
-        rewritten: set[int] = set()  # shards an upstream map stage rewrote in this run
+        self._order = [rs.name for rs in stages]
         try:
             for rs in stages:
                 # the run seed is part of it: stages without their own seed use it
@@ -161,19 +239,34 @@ class Pipeline:
                                      f"{self.recipe.run.seed}".encode()).hexdigest()[:16]
                 rec = store.stage_record(rs.name)
                 if rec.get("signature") not in (None, sig):
-                    log(f"{rs.name}: configuration or upstream changed; recomputing")
+                    log(f"{rs.name}: configuration, code, files it reads or upstream changed; "
+                        f"recomputing")
                     store.clear_stage(rs.name)
                     rec.update(status="pending", rows_in=0, rows_out=0, seconds=0.0)
+                    rec.pop("stale_shards", None)
+                    rec.pop("retry_shards", None)
                 rec.update(signature=sig, plugin=rs.plugin, kind=rs.kind)
                 upstream_sig = sig
-                redo = set(rec.get("retry_shards", [])) | rewritten
-                if rec["status"] == "done" and redo and rs.kind != "source":
-                    log(f"{rs.name}: {len(redo)} shard(s) with failed requests upstream or "
-                        f"here; redoing them")
-                    rec["status"] = "pending"
+                # Shards to redo: those with failed requests, and those whose upstream shard
+                # was rewritten since they were computed (marked, durably, before the rewrite:
+                # whatever was killed or failed in between).
+                stale = set(rec.get("stale_shards", []))
+                redo = set(rec.get("retry_shards", [])) | stale
+                if redo and rs.kind != "source":
                     if isinstance(rs.stage, MapStage):
-                        for i in redo:
+                        present = [i for i in sorted(redo)
+                                   if store.shard_path(rs.name, i).exists()]
+                        for i in present:
                             store.shard_path(rs.name, i).unlink(missing_ok=True)
+                        if present:
+                            log(f"{rs.name}: redoing {len(present)} shard(s) with failed "
+                                f"requests or rewritten upstream")
+                    elif rec["status"] == "done":
+                        log(f"{rs.name}: upstream rows changed; running it again")
+                    if rec["status"] == "done":
+                        rec["status"] = "pending"
+                    rec.pop("stale_shards", None)
+                    store.save_manifest()
                 if rec["status"] == "done":
                     log(f"{rs.name}: done already, skipped")
                     upstream = rec.get("rows_stage", rs.name)
@@ -187,7 +280,7 @@ class Pipeline:
                 started = time.monotonic()
                 store.sweep_temporary(rs.name)  # what a killed run left half-written
                 try:
-                    upstream = self._run_stage(rs, ctx, store, rec, upstream, rewritten)
+                    upstream = self._run_stage(rs, ctx, store, rec, upstream)
                     ctx.progress.finish()
                 except DualcurateError:
                     rec["status"] = "failed"
@@ -227,8 +320,26 @@ class Pipeline:
                 f"{new}. Changing it would re-cut committed shards. Rerun with --set "
                 f"run.shard_size={old}, or start a new run with another --out.")
 
+    def _mark_downstream(self, store: RunStore, name: str, indices: Sequence[int]) -> None:
+        """Before ``name`` (re)writes shards ``indices``, record them as stale in every later
+        stage that has already computed something, and persist that, so a later stage redoes
+        them even if this run is killed or fails before it gets there."""
+        order = getattr(self, "_order", [])
+        later = order[order.index(name) + 1:] if name in order else []
+        changed = False
+        for other in later:
+            rec = next((r for r in store.manifest["stages"] if r["name"] == other), None)
+            if rec is None:
+                continue
+            marks = set(indices)
+            if marks - set(rec.get("stale_shards", [])):
+                rec["stale_shards"] = sorted(set(rec.get("stale_shards", [])) | marks)
+                changed = True
+        if changed:
+            store.save_manifest()
+
     def _run_stage(self, rs: ResolvedStage, ctx: StageContext, store: RunStore,
-                   rec: dict[str, Any], upstream: str | None, rewritten: set[int]) -> str:
+                   rec: dict[str, Any], upstream: str | None) -> str:
         stage = rs.stage
         if isinstance(stage, Source):
             self._run_source(stage, ctx, store, rec)
@@ -246,6 +357,7 @@ class Pipeline:
                 self.recipe.run.executor_options)
             retry = set(rec.get("retry_shards", [])) - set(todo)
             if todo:
+                self._mark_downstream(store, rs.name, todo)
                 job = MapJob(stage_cls=type(stage),
                              stage_config=stage.config.model_dump(mode="python"),
                              stage_name=rs.name, upstream=upstream, shards=todo,
@@ -259,7 +371,6 @@ class Pipeline:
                 report = stage.finish(ctx)
                 if report:
                     rec["report"] = report
-            rewritten.update(todo)
             rec["retry_shards"] = sorted(retry)
             rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
             return rs.name
@@ -279,8 +390,11 @@ class Pipeline:
             if result.dataset is None:
                 rec["rows_out"] = rec["rows_in"]
                 return upstream
-            store.remove_shards(rs.name)
             size = self.recipe.run.shard_size
+            count = -(-max(len(result.dataset), 1) // size)
+            self._mark_downstream(store, rs.name,
+                                  sorted(set(range(count)) | set(store.finished_shards(rs.name))))
+            store.remove_shards(rs.name)
             arrow_view = result.dataset.with_format("arrow")
             for i, start in enumerate(range(0, max(len(result.dataset), 1), size)):
                 store.write_shard(rs.name, i, arrow_view[start:start + size])
@@ -302,6 +416,7 @@ class Pipeline:
             def flush(rows: list[dict[str, Any]]) -> None:
                 nonlocal index
                 if index not in done:
+                    self._mark_downstream(store, ctx.stage_name, [index])
                     store.write_shard(ctx.stage_name, index, rows)
                 index += 1
 

@@ -8,6 +8,7 @@ and the rest still load. Core code never calls ``pm.hook`` untyped: it asks the 
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import os
 import traceback
@@ -125,10 +126,13 @@ class PluginHost:
         ep = eps.get(name)
         if ep is None:
             installed = ", ".join(sorted(eps)) or "(none)"
+            near = difflib.get_close_matches(name, list(eps), n=3, cutoff=0.6)
+            hint = (f"Did you mean {' or '.join(repr(n) for n in near)}?" if near else
+                    "Check the name against `curate plugins`, or install the distribution "
+                    "that provides it (its documentation names the entry point).")
             raise UnknownComponentError(
                 f"plugin {name!r}: no such plugin installed (entry point group "
-                f"'{ENTRY_POINT_GROUP}'). Installed: {installed}. Install the distribution "
-                f"that provides it (e.g. pip install dualcurate-{name.split('-')[0]}).")
+                f"'{ENTRY_POINT_GROUP}'). {hint} Installed: {installed}.")
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         try:
@@ -205,8 +209,10 @@ class PluginHost:
             return self.registry[kind][name]
         except KeyError:
             have = ", ".join(self.names(kind)) or "(none)"
+            near = difflib.get_close_matches(name, self.names(kind), n=3, cutoff=0.6)
             hint = (f"load the plugin that provides it with --plugin {name}"
                     if name in self.entry_points() else
+                    f"did you mean {' or '.join(repr(n) for n in near)}" if near else
                     "install the plugin that provides it, or pick one of those")
             raise UnknownComponentError(
                 f"{kind} {name!r}: nothing registered under that name. Registered {kind}s: "

@@ -69,9 +69,34 @@ class StageSpec:
     use: str
     options: dict[str, Any] = field(default_factory=dict)
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``--set`` overrides of this stage's options: (path below the stage, value), in order.
+    set_options: list[tuple[list[str], Any]] = field(default_factory=list)
 
     def options_for(self, plugin: str) -> dict[str, Any]:
-        return {**self.options, **self.plugin_options.get(plugin, {})}
+        """The options ``plugin`` runs this stage with. One precedence rule: defaults <
+        the stage's table < its ``[<stage>.plugins.<plugin>]`` table < ``--set``."""
+        merged = copy.deepcopy({**self.options, **self.plugin_options.get(plugin, {})})
+        for path, value in self.set_options:
+            node = merged
+            for key in path[:-1]:
+                if not isinstance(node.get(key), dict):
+                    node[key] = {}
+                node = node[key]
+            node[path[-1]] = copy.deepcopy(value)
+        return merged
+
+    def origin(self, plugin: str, key: str) -> str:
+        """Where option ``key`` of this stage comes from when ``plugin`` runs it."""
+        if any(path[0] == key for path, _ in self.set_options):
+            return "--set"
+        if key in self.plugin_options.get(plugin, {}):
+            return f"[{self.name}.plugins.{plugin}]"
+        if key in self.options:
+            return f"[{self.name}]"
+        return "default"
+
+    def set_keys(self) -> set[str]:
+        return {path[0] for path, _ in self.set_options}
 
 
 @dataclass
@@ -96,6 +121,20 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
+    """``--set`` items as (key path, value); malformed ones are skipped (apply_overrides
+    reports them)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            continue
+        path, value = item.split("=", 1)
+        keys = [k for k in path.strip().split(".") if k]
+        if len(keys) >= 2:
+            out.append((keys, parse_value(value.strip())))
+    return out
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
@@ -142,10 +181,13 @@ def load_recipe(path: str | os.PathLike[str] | dict[str, Any] | None = None,
             raise RecipeError(source, [f"not valid TOML: {exc}; fix the syntax at that "
                                        f"line"]) from None
     raw = apply_overrides(raw, overrides or [], source)
-    return recipe_from_dict(raw, source)
+    return recipe_from_dict(raw, source, overrides=overrides or [])
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
+def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>",
+                     overrides: list[str] | None = None) -> Recipe:
+    """A Recipe from a TOML-shaped dict. ``overrides`` are the ``--set`` items already applied
+    to ``raw``: they are remembered per stage so that they win over per-plugin tables too."""
     problems: list[str] = []
     run_raw = raw.get("run", {})
     try:
@@ -183,8 +225,10 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
             problems.append(f"[{name}.plugins]: must hold one table per plugin name")
             plugin_options = {}
         options = {k: v for k, v in section.items() if k not in RESERVED_STAGE_KEYS}
+        set_options = [(keys[1:], value) for keys, value in parse_overrides(overrides or [])
+                       if keys[0] == name and keys[1] not in RESERVED_STAGE_KEYS]
         stages.append(StageSpec(name=name, kind=kind, use=use, options=options,
-                                plugin_options=plugin_options))
+                                plugin_options=plugin_options, set_options=set_options))
     if run.stages is not None:
         by_name = {s.name: s for s in stages}
         missing = [n for n in run.stages if n not in by_name]
@@ -203,17 +247,22 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Recipe:
 SECRET_HINTS = ("key", "token", "secret", "password", "credential")
 
 
-def format_validation(section: str, exc: ValidationError) -> list[str]:
+def format_validation(section: str, exc: ValidationError, plugin: str | None = None,
+                      origin: Any = None) -> list[str]:
     """pydantic errors as `[section] key.sub: message` lines. The offending value is echoed
     only for known options whose names do not look secret, and never for unknown options (a
-    key pasted into the wrong place must not be printed back)."""
+    key pasted into the wrong place must not be printed back). ``plugin`` names the plugin
+    whose Config refused it and ``origin(key)`` where the option was set."""
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(section)"
         msg = err["msg"]
         echo = True
         if err["type"] == "extra_forbidden":
-            msg = "unknown option; check the spelling against the plugin's Config"
+            where = f" (set in {origin(str(err['loc'][0]))})" if origin and err["loc"] else ""
+            whose = f"plugin {plugin!r}" if plugin else "the plugin"
+            msg = (f"unknown option for {whose}{where}; check the spelling against its "
+                   f"Config (`curate validate RECIPE --explain` lists the options it takes)")
             echo = False
         elif err["type"] == "missing":
             msg = "required option missing"

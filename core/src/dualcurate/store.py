@@ -122,6 +122,61 @@ class ImageStore:
         return Image.open(io.BytesIO(self.get(digest)))
 
 
+class RunLock:
+    """An exclusive lock on a run directory (``<run>/.lock``, ``flock``), held while a process
+    runs stages into it, so two ``curate run`` on one directory cannot interleave. The file
+    holds the holder's pid, host and start time, so the refused process can name them. The
+    kernel drops the lock when its holder exits, killed or not: nothing stale to clean up."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                holder = json.loads(self.path.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            since = holder.get("started")
+            when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+                    if isinstance(since, int | float) else "an unknown time")
+            raise StoreError(
+                f"run {self.path.parent}: in use by process {holder.get('pid', '?')} on host "
+                f"{holder.get('host', '?')} (running since {when}). Two processes must not "
+                f"write one run directory: wait for that one to finish (or stop it), or give "
+                f"this one another --out") from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info, 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class RunStore:
     """One run directory. Create with ``RunStore(path)``; the manifest is created on first use."""
 
@@ -141,6 +196,10 @@ class RunStore:
                              f"given to `curate run --out`")
         self.images = ImageStore(self.root / "images")
         self.manifest = self._load_manifest()
+
+    def lock(self) -> RunLock:
+        """The run directory's lock (acquire it with ``with store.lock():``)."""
+        return RunLock(self.root)
 
     # -- manifest -----------------------------------------------------------------------
     def _load_manifest(self) -> dict[str, Any]:
@@ -266,12 +325,14 @@ class RunStore:
         folder = self.stage_dir(stage)
         if folder.exists():
             os.replace(folder, self.root / f".stale-{stage}-{int(time.time() * 1000)}")
+            _fsync_dir(self.root)
 
     def remove_shards(self, stage: str) -> None:
         """Delete a stage's shards (not its artifacts) before a whole-dataset stage rewrites
         them."""
         for path in self.shard_files(stage):
             path.unlink()
+        _fsync_dir(self.stage_dir(stage))
 
     def artifacts_dir(self, stage: str) -> Path:
         path = self.stage_dir(stage) / "artifacts"
