@@ -43,7 +43,31 @@ class TRLStage(Trainer):
         if acc is not None and not Path(acc).is_file():
             problems.append(f"accelerate_config {acc}: no such file; give the YAML that "
                             f"`accelerate config` wrote, or leave it out to train in-process")
+        problems.extend(self.check_trl_config())
         return problems
+
+    def check_trl_config(self) -> list[str]:
+        """Build the TRL config for real (in a throwaway folder), so what TRL would refuse
+        after every earlier stage has run is refused by ``curate validate`` instead."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="dualcurate-validate-") as tmp:
+                self.trl_config(Path(tmp))
+        except ImportError as exc:
+            return [f"trl is not importable ({exc}); install dualcurate-trl's dependencies"]
+        except Exception as exc:  # TRL's own checks: ValueError mostly
+            return [self.explain_trl_error(exc)]
+        return []
+
+    def explain_trl_error(self, exc: Exception) -> str:
+        """TRL's refusal of the config, with the options that feed it."""
+        return (f"TRL refuses the {self.name} config these options make: {exc}. Fix the "
+                f"option it names (trl_args are applied last and can set any TRL option)")
+
+    def trl_config(self, workdir: Path) -> Any:
+        """The TRL config object (``SFTConfig``, ``GRPOConfig``) these options make."""
+        raise NotImplementedError
 
     # subclass hooks ---------------------------------------------------------------------------
     def prepare(self, dataset: datasets.Dataset, ctx: StageContext,

@@ -124,6 +124,20 @@ class GRPOStage(TRLStage):
     def steps_per_generation(self) -> int | None:
         return self.config.steps_per_generation
 
+    def explain_trl_error(self, exc: Exception) -> str:
+        text = str(exc)
+        if "divisible by num_generations" not in text:
+            return super().explain_trl_error(exc)
+        cfg = self.config
+        spg = self.steps_per_generation() or cfg.gradient_accumulation_steps
+        batch = cfg.per_device_train_batch_size * spg
+        return (f"num_generations: {cfg.num_generations} does not divide the generation batch "
+                f"(per_device_train_batch_size {cfg.per_device_train_batch_size} x "
+                f"steps_per_generation {spg} = {batch} completions per process), so TRL would "
+                f"refuse it at the start of training ({text}). Set per_device_train_batch_size "
+                f"to a multiple of {cfg.num_generations} (e.g. per_device_train_batch_size = "
+                f"{cfg.num_generations}), or num_generations to a divisor of {batch}")
+
     def prepare(self, dataset: datasets.Dataset, ctx: StageContext,
                 vision: bool) -> datasets.Dataset:
         images = ctx.images

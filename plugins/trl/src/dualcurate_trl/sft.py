@@ -26,6 +26,44 @@ class SFTStageConfig(TrainConfig):
 
     mode: Mode = "long"
     max_length: int | None = 4096
+    #: A teacher allowed more tokens than ``max_length`` is refused by ``curate validate``
+    #: unless this is true. Either way an example longer than ``max_length`` is never cut
+    #: (its answer would be lost): it is dropped, and the count is reported.
+    drop_over_length: bool = False
+
+
+def drop_over_length(examples: list[dict[str, Any]], model: str, revision: str | None,
+                     max_length: int) -> list[dict[str, Any]]:
+    """The examples whose prompt plus completion, as the model's chat template renders and
+    its tokenizer counts them (text only: image tokens come on top), fit ``max_length``."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
+    except Exception:  # a processor-only model: count with its tokenizer
+        from transformers import AutoProcessor
+
+        tokenizer = AutoProcessor.from_pretrained(model, revision=revision).tokenizer
+
+    def text_of(content: Any) -> str:
+        if isinstance(content, str):
+            return content
+        return "".join(p.get("text") or "" for p in content or [] if isinstance(p, dict))
+
+    kept = []
+    for example in examples:
+        messages = [{"role": m["role"], "content": text_of(m.get("content"))}
+                    for m in [*example["prompt"], *example["completion"]]]
+        try:
+            ids = tokenizer.apply_chat_template(messages, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            length = len(ids)
+        except Exception:  # no chat template: count the texts
+            length = len(tokenizer("".join(m["content"] for m in messages))["input_ids"])
+        if length <= max_length:
+            kept.append(example)
+    return kept
 
 
 class SFTStage(TRLStage):
@@ -37,12 +75,43 @@ class SFTStage(TRLStage):
     config: SFTStageConfig
     curve_keys = ("loss",)
 
+    def check_upstream(self, upstream: list[Any]) -> list[str]:
+        cfg = self.config
+        if cfg.max_length is None or cfg.mode == "short" or cfg.drop_over_length:
+            return []
+        for stage in reversed(upstream):
+            if getattr(stage, "kind", "") != "distiller":
+                continue
+            max_tokens = getattr(stage.config, "max_tokens", None)
+            if isinstance(max_tokens, int) and max_tokens > cfg.max_length:
+                return [f"max_length: {cfg.max_length} tokens is less than the teacher's "
+                        f"max_tokens ({max_tokens}, [{stage.name or 'distill'}]) plus its "
+                        f"prompt, so every trace longer than {cfg.max_length} tokens would be "
+                        f"cut, answer included (how many is known once the teacher has run; "
+                        f"they are never trained on: such examples are dropped and counted). "
+                        f"Raise max_length above {max_tokens} plus the prompt, lower the "
+                        f"teacher's max_tokens, or set drop_over_length = true to train on "
+                        f"the traces that fit"]
+            break
+        return []
+
     def prepare(self, dataset: datasets.Dataset, ctx: StageContext,
                 vision: bool) -> datasets.Dataset:
         images = ctx.images
         examples, stats = build_examples(
             dataset, mode=self.config.mode, system_prompt=self.config.system_prompt,
             vision=vision, load_image=images.open if images is not None else None)
+        if self.config.max_length is not None and examples:
+            before = len(examples)
+            examples = drop_over_length(examples, self.config.model, self.config.revision,
+                                        self.config.max_length)
+            cut = before - len(examples)
+            if cut:
+                stats.skipped["longer than max_length"] = cut
+                stats.examples = len(examples)
+                ctx.log.warning("sft: %d of %d examples are longer than max_length=%d tokens "
+                                "and were dropped (never cut: the answer is at the end)", cut,
+                                before, self.config.max_length)
         self.build_stats = {"rows": stats.rows, "examples": stats.examples,
                             "skipped": stats.skipped, "images_dropped": stats.images_dropped}
         warn_dropped_images(ctx, stats.images_dropped, self.config.model)
