@@ -18,6 +18,7 @@ from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import FilterContract, default_rows
 from dualcurate_difficulty import plugin
 from dualcurate_difficulty.filter import DifficultyFilter
+from dualcurate_difficulty.report import EARLY_ABOVE_0, EARLY_BELOW_1, known_bin, pass_rate_bin
 from dualcurate_difficulty.scripted import (
     ScriptedEngine,
     answer_judge_plugin,
@@ -95,6 +96,19 @@ def test_adaptive_decisions_equal_full_k(case: tuple[int, list[list[bool]]], kee
         assert f["rollouts_used"] == k
         assert f["pass_rate"] == pytest.approx(sum(t["verdict"] == "correct"
                                                    for t in f["rollouts"]) / k)
+        # what adaptive sampling stores is what it observed, never a rate of fewer draws
+        drawn = a["rollouts_used"]
+        assert a["pass_drawn"] == drawn
+        assert a["pass_correct"] == sum(t["verdict"] == "correct" for t in f["rollouts"][:drawn])
+        assert a["pass_rate"] == (f["pass_rate"] if drawn == k else None)
+        # the histogram bin of what is known never contradicts the full-k figure
+        known = known_bin(a, k)
+        if known == EARLY_ABOVE_0:
+            assert f["pass_rate"] > 0
+        elif known == EARLY_BELOW_1:
+            assert f["pass_rate"] < 1
+        elif drawn:
+            assert known == pass_rate_bin(f["pass_rate"])
 
 
 def test_stops_at_first_settling_rollout(stage_context: StageContext,
@@ -105,7 +119,9 @@ def test_stops_at_first_settling_rollout(stage_context: StageContext,
     out = run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
     assert [r["rollouts_used"] for r in out] == [3, 1, 4]
     assert [r["keep"] for r in out] == [False, False, True]
-    assert [r["pass_rate"] for r in out] == [pytest.approx(1 / 3), 1.0, 0.0]
+    # observed counts are stored as observed; a pass rate only for the k-rollout figure
+    assert [(r["pass_correct"], r["pass_drawn"]) for r in out] == [(1, 3), (1, 1), (0, 4)]
+    assert [r["pass_rate"] for r in out] == [None, None, 0.0]
     engine = stage_context.engine("scripted", scripted_options(rows, patterns))
     assert isinstance(engine, ScriptedEngine)
     # one request per pending sample per round, sample indices in order

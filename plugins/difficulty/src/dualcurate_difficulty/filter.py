@@ -1,7 +1,8 @@
 """The ``difficulty`` filter: pass rates of a small proxy model, with adaptive sampling.
 
 For every sample the proxy model (any registered engine) answers the question ``k`` times; each
-rollout is verified and ``pass_rate = correct / rollouts_used``. The keep rule (``pass_rate ==
+rollout is verified; ``pass_correct`` / ``pass_drawn`` record what was observed and
+``pass_rate = correct / k`` is stored only when all ``k`` rollouts were drawn. The keep rule (``pass_rate ==
 0`` by default: MMFineReason's hard subset) decides ``keep``. With ``adaptive`` (the default)
 rollouts are drawn in rounds of ``round_size`` and a sample stops as soon as its decision is
 settled (see :mod:`dualcurate_difficulty.stopping`). Rollout ``i`` of a sample always has
@@ -113,14 +114,17 @@ class DifficultyConfig(StageConfig):
 class DifficultyFilter(Filter):
     """Keeps samples by the pass rate of a proxy model (MMFineReason's difficulty filter).
 
-    Adds ``pass_rate`` (correct / rollouts_used; None when no rollout was needed),
-    ``rollouts_used``, ``rollouts`` (Trace dicts with verdicts) and ``keep``.
+    Adds ``pass_correct`` and ``pass_drawn`` (rollouts verified correct, rollouts drawn:
+    what was observed), ``pass_rate`` (correct / k, only when all ``k`` rollouts were drawn;
+    None for a sample adaptive sampling settled earlier, whose decision is exact all the
+    same), ``rollouts_used`` (= ``pass_drawn``), ``rollouts`` (Trace dicts with verdicts) and
+    ``keep``.
     """
 
     name = "difficulty"
     Config = DifficultyConfig
     requires = ("id", "question", "answer")
-    provides = ("pass_rate", "rollouts_used", "rollouts", "keep")
+    provides = ("pass_rate", "pass_correct", "pass_drawn", "rollouts_used", "rollouts", "keep")
     generates = True  # shards stream: process() keeps its state in locals
     version = "1"
 
@@ -248,11 +252,15 @@ class DifficultyFilter(Filter):
         for i, row in enumerate(rows):
             used = len(rollouts[i])
             keep = bool(decision[i])
-            pass_rate = correct[i] / used if used else None
-            out.append({**row, "pass_rate": pass_rate, "rollouts_used": used,
+            # What was observed is stored as observed; a pass rate is only the k-rollout
+            # figure (a sample stopped early after 1 of 1 correct is not "1.0").
+            pass_rate = correct[i] / cfg.k if used == cfg.k else None
+            out.append({**row, "pass_rate": pass_rate, "pass_correct": correct[i],
+                        "pass_drawn": used, "rollouts_used": used,
                         "rollouts": rollouts[i], "keep": keep})
             self._summary.append({"source": row.get("source", ""),
                                   "domain": row.get("domain", ""), "pass_rate": pass_rate,
+                                  "pass_correct": correct[i], "pass_drawn": used,
                                   "rollouts_used": used, "keep": keep})
         return out
 

@@ -12,8 +12,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dualcurate import RunStore
 
-BINS = ("0", "(0, 0.25]", "(0.25, 0.5]", "(0.5, 0.75]", "(0.75, 1)", "1", "none")
-SUMMARY_COLUMNS = ("source", "domain", "pass_rate", "rollouts_used", "keep")
+EARLY_ABOVE_0, EARLY_BELOW_1 = "> 0 (stopped early)", "< 1 (stopped early)"
+BINS = ("0", "(0, 0.25]", "(0.25, 0.5]", "(0.5, 0.75]", "(0.75, 1)", "1", EARLY_ABOVE_0,
+        EARLY_BELOW_1, "none")
+SUMMARY_COLUMNS = ("source", "domain", "pass_rate", "pass_correct", "pass_drawn",
+                   "rollouts_used", "keep")
+
+
+def known_bin(row: dict[str, Any], k: int) -> str:
+    """The histogram bin of one sample from what is known about its k-rollout pass rate: the
+    rate itself when all k rollouts were drawn; for a sample adaptive sampling stopped early,
+    the bin its reachable rates ``[correct/k, (correct + k - drawn)/k]`` all fall in, else
+    what the drawn rollouts prove (``> 0``: one was correct; ``< 1``: one was not)."""
+    if row.get("pass_rate") is not None:
+        return pass_rate_bin(row["pass_rate"])
+    drawn, correct = row.get("pass_drawn"), row.get("pass_correct")
+    if not drawn or correct is None or not k:
+        return "none"
+    lo, hi = correct / k, (correct + k - drawn) / k
+    if pass_rate_bin(lo) == pass_rate_bin(hi):
+        return pass_rate_bin(lo)
+    if correct > 0:
+        return EARLY_ABOVE_0
+    if drawn > correct:
+        return EARLY_BELOW_1
+    return "none"
 
 
 def pass_rate_bin(pass_rate: float | None) -> str:
@@ -59,7 +82,7 @@ def build_report(rows: Iterable[dict[str, Any]], k: int) -> dict[str, Any]:
             g["samples"] += 1
             g["kept"] += bool(row.get("keep"))
             g["rollouts_used"] += int(row.get("rollouts_used") or 0)
-            g["histogram"][pass_rate_bin(row.get("pass_rate"))] += 1
+            g["histogram"][known_bin(row, k)] += 1
             if row.get("pass_rate") is not None:
                 g["pass_rate_sum"] += float(row["pass_rate"])
                 g["with_rate"] += 1
@@ -94,8 +117,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- rollouts: {report['rollouts_used']} used of {report['rollouts_full_k']} at full "
         f"k={report['k']} (ratio {report['rollout_ratio']})",
         "",
-        "Pass rates of samples stopped early by adaptive sampling are estimated from the "
-        "rollouts drawn; run with adaptive = false for the full-k distribution.",
+        "Pass rates are k-rollout figures. A sample adaptive sampling settled early has no "
+        "pass rate: it is binned by what its rollouts prove (its decision is exact all the "
+        "same); run with adaptive = false for the full-k distribution.",
     ]
     for title, key in (("source", "by_source"), ("domain", "by_domain")):
         lines += ["", f"## By {title}", "",
