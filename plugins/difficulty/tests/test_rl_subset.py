@@ -52,20 +52,20 @@ def test_marks_split_and_excludes_rl_from_sft(tmp_path) -> None:
     rows = make_rows(30)
     out, report = run_subset(rows, tmp_path, rl_subset_size=9, seed=1, stratify_by="domain")
     assert [r["id"] for r in out] == [r["id"] for r in rows]
-    rl = [r for r in out if r["split"] == "rl"]
+    rl = [r for r in out if r["rl_split"] == "rl"]
     assert len(rl) == 9 and all(r["keep"] is False for r in rl)
-    assert all(r["keep"] is True for r in out if r["split"] == "sft")
+    assert all(r["keep"] is True for r in out if r["rl_split"] == "sft")
     assert Counter(r["domain"] for r in rl) == {"math": 3, "chart": 3, "spatial": 3}
     assert report["rl"] == 9 and report["sft"] == 21
     assert report["by_domain"]["math"] == {"rl": 3, "sft": 7}
     other_seed, _ = run_subset(rows, tmp_path, rl_subset_size=9, seed=2, stratify_by="domain")
-    assert {r["id"] for r in other_seed if r["split"] == "rl"} != {r["id"] for r in rl}
+    assert {r["id"] for r in other_seed if r["rl_split"] == "rl"} != {r["id"] for r in rl}
 
 
 def test_eligible_rule_and_errors(tmp_path) -> None:
     rows = [{**r, "pass_rate": i / 10} for i, r in enumerate(make_rows(10))]
     out, report = run_subset(rows, tmp_path, rl_subset_size=3, eligible="pass_rate >= 0.5")
-    assert all(r["pass_rate"] >= 0.5 for r in out if r["split"] == "rl")
+    assert all(r["pass_rate"] >= 0.5 for r in out if r["rl_split"] == "rl")
     assert report["eligible"] == 5
     with pytest.raises(DualcurateError, match="rl_subset_size = 6 but only 5 eligible"):
         run_subset(rows, tmp_path, rl_subset_size=6, eligible="pass_rate >= 0.5")
@@ -114,8 +114,8 @@ def test_pipeline_difficulty_then_rl_subset(tmp_path) -> None:
     assert len(filtered) == 20
     assert all(r["keep"] and r["rollouts_used"] == 1 for r in filtered)  # all wrong: 1 settles
     rl_rows = store.dataset("rl").to_list()
-    assert Counter(r["split"] for r in rl_rows) == {"rl": 4, "sft": 16}
-    assert all(r["keep"] is (r["split"] == "sft") for r in rl_rows)
+    assert Counter(r["rl_split"] for r in rl_rows) == {"rl": 4, "sft": 16}
+    assert all(r["keep"] is (r["rl_split"] == "sft") for r in rl_rows)
     rec = next(s for s in manifest["stages"] if s["name"] == "rl")
     assert rec["report"]["rl"] == 4 and rec["rows_out"] == 16
     report = json.loads((out / "filter" / "artifacts" / "difficulty_report.json").read_text())
@@ -128,3 +128,18 @@ def test_pipeline_difficulty_then_rl_subset(tmp_path) -> None:
     from dualcurate.cache import RequestCache
 
     assert RequestCache(out / "cache.sqlite").count() == 80
+
+
+def test_split_column_is_left_alone_and_eval_rows_are_never_drawn(tmp_path) -> None:
+    import pydantic
+
+    rows = [{"id": f"s{i}", "split": "eval" if i % 2 else "train", "keep": True}
+            for i in range(20)]
+    out = RLSubsetFilter(rl_subset_size=10).run(datasets.Dataset.from_list(rows),
+                                                StageContext.ephemeral(root=tmp_path)).dataset
+    out = out.to_list()
+    assert [r["split"] for r in out] == [r["split"] for r in rows]  # untouched
+    assert all(r["rl_split"] is None and r["keep"] for r in out if r["split"] == "eval")
+    assert sum(r["rl_split"] == "rl" for r in out) == 10
+    with pytest.raises(pydantic.ValidationError, match="overwrite the dataset's split"):
+        RLSubsetFilter(rl_subset_size=1, split_column="split")

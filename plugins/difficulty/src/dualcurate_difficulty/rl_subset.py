@@ -1,8 +1,10 @@
 """The ``rl-subset`` filter: carve a seeded RL subset out of the SFT data (as MMFineReason does).
 
 It needs the whole dataset, so it is a :class:`dualcurate.DatasetFilter`, a second stage after
-``difficulty``. Every row gets ``split`` (``"rl"`` or ``"sft"``); RL rows get ``keep = False``,
-so they stay recorded in this stage's shards (export them with ``curate export --all``) but do
+``difficulty``. Every row gets its own column ``rl_split`` (``"rl"`` or ``"sft"``; None for
+evaluation rows, which are never drawn): the dataset's ``split`` column is left alone, so eval
+rows stay eval rows and the efficacy judge keeps its hold-out. RL rows get ``keep = False``, so
+they stay recorded in this stage's shards (export them with ``curate export --all``) but do
 not reach the SFT trainer. The draw depends only on the seed and the sample ids, never on row
 order or sharding.
 """
@@ -33,7 +35,18 @@ class RLSubsetConfig(StageConfig):
     seed: int = 0
     stratify_by: str | None = None
     eligible: str | None = None
-    split_column: str = "split"
+    split_column: str = "rl_split"
+    #: Rows whose ``split`` is one of these are never drawn and get no ``rl_split``.
+    holdout_splits: list[str] = Field(default_factory=lambda: ["eval", "test", "validation"])
+
+    @field_validator("split_column")
+    @classmethod
+    def _own_column(cls, value: str) -> str:
+        if value == "split":
+            raise ValueError("split_column = 'split' would overwrite the dataset's split (eval "
+                             "rows would land in the SFT set and the judge would lose its "
+                             "hold-out); leave it at 'rl_split' or name another new column")
+        return value
 
     @field_validator("eligible")
     @classmethod
@@ -81,14 +94,14 @@ def choose_rl_ids(rows: list[dict[str, Any]], size: int, seed: int,
 
 
 class RLSubsetFilter(DatasetFilter):
-    """Marks ``rl_subset_size`` seeded samples ``split = "rl"`` (``keep = False``), the rest
-    ``split = "sft"``; optionally stratified by a column (``domain``) and restricted to rows a
+    """Marks ``rl_subset_size`` seeded samples ``rl_split = "rl"`` (``keep = False``), the rest
+    ``rl_split = "sft"`` (eval rows: None, never drawn); optionally stratified by a column (``domain``) and restricted to rows a
     rule calls ``eligible``."""
 
     name = "rl-subset"
     Config = RLSubsetConfig
     requires = ("id",)
-    provides = ("split", "keep")
+    provides = ("rl_split", "keep")
 
     def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
         import datasets as hf_datasets
@@ -98,7 +111,9 @@ class RLSubsetFilter(DatasetFilter):
         cfg: RLSubsetConfig = self.config  # type: ignore[assignment]
         rows = dataset.to_list()
         rule = parse_keep(cfg.eligible) if cfg.eligible is not None else None
-        pool = [r for r in rows if rule is None or rule.evaluate(r)]
+        holdout = set(cfg.holdout_splits)
+        pool = [r for r in rows if r.get("split") not in holdout
+                and (rule is None or rule.evaluate(r))]
         if cfg.stratify_by is not None and pool and cfg.stratify_by not in pool[0]:
             raise DualcurateError(f"rl-subset: stratify_by = {cfg.stratify_by!r} is not a column "
                                   f"(columns: {', '.join(sorted(pool[0]))})")
@@ -111,13 +126,18 @@ class RLSubsetFilter(DatasetFilter):
         out = []
         for row in rows:
             in_rl = str(row["id"]) in chosen
-            out.append({**row, cfg.split_column: "rl" if in_rl else "sft",
+            held = row.get("split") in holdout
+            out.append({**row, cfg.split_column: None if held else "rl" if in_rl else "sft",
                         "keep": not in_rl and row.get("keep") is not False})
         per_stratum: dict[str, dict[str, int]] = defaultdict(lambda: {"rl": 0, "sft": 0})
         for row in out:
+            if row[cfg.split_column] is None:
+                continue
             key = str(row.get(cfg.stratify_by or "domain"))
             per_stratum[key][row[cfg.split_column]] += 1
-        report = {"rl": len(chosen), "sft": len(out) - len(chosen), "eligible": len(pool),
+        held_out = sum(1 for r in out if r[cfg.split_column] is None)
+        report = {"rl": len(chosen), "sft": len(out) - len(chosen) - held_out,
+                  "held_out": held_out, "eligible": len(pool),
                   "by_" + (cfg.stratify_by or "domain"): dict(sorted(per_stratum.items()))}
         table = rows_to_table(out) if out else dataset.data.table
         return StageResult(dataset=hf_datasets.Dataset(table), report=report)
