@@ -3,7 +3,9 @@ everything it does is available from Python (``Pipeline``, ``RunStore``, the sta
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -81,7 +83,7 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     for note in pipeline.notes:
         err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     target = out or recipe.run.out or f"runs/{recipe.run.name}"
-    with _make_progress() as progress:
+    with _make_progress() as progress, _stage_log_to_console():
         store = pipeline.run(target, progress_factory=_progress_factory(progress),
                              log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"))
     table = Table(title=f"run {store.root}")
@@ -97,6 +99,32 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
 
         html_path, md_path = write_report(store.root)
         err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Stages' ``ctx.log`` messages (INFO and up) on the console, above the progress bars:
+    the source's per-source summary, warnings about sources that kept few rows."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else "dim"
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        err_console.print(f"[{style}]{escape(prefix + record.getMessage())}[/{style}]",
+                          highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _stage_log_to_console() -> Any:
+    logger = logging.getLogger("dualcurate")
+    handler = _ConsoleLogHandler(logging.INFO)
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def _print_efficacy(run_dir: Any) -> None:
@@ -207,12 +235,29 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a recipe value, e.g. --set distill.samples_per_question=4.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html / report.md.")
+@click.option("--executor", metavar="NAME", help="Run map stages with this executor (`local`, "
+              "`ray`): the same as --set run.executor=NAME.")
+@click.option("--address", metavar="ADDR", help="With --executor ray: the cluster to join "
+              "(`auto`, `ray://HOST:10001`); unset starts a local Ray.")
+@click.option("--strict", is_flag=True, help="Fail (exit 2) when a source keeps 0 rows or "
+              "less than its min_kept_fraction of the rows it read (without it: a warning).")
 @click.pass_obj
 def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[str, ...],
-            no_report: bool) -> None:
+            no_report: bool, executor: str | None, address: str | None,
+            strict: bool = False) -> None:
     """Run RECIPE (default: the built-in default recipe); rerunning resumes. Ends by writing
     report.html and report.md into the run directory."""
-    run_recipe(state, recipe, out, overrides, report=not no_report)
+    extra = [f"run.executor={json.dumps(executor)}"] if executor else []
+    if address:
+        extra.append(f"run.executor_options.address={json.dumps(address)}")
+    old = os.environ.get("DUALCURATE_STRICT")
+    if strict:  # read by sources at the end of their stage (DUALCURATE_STRICT=1 also works)
+        os.environ["DUALCURATE_STRICT"] = "1"
+    try:
+        run_recipe(state, recipe, out, (*overrides, *extra), report=not no_report)
+    finally:
+        if strict and old is None:
+            os.environ.pop("DUALCURATE_STRICT", None)
 
 
 @cli.command("report")
