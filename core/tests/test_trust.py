@@ -363,3 +363,25 @@ def test_unknown_plugin_suggests_installed_near_matches_not_invented_packages():
     with pytest.raises(UnknownComponentError) as err:
         PluginHost(autoload=False).load("lenght-filter")
     assert "pip install" not in str(err.value)
+
+
+def test_the_verifier_contract_gives_traces_so_a_verifier_that_sets_no_verdict_fails(
+        stage_context):
+    from dualcurate import Verifier
+    from dualcurate.testing.contracts import VerifierContract
+
+    class SetsNothing(Verifier):
+        name = "sets-nothing"
+        Config = StageConfig
+
+        def process(self, rows, ctx):
+            return rows
+
+    class Suite(VerifierContract):
+        stage_cls = SetsNothing
+
+    suite = Suite()
+    rows = Suite.rows.__wrapped__(suite)
+    assert all(len(r["traces"]) == 3 for r in rows)
+    with pytest.raises(AssertionError):
+        suite.test_every_trace_gets_a_verdict(rows, stage_context)

@@ -40,6 +40,35 @@ def default_rows(n: int = 4) -> list[dict[str, Any]]:
                    answer_type="number").to_row() for i in range(n)]
 
 
+def trace(text: str, answer: str, **fields: Any) -> dict[str, Any]:
+    """A teacher trace dict (every key of :class:`dualcurate.schema.Trace`)."""
+    from dualcurate.distill import split_response
+
+    reasoning, _ = split_response(text)
+    base = {"text": text, "reasoning": reasoning, "answer": answer, "finish_reason": "stop",
+            "truncated": False, "prompt_tokens": 10, "completion_tokens": len(text.split()),
+            "model": "contract-teacher", "engine": "contract", "sample_index": 0,
+            "error": None, "verdict": None, "method": None, "label": None, "reason": None}
+    return {**base, **fields}
+
+
+def rows_with_traces(n: int = 4) -> list[dict[str, Any]]:
+    """:func:`default_rows` with teacher traces, as a verifier (or any stage that reads
+    traces) gets them: per row a correct trace, a wrong one, and one cut at max_tokens."""
+    rows = default_rows(n)
+    for row in rows:
+        gold, wrong = row["answer"], str(int(row["answer"]) + 1)
+        row["traces"] = [
+            trace(f"<think>add the numbers: {gold}</think>\n<answer>{gold}</answer>", gold),
+            trace(f"<think>a slip gives {wrong}</think>\n<answer>{wrong}</answer>", wrong,
+                  sample_index=1),
+            trace("<think>adding the numbers step by step, first", "", sample_index=2,
+                  finish_reason="length", truncated=True),
+        ]
+        row["n_traces"] = 3
+    return rows
+
+
 class StageContract:
     """Checks every stage class must pass."""
 
@@ -102,7 +131,12 @@ class MapStageContract(StageContract):
 
     @pytest.fixture
     def rows(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in (self.input_rows or default_rows())]
+        """``input_rows``, else rows with traces for stages that read them (verifiers, and any
+        stage that ``requires`` traces), else :func:`default_rows`."""
+        if self.input_rows:
+            return [dict(r) for r in self.input_rows]
+        reads_traces = self.stage_cls.kind == "verifier" or "traces" in self.stage_cls.requires
+        return rows_with_traces() if reads_traces else default_rows()
 
     def _process(self, rows, ctx) -> list[dict[str, Any]]:
         stage = self.make_stage()
@@ -138,9 +172,18 @@ class DistillerContract(MapStageContract):
 class VerifierContract(MapStageContract):
     def test_every_trace_gets_a_verdict(self, rows, stage_context) -> None:
         out = self._process(rows, stage_context)
-        for row in out:
+        assert any(row.get("traces") for row in rows), "give the verifier rows with traces"
+        for before, row in zip(rows, out, strict=True):
+            assert len(row.get("traces") or []) == len(before.get("traces") or [])
             for trace in row.get("traces") or []:
                 assert trace["verdict"] in ("correct", "incorrect", "invalid", "undecided")
+
+    def test_a_truncated_trace_is_never_correct(self, rows, stage_context) -> None:
+        out = self._process(rows, stage_context)
+        for row in out:
+            for trace in row.get("traces") or []:
+                if trace.get("truncated"):
+                    assert trace["verdict"] != "correct"
 
 
 class FilterContract(MapStageContract):
