@@ -107,6 +107,8 @@ def test_hub_ids_are_keyed_by_the_revision_they_resolve_to(tmp_path, monkeypatch
 def test_file_hashes_are_computed_once_per_size_and_mtime(tmp_path, monkeypatch):
     big = tmp_path / "weights.safetensors"
     big.write_bytes(os.urandom(1 << 16))
+    old = 1_600_000_000
+    os.utime(big, (old, old))  # not written in the last seconds: its hash may be kept
     reads = []
     real_open = open
 
@@ -123,6 +125,9 @@ def test_file_hashes_are_computed_once_per_size_and_mtime(tmp_path, monkeypatch)
     big.write_bytes(os.urandom(1 << 16))
     assert fp.file_digest(big) != digest
     assert len(reads) == 2
+    # just written: hashed again each time (a rewrite in the same mtime tick must show)
+    fp.file_digest(big)
+    assert len(reads) == 3
 
 
 # 2. signatures cover files, models and code ------------------------------------------------------

@@ -13,7 +13,9 @@ stage signatures.
 Hashing a file is paid once: each file's hash is kept by (path, size, mtime, ctime, inode) in
 memory and in ``$DUALCURATE_HASH_CACHE`` (default ``~/.cache/dualcurate/file-hashes.sqlite``),
 so a 500 GB model folder is read once, and a rerun only ``stat``s its files. Any write to a
-file changes its mtime and ctime, so a retrained model is hashed again.
+file changes its mtime and ctime, so a retrained model is hashed again; a file written in the
+last two seconds is not cached at all (a second write within the same timestamp tick would
+not show in its stat).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,10 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     value = digest.hexdigest()
+    # A file modified in the last two seconds may be modified again within the same mtime
+    # tick without its stat changing (git's "racy" case): hash it again next time.
+    if time.time_ns() - st.st_mtime_ns < 2_000_000_000:
+        return value
     with _LOCK:
         _MEMO[key] = value
         db = _db()
