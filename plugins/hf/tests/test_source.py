@@ -136,7 +136,6 @@ def test_missing_file_found_by_check_and_by_read(tmp_path: Path, plugin_host,
     ("parquet", b"PAR1 this is not parquet", "not readable as Parquet"),
     ("jsonl", b"\xff\xfe\x00binary", "not readable as JSON Lines"),
     ("jsonl", b"[1, 2, 3]\n", "not an object"),
-    ("csv", b'question,answer\n"unterminated,1\n', "not readable as CSV"),
 ])
 def test_unreadable_format_is_a_clear_error(fmt: str, content: bytes, match: str,
                                             tmp_path: Path, stage_context: StageContext) -> None:
@@ -144,6 +143,17 @@ def test_unreadable_format_is_a_clear_error(fmt: str, content: bytes, match: str
     path.write_bytes(content)
     with pytest.raises(DualcurateError, match=match):
         read_all({"sources": [{"name": "bad", fmt: str(path)}]}, stage_context)
+
+
+def test_malformed_csv_record_is_a_drop_with_its_line(tmp_path: Path,
+                                                      stage_context: StageContext) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b'question,answer\nWhat is 1 + 1?,2\n"unterminated,1\n')
+    rows = read_all({"sources": [{"name": "bad", "csv": str(path)}]}, stage_context)
+    assert [r["answer"] for r in rows] == ["2"]
+    drops = [json.loads(x) for x in (stage_context.workdir / "drops.jsonl").read_text()
+             .splitlines()]
+    assert [(d["reason"], d["line"]) for d in drops] == [("unparseable_record", 3)]
 
 
 def test_bad_jsonl_lines_are_counted(tmp_path: Path, stage_context: StageContext) -> None:

@@ -83,3 +83,27 @@ def test_curate_run_checks_files_before_running(run_cli, tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "matches no file" in " ".join((result.stderr + result.stdout).split())
     assert not (result.cwd / "out" / "source").exists()
+
+
+def test_console_summary_warning_and_strict(run_cli, tmp_path: Path) -> None:
+    """Every source's summary at the end of the source stage; a source that keeps nothing is
+    a warning (exit 0), and with --strict a failure (exit 2)."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"question": f"Q{i}?", "answer": str(i),
+                                       "image": i}) + "\n" for i in range(4)))
+    path = recipe(tmp_path)
+    path.write_text(path.read_text().replace('[[source.sources]]\nname = "charts"',
+                                             f'[[source.sources]]\nname = "ids"\njsonl = "{bad}"'
+                                             f'\n\n[[source.sources]]\nname = "charts"'))
+    result = run_cli("run", str(path), "--out", "out")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "source geo: read 6, kept 5, dropped 1 (image_not_an_image 1)" in result.stderr
+    assert "source ids: read 4, kept 0, dropped 4 (image_unsupported_input 4)" in result.stderr
+    assert "warning: source 'ids' kept 0 of 4 rows read" in result.stderr
+    drops = [json.loads(x) for x in (result.cwd / "out" / "source" / "artifacts" /
+                                     "drops.jsonl").read_text().splitlines()]
+    assert [(d["source"], d["line"], d["reason"]) for d in drops if d["source"] == "ids"] == [
+        ("ids", i, "image_unsupported_input") for i in range(1, 5)]
+    strict = run_cli("run", str(path), "--out", "out2", "--strict")
+    assert strict.exit_code == 2
+    assert "strict: source 'ids' kept 0 of 4 rows read" in strict.stderr

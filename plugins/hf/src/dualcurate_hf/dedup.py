@@ -2,20 +2,38 @@
 
 * exact (default): the normalised question (NFKC, case-folded, whitespace collapsed), the
   choices and the image hashes.
-* near (optional), offline by default: MinHash over word shingles of the question (LSH bands to
-  find candidates) and a 64-bit difference hash of each image; two rows are near-duplicates when
-  their estimated Jaccard similarity is >= ``text_threshold`` and every image pair is
-  >= ``image_threshold`` similar (1 - differing bits / 64). ``method = "embeddings"`` uses
-  cosine similarity of sentence-transformers embeddings instead (a model name; for users'
-  machines with the model available).
+* near (optional), offline by default (``method = "minhash"``, the name kept for recipes):
+
+  - images: a 32x32 RGB thumbnail per distinct stored image, compared pixel by pixel with a
+    one-pixel shift tolerance (each pixel is matched to its best neighbour in the other
+    thumbnail, in both directions); two images are near-identical when at most
+    ``1 - image_threshold`` of the pixels differ by more than a quarter of the range in some
+    channel. Colour and shape both count, so flat drawings (a green square, a yellow circle)
+    stay apart, which the grey 64-bit difference hash used before could not do. Candidates
+    come from a usearch HNSW index over 8x8 thumbnails; thumbnails wait in a temporary file,
+    not in memory. Near-identical images share a *group* id.
+  - text: a 64-bit SimHash of the question's word shingles; two texts are similar when their
+    estimated cosine similarity (cos(pi * differing bits / 64)) is >= ``text_threshold``.
+  - rows are near-duplicates when their images are in the same groups and their texts are
+    similar; a pair whose gold answers differ is a *conflict*: both rows are kept and the
+    pair is reported.
+
+  Memory per row is 32 bytes (SimHash, answer hash, chain link, first image); per distinct
+  image about 0.5 KB (the HNSW entry). ``method = "embeddings"`` uses cosine similarity of
+  sentence-transformers embeddings instead (a model name; for users' machines with the model).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
+import tempfile
 import unicodedata
+from array import array
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -33,11 +51,13 @@ class DedupOptions(BaseModel):
     exact: bool = True
     near: bool = False
     method: Literal["minhash", "embeddings"] = "minhash"
-    text_threshold: float = Field(0.85, gt=0, le=1)
-    image_threshold: float = Field(0.95, gt=0, le=1)
+    text_threshold: float = Field(0.9, gt=0, le=1)
+    image_threshold: float = Field(0.98, gt=0, le=1)
     num_perm: int = Field(64, ge=8, le=512)
     shingle: int = Field(3, ge=1, le=10)
     max_bucket: int = Field(1000, ge=1)
+    #: Nearest images (8x8 thumbnails) checked per new image before the exact comparison.
+    candidates: int = Field(16, ge=1, le=256)
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     image_model: str = "sentence-transformers/clip-ViT-B-32"
 
@@ -83,71 +103,200 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
-def image_similarity(a: int, b: int) -> float:
-    return 1.0 - (a ^ b).bit_count() / 64
+THUMB = 64
+COARSE = 8
+PIXEL_TOLERANCE = 0.25
+#: 8x8 candidates farther than this RMS difference (0..1) are not compared at 32x32: measured
+#: near-duplicates (re-encoding, resizing, 3-pixel shifts) stay below 0.06.
+COARSE_RADIUS = 0.12
 
 
-class _Entry:
-    __slots__ = ("dhashes", "id", "signature")
+def thumbnail(image: Any, size: int = THUMB) -> np.ndarray:
+    """A ``size`` x ``size`` RGB thumbnail (area average) as uint8 (size, size, 3)."""
+    from PIL import Image
 
-    def __init__(self, row_id: str, signature: Any, dhashes: tuple[int, ...]):
-        self.id = row_id
-        self.signature = signature
-        self.dhashes = dhashes
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BOX),
+                      dtype=np.uint8)
+
+
+def image_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - the fraction of thumbnail pixels that differ by more than a quarter of the range in
+    some channel, each pixel matched to its best neighbour (one pixel either way) in the
+    other thumbnail, in both directions: re-encoding, resizing and small shifts score ~1, a
+    different shape or colour loses the pixels it covers."""
+    fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
+
+    def one_way(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        n, m = x.shape[:2]
+        padded = np.pad(y, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        best = np.full((n, m), np.inf, dtype=np.float32)
+        for dy in range(3):
+            for dx in range(3):
+                diff = np.abs(x - padded[dy:dy + n, dx:dx + m]).max(axis=-1)
+                np.minimum(best, diff, out=best)
+        return best
+
+    differ = np.maximum(one_way(fa, fb), one_way(fb, fa)) > PIXEL_TOLERANCE
+    return 1.0 - float(differ.mean())
+
+
+class ImageIndex:
+    """Distinct images, grouped by near-identity (see the module docstring). ``add`` returns
+    ``(image index, group id)``; equal digests are one image."""
+
+    def __init__(self, threshold: float, candidates: int = 16):
+        from usearch.index import Index
+
+        self.threshold = threshold
+        self.candidates = candidates
+        self._hnsw = Index(ndim=COARSE * COARSE * 3, metric="l2sq", dtype="f16")
+        self._thumbs = tempfile.TemporaryFile(prefix="dualcurate-thumbs-", buffering=0)
+        self._by_digest: dict[bytes, int] = {}
+        self._group = array("i")
+        self._digests = bytearray()
+        self.comparisons = 0
+
+    def __len__(self) -> int:
+        return len(self._group)
+
+    def digest(self, index: int) -> str:
+        return bytes(self._digests[index * 32:(index + 1) * 32]).hex()
+
+    def _thumb(self, index: int) -> np.ndarray:
+        size = THUMB * THUMB * 3
+        data = os.pread(self._thumbs.fileno(), size, index * size)
+        return np.frombuffer(data, dtype=np.uint8).reshape(THUMB, THUMB, 3)
+
+    def add(self, digest: str, image: Any) -> tuple[int, int]:
+        key = bytes.fromhex(digest)
+        known = self._by_digest.get(key)
+        if known is not None:
+            return known, self._group[known]
+        thumb = thumbnail(image)
+        coarse = thumbnail(image, COARSE).reshape(-1).astype(np.float32) / 255
+        group = len(self._group)
+        if len(self._group):
+            found = self._hnsw.search(coarse, min(self.candidates, len(self._group)))
+            radius = COARSE_RADIUS ** 2 * coarse.size
+            for other, dist in zip(found.keys, found.distances, strict=True):
+                if dist > radius:
+                    break
+                self.comparisons += 1
+                if image_similarity(thumb, self._thumb(int(other))) >= self.threshold:
+                    group = self._group[int(other)]
+                    break
+        index = len(self._group)
+        os.pwrite(self._thumbs.fileno(), thumb.tobytes(), index * thumb.nbytes)
+        self._hnsw.add(index, coarse)
+        self._group.append(group)
+        self._digests += key
+        self._by_digest[key] = index
+        return index, group
+
+    def close(self) -> None:
+        self._thumbs.close()
+
+
+def simhash(text: str, size: int) -> int:
+    """64-bit SimHash of the text's word shingles (signed int64 range)."""
+    items = shingles(text, size)
+    hashes = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
+         for s in items), dtype=np.uint64, count=len(items))
+    bits = (hashes[:, None] >> np.arange(64, dtype=np.uint64)[None, :]) & np.uint64(1)
+    votes = bits.astype(np.int32).sum(axis=0) * 2 - len(items)
+    value = int(np.packbits((votes > 0)[::-1].astype(np.uint8)).view(">u8")[0])
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def answer_key(answer: str) -> int:
+    """64-bit key of a normalised gold answer (signed int64 range)."""
+    return int.from_bytes(hashlib.blake2b(normalise_question(answer).encode(),
+                                          digest_size=8).digest(), "little", signed=True)
+
+
+class _Column:
+    """A growable int64 numpy column."""
+
+    __slots__ = ("data", "n")
+
+    def __init__(self, capacity: int = 1024):
+        self.data = np.zeros(capacity, dtype=np.int64)
+        self.n = 0
+
+    def append(self, value: int) -> int:
+        if self.n == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros(len(self.data), dtype=np.int64)])
+        self.data[self.n] = value
+        self.n += 1
+        return self.n - 1
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]
+
+
+@dataclass
+class NearMatch:
+    """What the index found for a row: ``kind`` is ``"near"`` (drop it, ``other`` kept in its
+    place) or ``"conflict"`` (a near-duplicate with another gold answer: both kept)."""
+
+    kind: str
+    other: str
+    other_images: list[str]
 
 
 class NearDuplicateIndex:
-    """MinHash-LSH over question text plus difference hashes of images."""
+    """Near-duplicate rows: image groups (:class:`ImageIndex`) plus SimHash of the text; a
+    pair with different gold answers is a conflict, never a drop. Rows are indexed by their
+    image groups; within a group (and among text-only rows) the SimHashes are compared as
+    one numpy operation."""
 
     def __init__(self, options: DedupOptions):
         self.options = options
-        self.hasher = MinHasher(options.num_perm)
-        self.rows_per_band = 4 if options.num_perm % 4 == 0 else 2
-        self.bands = options.num_perm // self.rows_per_band
-        self.max_hamming = int((1.0 - options.image_threshold) * 64 + 1e-9)
-        self.chunks = min(self.max_hamming + 1, 16)
-        self._buckets: dict[tuple[Any, ...], list[_Entry]] = {}
+        self.images = ImageIndex(options.image_threshold, options.candidates)
+        theta = math.acos(max(min(options.text_threshold, 1.0), -1.0))
+        self.max_bits = int(theta / math.pi * 64 + 1e-9)
+        self._hash = _Column()
+        self._answer = _Column()
+        self._first_image = _Column()
+        self._ids: list[bytes] = []
+        self._groups: dict[Any, _Column] = {}
 
-    def _text_keys(self, sig: np.ndarray) -> list[tuple[Any, ...]]:
-        r = self.rows_per_band
-        return [("t", band, sig[band * r:(band + 1) * r].tobytes()) for band in range(self.bands)]
+    def add_image(self, digest: str, image: Any) -> int:
+        """Register a stored image (``image``: a PIL image); returns its image index."""
+        return self.images.add(digest, image)[0]
 
-    def _image_keys(self, first: int) -> list[tuple[Any, ...]]:
-        bits = 64 // self.chunks
-        keys = []
-        for i in range(self.chunks):
-            width = bits if i < self.chunks - 1 else 64 - bits * (self.chunks - 1)
-            keys.append(("i", i, (first >> (bits * i)) & ((1 << width) - 1)))
-        return keys
+    def check_and_add(self, row_id: str, question: str, answer: str,
+                      image_indices: Sequence[int]) -> NearMatch | None:
+        """A near-duplicate or conflict found among earlier rows, or None. Rows that are not
+        dropped (None or a conflict) are indexed."""
+        group_key: Any = tuple(self.images._group[i] for i in image_indices) or None
+        text = simhash(question, self.options.shingle)
+        ans = answer_key(answer)
+        members = self._groups.get(group_key)
+        conflict: NearMatch | None = None
+        if members is not None and members.n:
+            slots = members.view()
+            close = np.bitwise_count(self._hash.view()[slots] ^ np.int64(text)) <= self.max_bits
+            for slot in slots[close]:
+                other = self._ids[int(slot)]
+                first = int(self._first_image.data[int(slot)])
+                images = [self.images.digest(first)] if first >= 0 else []
+                if int(self._answer.data[int(slot)]) == ans:
+                    return NearMatch("near", other.decode(), images)
+                if conflict is None:
+                    conflict = NearMatch("conflict", other.decode(), images)
+        slot = self._hash.append(text)
+        self._answer.append(ans)
+        self._first_image.append(image_indices[0] if image_indices else -1)
+        self._ids.append(row_id.encode())
+        if members is None:
+            members = self._groups[group_key] = _Column(4)
+        members.append(slot)
+        return conflict
 
-    def check_and_add(self, row_id: str, question: str, dhashes: Sequence[int | None]
-                      ) -> str | None:
-        """The id of an earlier near-duplicate, or None (then the row is indexed)."""
-        sig = self.hasher.signature(shingles(question, self.options.shingle))
-        hashes = tuple(h for h in dhashes if h is not None)
-        keys = self._image_keys(hashes[0]) if hashes else self._text_keys(sig)
-        seen: set[int] = set()
-        for key in keys:
-            for entry in self._buckets.get(key, ()):
-                if id(entry) in seen:
-                    continue
-                seen.add(id(entry))
-                if self._similar(entry, sig, hashes):
-                    return entry.id
-        entry = _Entry(row_id, sig, hashes)
-        for key in keys:
-            bucket = self._buckets.setdefault(key, [])
-            if len(bucket) < self.options.max_bucket:
-                bucket.append(entry)
-        return None
-
-    def _similar(self, entry: _Entry, sig: np.ndarray, hashes: tuple[int, ...]) -> bool:
-        if len(entry.dhashes) != len(hashes):
-            return False
-        if any(image_similarity(a, b) < self.options.image_threshold
-               for a, b in zip(entry.dhashes, hashes, strict=True)):
-            return False
-        return jaccard_estimate(entry.signature, sig) >= self.options.text_threshold
+    def close(self) -> None:
+        self.images.close()
 
 
 Encoder = Callable[[list[Any]], np.ndarray]
@@ -166,11 +315,16 @@ class EmbeddingIndex:
         self._text: list[np.ndarray] = []
         self._image: list[np.ndarray | None] = []
         self._ids: list[str] = []
+        self._answers: list[int] = []
 
-    def check_and_add(self, row_id: str, question: str, image_bytes: Sequence[bytes]
-                      ) -> str | None:
+    def check_and_add(self, row_id: str, question: str, image_bytes: Sequence[bytes],
+                      answer: str = "") -> NearMatch | None:
+        """As :meth:`NearDuplicateIndex.check_and_add`: a near duplicate with the same gold
+        answer (drop), one with another answer (a conflict, kept), or None."""
         text = _unit(self.encode_text([question])[0])
         image = _unit(self.encode_image(list(image_bytes)).mean(axis=0)) if image_bytes else None
+        ans = answer_key(answer)
+        conflict: NearMatch | None = None
         if self._text:
             sims = np.stack(self._text) @ text
             for i in np.nonzero(sims >= self.options.text_threshold)[0]:
@@ -178,11 +332,17 @@ class EmbeddingIndex:
                 if (other is None) != (image is None):
                     continue
                 if other is None or float(other @ image) >= self.options.image_threshold:
-                    return self._ids[i]
+                    if self._answers[i] == ans:
+                        return NearMatch("near", self._ids[i], [])
+                    conflict = conflict or NearMatch("conflict", self._ids[i], [])
         self._text.append(text)
         self._image.append(image)
         self._ids.append(row_id)
-        return None
+        self._answers.append(ans)
+        return conflict
+
+    def close(self) -> None:
+        pass
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

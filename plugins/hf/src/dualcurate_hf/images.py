@@ -47,6 +47,8 @@ class ImageResult:
     width: int = 0
     height: int = 0
     dhash: int | None = None
+    #: The image's index in the near-duplicate image index (when near dedup is on).
+    near_index: int | None = None
     reason: str | None = None
     message: str = ""
 
@@ -70,10 +72,14 @@ class ImageNormaliser:
     """Turns image inputs (bytes, ``{"bytes", "path"}`` dicts, paths, PIL images) into
     digests in an image store, with a per-input cache. ``stats`` counts work done."""
 
-    def __init__(self, store: ImageStore, options: ImageOptions, want_dhash: bool = False):
+    def __init__(self, store: ImageStore, options: ImageOptions, want_dhash: bool = False,
+                 near: Any = None):
         self.store = store
         self.options = options
         self.want_dhash = want_dhash
+        #: A near-duplicate index with ``add_image(digest, image) -> int``: every image
+        #: decoded is registered once, while its pixels are at hand.
+        self.near = near
         self._cache: dict[bytes | str, ImageResult] = {}
         self.stats = {"inputs": 0, "decoded": 0, "cache_hits": 0, "stored": 0, "failed": 0}
 
@@ -183,7 +189,31 @@ class ImageNormaliser:
         digest = self.store.put(encoded)
         self.stats["stored"] += 1
         return ImageResult(digest=digest, width=rgb.width, height=rgb.height,
-                           dhash=dhash(rgb) if self.want_dhash else None)
+                           dhash=dhash(rgb) if self.want_dhash else None,
+                           near_index=self.near.add_image(digest, rgb)
+                           if self.near is not None else None)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def resolve_image_name(value: Any, folder: Path) -> Any:
+    """An image value that names a file (an id such as ``17`` or ``"0017"``, or a relative
+    name) as a path in ``folder``; a name without a suffix that is not a file gets the first
+    common image suffix that is. Bytes, dicts and PIL images are returned unchanged."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return value
+    name = str(value).strip()
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    path = folder / name
+    if not path.suffix and not path.is_file():
+        for suffix in IMAGE_SUFFIXES:
+            candidate = path.with_name(path.name + suffix)
+            if candidate.is_file():
+                return candidate
+    return path
 
 
 def _to_rgb(image: PILImage.Image) -> PILImage.Image:

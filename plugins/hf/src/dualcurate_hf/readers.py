@@ -9,21 +9,32 @@ one at a time, only the mapped columns are read where the format allows it.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate import DualcurateError
 from dualcurate_hf.mapping import FieldMapping
 
 Batch = tuple[list[dict[str, Any]], Path | None]
-LOCATIONS = ("hub", "load_from_disk", "parquet", "jsonl", "csv", "image_folder")
+LOCATIONS = ("hub", "load_from_disk", "parquet", "jsonl", "json", "csv", "image_folder")
+#: Key under which line-oriented readers put a record's 1-based file line (JSON Lines, CSV,
+#: JSON arrays); the source reports drops with it. Not a column name any dataset uses.
+LINE_KEY = "\x00line"
+FILE_KEY = "\x00file"
+_SURROGATE = re.compile("[\udc80-\udcff]")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
+warnings.filterwarnings("ignore", message='Field name "json" in "SourceSpec" shadows')
 
 
 class SourceSpec(BaseModel):
@@ -41,11 +52,34 @@ class SourceSpec(BaseModel):
     load_from_disk: str | None = None
     parquet: str | list[str] | None = None
     jsonl: str | list[str] | None = None
+    json: str | list[str] | None = None
     csv: str | list[str] | None = None
     image_folder: str | None = None
     fields: FieldMapping = FieldMapping()
     keep_columns: list[str] = []
     limit: int | None = Field(None, ge=1)
+    #: Text encoding of JSON Lines / JSON / CSV files; a record that does not decode is
+    #: dropped as ``undecodable_text`` with its line number (never the end of the source).
+    encoding: str = "utf-8"
+    #: Names of the positions of records that are lists (``["q", "a", "img"]`` rows of a JSON
+    #: array or of JSON Lines): ``columns = ["question", "answer", "image_id"]``.
+    columns: list[str] | None = None
+    #: Folder that image values naming files (ids, relative names, a ``fields.image`` format
+    #: string such as ``"{image_id}.png"``) are resolved against; may contain ``{split}``.
+    image_dir: str | None = None
+    #: Fraction of rows read that the source must keep, else ``curate run`` warns (and with
+    #: ``--strict`` fails); a source keeping 0 rows always warns. None: the stage's setting.
+    min_kept_fraction: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}; use a Python codec name such as "
+                             f"utf-8, utf-8-sig, latin-1, cp1252, gb18030") from None
+        return value
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:
@@ -65,7 +99,7 @@ class SourceSpec(BaseModel):
 
 
 def expand_files(spec: SourceSpec) -> list[Path]:
-    """The files a parquet/jsonl/csv location names (globs expanded, sorted)."""
+    """The files a parquet/jsonl/json/csv location names (globs expanded, sorted)."""
     patterns = getattr(spec, spec.location)
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     files: list[Path] = []
@@ -80,7 +114,7 @@ def location_problems(spec: SourceSpec) -> list[str]:
     where = getattr(spec, spec.location)
     if spec.location == "hub":
         return []
-    if spec.location in ("parquet", "jsonl", "csv"):
+    if spec.location in ("parquet", "jsonl", "json", "csv"):
         if not expand_files(spec):
             return [f"source {spec.name!r}: {spec.location} = {where!r} matches no file "
                     f"(relative paths start at {Path.cwd()}); fix the path or glob"]
@@ -108,6 +142,32 @@ class Reader:
         problems = location_problems(spec)
         if problems:
             raise DualcurateError(problems[0])
+        #: Records that could not be read, as ``(file, line, reason, message)``: the source
+        #: drains them after each batch and counts each as a drop with its line number.
+        self.problems: list[tuple[str, int, str, str]] = []
+
+    def drain_problems(self) -> list[tuple[str, int, str, str]]:
+        out, self.problems = self.problems, []
+        return out
+
+    def _as_record(self, value: Any, path: Path, line: int) -> dict[str, Any] | None:
+        """A parsed JSON value as a record (objects as they are, lists through ``columns``),
+        or None after noting the problem."""
+        if isinstance(value, list) and self.spec.columns:
+            if len(value) > len(self.spec.columns):
+                self.problems.append((str(path), line, "unparseable_record",
+                                      f"a list of {len(value)} values, columns names "
+                                      f"{len(self.spec.columns)}"))
+                return None
+            value = dict(zip(self.spec.columns, value, strict=False))
+        if not isinstance(value, dict):
+            hint = "; name its positions with columns = [...]" if isinstance(value, list) else ""
+            self.problems.append((str(path), line, "unparseable_record",
+                                  f"a {type(value).__name__}, not an object{hint}"))
+            return None
+        value[LINE_KEY] = line
+        value[FILE_KEY] = str(path)
+        return value
 
     @property
     def columns(self) -> list[str]:
@@ -150,51 +210,79 @@ class ParquetReader(Reader):
 
 
 class JsonlReader(Reader):
+    """JSON Lines, decoded line by line: a line that does not decode (``undecodable_text``)
+    or parse (``unparseable_record``) is dropped with its line number; the rest are read."""
+
     def __init__(self, spec: SourceSpec, batch_size: int):
         super().__init__(spec, batch_size)
         self.files = expand_files(spec)
-        self.bad_lines = 0
+
+    @property
+    def bad_lines(self) -> int:  # kept for callers of the old counter
+        return len(self.problems)
 
     @property
     def columns(self) -> list[str]:
         seen: dict[str, None] = {}
-        bad_lines = self.bad_lines  # a peek: bad lines are counted when the rows are read
+        problems = list(self.problems)  # a peek: problems are noted when the rows are read
         for records, _ in self._records(self.files[0], limit=1000):
             for record in records:
-                seen.update(dict.fromkeys(record))
-        self.bad_lines = bad_lines
+                seen.update(dict.fromkeys(k for k in record if k not in (LINE_KEY, FILE_KEY)))
+        found, self.problems = self.problems[len(problems):], problems
+        if not seen and found:
+            _, line, reason, message = found[0]
+            fmt = "JSON" if isinstance(self, JsonReader) else "JSON Lines"
+            raise self._unreadable(self.files[0], ValueError(
+                f"no record read; line {line}: {reason}: {message}"),
+                f"{fmt} ({self.spec.encoding})")
         return list(seen)
 
     def _records(self, path: Path, limit: int | None = None) -> Iterator[Batch]:
         batch: list[dict[str, Any]] = []
-        parsed = 0
+        parsed = failed = 0
         try:
-            with path.open(encoding="utf-8") as fh:
-                for number, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        if parsed == 0 and number >= 20:
-                            raise self._unreadable(path, exc, "JSON Lines") from None
-                        self.bad_lines += 1
-                        continue
-                    if not isinstance(record, dict):
-                        raise self._unreadable(path, TypeError(
-                            f"line {number} is a {type(record).__name__}, not an object"),
-                            "JSON Lines")
-                    parsed += 1
-                    batch.append(record)
-                    if len(batch) == self.batch_size:
-                        yield batch, path.parent
-                        batch = []
-                    if limit is not None and parsed >= limit:
-                        break
-        except UnicodeDecodeError as exc:
-            raise self._unreadable(path, exc, "JSON Lines (UTF-8)") from None
-        if parsed == 0 and self.bad_lines:
-            raise self._unreadable(path, ValueError("no line parses as JSON"), "JSON Lines")
+            fh = path.open("rb")
+        except OSError as exc:
+            raise self._unreadable(path, exc, "JSON Lines") from None
+        with fh:
+            for number, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode(self.spec.encoding)
+                except UnicodeDecodeError as exc:
+                    failed += 1
+                    self.problems.append((str(path), number, "undecodable_text",
+                                          f"not {self.spec.encoding} at byte {exc.start}: "
+                                          f"{raw[max(exc.start - 20, 0):exc.start + 20]!r}; "
+                                          f"set encoding = \"...\" for this source if the "
+                                          f"file is in another encoding"))
+                    continue
+                if number == 1:
+                    line = line.lstrip("\ufeff")
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    failed += 1
+                    if parsed == 0 and failed >= 20:
+                        raise self._unreadable(path, exc, "JSON Lines") from None
+                    self.problems.append((str(path), number, "unparseable_record",
+                                          f"{exc.msg} at column {exc.colno}"))
+                    continue
+                record = self._as_record(value, path, number)
+                if record is None:
+                    failed += 1
+                    if parsed == 0 and failed >= 20:
+                        raise self._unreadable(path, ValueError(
+                            "the first 20 records are not objects"), "JSON Lines")
+                    continue
+                parsed += 1
+                batch.append(record)
+                if len(batch) == self.batch_size:
+                    yield batch, path.parent
+                    batch = []
+                if limit is not None and parsed >= limit:
+                    break
         if batch:
             yield batch, path.parent
 
@@ -203,41 +291,197 @@ class JsonlReader(Reader):
             yield from self._records(path)
 
 
+class JsonReader(JsonlReader):
+    """A JSON file holding an array of records (objects, or lists named by ``columns``), or
+    an object with one array-valued key (``{"data": [...]}``); anything else is read as JSON
+    Lines. The array is parsed incrementally, one element at a time (memory stays flat), and
+    each element knows the line it starts on."""
+
+    def _records(self, path: Path, limit: int | None = None) -> Iterator[Batch]:
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(4096).decode(self.spec.encoding, errors="replace")
+        except OSError as exc:
+            raise self._unreadable(path, exc, "JSON") from None
+        stripped = head.lstrip("\ufeff \t\r\n")
+        if not stripped.startswith(("[", "{")):
+            yield from super()._records(path, limit)
+            return
+        if stripped.startswith("{") and not _wrapped_array(stripped):
+            yield from super()._records(path, limit)  # JSON Lines in a .json file
+            return
+        batch: list[dict[str, Any]] = []
+        parsed = 0
+        for line, value, error in _iter_json_array(path, self.spec.encoding):
+            if error is not None:
+                self.problems.append((str(path), line, *error))
+                if error[0] == "unparseable_record" and value is _STOP:
+                    break
+                continue
+            record = self._as_record(value, path, line)
+            if record is None:
+                continue
+            parsed += 1
+            batch.append(record)
+            if len(batch) == self.batch_size:
+                yield batch, path.parent
+                batch = []
+            if limit is not None and parsed >= limit:
+                break
+        if batch:
+            yield batch, path.parent
+
+
+_STOP = object()
+
+
+def _wrapped_array(head: str) -> bool:
+    """``{"key": [`` at the start: an object wrapping the array of records."""
+    return re.match(r'\{\s*"[^"]*"\s*:\s*\[', head) is not None
+
+
+def _iter_json_array(path: Path, encoding: str
+                     ) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
+    """(line, element, None) for each element of the file's top-level array (or of the array
+    under an object's first key), or (line, _, (reason, message)) for an element that does not
+    decode or parse. Reads 1 MiB at a time; bytes that do not decode are kept as surrogates so
+    that only the element holding them is dropped."""
+    decoder = json.JSONDecoder()
+    with path.open("rb") as fh:
+        dec = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+        buf = ""
+        line = 1
+        pos = 0
+        eof = False
+
+        def more() -> bool:
+            nonlocal buf, pos, eof
+            if eof:
+                return False
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                eof = True
+                buf = buf[pos:] + dec.decode(b"", final=True)
+                pos = 0
+                return True
+            buf = buf[pos:] + dec.decode(chunk)
+            pos = 0
+            return True
+
+        more()
+        buf = buf.lstrip("\ufeff")
+        # skip to the opening bracket of the array
+        while True:
+            i = buf.find("[", pos)
+            if i >= 0:
+                line += buf.count("\n", pos, i)
+                pos = i + 1
+                break
+            line += buf.count("\n", pos)
+            pos = len(buf)
+            if not more():
+                return
+        while True:
+            # skip whitespace and commas
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n,":
+                    if buf[pos] == "\n":
+                        line += 1
+                    pos += 1
+                if pos < len(buf) or not more():
+                    break
+            if pos >= len(buf) or buf[pos] == "]":
+                return
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                    if end == len(buf) and not eof and isinstance(value, int | float):
+                        raise ValueError("number may continue")  # read on: 12|34
+                    break
+                except ValueError as exc:
+                    if more():
+                        continue
+                    yield line, _STOP, ("unparseable_record", f"{exc}; the rest of the "
+                                        f"array is not read")
+                    return
+            text = buf[pos:end]
+            start_line = line
+            line += text.count("\n")
+            pos = end
+            if _SURROGATE.search(text):
+                yield start_line, None, ("undecodable_text",
+                                         f"not {encoding}; set encoding = \"...\" for this "
+                                         f"source if the file is in another encoding")
+                continue
+            yield start_line, value, None
+
+
 class CsvReader(Reader):
+    """CSV with a header, every cell as text (``"05"`` stays ``"05"``). Read with Python's csv
+    module over lines decoded one by one, so a record with bytes that do not decode
+    (``undecodable_text``) or with more cells than the header (``unparseable_record``) is
+    dropped with its line number and the rest of the file is read."""
+
     def __init__(self, spec: SourceSpec, batch_size: int):
         super().__init__(spec, batch_size)
         self.files = expand_files(spec)
 
     def _header(self, path: Path) -> list[str]:
         try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                return next(csv.reader(fh), [])
+            with path.open("rb") as fh:
+                first = fh.readline().decode(self.spec.encoding).lstrip("\ufeff")
+            return next(csv.reader([first]), [])
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise self._unreadable(path, exc, "CSV") from None
+            raise self._unreadable(path, exc, f"CSV ({self.spec.encoding})") from None
 
     @property
     def columns(self) -> list[str]:
         return self._header(self.files[0])
 
     def batches(self, columns: list[str]) -> Iterator[Batch]:
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
         for path in self.files:
             header = self._header(path)
-            present = [c for c in columns if c in header]
-            # Every column as text: "05" must stay "05", and "N/A" must reach the cleaner.
-            convert = pcsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()),
-                                          include_columns=present, strings_can_be_null=False)
-            try:
-                reader = pcsv.open_csv(path, convert_options=convert,
-                                       read_options=pcsv.ReadOptions(block_size=1 << 22))
-                for record_batch in reader:
-                    rows = record_batch.to_pylist()
-                    for start in range(0, len(rows), self.batch_size):
-                        yield rows[start:start + self.batch_size], path.parent
-            except pa.ArrowInvalid as exc:
-                raise self._unreadable(path, exc, "CSV") from None
+            wanted = [(i, c) for i, c in enumerate(header) if c in columns]
+            encoding = self.spec.encoding
+            with path.open("rb") as fh:
+                lines = (raw.decode(encoding, errors="surrogateescape") for raw in fh)
+                reader = csv.reader(lines, strict=True)
+                next(reader, None)  # the header
+                batch: list[dict[str, Any]] = []
+                start = 2
+                while True:
+                    try:
+                        cells = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:
+                        self.problems.append((str(path), start, "unparseable_record", str(exc)))
+                        start = reader.line_num + 1
+                        continue
+                    line, start = start, reader.line_num + 1
+                    if not cells:
+                        continue
+                    if len(cells) > len(header):
+                        self.problems.append((str(path), line, "unparseable_record",
+                                              f"{len(cells)} cells, the header names "
+                                              f"{len(header)}"))
+                        continue
+                    if any(_SURROGATE.search(c) for c in cells):
+                        self.problems.append((str(path), line, "undecodable_text",
+                                              f"not {encoding}; set encoding = \"...\" for "
+                                              f"this source if the file is in another "
+                                              f"encoding"))
+                        continue
+                    record: dict[str, Any] = {c: cells[i] if i < len(cells) else ""
+                                              for i, c in wanted}
+                    record[LINE_KEY] = line
+                    record[FILE_KEY] = str(path)
+                    batch.append(record)
+                    if len(batch) == self.batch_size:
+                        yield batch, path.parent
+                        batch = []
+                if batch:
+                    yield batch, path.parent
 
 
 class DiskReader(Reader):
@@ -281,7 +525,8 @@ class ImageFolderReader(Reader):
 
     def _sub(self, path: Path) -> Reader:
         kind = "jsonl" if path.suffix == ".jsonl" else "csv"
-        sub_spec = SourceSpec(name=self.spec.name, **{kind: str(path)})
+        sub_spec = SourceSpec(name=self.spec.name, encoding=self.spec.encoding,
+                              columns=self.spec.columns, **{kind: str(path)})
         return (JsonlReader if kind == "jsonl" else CsvReader)(sub_spec, self.batch_size)
 
     @property
@@ -290,8 +535,11 @@ class ImageFolderReader(Reader):
 
     def batches(self, columns: list[str]) -> Iterator[Batch]:
         for path in self.metadata:
-            for rows, _ in self._sub(path).batches(columns):
+            sub = self._sub(path)
+            for rows, _ in sub.batches(columns):
+                self.problems.extend(sub.drain_problems())
                 yield rows, path.parent
+            self.problems.extend(sub.drain_problems())
 
 
 class HubReader(Reader):
@@ -332,7 +580,7 @@ class HubReader(Reader):
 
 
 READERS: dict[str, type[Reader]] = {
-    "parquet": ParquetReader, "jsonl": JsonlReader, "csv": CsvReader,
+    "parquet": ParquetReader, "jsonl": JsonlReader, "json": JsonReader, "csv": CsvReader,
     "load_from_disk": DiskReader, "image_folder": ImageFolderReader, "hub": HubReader,
 }
 

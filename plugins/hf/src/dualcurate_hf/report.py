@@ -1,5 +1,7 @@
-"""The standardisation report: per source, rows in and out, rows dropped by reason (with a few
-examples each), duplicates, answer types and cleaning changes; written as JSON and Markdown."""
+"""The standardisation report: per source, rows read and kept, rows dropped by reason (with a
+few examples each), duplicates (with example pairs), near-duplicate conflicts, answer types
+and cleaning changes; written as JSON and Markdown. Every dropped row goes to ``drops.jsonl``
+(:class:`DropLog`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,30 @@ from typing import Any
 from dualcurate.store import atomic_write_bytes
 
 MAX_EXAMPLES = 3
+MAX_PAIRS = 6
+
+
+class DropLog:
+    """``drops.jsonl``: one JSON object per dropped row (source, file, line, reason, question,
+    answer, and for duplicates kept_id). Written to a temporary name and renamed when the
+    source finishes, so a reader never sees half a log."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._fh = self._tmp.open("w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.close()
+        self._tmp.replace(self.path)
 
 
 @dataclass
@@ -27,6 +53,19 @@ class SourceReport:
     answer_types: Counter[str] = field(default_factory=Counter)
     cleaned: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    conflicts: int = 0
+    pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    warning: str | None = None
+
+    def add_pair(self, kind: str, record: dict[str, Any]) -> None:
+        """Keep the first few near-duplicate (or conflict) pairs as examples."""
+        kept = self.pairs.setdefault(kind, [])
+        if len(kept) < MAX_PAIRS:
+            kept.append({k: (v[:300] if isinstance(v, str) else v) for k, v in record.items()})
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.rows_out / self.rows_in if self.rows_in else 0.0
 
     def drop(self, reason: str, example: str) -> None:
         self.dropped[reason] += 1
@@ -39,7 +78,9 @@ class SourceReport:
                 "rows_out": self.rows_out, "dropped": dict(sorted(self.dropped.items())),
                 "duplicates": dict(sorted(self.duplicates.items())),
                 "answer_types": dict(sorted(self.answer_types.items())),
-                "cleaned": dict(sorted(self.cleaned.items())), "examples": self.examples}
+                "cleaned": dict(sorted(self.cleaned.items())), "examples": self.examples,
+                "near_conflicts": self.conflicts, "pairs": self.pairs,
+                "warning": self.warning}
 
 
 @dataclass
@@ -69,16 +110,50 @@ class StandardisationReport:
     def to_json(self) -> dict[str, Any]:
         return {"totals": self.totals(),
                 "sources": {n: r.to_json() for n, r in self.sources.items()},
-                "images": self.images, "llm_clean": self.llm_clean}
+                "images": self.images, "llm_clean": self.llm_clean,
+                "warnings": [r.warning for r in self.sources.values() if r.warning]}
+
+    def check_kept(self, min_fraction: float, per_source: dict[str, float | None]
+                   ) -> list[str]:
+        """Warnings for sources that kept no row, or less than their minimum fraction."""
+        out = []
+        for name, rep in self.sources.items():
+            limit = per_source.get(name)
+            limit = min_fraction if limit is None else limit
+            reasons = ", ".join(f"{k} {v}" for k, v in
+                                (rep.dropped + rep.duplicates).most_common(3)) or "none"
+            if rep.rows_out == 0:
+                rep.warning = (f"source {name!r} kept 0 of {rep.rows_in} rows read (top "
+                               f"reasons: {reasons})")
+            elif rep.kept_fraction < limit:
+                rep.warning = (f"source {name!r} kept {rep.rows_out} of {rep.rows_in} rows "
+                               f"read ({rep.kept_fraction:.0%} < min_kept_fraction "
+                               f"{limit:.0%}; top reasons: {reasons})")
+            if rep.warning:
+                out.append(rep.warning)
+        return out
+
+    def console_lines(self) -> list[str]:
+        """The per-source summary printed at the end of the source stage."""
+        lines = []
+        for name, rep in self.sources.items():
+            lost = rep.dropped + rep.duplicates
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(lost.items())) or "none"
+            line = (f"source {name}: read {rep.rows_in}, kept {rep.rows_out}, dropped "
+                    f"{sum(lost.values())} ({detail})")
+            if rep.conflicts:
+                line += f"; {rep.conflicts} near-duplicate conflicts kept (answers differ)"
+            lines.append(line)
+        return lines
 
     def to_markdown(self) -> str:
-        lines = ["| source | domain | rows in | rows out | dropped | duplicates | answer types |",
-                 "|---|---|---:|---:|---|---|---|"]
+        lines = ["| source | domain | rows read | rows kept | dropped | duplicates | conflicts "
+                 "| answer types |", "|---|---|---:|---:|---|---|---:|---|"]
         for name, rep in self.sources.items():
             def fmt(counter: Counter[str]) -> str:
                 return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "-"
             lines.append(f"| {name} | {rep.domain} | {rep.rows_in} | {rep.rows_out} | "
-                         f"{fmt(rep.dropped)} | {fmt(rep.duplicates)} | "
+                         f"{fmt(rep.dropped)} | {fmt(rep.duplicates)} | {rep.conflicts} | "
                          f"{fmt(rep.answer_types)} |")
         if self.images:
             lines.append("")
