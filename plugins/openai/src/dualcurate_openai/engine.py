@@ -21,6 +21,9 @@ pool of workers takes the next request as soon as the samples it needs are free,
 server always has ``max_concurrency`` to work on. The event loop runs in a background thread
 started by ``setup``; ``generate`` is synchronous and calls ``on_result`` as each request's
 samples are all in.
+
+``batch = true`` sends the same jobs through OpenAI's Batch API instead (half the price, up
+to ``batch_completion_window`` to answer): see :mod:`dualcurate_openai.batch`.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import base64
 import os
 import queue
 import re
+import tempfile
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -78,10 +83,20 @@ class OpenAIEngineConfig(EngineConfig):
     token_limit_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     http_client: Literal["aiohttp", "openai-sdk"] = "aiohttp"
     n_per_request: Literal["auto", "always", "never"] = "auto"
+    #: Batch API mode (:mod:`dualcurate_openai.batch`): jobs go into batches of at most
+    #: ``batch_max_requests`` lines and ``batch_max_bytes`` bytes, gathered for
+    #: ``batch_linger`` seconds, polled every ``batch_poll_interval`` seconds.
+    batch: bool = False
+    batch_max_requests: int = Field(50_000, ge=1)
+    batch_max_bytes: int = Field(190 * 1024 * 1024, ge=1024)
+    batch_linger: float = Field(5.0, ge=0)
+    batch_poll_interval: float = Field(30.0, gt=0)
+    batch_completion_window: str = "24h"
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset(
         {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_initial",
-         "backoff_max", "http_client", "n_per_request"})
+         "backoff_max", "http_client", "n_per_request", "batch", "batch_max_requests",
+         "batch_max_bytes", "batch_linger", "batch_poll_interval", "batch_completion_window"})
 
     @field_validator("api_key_env")
     @classmethod
@@ -190,11 +205,14 @@ class OpenAIEngine(Engine):
         self._reporter: threading.Thread | None = None
         self._api_key: str | None = None
         self._images: OrderedDict[str, str] = OrderedDict()
+        self._batch: Any = None  # the BatchRunner in batch mode
+        self._batch_dir: Path | None = None
         # None: not known yet; decided by the first n > 1 request
         self._n_supported: bool | None = False if self.config.n_per_request == "never" else None
 
     def capacity(self) -> int:
-        return self.config.max_concurrency
+        # batch mode: hand the engine many shards' requests, so a batch gathers them all
+        return self.config.batch_max_requests if self.config.batch else self.config.max_concurrency
 
     def base_url(self) -> str:
         return (self.config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API).rstrip("/")
@@ -206,6 +224,10 @@ class OpenAIEngine(Engine):
     # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
+        if ctx is not None and self._batch_dir is None:
+            # batch records live in the run store (they survive a stage being redone)
+            root = ctx.store.root if ctx.store is not None else ctx.workdir
+            self._batch_dir = Path(root) / "batches"
         if self._loop is not None:
             return
         key = os.environ.get(self.config.api_key_env) or None
@@ -224,6 +246,12 @@ class OpenAIEngine(Engine):
         self._reporter = threading.Thread(target=self._report_forever, daemon=True,
                                           name="dualcurate-openai-report")
         self._reporter.start()
+        if self.config.batch:
+            from dualcurate_openai.batch import BatchRunner
+
+            folder = self._batch_dir or Path(tempfile.mkdtemp(prefix="dualcurate-batches-"))
+            self._batch = BatchRunner(self, folder, ctx.log if ctx is not None else None)
+            asyncio.run_coroutine_threadsafe(self._batch.start(), self._loop).result()
 
     async def _make_transport(self) -> Any:
         # One limit for every generate() call in flight (shards in flight share the engine).
@@ -248,7 +276,7 @@ class OpenAIEngine(Engine):
         if self._reporter is not None:
             self._reporter.join(timeout=30)
         self._reporter = None
-        self._loop = self._thread = self._transport = None
+        self._loop = self._thread = self._transport = self._batch = None
         self._images.clear()
 
     async def _shutdown(self) -> None:
@@ -258,6 +286,8 @@ class OpenAIEngine(Engine):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._batch is not None:
+            await self._batch.close()
         if self._transport is not None:
             await self._transport.close()
 
@@ -268,8 +298,9 @@ class OpenAIEngine(Engine):
             self.setup()
         assert self._loop is not None
         call = _Call(on_result)
-        future = asyncio.run_coroutine_threadsafe(
-            self._generate(list(requests), sampling, call), self._loop)
+        work = self._batch.generate if self._batch is not None else self._generate
+        future = asyncio.run_coroutine_threadsafe(work(list(requests), sampling, call),
+                                                  self._loop)
         try:
             results = future.result()
         except BaseException:
