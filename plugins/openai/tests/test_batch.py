@@ -74,7 +74,7 @@ def test_concurrent_calls_share_one_batch_with_the_online_seeds(stage_context, m
     monkeypatch.setenv("BATCH_TEST_KEY", KEY)
     calls = [questions(4, prefix=f"c{c}-") for c in range(3)]
     with ScriptedServer() as server:
-        engine = make(server, api_key_env="BATCH_TEST_KEY", batch_linger=0.3)
+        engine = make(server, api_key_env="BATCH_TEST_KEY", batch_linger=1.0)
         engine.setup(stage_context)
         outs: dict[int, Any] = {}
         reported: dict[int, list[int]] = {c: [] for c in range(3)}
