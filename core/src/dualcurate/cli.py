@@ -333,12 +333,18 @@ def _last_stage_with_rows(store: Any) -> str | None:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "hf"]), default="parquet",
               show_default=True)
 @click.option("--all-rows", is_flag=True, help="Include rows a filter dropped (keep=false).")
-def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool) -> None:
+@click.option("--images", "images", type=click.Choice(["copy", "link", "embed", "none"]),
+              default=None, help="What the export carries of the images: files copied (or "
+              "hard-linked) under TO/images with relative paths, bytes embedded (the datasets "
+              "Image feature), or hashes only. Default: copy for jsonl, embed for parquet/hf.")
+def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
+               images: str | None) -> None:
     """Write a stage's rows out as Parquet, JSON lines or a datasets.save_to_disk folder."""
-    from dualcurate.export import export_stage
+    from dualcurate.export import DEFAULT_IMAGES, export_stage
 
-    n = export_stage(run, stage, to, fmt, all_rows=all_rows)
-    click.echo(f"wrote {n} rows of {run}/{stage} to {to} ({fmt})")
+    n = export_stage(run, stage, to, fmt, all_rows=all_rows, images=images)
+    click.echo(f"wrote {n} rows of {run}/{stage} to {to} ({fmt}, images: "
+               f"{images or DEFAULT_IMAGES[fmt]})")
 
 
 def build_state(select: list[str], block: list[str], debug: bool) -> State:
