@@ -13,6 +13,7 @@ EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "exa
 PYTEST := $(VENV)/bin/python -m pytest
 
 .PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint clean
+.PHONY: test-ray
 
 $(STAMP): $(PYPROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +27,13 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/curate
 
-# The default suite: everything but slow, fault-injection, browser and vllm tests.
+# The default suite: everything but slow, fault-injection, browser, vllm and ray tests.
 test: install
-	$(PYTEST) -m "not slow and not faults and not vllm and not browser" -q
+	$(PYTEST) -m "not slow and not faults and not vllm and not browser and not ray" -q
+
+# The ray executor on real Ray clusters (local, and two nodes on 127.0.0.1): its own step.
+test-ray: install
+	RAY_USAGE_STATS_ENABLED=0 $(PYTEST) -m ray -q
 
 # The report opened in real headless Chromium (Debian's package, installed when missing).
 test-browser: install

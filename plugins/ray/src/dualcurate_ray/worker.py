@@ -1,0 +1,209 @@
+"""The actor of a stage's pool: builds the stage from the picklable job, sets it (and its
+engines) up once, and runs the shards the driver hands it.
+
+A generating stage's actor streams exactly as the local executor does: each shard runs in its
+own thread of the (threaded) actor, and their requests flow into the actor's one engine
+through one :class:`~dualcurate.window.GenerationWindow`. The driver asks ``admit()`` before
+handing a shard over; it returns when the actor's engine holds fewer than ``depth ×
+capacity`` unanswered samples and no shard of it is still preparing its first requests, so
+one vLLM engine per GPU actor is fed continuously and the next shard goes to whichever actor
+is hungry first. A stage that does not generate runs one shard at a time per actor (one more
+is admitted while it runs, so the actor never waits for the driver).
+
+Finished shards are staged in the shared run store (``store.stage_shard``); the driver
+commits them, in order. Model answers go to the actor's own cache segment
+(:class:`~dualcurate.cache_segments.SegmentedCache`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import pyarrow as pa
+
+from dualcurate import hookimpl
+from dualcurate.cache_segments import SegmentedCache
+from dualcurate.context import StageContext
+from dualcurate.executors import process_shard
+from dualcurate.stages import MapJob
+from dualcurate.store import RunStore
+from dualcurate.window import GenerationWindow
+
+Registry = dict[str, dict[str, type]]
+
+#: pluggy hook per registry kind (the executor kind is not shipped: actors run no executor)
+_HOOKS = {
+    "source": "dualcurate_register_sources",
+    "distiller": "dualcurate_register_distillers",
+    "verifier": "dualcurate_register_verifiers",
+    "filter": "dualcurate_register_filters",
+    "trainer": "dualcurate_register_trainers",
+    "efficacy_judge": "dualcurate_register_efficacy_judges",
+    "engine": "dualcurate_register_engines",
+}
+
+
+class _Shipped:
+    """A plugin that registers the driver's classes by the names the driver knows them by,
+    so an actor resolves engines (and stages a stage builds) exactly as the driver would,
+    including plugins registered in-process."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def _register(self, kind: str, register: Any) -> None:
+        for name, cls in self.registry.get(kind, {}).items():
+            register(cls, name)
+
+    @hookimpl
+    def dualcurate_register_sources(self, register: Any) -> None:
+        self._register("source", register)
+
+    @hookimpl
+    def dualcurate_register_distillers(self, register: Any) -> None:
+        self._register("distiller", register)
+
+    @hookimpl
+    def dualcurate_register_verifiers(self, register: Any) -> None:
+        self._register("verifier", register)
+
+    @hookimpl
+    def dualcurate_register_filters(self, register: Any) -> None:
+        self._register("filter", register)
+
+    @hookimpl
+    def dualcurate_register_trainers(self, register: Any) -> None:
+        self._register("trainer", register)
+
+    @hookimpl
+    def dualcurate_register_efficacy_judges(self, register: Any) -> None:
+        self._register("efficacy_judge", register)
+
+    @hookimpl
+    def dualcurate_register_engines(self, register: Any) -> None:
+        self._register("engine", register)
+
+
+def make_host(registry: Registry | None) -> Any:
+    from dualcurate.plugins import PluginHost
+
+    if registry is None:
+        return PluginHost()
+    host = PluginHost(autoload=False, builtins=False)
+    host.register(_Shipped(registry), name="driver")
+    return host
+
+
+def _empty_table() -> pa.Table:
+    return pa.table({"id": pa.array([], pa.string())})
+
+
+class ShardWorker:
+    """One actor of a stage's pool (wrapped with ``ray.remote`` by the executor)."""
+
+    def __init__(self, job: MapJob, writer: str, attach: list[str], registry: Registry | None,
+                 max_shards_in_flight: int, depth: int):
+        self.job = job
+        self.writer = writer
+        self.generating = bool(job.stage_cls.generates)
+        self.limit = max_shards_in_flight if self.generating else 2
+        self.store = RunStore(job.run_dir)
+        self.cache = SegmentedCache(job.cache, writer, attach) if job.cache else None
+        self.window = GenerationWindow(depth=depth)
+        self.cond = self.window.condition
+        self.running: set[int] = set()
+        self.reserved = 0
+        self.closed = False
+        self.serial = threading.Lock()
+        self.stage = job.make_stage()
+        self.ctx = StageContext(stage_name=job.stage_name,
+                                workdir=self.store.artifacts_dir(job.stage_name),
+                                store=self.store, cache=self.cache, host=make_host(registry),
+                                seed=job.seed)
+        self.stage.setup(self.ctx)  # once per actor: models and engines load here
+
+    def info(self) -> dict[str, Any]:
+        """Where this actor runs and what it holds (tests and logs)."""
+        import ray
+
+        pg = ray.util.get_current_placement_group()
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "placement_group": pg.id.hex() if pg is not None else None,
+                "bundles": pg.bundle_specs if pg is not None else None,
+                "writer": self.writer}
+
+    # admission ---------------------------------------------------------------------------------
+    def _may_start(self) -> bool:
+        busy = len(self.running) + self.reserved
+        if busy >= self.limit:
+            return False
+        if busy == 0 or not self.generating:
+            return True
+        preparing = self.reserved > 0 or any(i not in self.window.engaged for i in self.running)
+        return not preparing and self.window.hungry()
+
+    def admit(self) -> bool:
+        """Block until this actor wants another shard; reserve a place for it. False once the
+        actor is closing."""
+        with self.cond:
+            while not self.closed:
+                if self._may_start():
+                    self.reserved += 1
+                    return True
+                self.cond.wait(timeout=1.0)
+        return False
+
+    def release(self) -> None:
+        """Give back a place ``admit`` reserved (the driver had no shard for it)."""
+        with self.cond:
+            self.reserved = max(self.reserved - 1, 0)
+            self.cond.notify_all()
+
+    # work --------------------------------------------------------------------------------------
+    def run_shard(self, index: int, attach: list[str] | None = None) -> tuple[int, str, int, int,
+                                                                              int]:
+        """Process upstream shard ``index`` and stage the result: (index, staged path, rows
+        in, rows out, failed requests)."""
+        if attach and self.cache is not None:
+            self.cache.attach(attach)
+        with self.cond:
+            self.reserved = max(self.reserved - 1, 0)
+            self.running.add(index)
+        try:
+            if self.generating:
+                shard_ctx = self.ctx.for_shard(index, self.window)
+                rows_in, out = process_shard(self.stage, shard_ctx, self.store,
+                                             self.job.upstream, index)
+            else:
+                with self.serial:
+                    shard_ctx = self.ctx.for_shard(index)
+                    rows_in, out = process_shard(self.stage, shard_ctx, self.store,
+                                                 self.job.upstream, index)
+            staged = self.store.stage_shard(self.job.stage_name, index,
+                                            out if out else _empty_table())
+            return index, str(staged), rows_in, len(out), shard_ctx.stats.failed
+        finally:
+            with self.cond:
+                self.running.discard(index)
+                self.window.engaged.discard(index)
+                self.cond.notify_all()
+
+    def close(self) -> dict[str, Any]:
+        """Tear the stage down and close the cache segment (every answer is on disk)."""
+        with self.cond:
+            self.closed = True
+            self.window.cancelled = True
+            self.cond.notify_all()
+        try:
+            self.stage.teardown()
+        finally:
+            self.ctx.close()
+            if self.cache is not None:
+                self.cache.close()
+        return {"writer": self.writer, "hits": getattr(self.cache, "hits", 0),
+                "misses": getattr(self.cache, "misses", 0)}
