@@ -36,7 +36,7 @@ def _write(cache_path: str, writer: int, count: int, batch: int) -> None:
     cache.close()
 
 
-def _write_forever(cache_path: str, writer: int, ready) -> None:  # noqa: ANN001
+def _write_forever(cache_path: str, writer: int, ready) -> None:
     cache = SegmentedCache(cache_path, f"w{writer}")
     i = 0
     while True:
@@ -125,7 +125,7 @@ def test_workers_read_the_main_file_without_locks(tmp_path: Path) -> None:
 @given(st.lists(st.tuples(st.text(min_size=1, max_size=8),
                           st.dictionaries(st.text(max_size=5), st.integers() | st.text())),
                 max_size=20))
-def test_segment_round_trip(tmp_path_factory, items) -> None:  # noqa: ANN001
+def test_segment_round_trip(tmp_path_factory, items) -> None:
     folder = tmp_path_factory.mktemp("seg")
     cache = SegmentedCache(folder / "c.sqlite", "w")
     cache.put_many(items)

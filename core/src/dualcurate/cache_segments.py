@@ -49,7 +49,7 @@ def read_segment(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
     """(offset, record) for every complete line of a segment; a torn or unreadable line (a
     writer killed mid-write) is skipped."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        fh = open(path, "rb")
     except FileNotFoundError:
         return
     with fh:
@@ -136,7 +136,7 @@ class _SegmentIndex:
 
     def read(self, where: tuple[int, int]) -> Any:
         if self._fh is None:
-            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            self._fh = open(self.path, "rb")
         offset, length = where
         self._fh.seek(offset)
         line = self._fh.read(length) if length >= 0 else self._fh.readline()
