@@ -49,6 +49,7 @@ def make_run(root: Path, with_judge: bool = True) -> RunStore:
                      split=split).to_row()
         rows.append(row)
     store.write_shard("source", 0, rows)
+    standardise(store, rows)
     verdicts = ["correct", "incorrect", "invalid"]
     traced = [{**r, "traces": [Trace(text=f"<think>x</think>\n<answer>{r['answer']}</answer>"
                                       "</script><script>bad()</script>",
@@ -57,6 +58,11 @@ def make_run(root: Path, with_judge: bool = True) -> RunStore:
                                       reason=None if i % 3 == 0 else "answer differs"
                                       ).model_dump()],
                "n_traces": 1} for i, r in enumerate(rows)]
+    # a failed generation in the first group, as rule-verify leaves it: verdict invalid,
+    # label error
+    traced[0]["traces"].append(Trace(text="", engine="openai", error="HTTP 500 after retries",
+                                     verdict="invalid", method="rule", label="error",
+                                     reason="generation failed: HTTP 500").model_dump())
     store.write_shard("verify", 0, traced)
     filtered = [{**r, "pass_rate": [0.0, 0.25, 1.0][i % 3], "keep": i % 3 != 1}
                 for i, r in enumerate(traced)]
@@ -80,6 +86,82 @@ def make_run(root: Path, with_judge: bool = True) -> RunStore:
     store.manifest["recipe_source"] = "default.toml"
     store.save_manifest()
     return store
+
+
+def standardise(store: RunStore, rows: list[dict]) -> None:
+    """What hf-dataset leaves in source/artifacts: standardisation.json (a near-duplicate
+    pair and a conflict pair among its examples) and drops.jsonl."""
+    dropped_img = store.images.put(png("#ff0001"))
+    conflict_img = store.images.put(png("yellow"))
+    near = {"source": "shapes", "file": "a.jsonl", "line": 12, "reason": "duplicate_near",
+            "question": "What colour is the square?", "answer": "red",
+            "images": [dropped_img], "kept_id": rows[0]["id"],
+            "kept_images": rows[0]["images"]}
+    conflict = {"source": "shapes", "file": "a.jsonl", "line": 40,
+                "reason": "near_conflict_kept", "question": "Which shape is it?",
+                "answer": "circle", "images": [conflict_img], "kept_id": rows[1]["id"],
+                "kept_images": rows[1]["images"], "id": rows[2]["id"]}
+    doc = {"totals": {}, "images": {}, "llm_clean": {},
+           "sources": {
+               "shapes": {"domain": "perception", "location": "a.jsonl", "rows_in": 14,
+                          "rows_out": 9, "dropped": {"undecodable_text": 2,
+                                                     "image_unsupported_input": 1},
+                          "duplicates": {"exact": 1, "near": 1}, "near_conflicts": 1,
+                          "examples": {"undecodable_text": ["shapes line 3: bad byte 0xff"]},
+                          "pairs": {"near": [near], "conflict": [conflict]},
+                          "warning": None},
+               "empty": {"domain": "", "location": "b.csv", "rows_in": 50, "rows_out": 0,
+                         "dropped": {"image_unsupported_input": 50}, "duplicates": {},
+                         "near_conflicts": 0, "examples": {}, "pairs": {},
+                         "warning": "source 'empty' kept 0 of 50 rows read"}},
+           "warnings": ["source 'empty' kept 0 of 50 rows read"]}
+    folder = store.artifacts_dir("source")
+    (folder / "standardisation.json").write_text(json.dumps(doc))
+    (folder / "drops.jsonl").write_text(json.dumps(near) + "\n")
+
+
+def test_standardisation_section(tmp_path):
+    store = make_run(tmp_path / "run")
+    html_path, md_path = write_report(tmp_path / "run")
+    html, md = html_path.read_text(), md_path.read_text()
+    section = html.split('<section id="standardisation">')[1].split("</section>")[0]
+    assert re.search(r"<td>shapes</td><td>14</td><td>9</td><td>5</td><td>duplicate_exact 1, "
+                     r"duplicate_near 1, image_unsupported_input 1, undecodable_text 2</td>"
+                     r"<td>1</td>", section)
+    assert re.search(r'<tr class="failed"><td>empty</td><td>50</td><td>0</td><td>50</td>',
+                     section)
+    assert "kept 0 of 50 rows read" in section and "source/artifacts/drops.jsonl" in section
+    assert "bad byte 0xff" in section
+    pairs = re.findall(r'<div class="pair (\w+)".*?</div>\n</div>', section, re.S)
+    assert pairs == ["near", "conflict"]
+    blocks = section.split('<div class="pair ')[1:]
+    for block in blocks:  # both images side by side: the flagged row's and the other's
+        assert block.count('<div class="pair-side">') == 2
+        assert block.count("<img src=\"data:image/png;base64,") == 2
+    assert "line 12" in blocks[0] and "kept in its place" in blocks[0]
+    # the conflict shows both gold answers: the other row's read back from the source shard
+    assert "<b>Answer:</b> circle" in blocks[1]
+    assert f"<b>Answer:</b> {store.read_shard('source', 0).column('answer')[1]}" in blocks[1]
+    assert ("| shapes | 14 | 9 | 5 | duplicate_exact 1, duplicate_near 1, "
+            "image_unsupported_input 1, undecodable_text 2 | 1 |") in md
+    assert "| empty | 50 | 0 | 50 | image_unsupported_input 50 | 0 |" in md
+    assert "near-duplicate: dropped" in md and "conflict (answers differ)" in md
+
+
+def test_verification_counts_failed_generations_as_errors(tmp_path):
+    make_run(tmp_path / "run")
+    html_path, md_path = write_report(tmp_path / "run")
+    # digit-sum: correct, incorrect, invalid and one failed generation
+    assert ("<tr><td>digit-sum</td><td>1</td><td>1</td><td>1</td><td>0</td><td>1</td>"
+            "<td>0</td><td>4</td></tr>") in html_path.read_text()
+    assert "| digit-sum | 1 | 1 | 1 | 0 | 1 | 4 |" in md_path.read_text()
+
+
+def test_no_standardisation_artifact(tmp_path):
+    store = make_run(tmp_path / "run")
+    (store.stage_dir("source") / "artifacts" / "standardisation.json").unlink()
+    html = write_report(tmp_path / "run")[0].read_text()
+    assert "No source stage wrote <code>standardisation.json</code>" in html
 
 
 def test_writes_html_and_markdown_with_every_section(tmp_path):
@@ -195,6 +277,9 @@ def test_opens_in_headless_chromium_without_console_errors(tmp_path):
     assert not console, console
     assert 'id="dual-tuning-table"' in dom and "<svg" in dom and 'class="point"' in dom
     assert "9 of 9 shown" in dom  # the sample browser's script ran
+    section = dom.split('id="standardisation"')[1].split("</section>")[0]
+    assert "<td>shapes</td><td>14</td><td>9</td>" in section
+    assert section.count('class="pair-side"') == 4 and section.count("<img") == 4
 
 
 @pytest.mark.browser

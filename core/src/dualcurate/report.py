@@ -7,8 +7,10 @@ the files stages list as artifacts), so it works for any run, finished or not::
     from dualcurate.report import write_report
     html_path, md_path = write_report("runs/demo")
 
-Sections: stage summary (plugin, status, rows in/out, seconds), the teacher note, verification
-breakdown, pass-rate histograms, the Dual Tuning table and its scatter plot (Gain_DA against
+Sections: stage summary (plugin, status, rows in/out, seconds), the teacher note, the
+standardisation of each source (rows read, kept, dropped by reason, near-duplicate conflicts,
+example pairs side by side, from a source stage's ``artifacts/standardisation.json``),
+verification breakdown (failed generations under "error"), pass-rate histograms, the Dual Tuning table and its scatter plot (Gain_DA against
 Gain_CoT with the regions shaded) and a sample browser (image, caption, question, traces,
 verdicts, pass rate, region).
 """
@@ -52,6 +54,7 @@ class ReportData:
     samples: list[dict[str, Any]] = field(default_factory=list)
     scatter_svg: str = ""
     histogram_svgs: dict[str, str] = field(default_factory=dict)
+    standardisation: list[dict[str, Any]] = field(default_factory=list)  # one per source stage
 
 
 def write_report(run_dir: str | Path, samples_per_group: int = 6) -> tuple[Path, Path]:
@@ -99,10 +102,11 @@ def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
     verifier_rows = _rows(store, by_kind.get("verifier"))
     filter_rows = _rows(store, by_kind.get("filter"))
     data.teacher_note = _teacher_note(stages, verifier_rows or filter_rows)
+    data.standardisation = _standardisation(store)
     for row in verifier_rows:
         counts = data.verdicts.setdefault(str(row.get("domain") or "(none)"), Counter())
         for trace in row.get("traces") or []:
-            verdict = trace.get("verdict") or ("error" if trace.get("error") else "unverified")
+            verdict = _verdict(trace)
             counts[verdict] += 1
             if verdict != "correct":
                 data.reasons[trace.get("reason") or trace.get("error") or verdict] += 1
@@ -120,6 +124,109 @@ def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
     data.samples = _samples(store, filter_rows or verifier_rows or _last_rows(store, stages),
                             regions, samples_per_group)
     return data
+
+
+def _verdict(trace: dict[str, Any]) -> str:
+    """A trace's column in the verification table: a failed generation (the engine's error,
+    or the verifier's label ``error`` for an error marker) is an error, whatever verdict the
+    verifier gave it (rule-verify calls it invalid)."""
+    if trace.get("error") or trace.get("label") == "error":
+        return "error"
+    return trace.get("verdict") or "unverified"
+
+
+def _standardisation(store: RunStore) -> list[dict[str, Any]]:
+    """Per source stage: its ``standardisation.json`` as the templates show it."""
+    out = []
+    for rec in store.manifest.get("stages", []):
+        if rec.get("kind") not in ("source", None, ""):
+            continue
+        folder = store.stage_dir(rec["name"]) / "artifacts"
+        path = folder / "standardisation.json"
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a report never fails on a damaged artifact
+        pairs = [(name, kind, pair) for name, src in (doc.get("sources") or {}).items()
+                 for kind, items in (src.get("pairs") or {}).items() for pair in items]
+        others = _rows_by_id(store, rec["name"], {str(p.get("kept_id")) for _, _, p in pairs
+                                                   if p.get("kept_id")})
+        sources = []
+        for name, src in (doc.get("sources") or {}).items():
+            lost = dict(src.get("dropped") or {})
+            for kind, n in (src.get("duplicates") or {}).items():
+                lost[f"duplicate_{kind}"] = lost.get(f"duplicate_{kind}", 0) + n
+            sources.append({
+                "name": name, "domain": src.get("domain") or "",
+                "location": src.get("location") or "", "rows_in": src.get("rows_in", 0),
+                "rows_out": src.get("rows_out", 0), "dropped": dict(sorted(lost.items())),
+                "n_dropped": sum(lost.values()), "conflicts": src.get("near_conflicts", 0),
+                "warning": src.get("warning"), "examples": src.get("examples") or {}})
+        drops = folder / "drops.jsonl"
+        out.append({
+            "stage": rec["name"], "path": str(path.relative_to(store.root)),
+            "drops": str(drops.relative_to(store.root)) if drops.exists() else None,
+            "sources": sources, "warnings": doc.get("warnings") or [],
+            "pairs": [_pair(store, name, kind, pair, others) for name, kind, pair in pairs]})
+    return out
+
+
+def _rows_by_id(store: RunStore, stage: str, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The rows of ``stage`` with these ids (question, answer, images)."""
+    if not ids:
+        return {}
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found: dict[str, dict[str, Any]] = {}
+    wanted = pa.array(sorted(ids), pa.string())
+    for path in store.shard_files(stage):
+        try:
+            table = pq.read_table(path, columns=["id", "question", "answer", "images"])
+        except (OSError, pa.ArrowInvalid, KeyError):
+            continue
+        for row in table.filter(pc.is_in(table.column("id"), value_set=wanted)).to_pylist():
+            found[row["id"]] = row
+        if len(found) == len(ids):
+            break
+    return found
+
+
+def _image_urls(store: RunStore, digests: Iterable[str]) -> list[str]:
+    from dualcurate.export import _MIME, image_extension
+
+    urls = []
+    for digest in digests or []:
+        if store.images.has(digest):
+            data = store.images.get(digest)
+            mime = _MIME.get(image_extension(data[:16]), "image/png")
+            urls.append(f"data:{mime};base64," + base64.b64encode(data).decode())
+    return urls
+
+
+def _pair(store: RunStore, source: str, kind: str, pair: dict[str, Any],
+          others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One example pair: the row the index flagged and the row it matched, side by side."""
+    other = others.get(str(pair.get("kept_id")), {})
+    other_images = other.get("images") or pair.get("kept_images") or []
+    where = f"line {pair['line']}" if pair.get("line") is not None else "no line"
+    return {
+        "source": source, "kind": kind,
+        "title": ("near-duplicate: dropped" if kind == "near"
+                  else "conflict (answers differ): both kept"),
+        "row": {"label": f"{'dropped' if kind == 'near' else 'kept'} ({where})",
+                "question": pair.get("question") or "", "answer": pair.get("answer") or "",
+                "images": _image_urls(store, pair.get("images") or []),
+                "image_paths": [f"images/{d[:2]}/{d}" for d in pair.get("images") or []]},
+        "other": {"label": (f"kept in its place (id {pair.get('kept_id')})" if kind == "near"
+                            else f"kept (id {pair.get('kept_id')})"),
+                  "question": other.get("question") or "", "answer": other.get("answer") or "",
+                  "images": _image_urls(store, other_images),
+                  "image_paths": [f"images/{d[:2]}/{d}" for d in other_images]},
+    }
 
 
 def _rows(store: RunStore, stage: str | None) -> list[dict[str, Any]]:
