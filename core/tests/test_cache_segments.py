@@ -136,3 +136,20 @@ def test_segment_round_trip(tmp_path_factory, items) -> None:
     merge_segments(main)
     assert main.get_many(expected) == expected
     main.close()
+
+
+def test_a_live_writers_segment_is_never_folded(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    main = RequestCache(path)
+    live = SegmentedCache(path, "live")
+    live.put_many([("a", {"text": "1"})])
+    done = SegmentedCache(path, "done")
+    done.put_many([("b", {"text": "2"})])
+    done.close()
+    assert merge_segments(main) == 1  # only the closed writer's
+    assert main.get("a") is None and main.get("b") == {"text": "2"}
+    live.put_many([("c", {"text": "3"})])  # still appending to a file that still exists
+    live.close()
+    assert merge_segments(main) == 2
+    assert main.get_many(["a", "b", "c"]).keys() == {"a", "b", "c"}
+    main.close()

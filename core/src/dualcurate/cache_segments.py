@@ -13,10 +13,13 @@ each of its workers a :class:`SegmentedCache`:
   workers that died: what they answered is not asked again), and in the main SQLite file,
   opened read-only and ``immutable`` (no locks, no WAL index: safe on any filesystem,
   because nobody writes the main file while workers run, see :func:`merge_segments`).
-* the driver (one process) folds every segment into the main file with
-  :func:`merge_segments` when no worker is writing: before a stage's workers start (what a
-  killed run left) and after they stopped. Folding is idempotent (``INSERT OR REPLACE``), so
-  a segment merged twice is harmless; it is deleted only after its rows are committed.
+* the driver (one process) folds segments into the main file with :func:`merge_segments`
+  when no worker is writing: before a stage's workers start (what a killed run left) and
+  after they stopped. A writer holds an exclusive ``flock`` on its segment while it is open
+  (released by the kernel when it dies; on NFS v4 when its lease expires), and a segment
+  whose lock is held is skipped, so folding never races a live writer, even one of another
+  run sharing the cache. Folding is idempotent (``INSERT OR REPLACE``), so a segment merged
+  twice is harmless; it is deleted only after its rows are committed.
 
 Keys and values are the same as :class:`dualcurate.cache.RequestCache`'s.
 """
@@ -80,10 +83,10 @@ def checkpoint(cache_path: str | os.PathLike[str]) -> None:
 
 
 def merge_segments(cache: RequestCache, writers: Iterable[str] | None = None) -> int:
-    """Fold segments into ``cache`` (the main file; this process must be its only writer and
-    no segment's writer may still be running), delete them, and checkpoint the main file.
-    ``writers``: only these writers' segments (default: every segment). Returns the number of
-    records folded."""
+    """Fold segments into ``cache`` (the main file; this process must be its only writer),
+    delete them, and checkpoint the main file. Segments whose writer is still running (its
+    lock is held) are left for another time. ``writers``: only these writers' segments
+    (default: every segment). Returns the number of records folded."""
     folder = segment_dir(cache.path)
     if not folder.is_dir():
         checkpoint(cache.path)
@@ -94,23 +97,51 @@ def merge_segments(cache: RequestCache, writers: Iterable[str] | None = None) ->
         paths = [folder / f"{w}{SEGMENT_SUFFIX}" for w in writers]
     folded = 0
     for path in paths:
-        outputs: list[tuple[str, Mapping[str, Any]]] = []
-        for _, record in read_segment(path):
-            kind = record["t"]
-            if kind == "o":
-                outputs.append((record["k"], record["v"]))
-            elif kind == "f":
-                cache.record_failure(record["k"], str(record.get("e", "")))
-            elif kind == "d":
-                cache.put_derived(record["k"], record["v"])
-            folded += 1
-            if len(outputs) >= 2000:
-                cache.put_many(outputs)
-                outputs = []
-        cache.put_many(outputs)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        lock = _try_lock(path)
+        if lock is None:
+            continue  # missing, or its writer is still running: folded another time
+        try:
+            folded += _fold(cache, path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        finally:
+            os.close(lock)
     checkpoint(cache.path)
+    return folded
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding ``path``'s exclusive lock, or None (no such file, or locked)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _fold(cache: RequestCache, path: Path) -> int:
+    folded = 0
+    outputs: list[tuple[str, Mapping[str, Any]]] = []
+    for _, record in read_segment(path):
+        kind = record["t"]
+        if kind == "o":
+            outputs.append((record["k"], record["v"]))
+        elif kind == "f":
+            cache.record_failure(record["k"], str(record.get("e", "")))
+        elif kind == "d":
+            cache.put_derived(record["k"], record["v"])
+        folded += 1
+        if len(outputs) >= 2000:
+            cache.put_many(outputs)
+            outputs = []
+    cache.put_many(outputs)
     return folded
 
 
@@ -168,6 +199,9 @@ class SegmentedCache:
         self.segment.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fd = os.open(self.segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # "still writing": merge_segments skips it
         self._size = os.fstat(self._fd).st_size
         self._own = _SegmentIndex(self.segment)
         self._attached: dict[Path, _SegmentIndex] = {}
