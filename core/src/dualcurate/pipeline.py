@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dualcurate.cache import RequestCache
+from dualcurate.cache_segments import merge_segments
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
 from dualcurate.executors import kept
@@ -55,6 +56,9 @@ class Pipeline:
             for spec in recipe.stages:
                 if spec.use in host.entry_points() and spec.use not in host.infos:
                     host.load(spec.use)
+            executor = recipe.run.executor  # the entry point of the same name (ray)
+            if executor in host.entry_points() and executor not in host.infos:
+                host.load(executor)
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
@@ -227,6 +231,9 @@ class Pipeline:
         store.save_manifest()
         cache_path = Path(self.recipe.run.cache) if self.recipe.run.cache else store.root / "cache.sqlite"
         cache = RequestCache(cache_path)
+        # answers that distributed workers of a killed run left in their cache segments
+        # (docs/scale-out.md); segments still being written are skipped
+        merge_segments(cache)
         progress_factory = progress_factory or (lambda name: NullProgress())
         log = log or (lambda msg: None)
         upstream_sig = ""
