@@ -347,6 +347,31 @@ def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
                f"{images or DEFAULT_IMAGES[fmt]})")
 
 
+@cli.command("push")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, help="Stage whose rows to push.")
+@click.option("--repo", "repo_id", required=True, metavar="OWNER/NAME",
+              help="Dataset repository on the Hub (HF_ENDPOINT and HF_TOKEN are honoured).")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--dry-run", "dry_run", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write exactly what would be uploaded into DIR and upload nothing.")
+@click.option("--license", "license_", default="other", show_default=True,
+              help="The card's license field (a Hub license id, e.g. cc-by-4.0).")
+@click.option("--all-rows", is_flag=True, help="Include rows a filter dropped (keep=false).")
+def push_cmd(run: str, stage: str, repo_id: str, private: bool, dry_run: str | None,
+             license_: str, all_rows: bool) -> None:
+    """Push a stage's rows to the Hugging Face Hub as a dataset with a generated card."""
+    from dualcurate.hub import push_stage
+
+    result = push_stage(run, stage, repo_id, private=private, dry_run=dry_run,
+                        license=license_, all_rows=all_rows)
+    if dry_run is not None:
+        click.echo(f"dry run: {result.rows} rows of {run}/{stage} in {dry_run} "
+                   f"({', '.join(result.files)}); nothing uploaded")
+    else:
+        click.echo(f"pushed {result.rows} rows of {run}/{stage} to {repo_id}: {result.url}")
+
+
 def build_state(select: list[str], block: list[str], debug: bool) -> State:
     select = [*select, *[n for n in env_plugin_names() if n not in select]]
     host = PluginHost(select=select, block=block)
