@@ -24,7 +24,7 @@ def local_ray() -> Iterator[Any]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=2, **INIT)
+    ray.init(num_cpus=2, num_gpus=2, _system_config={"worker_niceness": 0}, **INIT)
     try:
         yield ray
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -118,6 +119,9 @@ class ShardWorker:
         self.reserved = 0
         self.closed = False
         self.serial = threading.Lock()
+        self.busy_s = 0.0  # wall seconds in process_shard (CPU stages: utilisation)
+        self.cpu_s = 0.0
+        self.shards = 0
         self.stage = job.make_stage()
         self.ctx = StageContext(stage_name=job.stage_name,
                                 workdir=self.store.artifacts_dir(job.stage_name),
@@ -182,8 +186,12 @@ class ShardWorker:
             else:
                 with self.serial:
                     shard_ctx = self.ctx.for_shard(index)
+                    started, cpu = time.monotonic(), time.process_time()
                     rows_in, out = process_shard(self.stage, shard_ctx, self.store,
                                                  self.job.upstream, index)
+                    self.busy_s += time.monotonic() - started
+                    self.cpu_s += time.process_time() - cpu
+            self.shards += 1
             staged = self.store.stage_shard(self.job.stage_name, index,
                                             out if out else _empty_table())
             return index, str(staged), rows_in, len(out), shard_ctx.stats.failed
@@ -206,4 +214,5 @@ class ShardWorker:
             if self.cache is not None:
                 self.cache.close()
         return {"writer": self.writer, "hits": getattr(self.cache, "hits", 0),
-                "misses": getattr(self.cache, "misses", 0)}
+                "misses": getattr(self.cache, "misses", 0), "shards": self.shards,
+                "busy_s": round(self.busy_s, 3), "cpu_s": round(self.cpu_s, 3)}
