@@ -57,7 +57,8 @@ class Pipeline:
                 if spec.use in host.entry_points() and spec.use not in host.infos:
                     host.load(spec.use)
             executor = recipe.run.executor  # the entry point of the same name (ray)
-            if executor in host.entry_points() and executor not in host.infos:
+            if executor not in host.executors() and executor in host.entry_points() and \
+                    executor not in host.infos:
                 host.load(executor)
         self.host = host
         self.overrides = self._overrides()
