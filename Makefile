@@ -12,7 +12,7 @@ PYPROJECTS := core/pyproject.toml examples/dualcurate-hello/pyproject.toml $(wil
 EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "examples/dualcurate-hello[test]"
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint clean
+.PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint dist clean
 .PHONY: test-ray
 
 $(STAMP): $(PYPROJECTS) Makefile
@@ -69,6 +69,15 @@ bench-vllm: $(VLLM_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# A wheel of every distribution (core, every plugins/*, examples/dualcurate-hello) in dist/,
+# built by pip with .venv's setuptools (no build isolation: works offline).
+DIST_DIRS := core $(PLUGIN_DIRS) examples/dualcurate-hello
+
+dist: install
+	rm -rf dist
+	for d in $(DIST_DIRS); do $(PIP) wheel -q --no-deps --no-build-isolation -w dist "./$$d" || exit 1; done
+	ls dist
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
