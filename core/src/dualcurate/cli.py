@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -78,14 +79,27 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     from dualcurate.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, list(overrides))
+    from dualcurate.quiet import LOG_NAME, held_warnings, third_party_to_log
+
     pipeline = Pipeline(recipe, host=state.host, selected=state.selected)
-    pipeline.validate()
+    verbose = getattr(state, "verbose", False)
+    with held_warnings(verbose) as held:  # to run.log with the rest (-v: on the terminal)
+        pipeline.validate()
     for note in pipeline.notes:
         err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     target = out or recipe.run.out or f"runs/{recipe.run.name}"
-    with _make_progress() as progress, _stage_log_to_console():
-        store = pipeline.run(target, progress_factory=_progress_factory(progress),
-                             log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"))
+    log_path = Path(target) / LOG_NAME
+    try:
+        # third-party output (warnings, tqdm bars, engine logs) to run.log unless -v
+        with _make_progress() as progress, _stage_log_to_console(), \
+                third_party_to_log(log_path, [err_console, out_console], verbose, held):
+            store = pipeline.run(target, progress_factory=_progress_factory(progress),
+                                 log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"))
+    except BaseException:
+        if log_path.is_file() and not verbose:
+            err_console.print(f"[dim]third-party output of this run: {escape(str(log_path))}"
+                              f" (curate -v shows it on the terminal)[/dim]")
+        raise
     table = Table(title=f"run {store.root}")
     for col in ("stage", "plugin", "status", "rows in", "rows out", "seconds"):
         table.add_column(col)
@@ -156,16 +170,20 @@ def _print_efficacy(run_dir: Any) -> None:
 @click.option("--no-plugin", "no_plugins", multiple=True, metavar="NAME",
               help="Do not load plugin NAME.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-v", "--verbose", is_flag=True, help="Show third-party warnings, logs and "
+              "progress bars on the terminal (default: in the run's run.log). Also "
+              "DUALCURATE_VERBOSE=1.")
 @click.version_option(package_name="dualcurate")
 @click.pass_context
 def cli(ctx: click.Context, plugins: tuple[str, ...], no_plugins: tuple[str, ...],
-        debug: bool) -> None:
+        debug: bool, verbose: bool = False) -> None:
     """dualcurate: curate reasoning data for multimodal LLMs.
 
     With no command, runs the default recipe (the offline demo) into runs/demo.
     """
     if ctx.obj is None:  # invoked without main() (tests calling cli directly)
         ctx.obj = build_state(list(plugins), list(no_plugins), debug)
+    ctx.obj.verbose = verbose or bool(os.environ.get("DUALCURATE_VERBOSE"))
     if ctx.invoked_subcommand is None:
         run_recipe(ctx.obj, None, None, [])
 
