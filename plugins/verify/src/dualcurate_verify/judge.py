@@ -36,7 +36,7 @@ LABEL_VERDICTS = {"A": "correct", "B": "incorrect", "C": "invalid"}
 #: rule labels the judge never overrides: structure failures and never-correct guards
 FINAL_RULE_LABELS = frozenset({"error", "truncated", "think", "no-answer", "too-short",
                                "repetition", "master-key", "enumeration", "injection",
-                               "no-gold"})
+                               "no-gold", "short-caption", "answer-tag"})
 
 SYSTEM_PROMPT = (
     "You are a strict grader. You compare a candidate's final answer with a standard answer "

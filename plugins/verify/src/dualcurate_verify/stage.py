@@ -27,11 +27,23 @@ class RuleVerifierConfig(StageConfig):
     require_think: bool = Field(True, description="a trace needs exactly one <think>…</think> "
                                 "block before its answer (an opening tag the chat template "
                                 "already wrote may be missing)")
-    min_words: int = Field(0, ge=0, description="traces with fewer words are invalid "
-                           "(MMFineReason drops responses under 100–200 words)")
+    min_words: int = Field(0, ge=0, description="traces with fewer words in the whole response "
+                           "are invalid (MMFineReason drops responses under 100–200 words)")
+    min_caption_words: int = Field(0, ge=0, description="rows whose caption has fewer words "
+                                   "get every trace invalid (label 'short-caption')")
+    error_markers: list[str] = Field(default_factory=lambda: ["[ERROR]"],
+                                     description="a response containing one of these is a "
+                                     "failed generation (label 'error')")
     repetition_ngram: int = Field(50, ge=1, description="n of the repetition filter (tokens)")
     repetition_count: int = Field(3, ge=2, description="an n-gram occurring this often in the "
-                                  "reasoning makes the trace invalid")
+                                  "think block makes the trace invalid (the solution written "
+                                  "after it is never counted)")
+    require_answer_tag: bool = Field(False, description="the final answer must be in "
+                                     "<answer>…</answer> after the think block (label "
+                                     "'answer-tag')")
+    answer_tag_exempt_sources: list[str] = Field(
+        default_factory=list, description="rows from these sources (the `source` column) skip "
+        "the answer-tag check (datasets whose answers are free text)")
     symbolic_timeout: float = Field(5.0, gt=0, description="seconds per math-verify call; "
                                     "longer gives 'undecided' (timeout)")
     workers: int = Field(2, ge=1, description="threads (and math-verify processes) per stage")
@@ -97,6 +109,9 @@ class RuleVerifier(Verifier):
         if trace.get("truncated") or trace.get("finish_reason") == "length":
             return _invalid("truncated", "the response was cut off at the token limit")
         response = trace_response(trace)
+        marker = next((m for m in self.config.error_markers if m and m in response), None)
+        if marker is not None:
+            return _invalid("error", f"the response contains the error marker {marker!r}")
         split = split_think(response)
         if split.opens > 1 or split.closes > 1:
             return _invalid("think", f"{max(split.opens, split.closes)} think blocks; "
@@ -111,18 +126,40 @@ class RuleVerifier(Verifier):
         if words < self.config.min_words:
             return _invalid("too-short", f"{words} words; at least {self.config.min_words} "
                             "are required (min_words)")
-        reasoning = split.reasoning if split.reasoning is not None else split.answer_part
-        gram = repeated_ngram(reasoning.split(), self.config.repetition_ngram,
+        # measured in the think block only: a worked solution after it (Qwen3-VL-Thinking
+        # writes one) legitimately repeats its own phrasing
+        gram = repeated_ngram((split.reasoning or "").split(), self.config.repetition_ngram,
                               self.config.repetition_count)
         if gram is not None:
             return _invalid("repetition", f"a {self.config.repetition_ngram}-token sequence "
-                            f"occurs {self.config.repetition_count}+ times "
+                            f"occurs {self.config.repetition_count}+ times in the think block "
                             f"(starting {' '.join(gram[:8])!r})")
+        return None
+
+    def row_structure(self, row: Row) -> CheckResult | None:
+        """A verdict for every trace of a row that fails a row-level rule (its caption)."""
+        if self.config.min_caption_words:
+            words = len(str(row.get("caption") or "").split())
+            if words < self.config.min_caption_words:
+                return _invalid("short-caption", f"the caption has {words} words; at least "
+                                f"{self.config.min_caption_words} are required "
+                                "(min_caption_words)")
+        return None
+
+    def answer_tag(self, row: Row, trace: Row) -> CheckResult | None:
+        """The answer-tag check (``require_answer_tag``), unless the row's source is exempt."""
+        if not self.config.require_answer_tag or \
+                str(row.get("source") or "") in self.config.answer_tag_exempt_sources:
+            return None
+        part = split_think(trace_response(trace)).answer_part
+        if "<answer>" not in part.lower() or "</answer>" not in part.lower():
+            return _invalid("answer-tag", "no <answer>…</answer> after the think block "
+                            "(require_answer_tag)")
         return None
 
     def verify_trace(self, row: Row, trace: Row) -> CheckResult:
         """Structure first, then the answer rules."""
-        problem = self.structure(trace)
+        problem = self.row_structure(row) or self.structure(trace) or self.answer_tag(row, trace)
         if problem is not None:
             return problem
         return check(str(row.get("answer") or ""), trace_response(trace), row.get("question"),
