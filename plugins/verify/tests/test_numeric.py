@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,7 @@ def _expressions() -> st.SearchStrategy[str]:
             st.tuples(inner, inner).map(lambda t: f"\\frac{{{t[0]}}}{{{t[1]}}}"),
             inner.map(lambda e: f"\\sqrt{{{e}}}"),
             inner.map(lambda e: f"({e})^{{2}}"),
-            st.tuples(st.integers(2, 9), inner).map(lambda t: f"{t[0]}({t[1]})"),
+            st.tuples(st.integers(2, 9), inner).map(lambda t: f"{t[0]}({t[1]}+y)"),
         )
 
     return st.recursive(leaves, grow, max_leaves=6)
@@ -69,6 +70,82 @@ def test_differ_implies_math_verify_says_not_equal(gold: str, answer: str) -> No
 
 
 def test_unknown_notation_is_left_to_math_verify() -> None:
-    for text in ("x=1", "e^x", "\\sqrt[3]{8}", "x^23", "(1,2)", "f(x)+\\sin x", "50\\%", "2 3"):
+    # 2(3) is 5 to math-verify and x(2) a function: neither is read as a product here
+    for text in ("x=1", "e^x", "\\sqrt[3]{8}", "x^23", "(1,2)", "f(x)+\\sin x", "50\\%", "2 3",
+                 "2(3)", "x(2)", "(2)3", "\\pi(2)"):
         assert compile_expression(text) is None, text
         assert not values_differ(text, "0")
+
+
+def _with_division() -> st.SearchStrategy[str]:
+    """Implicit products next to ``/`` and ``\\cdot``: ``1/2x``, ``3/4(x+1)``, ``x/2y``."""
+    leaves = st.one_of(st.integers(1, 9).map(str), st.sampled_from(["x", "y", "z", "\\pi"]))
+
+    def grow(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "-", "/", " \\cdot ", "", " "]), inner)
+            .map(lambda t: f"{t[0]}{t[1]}{t[2]}"),
+            st.tuples(inner, inner).map(lambda t: f"\\frac{{{t[0]}}}{{{t[1]}}}"),
+            inner.map(lambda e: f"({e})"),
+            st.tuples(inner, st.integers(2, 3)).map(lambda t: f"{t[0]}^{t[1]}"),
+        )
+
+    return st.recursive(leaves, grow, max_leaves=5)
+
+
+def _math_verify_value(text: str, point: dict[str, float]) -> complex | None:
+    from math_verify import parse
+
+    logging.disable(logging.WARNING)
+    parsed = [p for p in parse(f"${text}$", parsing_timeout=None) if not isinstance(p, str)]
+    if not parsed or not hasattr(parsed[0], "free_symbols"):
+        return None
+    expr = parsed[0]
+    try:
+        return complex(expr.subs({s: point.get(s.name, 7.0) for s in expr.free_symbols}).evalf())
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(expr=_with_division())
+def test_the_reader_reads_as_math_verify_does(expr: str) -> None:
+    """Whatever the fast reader accepts, it evaluates to math-verify's reading of it (``1/2x``
+    is 1/(2x), ``\\frac{1}{2}x`` is x/2) wherever both are defined."""
+    from dualcurate_verify.numeric import _VALUES
+
+    compiled = compile_expression(expr)
+    if compiled is None:
+        return
+    value, names = compiled
+    point = dict(zip(sorted(names), _VALUES[0], strict=False))
+    try:
+        ours = value(point)
+    except (ArithmeticError, ValueError, OverflowError):
+        return
+    theirs = _math_verify_value(expr, point)
+    if theirs is None or isinstance(ours, complex) or abs(ours) > 1e9:
+        return
+    assert abs(ours - theirs) <= 1e-6 * max(1.0, abs(ours)), (expr, ours, theirs)
+
+
+def test_implicit_products_bind_tighter_than_division() -> None:
+    assert check("\\frac{1}{2x}", "\\boxed{1/2x}").verdict == "correct"
+    assert check("\\frac{1}{2}x", "\\boxed{1/2x}").verdict == "incorrect"
+    assert check("\\frac{3}{4(x+1)}", "\\boxed{3/4(x+1)}").verdict == "correct"
+    assert values_differ("\\frac{x}{2}", "1/2x")
+
+
+def test_math_verify_unit_words_are_left_to_it() -> None:
+    """math-verify drops a trailing unit word (``6/5t`` is 6/5 to it): the reader must not
+    decide such a text. Every unit word of its list is covered."""
+    from latex2sympy2_extended.math_normalization import units
+
+    from dualcurate_verify.numeric import MV_UNIT_TAIL
+
+    for unit in units:
+        for text in (f"2 {unit}", f"6/5{unit}"):
+            if re.fullmatch(r"[a-z]+", unit) and len(unit) <= 6:
+                assert MV_UNIT_TAIL.search(text) or compile_expression(text) is None, text
+    assert compile_expression("6/5t") is None
+    assert check("\\frac{6}{5}t", "\\boxed{6/5t}").verdict != "incorrect"

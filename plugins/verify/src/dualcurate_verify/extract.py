@@ -8,6 +8,11 @@ Order (first that applies wins), applied to the text after the think block:
 4. a bare short response, taken whole (``42``, ``(B) 45°``);
 5. the last expression math-verify extracts (done by :func:`dualcurate_verify.check`, under the
    symbolic time budget; :func:`extract_answer` does it too).
+
+A final answer is one answer. Several different boxes or tags are a candidate enumeration,
+unless the text before the last one retracts the earlier one ("on reflection", "actually",
+"wait", "the correct answer is …") without offering both ("or", "maybe", "alternatively"):
+then the response corrected itself and its last answer counts.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from dualcurate_verify.normalise import boxed_contents, strip_math
+from dualcurate_verify.normalise import box_positions, box_text, boxed_contents, strip_math
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -24,6 +29,18 @@ _FINAL_PHRASE = re.compile(
     r"\banswer\s*(?:is\b|[:：=])\s*(?:[:：]\s*)?(?:is\b\s*)?(?:the\s+)?", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 _HOPE = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+#: between two different final answers, these say the response corrects itself: the last wins
+_CORRECTION = re.compile(
+    r"\b(?:on\s+(?:second\s+thought|reflection|closer\s+inspection)|actually|correction|"
+    r"corrected|wait|oops|I\s+made\s+(?:a|an)\s+(?:mistake|error|arithmetic\s+error)|"
+    r"(?:that|this)\s+(?:was|is)\s+(?:wrong|incorrect|a\s+mistake)|mistake|re-?check(?:ing|ed)?|"
+    r"re-?calculat\w*|re-?comput\w*|re-?examin\w*|re-?evaluat\w*|revis\w+|instead|"
+    r"(?:the\s+)?(?:correct|final|true|right)\s+answer)\b", re.IGNORECASE)
+#: … and these that it offers alternatives (then it is a candidate enumeration)
+_ALTERNATIVE = re.compile(
+    r"\b(?:or|either|alternatively|otherwise|another\s+(?:possible|possibility|candidate|answer|"
+    r"option)|could\s+(?:also\s+)?be|might\s+(?:also\s+)?be|may\s+(?:also\s+)?be|maybe|perhaps|"
+    r"possibly|depending|unsure|not\s+sure)\b|\\(?:text)?or\b", re.IGNORECASE)
 BARE_MAX_WORDS = 12
 BARE_MAX_CHARS = 100
 TRAILING_SLACK = 150
@@ -126,22 +143,49 @@ def _phrase_after_boxes(text: str) -> bool:
         "\\boxed" not in text[matches[-1].start():]
 
 
+def corrects_itself(between: str) -> bool:
+    """Whether the text between two different final answers retracts the first ("on
+    reflection", "actually", "wait", "the correct answer is") without offering both ("or",
+    "maybe", "alternatively"): then the last answer is the response's answer."""
+    return bool(_CORRECTION.search(between)) and not _ALTERNATIVE.search(between)
+
+
+def _final_candidates(part: str, spans: list[tuple[int, int]], values: list[str]
+                      ) -> tuple[str, ...]:
+    """The distinct candidates, or only the last when the text before it (after the previous
+    different value) corrects the earlier answer."""
+    cands = _distinct(values)
+    if len(cands) < 2:
+        return cands
+    last_key = re.sub(r"\s+", "", strip_math(values[-1]))
+    for i in range(len(values) - 2, -1, -1):
+        if re.sub(r"\s+", "", strip_math(values[i])) != last_key:
+            between = part[spans[i][1]:spans[-1][0]]
+            if corrects_itself(between):
+                return (values[-1].strip(),)
+            break
+    return cands
+
+
 def extract_rules(response: str) -> Extraction:
     """Steps 1–4 (fast, no sympy) on the text after the think block."""
     part = split_think(response).answer_part
     # the last few candidates decide; more than that is an enumeration either way
-    tags = [m.group(1) for m in _ANSWER_TAG.finditer(part)][-MAX_CANDIDATES:]
-    if tags:
+    tag_matches = list(_ANSWER_TAG.finditer(part))[-MAX_CANDIDATES:]
+    if tag_matches:
         inner = []
-        for tag in tags:
-            boxes = boxed_contents(tag, last=1)
-            inner.append(boxes[-1] if boxes else tag)
-        cands = _distinct(inner)
-        return Extraction(strip_math(inner[-1]), "answer-tag", cands)
-    boxes = boxed_contents(part, last=MAX_CANDIDATES)
+        for m in tag_matches:
+            boxes = boxed_contents(m.group(1), last=1)
+            inner.append(boxes[-1] if boxes else m.group(1))
+        spans = [(m.start(), m.end()) for m in tag_matches]
+        return Extraction(strip_math(inner[-1]), "answer-tag",
+                          _final_candidates(part, spans, inner))
+    box_spans = box_positions(part)[-MAX_CANDIDATES:]
     phrase = _final_phrase(part)
-    if boxes and not (phrase is not None and _phrase_after_boxes(part)):
-        return Extraction(strip_math(boxes[-1]), "boxed", _distinct(boxes))
+    if box_spans and not (phrase is not None and _phrase_after_boxes(part)):
+        boxes = [box_text(part, start, close) for start, close in box_spans]
+        spans = [(start, close + 1) for start, close in box_spans]
+        return Extraction(strip_math(boxes[-1]), "boxed", _final_candidates(part, spans, boxes))
     if phrase is not None:
         return Extraction(strip_math(phrase), "final-phrase")
     stripped = part.strip()

@@ -73,6 +73,16 @@ def _content(text: str, start: int, close: int) -> str:
     return text[text.index("{", start) + 1:close]
 
 
+def box_positions(text: str) -> list[tuple[int, int]]:
+    """(start, index of the closing brace) of every closed box, in order."""
+    return _box_spans(text)
+
+
+def box_text(text: str, start: int, close: int) -> str:
+    """The content of the box at ``start`` closed at ``close``."""
+    return _content(text, start, close)
+
+
 def final_boxes(text: str) -> list[str]:
     """The last box and the boxes written together with it (as math-verify groups them: less
     than 10 characters apart, or less than 70 with "and", "or", "," or ";" between); at most
@@ -153,6 +163,7 @@ _NUMBER_RE = re.compile(
     re.VERBOSE,
 )
 _MINUS = str.maketrans({"−": "-", "–": "-", "—": "-", "\u2009": " ", "\u202f": " ", "\xa0": " "})
+_ONE_LETTER_UNITS = frozenset({"m", "s", "g", "l", "h", "w", "v", "j"})
 _NOT_UNITS = frozenset({"or", "and", "to", "is", "not", "x", "i", "e", "pi", "n", "k"})
 
 
@@ -196,6 +207,10 @@ def parse_number(text: str) -> Number | None:
     unit = re.sub(r"\\?(?:text|mathrm)\{([^{}]*)\}", r"\1", unit).strip().lower()
     if unit in _NOT_UNITS:
         return None
+    if unit and m.group("snum") is not None and not m.group("degree"):
+        return None  # "3/4 y" is 3/(4y) to math-verify: a product, not a fraction and a unit
+    if len(unit) == 1 and unit not in _ONE_LETTER_UNITS and not m.group("degree"):
+        return None  # "\\frac{8}{6}y": a variable, not a unit
     if m.group("degree"):
         unit = unit or "degree"
     return Number(sign * value, is_decimal, bool(m.group("percent")), unit, decimals)

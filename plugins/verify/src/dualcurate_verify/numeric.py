@@ -1,7 +1,7 @@
 """A fast "these differ" test for simple expressions, before sympy is asked.
 
 A tiny LaTeX reader for plain arithmetic (numbers, one-letter variables, ``+ - * / ^``,
-implicit products, ``\\frac``, ``\\sqrt``, ``\\pi``, ``\\cdot``, ``\\times``, brackets) evaluates
+implicit products (binding tighter than ``/``, as in math-verify: ``1/2x`` = 1/(2x)), ``\\frac``, ``\\sqrt``, ``\\pi``, ``\\cdot``, ``\\times``, brackets) evaluates
 gold and answer at fixed points. If they differ at a point, they are not the same expression,
 so math-verify could not prove them equal: the rules can say "incorrect" without it. Anything
 the reader does not know (equations, sets, functions, ``e``, ``i``) returns None and goes to
@@ -22,6 +22,25 @@ _VALUES = ((1.2345, 0.8765, 2.3456, 1.6180, 0.5772), (0.3141, 1.7321, 0.6931, 2.
 
 class _Unsupported(Exception):
     pass
+
+
+# math-verify strips a trailing unit word written after a digit, a brace or a space before it
+# parses (``6/5t`` is 6/5 to it: "t" is tonnes), so a text that ends like that is its call.
+# The short words of its list that a variable could be taken for, plus their plurals:
+_MV_UNIT_WORDS = (
+    "c", "d", "g", "h", "l", "m", "o", "s", "t", "ab", "am", "bc", "by", "cc", "cm", "dm", "ft",
+    "gm", "hr", "kg", "km", "lb", "lt", "mm", "mp", "mt", "pm", "rd", "rs", "sq", "st", "th",
+    "yr", "are", "day", "deg", "gal", "kmh", "man", "men", "min", "mph", "mtr", "ohm", "per",
+    "pie", "sec", "sue", "toy", "way", "acre", "cent", "coin", "cube", "east", "edge", "feet",
+    "gain", "hour", "inch", "kmph", "less", "loss", "mark", "meal", "mile", "minw", "more",
+    "noon", "pure", "rise", "tile", "unit", "west", "yard", "year", "apple", "cubic", "digit",
+    "liter", "litre", "meter", "metre", "month", "pound", "prime", "ratio", "rupee", "woman",
+    "women", "degree", "excess", "gallon", "inches", "minute", "monkey", "number", "profit",
+    "rounds", "second", "square", "surface", "hectare", "soldier", "student", "decrease",
+    "increase", "multiple", "point", "integer")
+MV_UNIT_TAIL = re.compile(r"(?:\d|\}|\s)\s*(?:" + "|".join(sorted(_MV_UNIT_WORDS, key=len,
+                                                                  reverse=True))
+                          + r")(?:s|es)?\s*$", re.IGNORECASE)
 
 
 def _tokens(text: str) -> list[str]:
@@ -73,22 +92,41 @@ class _Parser:
         return left
 
     def term(self) -> Value:
-        left = self.factor()
-        while True:
-            token = self.peek()
-            if token in ("*", "/"):
-                self.take()
-                right = self.factor()
-            elif token is not None and (token[0].isalnum() or token[0] == "." or token in
-                                        ("(", "{", "\\frac", "\\sqrt", "\\pi")):
-                previous = self.tokens[self.pos - 1]
-                if token[0].isdigit() and (previous[0].isdigit() or previous[0] == "."):
-                    raise _Unsupported("two numbers side by side")
-                right = self.power()  # implicit product: 2x, x(x+1), 3\sqrt{2}
-            else:
-                return left
+        # ``*``, ``\\cdot`` and ``/`` join products, left to right; a juxtaposed product binds
+        # tighter (``1/2x`` is 1/(2x), ``3/4(x+1)`` is 3/(4(x+1))), as math-verify reads them
+        left = self.product(self.factor())
+        while self.peek() in ("*", "/"):
+            token = self.take()
+            right = self.product(self.factor())
             left = (lambda a, b: lambda v: a(v) / b(v))(left, right) if token == "/" else \
                 (lambda a, b: lambda v: a(v) * b(v))(left, right)
+        return left
+
+    def product(self, left: Value) -> Value:
+        """An implicit product: 2x, x(x+1), 3\\sqrt{2}, \\frac{1}{2}x."""
+        while True:
+            token = self.peek()
+            if token is None or not (token[0].isalnum() or token[0] == "." or token in
+                                     ("(", "{", "\\frac", "\\sqrt", "\\pi")):
+                return left
+            previous = self.tokens[self.pos - 1]
+            if token[0].isdigit() and (previous[0].isdigit() or previous[0] == "."):
+                raise _Unsupported("two numbers side by side")
+            if token[0].isdigit() and previous in ("}", ")"):
+                raise _Unsupported("a number after a group: x^{2}3 or \\frac{1}{2}3")
+            if token == "(" and (previous.isalpha() or previous == "\\pi"):
+                raise _Unsupported("f(2) may be a function applied, not a product")
+            if token == "(" and self._number_group(self.pos) or \
+                    previous == ")" and self._number_group(self.pos - 3):
+                raise _Unsupported("2(3): math-verify does not read it as a product")
+            right = self.power()
+            left = (lambda a, b: lambda v: a(v) * b(v))(left, right)
+
+    def _number_group(self, at: int) -> bool:
+        """Whether ``( number )`` starts at token ``at``."""
+        group = self.tokens[at:at + 3] if at >= 0 else []
+        return len(group) == 3 and group[0] == "(" and group[2] == ")" and \
+            (group[1][0].isdigit() or group[1][0] == ".")
 
     def factor(self) -> Value:
         if self.peek() in ("+", "-"):
@@ -144,6 +182,8 @@ class _Parser:
 def compile_expression(text: str) -> tuple[Value, set[str]] | None:
     """A function of the variables, and their names; None when the text is not plain
     arithmetic this reader knows."""
+    if MV_UNIT_TAIL.search(text):
+        return None  # math-verify drops that tail as a unit
     try:
         tokens = _tokens(text)
         if not tokens:

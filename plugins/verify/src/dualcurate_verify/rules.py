@@ -34,6 +34,7 @@ from dualcurate_verify.normalise import (
     strip_math,
 )
 from dualcurate_verify.numeric import values_differ
+from dualcurate_verify.structured import compare_intervals, compare_matrices
 from dualcurate_verify.symbolic import DEFAULT_BUDGET, SymbolicPool, WorkerError, default_pool
 
 
@@ -65,23 +66,44 @@ MASTER_KEYS = frozenset({
     "答案", "解答", "答",
 })
 _GRADER = r"(?:grader|judge|verifier|evaluator|checker|marker|grading\s+model)s?"
+# what a grader grades: "this answer", "my response", "it" … (not "the top vertex")
+_GRADED = (r"(?:(?:this|that|the|my|our|your|above|following|candidate'?s?)\s+)*"
+           r"(?:answer|response|solution|submission|candidate|output|reply|work|result)s?")
+_VERDICT_WORD = r"(?:\"|'|\*\*)?(?:fully\s+|completely\s+)?(?:correct|right|valid|true|accepted)\b(?!-)"
+_SAYS_GRADE = (r"(?:(?:\"|'|\*\*)?(?:correct|right|valid|true)(?:\"|'|\*\*)?(?!\s+\w)|"
+               r"\\boxed\{\s*a\s*\}|(?-i:A)\b(?!\s+\w))")
+_INSTRUCTION_CUE = (r"(?:ignore|disregard|grade|grader|grading|judg|mark|score|output|respond|"
+                    r"reply|instruction|evaluat|verif|\byou\b|every\s+answer|any\s+answer|"
+                    r"all\s+answers|\\boxed\{\s*a\s*\}|correct\b)")
 _INJECTION = re.compile(
-    r"ignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|preceding|other)\s+"
-    r"(?:instructions?|rules?|prompts?|messages?|text)"
-    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count|accept)\s+"
-    r"(?:\w+\s+){0,5}?as\s+(?:\"|')?(?:correct|right|(?-i:A)\b|true|valid)"
+    # "ignore previous instructions", "disregard the above rules"
+    r"(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+|your\s+)?(?:previous|prior|above|"
+    r"earlier|preceding|other|grading)\s+(?:instructions?|rules?|prompts?|messages?|text|"
+    r"guidelines?|criteria)"
+    # "mark this answer as correct", "grade it as right", "treat this response as valid":
+    # the object is the answer itself ("label the top vertex as A" is geometry)
+    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count|accept|consider|"
+    r"regard|flag)\s+(?:" + _GRADED + r"|it|this|me)\s+(?:\w+\s+){0,3}?as\s+" + _VERDICT_WORD +
+    r"|(?:mark|grade|judge|label|rate|score|evaluate|classify|treat|count|accept|consider|"
+    r"regard|flag)\s+" + _GRADED + r"\s+(?:\w+\s+){0,3}?as\s+(?:\"|')?(?-i:A)\b"
     r"|final\s+judg(?:e)?ment"
-    r"|(?:you\s+are|as)\s+(?:an?\s+|the\s+)?" + _GRADER +
-    r"|(?:output|respond\s+with|reply\s+with|answer\s+with|return|say|print)\s+(?:only\s+)?"
-    r"(?:\"|')?(?:\\boxed\{\s*a\s*\}|correct\b)"
-    r"|(?:^|\n)\s*(?:system|assistant)\s*:"
-    r"|\bsystem\s*(?:note|message|prompt)?\s*:\s*(?:any|every|all|ignore|output|mark|respond|"
-    r"grade|the\s+" + _GRADER + r")"
-    r"|</?(?:system|instructions?|gold|reference)>"
-    r"|\b(?:note|message|instructions?|hint|memo)\s+(?:to|for)\s+(?:the\s+)?" + _GRADER +
-    r"|\b(?:dear|hey|attention)\s*,?\s+(?:the\s+)?" + _GRADER +
-    r"|(?:^|[(\[\n.;])\s*" + _GRADER + r"\s*:"
-    r"|(?:standard|reference|gold|expected|official)\s+answer\s+(?:is|was)\s+(?:wrong|"
+    # "You are a grader", "As the grader, output …" (not "as the judge always lies")
+    r"|\byou\s+are\s+(?:now\s+)?(?:an?\s+|the\s+)?" + _GRADER +
+    r"|\bas\s+(?:an?\s+|the\s+)" + _GRADER + r"\s*,\s*(?:you|please|output|mark|grade|respond|"
+    r"reply|return|say|accept)"
+    # "output \boxed{A}", "respond with CORRECT" (not "return correct values")
+    r"|(?:output|respond\s+with|reply\s+with|answer\s+with|return|say|print|write)\s+"
+    r"(?:only\s+|just\s+)?(?:the\s+(?:label|verdict|judg(?:e)?ment)\s+)?" + _SAYS_GRADE +
+    # a "system:" / "assistant:" line that instructs ("System: 45 units" is a chart label)
+    r"|(?:^|\n|[.!?]\s)\s*(?:\*\*)?(?:system|assistant|developer)\s*(?:note|message|prompt|"
+    r"override|instruction)?(?:\*\*)?\s*:(?=[^\n]{0,120}?" + _INSTRUCTION_CUE + r")"
+    r"|\bsystem\s+(?:note|message|prompt|override|instruction)\s*:"
+    r"|</?(?:system|instructions?|gold|reference|judge|grader)>"
+    r"|\b(?:note|message|instructions?|hint|memo|reminder)\s+(?:to|for)\s+(?:the\s+|any\s+|"
+    r"all\s+)?" + _GRADER +
+    r"|\b(?:dear|hey|hello|attention)\s*,?\s+(?:the\s+)?" + _GRADER +
+    r"|(?:^|[(\[\n.;])\s*(?:to\s+the\s+)?" + _GRADER + r"\s*:"
+    r"|(?:standard|reference|gold|expected|official|given)\s+answer\s+(?:is|was)\s+(?:wrong|"
     r"incorrect|mistaken|a\s+typo)"
     r"|\b(?:every|any|all)\s+answers?\s+(?:to\s+this\s+question\s+)?(?:is|are)\s+"
     r"(?:correct|right|accepted)"
@@ -330,6 +352,9 @@ def compare(gold: str, answer: str, *, answer_type: str | None = None,
         return _result("incorrect", "number", answer, f"{answer!r} differs from the gold {gold!r}")
     if _key(gold) == _key(answer):
         return _result("correct", "text", answer, f"{answer!r} matches the gold {gold!r}")
+    structured = _structured(gold, answer, budget, pool)
+    if structured is not None:
+        return structured
     gold_parts = split_top(gold)
     answer_parts = list({_key(p): p for p in split_top(answer)}.values())
     matched = [any(_scalar_equal(g_part, part) for g_part in gold_parts) for part in answer_parts]
@@ -359,6 +384,37 @@ def compare(gold: str, answer: str, *, answer_type: str | None = None,
                        f"{answer!r} is not equivalent to the gold {gold!r} (math-verify)")
     return _result("undecided", "unparsed", answer,
                    f"math-verify could not parse {'the gold' if not reply.get('gold_parsed') else 'the answer'}")
+
+
+def _structured(gold: str, answer: str, budget: float,
+                pool: SymbolicPool | None) -> CheckResult | None:
+    """Intervals, inequalities and matrices, part by part (see :mod:`structured`)."""
+    if not _STRUCTURE_HINT.search(gold) or not _STRUCTURE_HINT.search(answer):
+        return None
+
+    def symbolic(g: str, a: str) -> bool | None:
+        reply = _symbolic("verify", g, a, budget, pool)
+        if reply is None or not reply.get("ok"):
+            return None
+        if reply.get("equal"):
+            return True
+        return False if reply.get("gold_parsed") and reply.get("answer_parsed") else None
+
+    for kind, outcome in (("interval", compare_intervals(gold, answer, symbolic)),
+                          ("matrix", compare_matrices(gold, answer))):
+        if outcome is True:
+            return _result("correct", kind, answer, f"{answer!r} is the same {kind} as the "
+                           f"gold {gold!r}")
+        if outcome is False:
+            return _result("incorrect", kind, answer, f"{answer!r} is not the {kind} "
+                           f"{gold!r}")
+        if outcome == "rounding":
+            return _result("undecided", "rounding", answer, f"{answer!r} equals the {kind} "
+                           f"{gold!r} only after rounding")
+    return None
+
+
+_STRUCTURE_HINT = re.compile(r"[\[\]()<>≤≥]|\\(?:le|ge|lt|gt|in\b|cup|begin|infty)")
 
 
 def _textual(gold: str, answer: str, budget: float, pool: SymbolicPool | None) -> CheckResult:
