@@ -116,3 +116,35 @@ def test_public_names() -> None:
     assert isinstance(check("1", "1"), CheckResult) and extract_answer("1") == "1"
     assert set(dualcurate_verify.__all__) >= {"check", "extract_answer", "CheckResult",
                                               "RuleVerifier", "CompassJudge"}
+
+
+def _one(stage, trace_text: str, **row) -> dict:
+    from dualcurate import StageContext
+
+    rows = [{"id": "r", "question": "q", "answer": "42", **row, "traces": [{"text": trace_text}]}]
+    return stage.process(rows, StageContext.ephemeral(stage_name="verify"))[0]["traces"][0]
+
+
+def test_repetition_is_measured_in_the_think_block_only() -> None:
+    from dualcurate_verify.stage import RuleVerifier
+
+    stage = RuleVerifier({"workers": 1, "repetition_ngram": 3, "repetition_count": 3})
+    loop = "the same words " * 4
+    assert _one(stage, f"<think>ok</think>{loop} so \\boxed{{42}}")["verdict"] == "correct"
+    assert _one(stage, f"<think>{loop}</think>\\boxed{{42}}")["label"] == "repetition"
+
+
+def test_mmfinereason_selection_options() -> None:
+    from dualcurate_verify.stage import RuleVerifier
+
+    text = "<think>six times seven</think><answer>42</answer>"
+    captions = RuleVerifier({"workers": 1, "min_caption_words": 3})
+    assert _one(captions, text, caption="a red cube")["verdict"] == "correct"
+    assert _one(captions, text, caption="cube")["label"] == "short-caption"
+    assert _one(RuleVerifier({"workers": 1}), "[ERROR] upstream timeout")["label"] == "error"
+    tags = RuleVerifier({"workers": 1, "require_answer_tag": True,
+                         "answer_tag_exempt_sources": ["free-text"]})
+    boxed = "<think>six times seven</think>\\boxed{42}"
+    assert _one(tags, boxed, source="math")["label"] == "answer-tag"
+    assert _one(tags, boxed, source="free-text")["verdict"] == "correct"
+    assert _one(tags, text, source="math")["verdict"] == "correct"
