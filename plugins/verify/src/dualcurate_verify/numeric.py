@@ -116,8 +116,8 @@ class _Parser:
                 raise _Unsupported("a number after a group: x^{2}3 or \\frac{1}{2}3")
             if token == "(" and (previous.isalpha() or previous == "\\pi"):
                 raise _Unsupported("f(2) may be a function applied, not a product")
-            if token == "(" and self._number_group(self.pos) or \
-                    previous == ")" and self._number_group(self.pos - 3):
+            if (token == "(" and self._number_group(self.pos)) or \
+                    (previous == ")" and self._number_group(self.pos - 3)):
                 raise _Unsupported("2(3): math-verify does not read it as a product")
             right = self.power()
             left = (lambda a, b: lambda v: a(v) * b(v))(left, right)
