@@ -277,3 +277,82 @@ def test_node_removed_mid_stage_loses_nothing(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+def test_killed_driver_resumes_with_the_local_executor(tmp_path: Path) -> None:
+    """`curate run --executor ray` SIGKILLed mid-distill, with the Ray it started; the same run
+    resumed by the local executor: the rows of an uninterrupted run, and only the requests in
+    flight at the kill asked again (the dead actors' cache segments are folded at start)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    data = write_items(tmp_path / "items.jsonl", 200)
+    with ScriptedServer(slow_teacher) as server:
+        recipe = distill_recipe(data, server.base_url, samples=1)
+        recipe["distill"]["max_concurrency"] = 8
+        toml = tmp_path / "recipe.toml"
+        toml.write_text(f"""
+[run]
+shard_size = 8
+seed = 3
+[source]
+use = "hf-dataset"
+[[source.sources]]
+name = "items"
+jsonl = "{data}"
+[distill]
+use = "openai-distill"
+max_tokens = 64
+samples_per_question = 1
+temperature = 1.0
+max_concurrency = 8
+[distill.engine_options]
+model = "teacher"
+base_url = "{server.base_url}"
+max_retries = 0
+[verify]
+use = "rule-verify"
+workers = 1
+""")
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "NO_PROXY": "127.0.0.1"}
+        out = tmp_path / "ray"
+        init = "run.executor_options.init_options"
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "curate"), "run", str(toml),
+                                 "--out", str(out), "--executor", "ray", "--no-report",
+                                 "--set", f"{init}.num_cpus=2",
+                                 "--set", f"{init}.include_dashboard=false",
+                                 "--set", f"{init}.object_store_memory={INIT['object_store_memory']}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None and (
+                    server.samples < 100 or not list((out / "distill").glob("shard-*"))):
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            family = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(True))]
+        finally:
+            for pid in family if "family" in locals() else [proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(30)
+        before = server.samples
+        assert before < 200
+        assert list((out / "cache.sqlite.d").glob("*.jsonl"))  # what the dead actor answered
+        server.reset()
+        host = PluginHost(autoload=False)
+        Pipeline(load_recipe(str(toml)), host=host).run(out)  # local, the same run directory
+        resent = before + server.samples - 200
+        assert 0 <= resent <= 8  # at most what was in flight (max_concurrency)
+        server.reset()
+        run(recipe, tmp_path / "reference")
+    for stage in ("distill", "verify"):
+        assert rows(out, stage) == rows(tmp_path / "reference", stage)
+    assert list((out / "cache.sqlite.d").glob("*.jsonl")) == []
