@@ -12,7 +12,7 @@ PYPROJECTS := core/pyproject.toml examples/dualcurate-hello/pyproject.toml $(wil
 EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "examples/dualcurate-hello[test]"
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint dist clean
+.PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint dist test-export-tools clean
 .PHONY: test-ray
 
 $(STAMP): $(PYPROJECTS) Makefile
@@ -29,7 +29,7 @@ demo: install
 
 # The default suite: everything but slow, fault-injection, browser, vllm and ray tests.
 test: install
-	$(PYTEST) -m "not slow and not faults and not vllm and not browser and not ray" -q
+	$(PYTEST) -m "not slow and not faults and not vllm and not browser and not ray and not llamafactory and not verl" -q
 
 # The ray executor on real Ray clusters (local, and two nodes on 127.0.0.1): its own step.
 test-ray: install
@@ -70,6 +70,30 @@ bench-vllm: $(VLLM_STAMP)
 lint: install
 	$(VENV)/bin/ruff check .
 
+# LLaMA-Factory and verl read the exports (curate export --format llamafactory|verl) in the
+# tests, through their own loaders. Their pins clash with ours (datasets, transformers, trl), so
+# each gets its own venv, with the CPU torch==2.13.0 installed first and held by a constraint
+# (an unpinned torchvision would pull a CUDA torch).
+TOOL_VENVS := .venv-llamafactory .venv-verl
+
+.venv-%/.dualcurate-installed: Makefile
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > .venv-$*/constraints.txt
+	.venv-$*/bin/python -m pip install -q -c .venv-$*/constraints.txt $*
+	# PyPI's torchvision/torchaudio are CUDA builds for other torch versions: their compiled
+	# parts cannot load against the CPU torch. torchvision goes (transformers runs without it);
+	# LLaMA-Factory imports torchaudio, which imports in pure Python without its libraries.
+	.venv-$*/bin/python -m pip uninstall -q -y torchvision
+	rm -f .venv-$*/lib/python3*/site-packages/torchaudio/lib/*.so
+	touch $@
+
+# The exports loaded by LLaMA-Factory (a one-step SFT on a tiny model, CPU) and by verl's RL
+# dataset class; the tests run in .venv and call the tools' venvs.
+test-export-tools: install $(foreach v,$(TOOL_VENVS),$(v)/.dualcurate-installed)
+	$(PYTEST) -m "llamafactory or verl" -q
+
 # A wheel of every distribution (core, every plugins/*, examples/dualcurate-hello) in dist/,
 # built by pip with .venv's setuptools (no build isolation: works offline).
 DIST_DIRS := core $(PLUGIN_DIRS) examples/dualcurate-hello
@@ -80,4 +104,4 @@ dist: install
 	ls dist
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(TOOL_VENVS) runs .pytest_cache

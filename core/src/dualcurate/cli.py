@@ -348,17 +348,37 @@ def _last_stage_with_rows(store: Any) -> str | None:
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--stage", required=True)
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "hf"]), default="parquet",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "hf", "llamafactory",
+                                                  "verl"]), default="parquet", show_default=True)
 @click.option("--all-rows", is_flag=True, help="Include rows a filter dropped (keep=false).")
 @click.option("--images", "images", type=click.Choice(["copy", "link", "embed", "none"]),
               default=None, help="What the export carries of the images: files copied (or "
               "hard-linked) under TO/images with relative paths, bytes embedded (the datasets "
               "Image feature), or hashes only. Default: copy for jsonl, embed for parquet/hf.")
+@click.option("--subset", default="all", show_default=True, metavar="NAME",
+              help="llamafactory/verl: all, rl, sft, hard, nontrivial or eval (docs/export.md).")
+@click.option("--mode", type=click.Choice(["row", "long", "short"]), default=None,
+              help="llamafactory: each row's mode as the judge curated it (row; the default "
+                   "when rows have one), or long/short for every row.")
+@click.option("--name", default=None, help="llamafactory/verl: the dataset name (default: the "
+              "stage, plus _SUBSET).")
 def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
-               images: str | None) -> None:
-    """Write a stage's rows out as Parquet, JSON lines or a datasets.save_to_disk folder."""
+               images: str | None, subset: str = "all", mode: str | None = None,
+               name: str | None = None) -> None:
+    """Write a stage's rows out as Parquet, JSON lines, a datasets.save_to_disk folder, a
+    LLaMA-Factory dataset or verl RL Parquet."""
     from dualcurate.export import DEFAULT_IMAGES, export_stage
+
+    if fmt in ("llamafactory", "verl"):
+        from dualcurate.export_formats import TOOL_IMAGES, export_tool
+
+        counts = export_tool(run, stage, to, fmt, all_rows=all_rows, images=images,
+                             subset=subset, mode=mode, name=name)
+        click.echo(f"wrote {counts['examples']} examples from {counts['rows']} rows of "
+                   f"{run}/{stage} to {to} ({fmt}, images: {images or TOOL_IMAGES[fmt][0]})"
+                   + "".join(f"; skipped {n}: {why}"
+                             for why, n in (counts.get("skipped") or {}).items()))
+        return
 
     n = export_stage(run, stage, to, fmt, all_rows=all_rows, images=images)
     click.echo(f"wrote {n} rows of {run}/{stage} to {to} ({fmt}, images: "
