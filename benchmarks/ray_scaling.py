@@ -131,8 +131,11 @@ def bench_verify(n: int, tmp: Path) -> dict[str, Any]:
     host = make_host(trace_row, n)
     raw = {"run": {"seed": 0}, "source": {"use": "bench-rows"},
            "verify": {"use": "rule-verify", "workers": 1}}
-    local = run(raw, tmp / "v-local", host)
+    run({**raw, "run": {"seed": 0, "stages": ["source"]}}, tmp / "v-local", host)
+    cpu = time.process_time()
+    local = run(raw, tmp / "v-local", host)  # the source is done: the verify stage alone
     local_s = stage_seconds(local, "verify")
+    local_share = (time.process_time() - cpu) / local_s
     copy_source(tmp / "v-local", tmp / "v-ray")
     ray_raw = {**raw, "run": {"seed": 0, "executor": "ray",
                               "executor_options": {"num_workers": 2}}}
@@ -143,13 +146,15 @@ def bench_verify(n: int, tmp: Path) -> dict[str, Any]:
     # the CPU the actors got while processing shards: on a loaded shared machine, well
     # under 1 per actor, which caps the speed-up whatever the executor does
     share = sum(a["cpu_s"] for a in actors) / max(sum(a["busy_s"] for a in actors), 1e-9)
-    print(f"verify {n} traces: local {local_s:.1f} s, ray (2 workers) {ray_s:.1f} s "
-          f"(first actor ready after {TIMINGS['verify']['first_ready']:.1f} s), "
+    print(f"verify {n} traces: local {local_s:.1f} s (CPU share {local_share:.2f}), ray (2 "
+          f"workers) {ray_s:.1f} s (CPU share per actor {share:.2f}; first actor ready after "
+          f"{TIMINGS['verify']['first_ready']:.1f} s), "
           f"speedup {local_s / ray_s:.2f}, identical {identical}", flush=True)
     return {"traces": n, "local_s": round(local_s, 2), "ray_s": round(ray_s, 2),
             "speedup": round(local_s / ray_s, 3), "identical": identical,
             "verify_actor_start_s": round(TIMINGS["verify"]["first_ready"], 2),
             "verify_actor_cpu_share": round(share, 3),
+            "verify_local_cpu_share": round(local_share, 3),
             "verify_shards_per_actor": [a["shards"] for a in actors]}
 
 
