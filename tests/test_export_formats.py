@@ -45,11 +45,15 @@ def make_run(root: Path, with_images: bool = True) -> RunStore:
         row["traces"] = [Trace(text="", reasoning=f"{i} plus {i} is {2 * i}.",
                                answer=str(2 * i), verdict=verdict).model_dump()]
         row["pass_rate"] = [0.0, 0.5, 1.0][i % 3]
-        row["split"] = "rl" if i >= 9 else "sft"
+        row["pass_drawn"], row["pass_correct"] = 4, [0, 2, 4][i % 3]
+        if i == 7:  # adaptive sampling stopped after one incorrect rollout: rate unknown
+            row["pass_rate"], row["pass_drawn"], row["pass_correct"] = None, 1, 0
+        row["split"] = "train"
+        row["rl_split"] = "rl" if i >= 9 else "sft"
         rl.append({**row, "keep": i < 9})
         judge.append({**row, "mode": mode, "efficacy_region": "x"})
     store.write_shard("rl_split", 0, rl)
-    store.write_shard("judge", 0, [r for r in judge if r["split"] == "sft"])
+    store.write_shard("judge", 0, [r for r in judge if r["rl_split"] == "sft"])
     for name, kind, plugin in [("rl_split", "filter", "rl-subset"),
                                ("judge", "efficacy_judge", "dual-tuning")]:
         store.stage_record(name).update(kind=kind, plugin=plugin, status="done")
@@ -128,6 +132,12 @@ def test_verl_export_and_subsets(tmp_path, run_cli):
     rates = [r["extra_info"]["pass_rate"] for r in
              pq.read_table(tmp_path / "v" / "rl_split_hard.parquet").to_pylist()]
     assert rates == [0.0, 0.0, 0.0]  # rows 0, 3, 6 (kept; row 9 is rl, dropped)
+    nontrivial = run_cli("export", str(tmp_path / "run"), "--stage", "rl_split", "--to",
+                         str(tmp_path / "v"), "--format", "verl", "--subset", "nontrivial")
+    assert nontrivial.exit_code == 0, nontrivial.stderr
+    ids = [r["extra_info"]["question"] for r in
+           pq.read_table(tmp_path / "v" / "rl_split_nontrivial.parquet").to_pylist()]
+    assert ids == [f"What is {i} + {i}?" for i in (0, 1, 3, 4, 6, 7)]
     missing = run_cli("export", str(tmp_path / "run"), "--stage", "judge", "--to",
                       str(tmp_path / "v"), "--format", "verl", "--subset", "nope")
     assert missing.exit_code == 2 and "--subset 'nope'" in missing.stderr
@@ -242,3 +252,20 @@ def test_verl_rl_dataset_loads_the_parquet(tmp_path, run_cli, tiny_lm_dir, tiny_
     assert "ROLES ['system', 'user']" in out and "USER What is 0 + 0?" in out, out
     assert "TRUTH 0 src0" in out, out
     assert "PARTS ['image', 'text'] (16, 16) What is 0 + 0?" in out, out
+
+
+def test_docs_reward_function_scores_as_the_trainers_do():
+    """docs/export.md's verl reward function, run as written."""
+    pytest.importorskip("dualcurate_verify")
+    doc = (ROOT / "docs" / "export.md").read_text()
+    code = next(block.split("```")[0] for block in doc.split("```python")[1:]
+                if "def compute_score" in block)
+    namespace: dict = {}
+    exec(compile(code, "docs/export.md", "exec"), namespace)
+    score = namespace["compute_score"]
+    assert score("geo", "<think>6 * 4 / 2</think>\n<answer>12</answer>", "12") == \
+        pytest.approx(1.0)
+    assert score("geo", "The area is 12.", "12") == pytest.approx(0.9)
+    assert score("geo", "<think>x</think><answer>13</answer>", "12") == pytest.approx(0.1)
+    assert score("mc", "<think>x</think><answer>B</answer>", "B",
+                 {"answer_type": "multiple_choice", "choices": ["1", "2"]}) == pytest.approx(1.0)

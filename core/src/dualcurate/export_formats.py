@@ -18,8 +18,9 @@ llamafactory|verl [--subset NAME] [--mode row|long|short] [--name NAME]``.
   answer type, choices, pass rate).
 
 ``--subset`` picks rows the way RL and SFT mixes are cut: ``rl`` / ``sft`` (the ``rl-subset``
-carve-out's splits; ``rl`` rows are kept = false by design, so they are read regardless of
-keep), ``hard`` (pass rate 0), ``nontrivial`` (pass rate < 1), ``eval``, or ``all``.
+carve-out's ``rl_split`` column; ``rl`` rows are kept = false by design, so they are read
+regardless of keep), ``hard`` (pass rate 0), ``nontrivial`` (pass rate < 1, or an incorrect
+rollout seen before adaptive sampling stopped), ``eval`` (``split = "eval"``), or ``all``.
 """
 
 from __future__ import annotations
@@ -84,22 +85,30 @@ def _subset_rows(store: RunStore, stage: str, subset: str, all_rows: bool
         if not (all_rows or subset == "rl"):
             table = kept(table)
         for row in table.to_pylist():
-            if subset == "all":
+            if subset == "all" or _in_subset(row, subset):
                 yield row
-            elif subset in ("rl", "sft", "eval"):
-                if row.get("split") == subset:
-                    yield row
-            elif row.get("pass_rate") is not None:
-                rate = float(row["pass_rate"])
-                if (subset == "hard" and rate == 0) or (subset == "nontrivial" and rate < 1):
-                    yield row
-    need = {"rl": "split", "sft": "split", "eval": "split", "hard": "pass_rate",
+    need = {"rl": "rl_split", "sft": "rl_split", "eval": "split", "hard": "pass_rate",
             "nontrivial": "pass_rate"}.get(subset)
     if need and need not in columns:
-        hint = ("run the rl-subset filter" if need == "split"
-                else "run the difficulty filter")
+        hint = {"rl_split": "run the rl-subset filter", "split": "a source with eval rows",
+                "pass_rate": "run the difficulty filter"}[need]
         raise DualcurateError(f"--subset {subset}: stage {stage!r} has no {need!r} column; "
                               f"export the stage that adds it ({hint}), or --subset all")
+
+
+def _in_subset(row: dict[str, Any], subset: str) -> bool:
+    if subset in ("rl", "sft"):  # the rl-subset carve-out's own column
+        return row.get("rl_split") == subset
+    if subset == "eval":
+        return row.get("split") == "eval"
+    rate = row.get("pass_rate")  # known when every rollout was drawn
+    if subset == "hard":
+        return rate is not None and float(rate) == 0
+    # nontrivial: pass rate < 1, or an incorrect rollout seen before adaptive sampling stopped
+    if rate is not None:
+        return float(rate) < 1
+    drawn, correct = row.get("pass_drawn"), row.get("pass_correct")
+    return drawn is not None and correct is not None and correct < drawn
 
 
 def _judge_prompts(store: RunStore) -> dict[str, str]:
@@ -198,7 +207,8 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
         prompt = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": content}]
         answer = str(row.get("answer") or "")
-        extra = {"id": str(row.get("id") or ""), "split": str(row.get("split") or ""),
+        extra = {"id": str(row.get("id") or ""),
+                 "split": str(row.get("rl_split") or row.get("split") or ""),
                  "index": index, "question": str(row.get("question") or ""), "answer": answer,
                  "answer_type": str(row.get("answer_type") or ""),
                  "choices": [str(c) for c in row.get("choices") or []],
