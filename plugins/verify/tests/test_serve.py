@@ -80,3 +80,62 @@ def test_judge_through_transformers_serve(served_tiny_lm: str, tiny_lm_dir: Path
     else:  # noise: retried once, then invalid, never correct
         assert (trace["verdict"], trace["label"]) == ("invalid", "unparseable")
         assert ctx.stats.sent == 2
+
+
+CV_STYLE_PROMPT = ("Grade the candidate. Reply A (CORRECT), B (INCORRECT) or C (INVALID).\n"
+                   "<Original Question Begin>:\n{question}\n<Original Question End>\n"
+                   "<Standard Answer Begin>:\n{gold_answer}\n<Standard Answer End>\n"
+                   "<Candidate's Answer Begin>: \n{llm_response}\n<Candidate's Answer End>\n"
+                   "Judging the correctness of the candidate's answer:\n")
+
+
+@pytest.mark.parametrize(("judge_format", "prompt_file"),
+                         [("plain", False), ("cot", False), ("plain", True)])
+def test_both_formats_parse_or_retry_and_a_rerun_sends_nothing(
+        served_tiny_lm: str, tiny_lm_dir: Path, tmp_path: Path, judge_format: str,
+        prompt_file: bool) -> None:
+    """Each format against the real server: the rendered prompt goes out, the reply is parsed
+    (or retried once, then invalid), and a rerun on the same request cache sends nothing and
+    gives the same verdicts."""
+    host = PluginHost(autoload=False, select=["openai"])
+    options = {"engine": "openai", "require_think": False, "max_tokens": 12,
+               "judge_format": judge_format,
+               "engine_options": {"model": str(tiny_lm_dir), "base_url": served_tiny_lm,
+                                  "max_retries": 0, "timeout": 120}}
+    if prompt_file:
+        path = tmp_path / "cv_prompt.txt"
+        path.write_text(CV_STYLE_PROMPT)
+        options["prompt_file"] = str(path)
+    rows = []
+    for gold, text in [("Evelyn", "<think>compare</think>It was Evelyn, clearly."),
+                       ("Carla", "<think>x</think>Probably the one in the red car.")]:
+        row = Sample(source="t", question="Who was faster?", answer=gold).to_row()
+        row["traces"] = [{"text": text}]
+        rows.append(row)
+
+    def run() -> tuple[list[dict], int, int]:
+        ctx = StageContext.ephemeral("verify", root=tmp_path / "run", host=host)
+        stage = CompassJudge(options)
+        assert stage.check(host) == []
+        try:
+            out = stage.process([dict(r) for r in rows], ctx)
+        finally:
+            ctx.close()
+            ctx.cache.close()
+        return out, ctx.stats.sent, ctx.stats.failed
+
+    first, sent, failed = run()
+    assert failed == 0
+    retried = 0
+    for row in first:
+        trace = row["traces"][0]
+        assert trace["method"] == "judge"
+        if trace["label"] in LABEL_VERDICTS:
+            assert trace["verdict"] == LABEL_VERDICTS[trace["label"]]
+        else:  # noise: retried once, then invalid, never correct
+            assert (trace["verdict"], trace["label"]) == ("invalid", "unparseable")
+            retried += 1
+    assert sent == len(rows) + retried
+    again, sent_again, _ = run()
+    assert sent_again == 0
+    assert again == first
