@@ -219,6 +219,25 @@ def test_verifier_stage_cascade(stage_context: StageContext, register_plugin) ->
         [["correct", "incorrect"], ["correct", "correct"]]
 
 
+def test_rollouts_use_the_recipes_verifier(stage_context: StageContext,
+                                           register_plugin) -> None:
+    """No check_fn: the rollouts are verified by the verifier stage the run's recipe
+    configured (its manifest names the plugin), made by registered name."""
+    register_plugin(scripted_plugin, name="scripted")
+    register_plugin(answer_judge_plugin, name="judge")
+    stage_context.store.manifest["recipe"] = {
+        "run": {}, "verify": {"kind": "verifier", "use": "answer-judge"}}
+    rows = make_rows(2)
+    stage = DifficultyFilter({"engine": "scripted", "k": 2, "adaptive": False,
+                              "engine_options": scripted_options(rows, [[True, False],
+                                                                        [False, False]])})
+    stage.setup(stage_context)
+    out = stage.process(rows, stage_context)
+    stage.teardown()
+    assert {t["method"] for r in out for t in r["rollouts"]} == {"answer-judge"}
+    assert [r["pass_rate"] for r in out] == [0.5, 0.0]
+
+
 @pytest.mark.parametrize(("config", "message"), [
     ({"keep": "band"}, "band = \\[lo, hi\\]"),
     ({"keep": "band", "band": (0.8, 0.2)}, "lo <= hi"),

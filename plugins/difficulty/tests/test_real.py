@@ -1,5 +1,5 @@
-"""Real parts: the default verifier (``dualcurate_verify.check``) and a tiny model through the
-``hf`` engine."""
+"""Real parts: the default verifier (the ``rule-verify`` stage, by registered name) and a tiny
+model through the ``hf`` engine."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dualcurate_difficulty.filter import DifficultyFilter
 from dualcurate_difficulty.scripted import make_rows, scripted_options, scripted_plugin
 
 
-def test_default_verifier_is_dualcurate_verify_check(stage_context: StageContext,
-                                                    register_plugin) -> None:
+def test_default_verifier_is_the_rule_verify_stage(stage_context: StageContext,
+                                                  register_plugin) -> None:
     register_plugin(scripted_plugin, name="scripted")
     rows = make_rows(3)
     patterns = [[True, False, True, False], [False] * 4, [True] * 4]
@@ -21,6 +21,7 @@ def test_default_verifier_is_dualcurate_verify_check(stage_context: StageContext
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
     stage.teardown()
+    assert "rule-verify" in stage_context.host.verifiers()  # loaded by name, on first need
     assert [r["pass_rate"] for r in out] == [0.5, 0.0, 1.0]
     assert [r["keep"] for r in out] == [False, True, False]
     traces = out[0]["rollouts"]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dualcurate import StageContext, Verifier, hookimpl
 from dualcurate_trl.rewards import (
     AccuracyReward,
     FormatReward,
+    VerifierCheck,
     combined_reward,
     completion_text,
     format_score,
+    recipe_verifier,
     reward_functions,
 )
 from dualcurate_trl.toy import answer_tag_check
@@ -112,7 +117,58 @@ def test_multiple_choice_letter_is_checked_with_the_rows_choices() -> None:
     assert out == [1.0, 0.0]
 
 
-def test_the_default_accuracy_reward_calls_the_verifier_plugin() -> None:
-    import dualcurate_verify
+def test_the_default_accuracy_reward_uses_the_rule_verify_stage() -> None:
+    """No check given: the reward goes through the registered ``rule-verify`` stage (answer
+    rules only: no think block needed), not through a direct call of a function."""
+    from dualcurate_verify.stage import RuleVerifier
 
-    assert AccuracyReward().check is dualcurate_verify.check
+    check = AccuracyReward().check
+    assert isinstance(check, VerifierCheck) and check.name == "rule-verify"
+    stage = check.stage()
+    assert isinstance(stage, RuleVerifier) and stage.answer_only
+    assert check("4", "so \\boxed{4}").verdict == "correct"  # rule-verify would want <think>
+
+
+class CountingVerifier(Verifier):
+    """Marks a trace correct when its text ends with the gold; records every batch."""
+
+    name = "counting-verify"
+    requires = ("answer",)
+    provides = ("traces",)
+    batches: ClassVar[list[int]] = []
+
+    def process(self, rows, ctx):
+        type(self).batches.append(len(rows))
+        out = []
+        for row in rows:
+            traces = [{**t, "verdict": "correct" if t["text"].endswith(row["answer"])
+                       else "incorrect", "method": "counting"} for t in row["traces"]]
+            out.append({**row, "traces": traces})
+        return out
+
+
+class CountingPlugin:
+    @hookimpl
+    def dualcurate_register_verifiers(self, register):
+        register(CountingVerifier)
+
+
+def test_the_recipes_verifier_scores_the_reward(tmp_path, plugin_host, register_plugin) -> None:
+    """With a run context, the accuracy reward uses the verifier stage the run's recipe
+    configured (its manifest), by registered name, one batch per reward call."""
+    register_plugin(CountingPlugin(), name="counting-verify")
+    ctx = StageContext.ephemeral("grpo", root=tmp_path / "run", host=plugin_host)
+    ctx.store.manifest["recipe"] = {"run": {}, "verify": {"kind": "verifier",
+                                                          "use": "counting-verify"}}
+    CountingVerifier.batches.clear()
+    funcs, _ = reward_functions(1.0, 0.0, ctx=ctx)
+    out = funcs[0](prompts=[[]] * 3, completions=["it is 4", "it is 5", "\\boxed{4}"],
+                   answer=["4", "4", "4"])
+    assert out == [1.0, 0.0, 0.0]  # counting-verify's rule, not rule-verify's
+    assert CountingVerifier.batches == [3]
+    # no verifier stage in the recipe: rule-verify
+    assert recipe_verifier(StageContext.ephemeral("x", root=tmp_path / "r2")) == \
+        ("rule-verify", {})
+    # a verifier named explicitly wins
+    named = AccuracyReward(verifier="counting-verify", ctx=ctx)
+    assert named.check.name == "counting-verify"

@@ -25,9 +25,11 @@ from dualcurate_difficulty.rollouts import (
     CheckFn,
     RolloutVerifier,
     build_messages,
-    default_check,
+    make_verifier,
     parse_rollout,
+    recipe_verifier,
     template_problems,
+    verifier_problems,
 )
 from dualcurate_difficulty.stopping import StopRule
 
@@ -128,8 +130,9 @@ class DifficultyFilter(Filter):
     generates = True  # shards stream: process() keeps its state in locals
     version = "1"
 
-    #: The rule verifier; None means ``dualcurate_verify.check``, loaded at setup. Tests and
-    #: library users may set their own callable ``check(gold, response, question=None)``.
+    #: None (the default): rollouts are verified by the recipe's verifier stage, by name
+    #: (``rule-verify`` when the recipe has none; answer rules only). Tests and library users
+    #: may set their own callable ``check(gold, response, question=None)`` instead.
     check_fn: CheckFn | None = None
 
     def __init__(self, config: Any = None, **kwargs: Any):
@@ -158,10 +161,7 @@ class DifficultyFilter(Filter):
                 problems.append(f"verifier_stage: {name!r} is not a registered verifier "
                                 f"(registered: {', '.join(sorted(host.verifiers())) or 'none'})")
         if cfg.use_check and self.check_fn is None:
-            try:
-                default_check()
-            except ImportError as exc:
-                problems.append(f"use_check: {exc}")
+            problems.extend(f"use_check: {p}" for p in verifier_problems(host))
         return problems
 
     def setup(self, ctx: StageContext) -> None:
@@ -169,8 +169,11 @@ class DifficultyFilter(Filter):
         self._ctx = ctx
         self._summary = []
         self._engine = ctx.engine(cfg.engine, dict(cfg.engine_options))
-        check = (self.check_fn or default_check()) if cfg.use_check else None
+        check = self.check_fn if cfg.use_check else None
         stages = []
+        if cfg.use_check and check is None:  # the recipe's verifier, through the registry
+            name, options = recipe_verifier(ctx)
+            stages.append(make_verifier(ctx, name, options, answer_only=True))
         for name in cfg.verifier_stage:
             stage = ctx.make_stage("verifier", name, cfg.verifier_options.get(name, {}))
             stage.setup(ctx)

@@ -2,8 +2,9 @@
 
 A prompt is the sample's images (as ``{"type": "image", "image": sha256}`` parts) followed by
 the question rendered through a template; the caption is added when asked for. A rollout is
-parsed into a :class:`dualcurate.Trace` dict and verified by ``dualcurate_verify.check`` and/or
-a cascade of registered verifier stages (each later stage sees only what is still undecided).
+parsed into a :class:`dualcurate.Trace` dict and verified by registered verifier stages, by
+name: the recipe's verifier (``rule-verify`` when the recipe has none), answer rules only, then
+the ``verifier_stage`` cascade (each later stage sees only what is still undecided).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dualcurate import Completion, Trace
 
 if TYPE_CHECKING:
     from dualcurate import StageContext, Verifier
+    from dualcurate.plugins import PluginHost
 
 TEMPLATE_FIELDS = ("question", "caption", "choices")
 DEFAULT_TEMPLATE = ("{question}\n\nThink step by step inside <think></think>, then give the final "
@@ -105,21 +107,56 @@ def parse_rollout(completion: Completion, sample_index: int, model: str,
     ).model_dump()
 
 
-def default_check() -> CheckFn:
-    """``dualcurate_verify.check``, imported when first needed."""
-    try:
-        from dualcurate_verify import check
-    except ImportError as exc:
-        raise ImportError(
-            f"difficulty: the default verifier is dualcurate_verify.check, which cannot be "
-            f"imported ({exc}); pip install dualcurate-verify, or set use_check = false and "
-            f"name registered verifiers in verifier_stage") from exc
-    return check
+DEFAULT_VERIFIER = "rule-verify"
+
+
+def recipe_verifier(ctx: StageContext) -> tuple[str, dict[str, Any]]:
+    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
+    run's manifest records it, ``--plugin`` swaps included), else ``rule-verify`` with its
+    defaults."""
+    store = getattr(ctx, "store", None)
+    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
+    found: dict[str, Any] | None = None
+    for spec in recipe.values():
+        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
+            found = spec
+    if found is None:
+        return DEFAULT_VERIFIER, {}
+    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
+
+
+def verifier_problems(host: PluginHost) -> list[str]:
+    """Why the default verifier cannot be made (not registered, no entry point)."""
+    if DEFAULT_VERIFIER in host.verifiers() or DEFAULT_VERIFIER in host.entry_points():
+        return []
+    return [f"the default verifier {DEFAULT_VERIFIER!r} is not installed; pip install "
+            f"dualcurate-verify, or set use_check = false and name registered verifiers in "
+            f"verifier_stage"]
+
+
+def make_verifier(ctx: StageContext, name: str, options: dict[str, Any],
+                  answer_only: bool = False) -> Verifier:
+    """A verifier stage by registered name (its plugin's entry point loaded on first need),
+    set up. ``answer_only``: a verifier that has structure rules skips them (rollouts are
+    scored on their answers, as ``check`` does)."""
+    if ctx.host is None:
+        from dualcurate.plugins import PluginHost
+
+        ctx.host = PluginHost()
+    host = ctx.host
+    if name not in host.verifiers() and name in host.entry_points() and name not in host.infos:
+        host.load(name)
+    stage = ctx.make_stage("verifier", name, options)
+    if answer_only and hasattr(stage, "answer_only"):
+        stage.answer_only = True
+    stage.setup(ctx)
+    return stage  # type: ignore[return-value]
 
 
 class RolloutVerifier:
-    """Gives every rollout a verdict: ``check`` first (if any), then each verifier stage in
-    turn on the rollouts still ``undecided`` (or never verified)."""
+    """Gives every rollout a verdict: ``check`` first (if any: a callable a test or library
+    user sets), then each verifier stage in turn on the rollouts still ``undecided`` (or never
+    verified)."""
 
     def __init__(self, check: CheckFn | None, stages: Sequence[Verifier] = ()):
         self.check = check

@@ -1,13 +1,13 @@
 """Evaluating a model in both modes on held-out rows, through any engine.
 
 Greedy decoding (temperature 0) with a per-mode token budget; each response is scored against
-the gold answer by ``dualcurate_verify.check`` (the same rules that verified the traces). A
-failed request counts as wrong and is reported, never silently dropped.
+the gold answer by the recipe's verifier, a registered verifier stage used by name (the run's
+verify stage: ``rule-verify`` by default, ``compass-judge``'s cascade when the recipe uses it;
+answer rules only). A failed request counts as wrong and is reported, never silently dropped.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,23 +21,75 @@ from dualcurate_dualtuning.hosting import component, host_of
 Scorer = Callable[[dict[str, Any], str], bool]
 
 
-@functools.cache
-def default_scorer() -> Scorer:
-    """``is_correct(row, response)`` backed by ``dualcurate_verify.check`` (the gold answer,
-    its type and the options of a multiple-choice row refine the comparison)."""
-    try:
-        from dualcurate_verify import check
-    except ImportError as exc:
-        raise DualcurateError(
-            "dual-tuning scores answers with dualcurate_verify.check, which is not importable "
-            f"({exc}); install dualcurate-verify (pip install -e plugins/verify)") from exc
+DEFAULT_VERIFIER = "rule-verify"
 
-    def is_correct(row: dict[str, Any], response: str) -> bool:
-        result = check(str(row["answer"]), response, row.get("question"),
-                       answer_type=row.get("answer_type"), choices=row.get("choices") or None)
-        return result.verdict == "correct"
 
-    return is_correct
+def recipe_verifier(ctx: StageContext) -> tuple[str, dict[str, Any]]:
+    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
+    run's manifest records it, ``--plugin`` swaps included), else ``rule-verify``."""
+    store = getattr(ctx, "store", None)
+    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
+    found: dict[str, Any] | None = None
+    for spec in recipe.values():
+        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
+            found = spec
+    if found is None:
+        return DEFAULT_VERIFIER, {}
+    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
+
+
+class VerifierScorer:
+    """``is_correct(row, response)`` through a verifier stage made by registered name
+    (``ctx.make_stage("verifier", name, options)``); :meth:`score` scores a batch in one call
+    of the stage. The gold answer, its type and a multiple-choice row's options refine the
+    comparison; the stage's structure rules are off (answers are scored, as ``check``)."""
+
+    def __init__(self, ctx: StageContext, name: str | None = None,
+                 options: dict[str, Any] | None = None):
+        if name is None:
+            name, options = recipe_verifier(ctx)
+        self.ctx, self.name, self.options = ctx, name, dict(options or {})
+        self._stage: Any = None
+
+    def stage(self) -> Any:
+        if self._stage is None:
+            try:
+                component(host_of(self.ctx), "verifier", self.name)  # loads its entry point
+            except DualcurateError as exc:
+                raise DualcurateError(
+                    f"dual-tuning scores answers with the verifier {self.name!r}, which is not "
+                    f"available ({exc}); install dualcurate-verify (pip install -e "
+                    f"plugins/verify)") from exc
+            stage = self.ctx.make_stage("verifier", self.name, self.options)
+            if hasattr(stage, "answer_only"):
+                stage.answer_only = True
+            stage.setup(self.ctx)
+            self._stage = stage
+        return self._stage
+
+    def score(self, pairs: list[tuple[dict[str, Any], str]]) -> list[bool]:
+        if not pairs:
+            return []
+        rows = [{"id": str(row.get("id", i)), "answer": str(row["answer"]),
+                 "question": row.get("question") or "", "answer_type": row.get("answer_type"),
+                 "choices": list(row.get("choices") or []), "source": row.get("source"),
+                 "traces": [{"text": response}]}
+                for i, (row, response) in enumerate(pairs)]
+        out = self.stage().process(rows, self.ctx)
+        return [(r.get("traces") or [{}])[0].get("verdict") == "correct" for r in out]
+
+    def __call__(self, row: dict[str, Any], response: str) -> bool:
+        return self.score([(row, response)])[0]
+
+    def close(self) -> None:
+        if self._stage is not None:
+            self._stage.teardown()
+            self._stage = None
+
+
+def default_scorer(ctx: StageContext | None = None) -> VerifierScorer:
+    """The recipe's verifier as a scorer (``rule-verify`` without a run)."""
+    return VerifierScorer(ctx if ctx is not None else StageContext.ephemeral("evaluate"))
 
 
 @dataclass
@@ -63,7 +115,8 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
     The engine is built for this model, used for both modes, then closed (a judge evaluates
     several models one after another and must not hold them all in memory).
     """
-    scorer = scorer or default_scorer()
+    own_scorer = scorer is None
+    scorer = scorer or default_scorer(ctx)
     engine_cls = component(host_of(ctx), "engine", engine_name)
     engine = engine_cls({**engine_options, "model": model})
     engine.setup(ctx)
@@ -78,6 +131,7 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
                                     request_id=f"{row['id']}:{mode}") for _, row in flat]
             ctx.progress.start(0, unit="requests")  # generate counts the requests
             results = ctx.generate(engine, requests, sampling)
+            answered: list[tuple[tuple[str, str], dict[str, Any], str]] = []
             for (group, row), completions in zip(flat, results, strict=True):
                 completion = completions[0]
                 key = (group, SCORE_KEY[mode])
@@ -87,10 +141,18 @@ def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str
                     continue
                 if completion.finish_reason == "length":
                     scores.truncated[SCORE_KEY[mode]] += 1
-                if scorer(row, completion.text):
+                answered.append((key, row, completion.text))
+            if isinstance(scorer, VerifierScorer):  # one batch through the verifier stage
+                verdicts = scorer.score([(row, text) for _, row, text in answered])
+            else:
+                verdicts = [scorer(row, text) for _, row, text in answered]
+            for (key, _, _), ok in zip(answered, verdicts, strict=True):
+                if ok:
                     correct[key] += 1
     finally:
         engine.close()
+        if own_scorer and isinstance(scorer, VerifierScorer):
+            scorer.close()
     for group, rows in eval_rows.items():
         n = len(rows)
         scores.n_eval[group] = n

@@ -4,17 +4,25 @@ The default reward (OpenMMReasoner) is ``0.9·accuracy + 0.1·format``. TRL gets
 separate reward functions with ``reward_weights=[0.9, 0.1]``, so it logs each one
 (``rewards/accuracy/mean``, ``rewards/format/mean``) and the weighted sum (``reward``).
 
-* accuracy: 1.0 when ``dualcurate_verify.check(gold, response, question=...)`` says
-  ``"correct"``, else 0.0 (an invalid or unparseable response counts as incorrect);
+* accuracy: 1.0 when the verifier says ``"correct"``, else 0.0 (an invalid or unparseable
+  response counts as incorrect). The verifier is a registered verifier stage, by name: the
+  recipe's (``rule-verify`` by default, ``compass-judge``'s cascade when the recipe's verify
+  stage uses it), answer rules only, one batch per reward call;
 * format: 1.0 for ``<think>…</think>…<answer>…</answer>`` or a ``\\boxed{…}``, else 0.0.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dualcurate import StageContext
 
 THINK_ANSWER_RE = re.compile(r"<think>.*?</think>.*?<answer>.*?</answer>", re.DOTALL)
 BOXED_RE = re.compile(r"\\boxed\{.*\}", re.DOTALL)
@@ -43,23 +51,112 @@ def format_score(text: str) -> float:
     return 1.0 if THINK_ANSWER_RE.search(text) or BOXED_RE.search(text) else 0.0
 
 
-def default_check() -> CheckFn:
-    """``dualcurate_verify.check``, imported when first needed."""
-    try:
-        from dualcurate_verify import check
-    except ImportError as exc:
-        raise ImportError("the accuracy reward needs dualcurate-verify (dualcurate_verify.check); "
-                          "install it: pip install dualcurate-verify") from exc
-    return check
+DEFAULT_VERIFIER = "rule-verify"
+
+
+def recipe_verifier(ctx: StageContext | None) -> tuple[str, dict[str, Any]]:
+    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
+    run's manifest records it), else ``rule-verify`` with its defaults."""
+    store = getattr(ctx, "store", None)
+    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
+    found: dict[str, Any] | None = None
+    for spec in recipe.values():
+        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
+            found = spec
+    if found is None:
+        return DEFAULT_VERIFIER, {}
+    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
+
+
+class VerifierCheck:
+    """``check(gold, response, question=None, *, answer_type=None, choices=None)`` backed by a
+    registered verifier stage (``ctx.make_stage("verifier", name, options)``), answer rules
+    only. ``name=None``: the recipe's verifier (see :func:`recipe_verifier`). Without a
+    context, an ephemeral one is made on first use (its request cache holds judge calls)."""
+
+    def __init__(self, name: str | None = None, options: dict[str, Any] | None = None,
+                 ctx: StageContext | None = None):
+        if name is None:
+            name, recipe_options = recipe_verifier(ctx)
+            options = {**recipe_options, **(options or {})}
+        self.name = name
+        self.options = dict(options or {})
+        self._ctx = ctx
+        self._stage: Any = None
+        self._lock = threading.Lock()
+
+    def stage(self) -> Any:
+        """The verifier stage, made and set up on first use."""
+        with self._lock:
+            if self._stage is None:
+                if self._ctx is None:
+                    from dualcurate import StageContext
+
+                    self._ctx = StageContext.ephemeral("reward")
+                ctx = self._ctx
+                if ctx.host is None:
+                    from dualcurate.plugins import PluginHost
+
+                    ctx.host = PluginHost()
+                host = ctx.host
+                if self.name not in host.verifiers() and self.name in host.entry_points() \
+                        and self.name not in host.infos:
+                    host.load(self.name)
+                stage = ctx.make_stage("verifier", self.name, self.options)
+                if hasattr(stage, "answer_only"):
+                    stage.answer_only = True  # rewards score answers, not trace structure
+                stage.setup(ctx)
+                self._stage = stage
+            return self._stage
+
+    def verdicts(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One verdict dict (``verdict``, ``method``, ``label``, ``reason``) per item
+        (``gold``, ``response``, optional ``question``, ``answer_type``, ``choices``), in one
+        call of the stage."""
+        if not items:
+            return []
+        stage = self.stage()
+        rows = [{"id": str(i), "answer": str(item["gold"]),
+                 "question": item.get("question") or "",
+                 "answer_type": item.get("answer_type"),
+                 "choices": list(item.get("choices") or []),
+                 "traces": [{"text": item["response"]}]} for i, item in enumerate(items)]
+        assert self._ctx is not None
+        out = stage.process(rows, self._ctx)
+        return [dict((row.get("traces") or [{}])[0]) for row in out]
+
+    def __call__(self, gold: str, response: str, question: str | None = None, *,
+                 answer_type: str | None = None, choices: list[str] | None = None) -> Any:
+        trace = self.verdicts([{"gold": gold, "response": response, "question": question,
+                                "answer_type": answer_type, "choices": choices}])[0]
+        return SimpleNamespace(**{k: trace.get(k) for k in ("verdict", "method", "label",
+                                                            "reason", "answer")})
+
+    def close(self) -> None:
+        if self._stage is not None:
+            self._stage.teardown()
+            self._stage = None
+
+
+@functools.cache
+def default_check() -> VerifierCheck:
+    """The default verifier of the accuracy reward: ``rule-verify`` through the registry, one
+    per process (its stage and ephemeral context are made on first use)."""
+    return VerifierCheck(DEFAULT_VERIFIER)
 
 
 class AccuracyReward:
     """TRL reward function: 1.0 per completion the verifier judges correct against the row's
     gold ``answer`` (and ``question`` when the dataset has one)."""
 
-    def __init__(self, check: CheckFn | None = None):
+    def __init__(self, check: CheckFn | None = None, *, verifier: str | None = None,
+                 verifier_options: dict[str, Any] | None = None,
+                 ctx: StageContext | None = None):
         self.__name__ = "accuracy"  # TRL names the logged metric after it
         self._check = check
+        if check is None and (verifier is not None or verifier_options or ctx is not None):
+            # a named verifier, or the recipe's (through the context's run manifest)
+            self._check = VerifierCheck(verifier, verifier_options, ctx)
 
     @property
     def check(self) -> CheckFn:
@@ -93,6 +190,13 @@ class AccuracyReward:
         questions = question if question is not None else [None] * n
         types = answer_type if answer_type is not None else [None] * n
         options = choices if choices is not None else [None] * n
+        if isinstance(self.check, VerifierCheck):  # one batch through the verifier stage
+            traces = self.check.verdicts([
+                {"gold": str(gold), "response": completion_text(c), "question": q,
+                 "answer_type": t, "choices": list(o) if o else None}
+                for c, gold, q, t, o in zip(completions, answer, questions, types, options,
+                                            strict=True)])
+            return [1.0 if t.get("verdict") == "correct" else 0.0 for t in traces]
         return [self.score(str(gold), completion_text(c), q, answer_type=t,
                            choices=list(o) if o else None)
                 for c, gold, q, t, o in zip(completions, answer, questions, types, options,
@@ -120,12 +224,18 @@ def combined_reward(gold: str, response: str, question: str | None = None, *,
 
 
 def reward_functions(accuracy_weight: float, format_weight: float,
-                     check: CheckFn | None = None) -> tuple[list[Any], list[float]]:
-    """The reward functions and weights to hand TRL (a zero-weight one is left out)."""
+                     check: CheckFn | None = None, *, verifier: str | None = None,
+                     verifier_options: dict[str, Any] | None = None,
+                     ctx: StageContext | None = None) -> tuple[list[Any], list[float]]:
+    """The reward functions and weights to hand TRL (a zero-weight one is left out). The
+    accuracy reward uses ``check`` when given, else the verifier stage ``verifier`` (with
+    ``verifier_options``), else the recipe's verifier when ``ctx`` is given, else
+    ``rule-verify``."""
     funcs: list[Any] = []
     weights: list[float] = []
     if accuracy_weight:
-        funcs.append(AccuracyReward(check))
+        funcs.append(AccuracyReward(check, verifier=verifier, verifier_options=verifier_options,
+                                    ctx=ctx))
         weights.append(accuracy_weight)
     if format_weight:
         funcs.append(FormatReward())

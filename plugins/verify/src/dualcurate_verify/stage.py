@@ -91,6 +91,13 @@ class RuleVerifier(Verifier):
 
     config: RuleVerifierConfig
 
+    #: Answer rules only (``check``: no think block, length, repetition, caption or answer-tag
+    #: rule). Scorers that use the recipe's verifier by name (difficulty rollouts, GRPO/GSPO
+    #: rewards, Dual Tuning's evaluation) set it on the stage they make: they score answers,
+    #: the structure of a teacher's trace is the verify stage's business. Not an option, so
+    #: it never changes a verify stage's signature.
+    answer_only: bool = False
+
     def check(self, host: PluginHost) -> list[str]:
         if importlib.util.find_spec("math_verify") is None:
             return ["math-verify is not installed; pip install 'math-verify>=0.7' (the "
@@ -159,7 +166,8 @@ class RuleVerifier(Verifier):
 
     def verify_trace(self, row: Row, trace: Row) -> CheckResult:
         """Structure first, then the answer rules."""
-        problem = self.row_structure(row) or self.structure(trace) or self.answer_tag(row, trace)
+        problem = None if self.answer_only else \
+            self.row_structure(row) or self.structure(trace) or self.answer_tag(row, trace)
         if problem is not None:
             return problem
         return check(str(row.get("answer") or ""), trace_response(trace), row.get("question"),
