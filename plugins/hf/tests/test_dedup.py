@@ -221,3 +221,37 @@ def test_embedding_index_with_fake_encoders() -> None:
     assert index.check_and_add("c", "Area of the triangle?", [b"y" * 11], "6") is None
     assert index.check_and_add("d", "Length of the blue circle?", [img], "6") is None
     assert index.check_and_add("e", "Area of the triangle?", [], "6") is None
+
+
+def test_big_groups_use_the_hnsw_index_with_the_scans_answers(monkeypatch) -> None:
+    """Past SCAN_LIMIT rows a group (here the text-only rows) is searched through an HNSW
+    index over the SimHashes instead of a scan of the whole group: the same decisions."""
+    import dualcurate_hf.dedup as dedup
+
+    rng = random.Random(3)
+    words = ["area", "angle", "side", "radius", "chord", "bar", "pie", "slice", "line"]
+    rows = []
+    for i in range(400):
+        if i > 20 and rng.random() < 0.3:  # a near copy of an earlier row, same or other answer
+            q, a = rows[rng.randrange(i)][1:]
+            rows.append((f"r{i}", "  " + q.upper() + " ", a if rng.random() < 0.6 else a + "1"))
+        else:
+            picked = " ".join(rng.choice(words) for _ in range(8))
+            rows.append((f"r{i}", f"Find the {picked} of figure {i}.", str(i % 7)))
+
+    def decisions() -> tuple[list[tuple[str, str] | None], NearDuplicateIndex]:
+        index = NearDuplicateIndex(DedupOptions(near=True))
+        out = []
+        for row_id, q, a in rows:
+            m = index.check_and_add(row_id, q, a, [])
+            out.append(None if m is None else (m.kind, m.other))
+        return out, index
+
+    scanned, plain = decisions()
+    assert plain._groups[None].hnsw is None
+    monkeypatch.setattr(dedup, "SCAN_LIMIT", 16)
+    indexed, big = decisions()
+    assert big._groups[None].hnsw is not None and len(big._groups[None].hnsw) > 300
+    assert sum(d is not None and d[0] == "near" for d in scanned) > 50
+    assert sum(d is not None and d[0] == "conflict" for d in scanned) > 20
+    assert indexed == scanned
