@@ -127,3 +127,30 @@ max_length = 64
     assert "train" in result.stderr  # the stage bar and the table are still there
     log = (result.cwd / "out" / "run.log").read_text()
     assert "Tokenizing train dataset" in log
+
+
+def test_stage_bar_counts_requests_apart_from_rows():
+    """One bar per stage: done/total over rows and requests (for the ETA), the requests on
+    their own, tokens/s and errors."""
+    import io
+
+    from rich.console import Console
+
+    from dualcurate.cli import _make_progress
+    from dualcurate.progress import RichProgress
+
+    progress = _make_progress()
+    out = Console(file=io.StringIO(), width=160, force_terminal=False)
+    bar = RichProgress(progress, "distill")
+    bar.start(4, unit="rows")
+    bar.reserve(10)                       # 10 requests announced
+    bar.expect(4)                         # 4 of them about to be sent
+    bar.advance_requests(3, tokens=300)   # 3 answered
+    bar.advance_requests(1, errors=1)
+    bar.release(2)                        # 2 announced requests will not be sent
+    bar.advance(2)                        # 2 rows committed
+    assert (bar.requests_done, bar.requests_total) == (4, 8)
+    assert (bar.done, bar.total) == (6, 12) and bar.errors == 1 and bar.tokens == 300
+    out.print(progress.get_renderable())
+    text = out.file.getvalue()
+    assert "6/12" in text and "4/8 req" in text and "tok/s" in text and "errors 1" in text

@@ -68,7 +68,8 @@ def _make_progress():
     )
 
     return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(),
-                    MofNCompleteColumn(), TextColumn("{task.fields[tps]}"),
+                    MofNCompleteColumn(), TextColumn("{task.fields[requests]}"),
+                    TextColumn("{task.fields[tps]}"),
                     TextColumn("errors {task.fields[errors]}"), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
 

@@ -332,7 +332,7 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
             where.append((ri, missing_pos))
     stats.add(requests=len(requests), cached=cached)
     if progress is not None:
-        progress.advance(len(requests) - len(pending), cached=True)
+        progress.advance_requests(len(requests) - len(pending), cached=True)
     to_send = sum(len(p.indices()) for p in pending)
     if window is not None and window.cancelled and pending:
         raise GenerationCancelled(f"stage stopped; {to_send} samples not sent")
@@ -365,8 +365,8 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
         if window is not None:
             window.answered(len(positions))
         if progress is not None:
-            progress.advance(1, tokens=sum(c.completion_tokens for c in completions),
-                             errors=sum(1 for c in completions if not c.ok))
+            progress.advance_requests(1, tokens=sum(c.completion_tokens for c in completions),
+                                      errors=sum(1 for c in completions if not c.ok))
 
     if pending:
         try:

@@ -19,6 +19,9 @@ class StageProgress:
         self.errors = 0
         self.cached = 0
         self.reserved = 0
+        # requests on their own (done/total above count rows and requests together)
+        self.requests_total = 0
+        self.requests_done = 0
         self.started = time.monotonic()
 
     def start(self, total: int, unit: str = "rows") -> None:
@@ -40,6 +43,7 @@ class StageProgress:
         what will not be sent."""
         with self._lock:
             self.reserved += n
+            self.requests_total += n
             self.add_total(n)
 
     def expect(self, n: int) -> None:
@@ -48,6 +52,7 @@ class StageProgress:
         with self._lock:
             taken = min(n, self.reserved)
             self.reserved -= taken
+            self.requests_total += n - taken
             self.add_total(n - taken)
 
     def release(self, n: int) -> None:
@@ -55,6 +60,7 @@ class StageProgress:
         with self._lock:
             taken = min(n, self.reserved)
             self.reserved -= taken
+            self.requests_total -= taken
             self.add_total(-taken)
 
     def advance(self, n: int = 1, tokens: int = 0, errors: int = 0, cached: bool = False) -> None:
@@ -65,6 +71,14 @@ class StageProgress:
             if cached:
                 self.cached += n
             self._refresh()
+
+    def advance_requests(self, n: int = 1, tokens: int = 0, errors: int = 0,
+                         cached: bool = False) -> None:
+        """``n`` requests answered (``generate_cached`` calls this): counted in done/total as
+        :meth:`advance` does, and in the requests column of the bar."""
+        with self._lock:
+            self.requests_done += n
+            self.advance(n, tokens=tokens, errors=errors, cached=cached)
 
     def tokens_per_s(self) -> float:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -94,13 +108,15 @@ class RichProgress(StageProgress):
     def __init__(self, progress: Any, description: str):
         super().__init__()
         self._progress = progress
-        self._task = progress.add_task(description, total=None, tps="", errors=0)
+        self._task = progress.add_task(description, total=None, tps="", errors=0, requests="")
 
     def _refresh(self) -> None:
         tps = self.tokens_per_s()
+        requests = (f"{self.requests_done:,}/{self.requests_total:,} req"
+                    if self.requests_total else "")
         self._progress.update(self._task, total=self.total or None, completed=self.done,
                               tps=f"{tps:,.0f} tok/s" if self.tokens else "",
-                              errors=self.errors)
+                              errors=self.errors, requests=requests)
 
     def finish(self) -> None:
         with self._lock:
