@@ -11,8 +11,17 @@ forms; unique except for option letters) go through
 
 Both start warm (math-verify imported, the worker started). Prints both rates, the speedup and
 the verdict agreement where math-verify is decided (it parsed both sides): rule-verify agrees
-when (verdict == "correct") equals math-verify's True/False. Last line: JSON with ``speedup``
-and ``agreement``.
+when (verdict == "correct") equals math-verify's True/False. Then the fidelity figures, through
+``rule-verify`` as a recipe runs it:
+
+* ``suite_agreement``: agreement with the expected verdicts of math-verify's own test tables
+  (``plugins/verify/tests/data/math_verify_cases.jsonl``, 254 cases; math-verify itself: 248);
+* ``benign_false_invalid``: worked solutions of the benign corpus
+  (``tests/faults/test_verifier_benign.py``) marked invalid (target 0);
+* ``attack_false_positive``: attacks of ``tests/faults/test_judge_attacks.py`` verified
+  correct (target 0).
+
+Last line: JSON with ``speedup``, ``agreement`` and those three.
 
     .venv/bin/python benchmarks/verify_throughput.py [--n 20000] [--seed 0]
 """
@@ -20,12 +29,17 @@ and ``agreement``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import random
+import sys
+import tempfile
 import time
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
 LETTERS = "ABCDE"
 
@@ -128,6 +142,55 @@ def run_rule_verify(pairs: list[tuple[str, str, str]]) -> tuple[list[str], float
     return [row["traces"][0]["verdict"] for row in out], elapsed
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str) -> Any:
+    """A test module of ``tests/faults`` by name (the tests keep the one copy of each corpus)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"tests.faults.{name}")
+
+
+def _rule_verify(rows: list[dict], options: dict | None = None) -> list[dict]:
+    from dualcurate import StageContext
+    from dualcurate_verify.stage import RuleVerifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = StageContext.ephemeral("verify", root=Path(tmp) / "run")
+        try:
+            return RuleVerifier({"workers": 1, **(options or {})}).process(rows, ctx)
+        finally:
+            ctx.close()
+            if ctx.cache is not None:
+                ctx.cache.close()
+
+
+def fidelity() -> dict[str, Any]:
+    """suite_agreement, benign_false_invalid, attack_false_positive (see the module doc)."""
+    cases = [json.loads(line) for line in (ROOT / "plugins/verify/tests/data/"
+                                           "math_verify_cases.jsonl").read_text().splitlines()
+             if line.strip()]
+    rows = [{"id": str(i), "question": "", "answer": c["gold"],
+             "traces": [{"text": c["response"]}]} for i, c in enumerate(cases)]
+    out = _rule_verify(rows, {"require_think": False})
+    agree = sum((r["traces"][0]["verdict"] == "correct") == c["expected"]
+                for r, c in zip(out, cases, strict=True))
+    benign = _load("test_verifier_benign")
+    rows = [{"id": str(i), "question": "q", "answer": gold,
+             "traces": [{"text": benign.THINK + solution, "finish_reason": "stop"}]}
+            for i, (gold, solution) in enumerate(benign.BENIGN)]
+    false_invalid = sum(r["traces"][0]["verdict"] == "invalid" for r in _rule_verify(rows))
+    attacks = _load("test_judge_attacks").attacks()
+    false_positive = sum(r["traces"][0]["verdict"] == "correct" for r in _rule_verify(attacks))
+    print(f"math-verify's tables: {agree}/{len(cases)} agree (math-verify itself: 248); benign "
+          f"corpus: {false_invalid}/{len(benign.BENIGN)} invalid; attack suite: "
+          f"{false_positive}/{len(attacks)} verified correct")
+    return {"suite_agreement": round(agree / len(cases), 5), "suite_cases": len(cases),
+            "benign_false_invalid": false_invalid, "benign_n": len(benign.BENIGN),
+            "attack_false_positive": false_positive, "attack_n": len(attacks)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
@@ -165,11 +228,12 @@ def main() -> None:
                      if (rv[i] == "correct") != mv[i]]
     for gold, response, m, r in disagreements[:10]:
         print(f"  differs: gold {gold!r} response {response!r}: math-verify {m}, rule-verify {r}")
+    figures = fidelity()
     print(json.dumps({"speedup": round(rv_rate / mv_rate, 2),
                       "agreement": round(agree / max(1, len(decided)), 5),
                       "rule_verify_per_s": round(rv_rate, 1),
                       "math_verify_per_s": round(mv_rate, 1),
-                      "decided": len(decided), "n": len(pairs)}))
+                      "decided": len(decided), "n": len(pairs), **figures}))
 
 
 if __name__ == "__main__":
