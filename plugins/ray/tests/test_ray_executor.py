@@ -151,8 +151,15 @@ class GPUProbe(MapStage):
     generates: ClassVar[bool] = True
 
     def setup(self, ctx: Any) -> None:
+        import os
+
+        import ray
+
         if self.config.fail == "setup":
             raise ValueError("cannot load the model")
+        # every actor sets up once, whichever shards it gets: where its engine would load
+        gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+        (ctx.workdir / f"setup-{os.getpid()}.txt").write_text(gpus)
 
     def process(self, rows: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
         import os
@@ -198,9 +205,10 @@ def test_one_gpu_per_actor(tmp_path: Path, local_ray: Any) -> None:
     where = [r["where"] for r in rows(tmp_path / "out", "distill")]
     assert len(where) == ITEMS
     assert all(len(w["gpus"]) == 1 and w["pg"] == "" for w in where)
-    by_actor = {w["pid"]: w["gpus"][0] for w in where}
-    assert len(by_actor) == 2  # 2 logical GPUs: two actors, one engine each
-    assert sorted(by_actor.values()) == ["0", "1"]
+    # 2 logical GPUs: two actors, one engine each, on different GPUs
+    setups = sorted((tmp_path / "out" / "distill" / "artifacts").glob("setup-*.txt"))
+    assert sorted(p.read_text() for p in setups) == ["0", "1"]
+    assert {w["pid"] for w in where} <= {int(p.stem.split("-")[1]) for p in setups}
 
 
 def test_tensor_parallel_actor_gets_a_placement_group(tmp_path: Path, local_ray: Any) -> None:
