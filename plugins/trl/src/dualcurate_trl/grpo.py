@@ -24,7 +24,7 @@ from dualcurate_trl.common import (
     lora_config,
 )
 from dualcurate_trl.data import build_examples, to_dataset, warn_dropped_images
-from dualcurate_trl.rewards import CheckFn, reward_functions
+from dualcurate_trl.rewards import CheckFn, recipe_verifier, reward_functions
 
 if TYPE_CHECKING:
     import datasets
@@ -108,7 +108,10 @@ class GRPOStage(TRLStage):
     def __init__(self, config: GRPOStageConfig | dict[str, Any] | None = None, *,
                  check: CheckFn | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
-        self._check = check  # the verifier's check(); None: dualcurate_verify.check
+        self._check = check  # a check() for tests; None: the recipe's verifier stage
+        # (name, options) of the recipe's verifier, read from the run in prepare(): plain
+        # data, so it survives the pickling of an accelerate launch
+        self._verifier: tuple[str, dict[str, Any]] | None = None
 
     def check(self, host: PluginHost) -> list[str]:
         problems = super().check(host)
@@ -140,6 +143,7 @@ class GRPOStage(TRLStage):
 
     def prepare(self, dataset: datasets.Dataset, ctx: StageContext,
                 vision: bool) -> datasets.Dataset:
+        self._verifier = recipe_verifier(ctx)  # the reward scores as the recipe verifies
         images = ctx.images
         examples, stats = build_examples(
             dataset, system_prompt=self.config.system_prompt, vision=vision,
@@ -190,7 +194,9 @@ class GRPOStage(TRLStage):
         model, processor = load_model_and_processor(cfg.model, cfg.revision, vision)
         if not vision:
             processor.padding_side = "left"  # generation pads prompts on the left
-        funcs, _ = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check)
+        name, options = self._verifier or (None, None)
+        funcs, _ = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check,
+                                    verifier=name, verifier_options=options)
         trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=self.trl_config(workdir),
                               train_dataset=train_dataset, processing_class=processor,
                               peft_config=lora_config(cfg), callbacks=callbacks)
