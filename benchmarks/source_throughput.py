@@ -7,13 +7,20 @@ Side by side, each in its own subprocess so its peak RSS is its own:
 * the full 200k rows;
 * the first 50k rows of the same file (``limit``): peak RSS should be about the same, memory is
   flat in the dataset's size;
-* 10k rows of a file where every row has its own image, the cost of the decode the cache saves.
+* 10k rows of a file where every row has its own image, the cost of the decode the cache saves;
+* near-duplicate removal on (``[source.dedup] near = true``) over the 200k rows and their first
+  50k: rows/s and peak RSS at both sizes (flat: per row the index keeps 32 bytes);
+* the near-duplicate index alone over 60k text-only rows (one group: every text-only row is
+  compared with the others), rows/s per 20k rows, twice: scanning the whole group per row
+  (what a group below ``SCAN_LIMIT`` does; quadratic) and through the HNSW index a group gets
+  past ``SCAN_LIMIT`` rows (flat).
 
 Wall-clock figures include the image store's fsync per new image (core's durability rule) and
 whatever else the machine is doing; rows per CPU-second are printed beside them.
 
 Prints one line per measurement, then as its last line a JSON object with keys ``rows_per_s``
-and ``peak_rss_mb`` (the 200k run) plus the other figures.
+and ``peak_rss_mb`` (the 200k run), ``near_dedup_rows_per_s`` and ``near_dedup_peak_rss_mb``
+(200k rows with near-duplicate removal) plus the other figures.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ CHILD = r"""
 import json, resource, sys, time
 from dualcurate import Pipeline, PluginHost, load_recipe
 
-path, out, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, out, limit, near = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 source = {"name": "bench", "domain": "math", "parquet": path}
 if limit:
     source["limit"] = limit
 recipe = load_recipe({"run": {"shard_size": 8192},
-                      "source": {"use": "hf-dataset", "batch_size": 1024, "sources": [source]}})
+                      "source": {"use": "hf-dataset", "batch_size": 1024, "sources": [source],
+                                 "dedup": {"near": near}}})
 host = PluginHost(autoload=False, select=["hf-dataset"])
 t0 = time.perf_counter()
 store = Pipeline(recipe, host=host).run(out)
@@ -48,7 +56,27 @@ status = open("/proc/self/status").read()
 peak_kb = int(status.split("VmHWM:")[1].split()[0])
 print(json.dumps({"rows_in": report["totals"]["rows_in"], "rows_out": store.count_rows("source"),
                   "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "decoded": report["images"]["decoded"],
+                  "near": report["totals"]["duplicates"].get("near", 0),
+                  "conflicts": sum(s["near_conflicts"] for s in report["sources"].values()),
                   "peak_rss_mb": peak_kb / 1024}))
+"""
+
+TEXT_ONLY = r"""
+import json, sys, time
+import dualcurate_hf.dedup as dedup
+from dualcurate_hf.dedup import DedupOptions, NearDuplicateIndex
+
+n, window, dedup.SCAN_LIMIT = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+index = NearDuplicateIndex(DedupOptions(near=True))
+rates, t = [], time.perf_counter()
+for i in range(n):
+    index.check_and_add(f"{i:024x}", f"Question {i}: what is the area of shape "
+                        f"{i * 7919 % 100003}?", str(i % 500), ())
+    if (i + 1) % window == 0:
+        now = time.perf_counter()
+        rates.append(window / (now - t))
+        t = now
+print(json.dumps({"rates": rates, "scan_limit": dedup.SCAN_LIMIT}))
 """
 
 
@@ -82,9 +110,9 @@ def build(path: Path, n_rows: int, n_images: int) -> None:
     writer.close()
 
 
-def measure(path: Path, tmp: Path, name: str, limit: int = 0) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp / name), str(limit)],
-                          capture_output=True, text=True, check=False)
+def measure(path: Path, tmp: Path, name: str, limit: int = 0, near: bool = False) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp / name), str(limit),
+                           "1" if near else "0"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -92,8 +120,22 @@ def measure(path: Path, tmp: Path, name: str, limit: int = 0) -> dict:
     print(f"{name:>12}: {result['rows_in']:>7} rows in {result['seconds']:6.1f} s = "
           f"{result['rows_per_s']:8.0f} rows/s ({result['rows_in'] / result['cpu_s']:6.0f} per "
           f"CPU-s), {result['decoded']:>6} decodes, "
-          f"peak RSS {result['peak_rss_mb']:6.0f} MB", flush=True)
+          f"peak RSS {result['peak_rss_mb']:6.0f} MB"
+          + (f", {result['near']} near duplicates, {result['conflicts']} conflicts" if near
+             else ""), flush=True)
     return result
+
+
+def text_only(how: str, n: int = 60_000, window: int = 20_000) -> list[float]:
+    limit = 10**9 if how == "scan" else 0
+    proc = subprocess.run([sys.executable, "-c", TEXT_ONLY, str(n), str(window), str(limit)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"text-only failed:\n{proc.stderr[-3000:]}")
+    rates = json.loads(proc.stdout.strip().splitlines()[-1])["rates"]
+    print(f"text-only {how:>4}: {n} rows in one group, rows/s per {window}: "
+          + ", ".join(f"{r:.0f}" for r in rates), flush=True)
+    return rates
 
 
 def main() -> None:
@@ -110,6 +152,9 @@ def main() -> None:
         full = measure(shared, tmp, "200k", 0)
         part = measure(shared, tmp, "50k", 50_000)
         uncached = measure(distinct, tmp, "10k-distinct", 0)
+        near_full = measure(shared, tmp, "near-200k", 0, near=True)
+        near_part = measure(shared, tmp, "near-50k", 50_000, near=True)
+        scan, hnsw = text_only("scan"), text_only("hnsw")
     print(json.dumps({
         "rows_per_s": round(full["rows_per_s"], 1),
         "peak_rss_mb": round(full["peak_rss_mb"], 1),
@@ -121,6 +166,16 @@ def main() -> None:
         "rows_per_cpu_s": round(full["rows_in"] / full["cpu_s"], 1),
         "rows_per_s_every_row_decoded": round(uncached["rows_per_s"], 1),
         "rows_per_cpu_s_every_row_decoded": round(uncached["rows_in"] / uncached["cpu_s"], 1),
+        "near_dedup_rows_per_s": round(near_full["rows_per_s"], 1),
+        "near_dedup_peak_rss_mb": round(near_full["peak_rss_mb"], 1),
+        "near_dedup_peak_rss_mb_50k": round(near_part["peak_rss_mb"], 1),
+        "near_dedup_peak_rss_ratio_200k_vs_50k": round(near_full["peak_rss_mb"]
+                                                       / near_part["peak_rss_mb"], 3),
+        "near_dedup_rows_per_cpu_s": round(near_full["rows_in"] / near_full["cpu_s"], 1),
+        "near_dedup_near_duplicates": near_full["near"],
+        "near_dedup_conflicts": near_full["conflicts"],
+        "near_dedup_text_only_scan_rows_per_s_per_20k": [round(r, 1) for r in scan],
+        "near_dedup_text_only_hnsw_rows_per_s_per_20k": [round(r, 1) for r in hnsw],
     }))
 
 
