@@ -1,7 +1,7 @@
 """`curate export --format llamafactory|verl`: the files as written, and (markers llamafactory,
 verl; `make test-export-tools`) read by each tool's own loader in its own venv: LLaMA-Factory
-loads the dataset and runs a one-step SFT on a tiny local model on CPU; verl's RLHFDataset
-loads the Parquet."""
+loads the dataset and runs a one-step SFT with the images on a tiny local LLaVA on CPU; verl's
+RLHFDataset loads the Parquet."""
 
 from __future__ import annotations
 
@@ -156,15 +156,13 @@ def _run(python: Path, script: str, cwd: Path, timeout: int = 600) -> str:
 
 
 @pytest.mark.llamafactory
-def test_llamafactory_loads_and_trains_one_step(tmp_path, run_cli, tiny_lm_dir):
+def test_llamafactory_loads_and_trains_one_step(tmp_path, run_cli, tiny_lm_dir,
+                                                tiny_llava_dir):
     assert LF_PY.exists(), "make test-export-tools sets up .venv-llamafactory"
     make_run(tmp_path / "run")
     data = tmp_path / "data"
     assert run_cli("export", str(tmp_path / "run"), "--stage", "judge", "--to", str(data),
                    "--format", "llamafactory").exit_code == 0
-    assert run_cli("export", str(tmp_path / "run"), "--stage", "judge", "--to", str(data),
-                   "--format", "llamafactory", "--images", "none",
-                   "--name", "judge_text").exit_code == 0
     # 1. LLaMA-Factory's own loader reads the image export: every image path resolves
     out = _run(LF_PY, f"""
         from llamafactory.data.parser import get_dataset_list
@@ -181,17 +179,18 @@ def test_llamafactory_loads_and_trains_one_step(tmp_path, run_cli, tiny_lm_dir):
         """, tmp_path)
     assert "ROWS 8" in out and "IMAGES_OK True" in out, out
     assert "ROLES ['user'] assistant" in out, out
-    # 2. a one-step SFT through llamafactory-cli on the text export, tiny model, CPU
+    # 2. a one-step SFT through llamafactory-cli on the image export: a tiny local LLaVA
+    #    (its processor places the images), template llava, CPU
     config = tmp_path / "sft.yaml"
     config.write_text(textwrap.dedent(f"""
-        model_name_or_path: {tiny_lm_dir}
+        model_name_or_path: {tiny_llava_dir}
         stage: sft
         do_train: true
         finetuning_type: full
         dataset_dir: {data}
-        dataset: judge_text
-        template: qwen
-        cutoff_len: 256
+        dataset: judge
+        template: llava
+        cutoff_len: 512
         output_dir: {tmp_path / "out"}
         per_device_train_batch_size: 2
         max_steps: 1
