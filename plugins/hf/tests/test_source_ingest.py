@@ -124,3 +124,18 @@ def test_strict_fails_after_writing_the_report(tmp_path: Path,
     drops = drops_of(stage_context)
     assert len(drops) == 3 and {d["reason"] for d in drops} == {"duplicate_exact"}
     assert len({d["kept_id"] for d in drops}) == 1
+
+
+def test_same_question_with_another_gold_answer_is_a_conflict_not_a_duplicate(
+        tmp_path: Path, stage_context: StageContext) -> None:
+    path = tmp_path / "d.jsonl"
+    records = [{"question": "What colour is it?", "answer": "green"},
+               {"question": "what colour  is it?", "answer": "Green"},   # a duplicate
+               {"question": "What colour is it?", "answer": "yellow"}]   # a conflict: kept
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = read_all({"sources": [{"name": "d", "jsonl": str(path)}]}, stage_context)
+    assert [r["answer"] for r in rows] == ["green", "yellow"]
+    [drop] = drops_of(stage_context)
+    assert drop["reason"] == "duplicate_exact" and drop["kept_id"] == rows[0]["id"]
+    rep = report_of(stage_context)["sources"]["d"]
+    assert rep["near_conflicts"] == 1  # counted with near-duplicate conflicts

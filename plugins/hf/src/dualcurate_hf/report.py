@@ -142,7 +142,7 @@ class StandardisationReport:
             line = (f"source {name}: read {rep.rows_in}, kept {rep.rows_out}, dropped "
                     f"{sum(lost.values())} ({detail})")
             if rep.conflicts:
-                line += f"; {rep.conflicts} near-duplicate conflicts kept (answers differ)"
+                line += f"; {rep.conflicts} conflicts kept (same question, answers differ)"
             lines.append(line)
         return lines
 

@@ -348,14 +348,22 @@ class HFDatasetSource(Source):
         if item["meta"].get("source_id") is not None:
             row_id = sample_id(spec.name, "\x00id", item["meta"]["source_id"])
         key = exact_key(item["question"], item["choices"], item["images"])[:16]
+        answer = answer_digest(item["answer"])
         if self.config.dedup.exact:
             kept = seen_exact.get(key)
-            if kept is not None:
+            if kept is not None and kept[-len(answer):] == answer:
                 rep.duplicates["exact"] += 1
                 if drops is not None:
                     drops.write(_drop_record(item, "duplicate_exact", spec.name,
-                                             kept_id=kept.hex(), kept_images=item["images"]))
+                                             kept_id=kept[:-len(answer)].hex(),
+                                             kept_images=item["images"]))
                 return None
+            if kept is not None:  # same question and images, another gold answer: both kept
+                rep.conflicts += 1
+                rep.add_pair("conflict", _drop_record(item, "exact_conflict_kept", spec.name,
+                                                      kept_id=kept[:-len(answer)].hex(),
+                                                      kept_images=item["images"])
+                             | {"id": row_id})
         if near is not None:
             match: NearMatch | None
             if isinstance(near, NearDuplicateIndex):
@@ -381,7 +389,7 @@ class HFDatasetSource(Source):
                                                       kept_images=match.other_images)
                              | {"id": row_id})
         if self.config.dedup.exact:
-            seen_exact[key] = bytes.fromhex(row_id)
+            seen_exact.setdefault(key, bytes.fromhex(row_id) + answer)  # the first one stays
         # With exact dedup on, equal content ids (source, question, answer, images) mean equal
         # keys, dropped above, unless choices differ or a mapped id repeats: only those rows
         # (and all rows when dedup is off) need remembering to keep ids unique.
@@ -399,6 +407,13 @@ class HFDatasetSource(Source):
                         original_question=item["original_question"],
                         original_answer=item["original_answer"], meta=item["meta"])
         return sample.to_row()
+
+
+def answer_digest(answer: str) -> bytes:
+    """8 bytes standing for a gold answer as compared for duplicates (case and spacing
+    folded): equal questions with unequal answers are a conflict, never a duplicate."""
+    folded = " ".join(str(answer).casefold().split())
+    return hashlib.sha256(folded.encode()).digest()[:8]
 
 
 def _drop_record(item: dict[str, Any], reason: str, source: str | None = None,
