@@ -20,7 +20,9 @@ import pytest
 from dualcurate.context import StageContext
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.plugins import PluginHost
-from dualcurate.testing.contracts import default_rows
+from dualcurate.testing.contracts import EngineContract, default_rows
+from dualcurate_vllm import plugin as vllm_plugin
+from dualcurate_vllm.engine import VLLMEngine
 
 pytestmark = pytest.mark.vllm
 
@@ -189,6 +191,21 @@ def test_close_makes_waiting_calls_raise(engine):
     assert other.llm is None and other._worker is None
     assert not engine.llm.llm_engine.has_unfinished_requests()  # aborted, not left running
     assert engine.generate([ask("After close")], SamplingParams(max_tokens=3))[0][0].ok
+
+
+class TestVLLMEngineContract(EngineContract):
+    engine_cls = VLLMEngine
+    plugin = vllm_plugin.vllm_engine
+
+    @pytest.fixture(autouse=True)
+    def _loaded(self, engine):
+        self.loaded = engine
+
+    def make_engine(self) -> VLLMEngine:
+        # on the module's vllm.LLM (loading another costs a minute); setup() keeps it
+        other = VLLMEngine(self.loaded.config)
+        other.llm = self.loaded.llm
+        return other
 
 
 def test_vllm_distill_traces_and_cached_rerun(engine, vctx, tiny_lm_dir):
