@@ -116,6 +116,7 @@ class _Call:
     whose samples are all done (the calling thread reads it and calls ``on_result``)."""
 
     requests: Sequence[ChatRequest]
+    sampling: SamplingParams
     template_kwargs: dict[str, Any] | None
     results: list[list[Completion]]
     remaining: list[int]
@@ -126,11 +127,12 @@ class _Call:
 
 @dataclass(eq=False)
 class _Pending:
-    """One request of one call, queued for admission: one vLLM sampling setting per sample."""
+    """One request of one call, queued for admission: the seed of each of its samples (their
+    vLLM sampling parameters are built when it is admitted)."""
 
     call: _Call
     index: int  # in call.requests
-    params: list[Any]
+    seeds: list[int | None]
 
 
 class VLLMEngine(Engine):
@@ -263,10 +265,9 @@ class VLLMEngine(Engine):
             pass
         return params
 
-    def _params_for(self, request: ChatRequest, sampling: SamplingParams,
-                    template_kwargs: dict[str, Any] | None) -> list[Any]:
-        params = [self.sampling_params(sampling, sampling.seed_for(i, request))
-                  for i in request.indices()]
+    def _params_for(self, call: _Call, seeds: list[int | None]) -> list[Any]:
+        params = [self.sampling_params(call.sampling, seed) for seed in seeds]
+        template_kwargs = call.template_kwargs
         if template_kwargs and template_kwargs.get("enable_thinking"):
             # LLM.chat keeps the special tokens some models think in (Gemma 4); so do we.
             adjust = getattr(self.llm, "_adjust_params_for_parsing", None)
@@ -320,11 +321,12 @@ class VLLMEngine(Engine):
             return []
         if self.llm is None:
             self.setup()
-        template_kwargs = sampling.extra.get("chat_template_kwargs")
-        call = _Call(requests=requests, template_kwargs=template_kwargs,
+        self.sampling_params(sampling, sampling.seed)  # a bad sampling_extra raises here
+        call = _Call(requests=requests, sampling=sampling,
+                     template_kwargs=sampling.extra.get("chat_template_kwargs"),
                      results=[[Completion()] * len(r.indices()) for r in requests],
                      remaining=[len(r.indices()) for r in requests])
-        pending = [_Pending(call, ri, self._params_for(r, sampling, template_kwargs))
+        pending = [_Pending(call, ri, [sampling.seed_for(i, r) for i in r.indices()])
                    for ri, r in enumerate(requests)]
         for ri, count in enumerate(call.remaining):
             if count == 0:  # a request for no samples is done already
@@ -332,7 +334,7 @@ class VLLMEngine(Engine):
         with self._cond:
             if self._failure is not None:
                 raise DualcurateError(f"engine vllm: {self._failure}")
-            self._queue.extend(p for p in pending if p.params)
+            self._queue.extend(p for p in pending if p.seeds)
             self._calls.add(call)
             self._start_worker()
             self._cond.notify_all()
@@ -409,7 +411,7 @@ class VLLMEngine(Engine):
                 if not self._queue:
                     return
                 item = self._queue[0]
-                if self._inflight and len(self._inflight) + len(item.params) > limit:
+                if self._inflight and len(self._inflight) + len(item.seeds) > limit:
                     return
                 self._queue.popleft()
             if item.call.cancelled:
@@ -427,7 +429,7 @@ class VLLMEngine(Engine):
         added: list[str] = []
         try:
             prompt = self.render(request.messages, call.template_kwargs)
-            for pos, params in enumerate(item.params):
+            for pos, params in enumerate(self._params_for(call, item.seeds)):
                 rid = f"dualcurate-{next(_REQUEST_IDS)}"
                 engine.add_request(rid, prompt, params)
                 added.append(rid)
@@ -436,7 +438,7 @@ class VLLMEngine(Engine):
             self._abort(added)
             error = (f"engine vllm: request {request.request_id or item.index} failed: "
                      f"{type(exc).__name__}: {exc}")
-            for pos in range(len(item.params)):
+            for pos in range(len(item.seeds)):
                 self._finish(call, item.index, pos, Completion(error=error))
 
     def _step(self, engine: Any) -> None:
