@@ -63,6 +63,8 @@ $(VLLM_STAMP): $(PYPROJECTS) Makefile
 # vllm-distill tests, and the default recipe with --plugin vllm-distill --plugin gspo.
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm plugins/vllm tests/test_demo_vllm.py -q
+	# the papers' recipes validate outright where vllm is installed
+	$(VLLM_VENV)/bin/python -m pytest tests/test_example_recipes.py -q
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python benchmarks/vllm_overhead.py
