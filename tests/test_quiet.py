@@ -28,6 +28,7 @@ def noisy_filter(monkeypatch):
     from dualcurate_hello.stages import AnswerLengthFilter
 
     lib = logging.getLogger("noisy_lib")
+    lib.setLevel(logging.WARNING)
     handler = logging.StreamHandler(sys.__stderr__)
     lib.addHandler(handler)
     lib.propagate = False

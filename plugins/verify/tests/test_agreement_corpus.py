@@ -30,7 +30,7 @@ TARGET = 0.995
 @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(pairs=corpus(per_kind=30))
 def test_agreement_with_math_verify_on_a_generated_corpus(pairs: list[Pair]) -> None:
-    logging.disable(logging.WARNING)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its timeouts-off warning
     decided = agree = 0
     kinds: Counter[str] = Counter()
     wrong = []
