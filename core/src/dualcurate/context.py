@@ -107,3 +107,24 @@ class StageContext:
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+
+
+#: The verifier that scorers (difficulty rollouts, rewards, Dual Tuning's evaluation) use when
+#: the recipe has no verifier stage.
+DEFAULT_VERIFIER = "rule-verify"
+
+
+def recipe_verifier(ctx: StageContext | None) -> tuple[str, dict[str, Any]]:
+    """The recipe's verifier: the plugin and options of the run's last verifier stage, as the
+    run's manifest records it (``--plugin`` swaps included), else ``rule-verify`` with its
+    defaults. Scorers build it with ``ctx.make_stage("verifier", name, options)``, so every
+    verdict in a run comes from one configured verifier."""
+    store = getattr(ctx, "store", None)
+    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
+    found: dict[str, Any] | None = None
+    for spec in recipe.values():
+        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
+            found = spec
+    if found is None:
+        return DEFAULT_VERIFIER, {}
+    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
+from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from dualcurate_difficulty.rollouts import (
@@ -27,7 +28,6 @@ from dualcurate_difficulty.rollouts import (
     build_messages,
     make_verifier,
     parse_rollout,
-    recipe_verifier,
     template_problems,
     verifier_problems,
 )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dualcurate import Completion, Trace
+from dualcurate.context import DEFAULT_VERIFIER
 
 if TYPE_CHECKING:
     from dualcurate import StageContext, Verifier
@@ -107,22 +108,6 @@ def parse_rollout(completion: Completion, sample_index: int, model: str,
     ).model_dump()
 
 
-DEFAULT_VERIFIER = "rule-verify"
-
-
-def recipe_verifier(ctx: StageContext) -> tuple[str, dict[str, Any]]:
-    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
-    run's manifest records it, ``--plugin`` swaps included), else ``rule-verify`` with its
-    defaults."""
-    store = getattr(ctx, "store", None)
-    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
-    found: dict[str, Any] | None = None
-    for spec in recipe.values():
-        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
-            found = spec
-    if found is None:
-        return DEFAULT_VERIFIER, {}
-    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
 
 
 def verifier_problems(host: PluginHost) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualcurate.context import StageContext
+from dualcurate.context import StageContext, recipe_verifier
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
@@ -21,21 +21,6 @@ from dualcurate_dualtuning.hosting import component, host_of
 Scorer = Callable[[dict[str, Any], str], bool]
 
 
-DEFAULT_VERIFIER = "rule-verify"
-
-
-def recipe_verifier(ctx: StageContext) -> tuple[str, dict[str, Any]]:
-    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
-    run's manifest records it, ``--plugin`` swaps included), else ``rule-verify``."""
-    store = getattr(ctx, "store", None)
-    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
-    found: dict[str, Any] | None = None
-    for spec in recipe.values():
-        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
-            found = spec
-    if found is None:
-        return DEFAULT_VERIFIER, {}
-    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
 
 
 class VerifierScorer:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import model_validator
 
+from dualcurate.context import recipe_verifier
 from dualcurate_trl.base import TRLStage
 from dualcurate_trl.common import (
     TrainConfig,
@@ -24,7 +25,7 @@ from dualcurate_trl.common import (
     lora_config,
 )
 from dualcurate_trl.data import build_examples, to_dataset, warn_dropped_images
-from dualcurate_trl.rewards import CheckFn, recipe_verifier, reward_functions
+from dualcurate_trl.rewards import CheckFn, reward_functions
 
 if TYPE_CHECKING:
     import datasets

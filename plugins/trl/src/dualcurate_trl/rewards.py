@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from dualcurate.context import DEFAULT_VERIFIER, recipe_verifier
+
 if TYPE_CHECKING:
     from dualcurate import StageContext
 
@@ -51,21 +53,6 @@ def format_score(text: str) -> float:
     return 1.0 if THINK_ANSWER_RE.search(text) or BOXED_RE.search(text) else 0.0
 
 
-DEFAULT_VERIFIER = "rule-verify"
-
-
-def recipe_verifier(ctx: StageContext | None) -> tuple[str, dict[str, Any]]:
-    """The recipe's verifier: the plugin and options of the run's last verifier stage (as the
-    run's manifest records it), else ``rule-verify`` with its defaults."""
-    store = getattr(ctx, "store", None)
-    recipe = (getattr(store, "manifest", None) or {}).get("recipe") or {}
-    found: dict[str, Any] | None = None
-    for spec in recipe.values():
-        if isinstance(spec, dict) and spec.get("kind") == "verifier" and spec.get("use"):
-            found = spec
-    if found is None:
-        return DEFAULT_VERIFIER, {}
-    return str(found["use"]), {k: v for k, v in found.items() if k not in ("kind", "use")}
 
 
 class VerifierCheck:
