@@ -72,8 +72,8 @@ def test_a_change_of_what_the_teacher_sees_is_a_miss(first_run, server, tmp_path
     MISSES[change](changed, tmp_path)
     log = run_pipeline(changed, run_dir)
     assert server.count == N, change
-    assert any(line.startswith("distill: configuration or upstream changed") for line in log)
-    assert any(line.startswith("verify: configuration or upstream changed") for line in log)
+    assert any(line.startswith("distill: configuration, code, files it reads or upstream changed") for line in log)
+    assert any(line.startswith("verify: configuration, code, files it reads or upstream changed") for line in log)
     assert len(rows(run_dir, "verify")) == N
 
 
@@ -124,7 +124,7 @@ def test_a_verifier_change_reverifies_without_regenerating(first_run, server) ->
     log = run_pipeline(changed, run_dir)
     assert server.count == 0
     assert "distill: done already, skipped" in log
-    assert any(line.startswith("verify: configuration or upstream changed") for line in log)
+    assert any(line.startswith("verify: configuration, code, files it reads or upstream changed") for line in log)
     after = [(t["verdict"], t["label"]) for r in rows(run_dir, "verify") for t in r["traces"]]
     assert after == [("invalid", "too-short")] * N
 
@@ -140,12 +140,12 @@ def test_a_new_verifier_or_parser_version_recomputes_from_the_cache(first_run, s
     monkeypatch.setattr(RuleVerifier, "version", RuleVerifier.version + ".next")
     log = run_pipeline(recipe, run_dir)
     assert server.count == 0 and "distill: done already, skipped" in log
-    assert any(line.startswith("verify: configuration or upstream changed") for line in log)
+    assert any(line.startswith("verify: configuration, code, files it reads or upstream changed") for line in log)
 
     monkeypatch.setattr(OpenAIDistiller, "version", OpenAIDistiller.version + ".next")
     log = run_pipeline(recipe, run_dir)
     assert server.count == 0
-    assert any(line.startswith("distill: configuration or upstream changed") for line in log)
+    assert any(line.startswith("distill: configuration, code, files it reads or upstream changed") for line in log)
     distilled = rows(run_dir, "distill")
     assert len(distilled) == N and all(r["traces"][0]["answer"] == r["answer"]
                                        for r in distilled)

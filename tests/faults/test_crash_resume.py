@@ -142,10 +142,18 @@ def test_killed_mid_parquet_write_and_torn_cache_rows(tmp_path: Path):
                               capture_output=True, text=True, timeout=120)
         assert torn.returncode == -signal.SIGKILL, torn.stderr
         shards = sorted(p.name for p in (run_dir / "distill").glob("shard-*.parquet"))
-        assert shards == ["shard-00000.parquet", "shard-00001.parquet"]
-        (half,) = [p for p in (run_dir / "distill").iterdir() if p.name.startswith(".tmp-")]
-        with pytest.raises(pa.ArrowInvalid):
-            pq.read_table(half)  # really torn, and invisible: not named as a shard
+        # streaming: shards finish in any order and are committed in order, so what is
+        # visible is a prefix; the torn write and shards staged after it are hidden
+        assert shards == [f"shard-{i:05d}.parquet" for i in range(len(shards))]
+        assert len(shards) <= 2
+        hidden = [p for p in (run_dir / "distill").iterdir() if p.name.startswith(".tmp-")]
+        torn_files = []
+        for path in hidden:
+            try:
+                pq.read_table(path)
+            except pa.ArrowInvalid:
+                torn_files.append(path)
+        assert len(torn_files) == 1  # really torn, and invisible: not named as a shard
 
         # tear every cached answer too: a torn row must read as a miss, never as an output
         db = sqlite3.connect(run_dir / "cache.sqlite")
@@ -153,15 +161,16 @@ def test_killed_mid_parquet_write_and_torn_cache_rows(tmp_path: Path):
         db.execute("UPDATE outputs SET value = substr(value, 1, length(value) / 2)")
         db.commit()
         db.close()
-        assert cached == 48  # three shards generated, two committed
+        assert cached >= 48  # at least three shards generated
         server.reset()
 
         result = curate("run", str(recipe), "--out", str(run_dir), cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
         # the two committed shards are kept; everything else is asked again
+        uncommitted = N - 16 * len(shards)
         print(f"\nitem 2: torn shard swept, {cached} torn cache rows; the rerun sent "
-              f"{server.count} requests for the {N - 32} uncommitted rows")
-        assert server.count == N - 32
+              f"{server.count} requests for the {uncommitted} uncommitted rows")
+        assert server.count == uncommitted
         assert_complete(run_dir)
     finally:
         server.stop()
