@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 ImageResolver = Callable[[str], bytes]
 #: Base seeds lie below this, so base + sample index stays a valid 32-bit seed.
 SEED_SPACE = 2**30
-OnResult = Callable[[int, list["Completion"]], None]
+#: ``on_result(i, completions)`` once request ``i`` is answered. A callback with the attribute
+#: ``accepts_partial = True`` (``generate_cached``'s) may instead be called as
+#: ``on_result(i, completions, positions)`` with some of the request's samples as they arrive
+#: (``positions`` index ``request.indices()``), so each is cached the moment it is in.
+OnResult = Callable[..., None]
 
 
 class SamplingParams(BaseModel):
@@ -341,16 +345,25 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
 
     lock = threading.Lock()
     reported: set[int] = set()
+    kept: list[set[int]] = [set() for _ in pending]  # positions of each pending request kept
 
-    def on_result(pi: int, completions: list[Completion]) -> None:
-        ri, positions = where[pi]
+    def on_result(pi: int, completions: list[Completion],
+                  positions: Sequence[int] | None = None) -> None:
+        """A pending request's answers: all of them, or (``positions``, for engines that
+        report samples as they arrive) those samples of it. Each is cached at once."""
+        ri, all_positions = where[pi]
+        chosen = range(len(all_positions)) if positions is None else positions
         to_cache = []
-        failed = tokens = 0
+        failed = tokens = fresh = 0
         with lock:
             if pi in reported:
                 return
-            reported.add(pi)
-            for pos, comp in zip(positions, completions, strict=False):
+            for local, comp in zip(chosen, completions, strict=False):
+                if local in kept[pi]:
+                    continue
+                kept[pi].add(local)
+                fresh += 1
+                pos = all_positions[local]
                 results[ri][pos] = comp
                 if comp.ok:
                     to_cache.append((keys[ri][pos], comp.to_cache()))
@@ -359,14 +372,18 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
                     failed += 1
                     if cache is not None:
                         cache.record_failure(keys[ri][pos], comp.error or "unknown error")
-        stats.add(sent=len(positions), failed=failed, completion_tokens=tokens)
+            finished = len(kept[pi]) == len(all_positions)
+            if finished:
+                reported.add(pi)
+        stats.add(sent=fresh, failed=failed, completion_tokens=tokens)
         if cache is not None and to_cache:
             cache.put_many(to_cache)
         if window is not None:
-            window.answered(len(positions))
+            window.answered(fresh)
         if progress is not None:
-            progress.advance_requests(1, tokens=sum(c.completion_tokens for c in completions),
-                                      errors=sum(1 for c in completions if not c.ok))
+            progress.advance(1 if finished else 0, tokens=tokens, errors=failed)
+
+    on_result.accepts_partial = True  # type: ignore[attr-defined]
 
     if pending:
         try:
@@ -382,8 +399,8 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
         finally:
             if window is not None:  # what never came back no longer counts as in flight
                 with lock:
-                    unreported = sum(len(where[pi][1]) for pi in range(len(pending))
-                                     if pi not in reported)
+                    unreported = sum(len(where[pi][1]) - len(kept[pi])
+                                     for pi in range(len(pending)))
                 window.answered(unreported)
     final: list[list[Completion]] = []
     for ri, row in enumerate(results):

@@ -360,13 +360,13 @@ class BatchRunner:
                     results[ri][job.pos + i] = completion
                 remaining[ri] -= len(answered)
                 if remaining[ri] == 0 and call.on_result is not None:
-                    engine._reports.put((call, ri, results[ri]))
+                    engine._reports.put((call, ri, results[ri], None, None))
                 if call.error is not None:  # the caller cannot take results: stop waiting
                     break
         finally:
             for future in waiting:
                 future.cancel()
-            engine._reports.put((call, -1, []))
+            engine._reports.put((call, -1, [], None, None))
         return results
 
     def submit(self, messages: list[dict[str, Any]], base: dict[str, Any], seed: int | None,

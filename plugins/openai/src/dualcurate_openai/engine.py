@@ -37,6 +37,7 @@ import tempfile
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -180,6 +181,8 @@ class _Call:
 
     def __init__(self, on_result: OnResult | None):
         self.on_result = on_result
+        # generate_cached's callback takes a request's samples as they arrive (positions)
+        self.partial = bool(getattr(on_result, "accepts_partial", False))
         self.error: BaseException | None = None
         self.drained = threading.Event()
 
@@ -320,14 +323,19 @@ class OpenAIEngine(Engine):
             item = self._reports.get()
             if item is None:
                 return
-            call, index, completions = item
+            call, index, completions, positions, release = item
             if index < 0:
                 call.drained.set()
             elif call.error is None:
                 try:
-                    call.on_result(index, completions)  # type: ignore[misc]
+                    if positions is None:
+                        call.on_result(index, completions)  # type: ignore[misc]
+                    else:
+                        call.on_result(index, completions, positions)  # type: ignore[misc]
                 except BaseException as exc:  # raised in generate(), in the caller's thread
                     call.error = exc
+            if release is not None:  # the samples' slots free once their answers are kept
+                release()
 
     def _jobs(self, ri: int, request: ChatRequest) -> Iterator[_Job]:
         """The HTTP requests for one request's samples: runs of consecutive sample indices
@@ -356,6 +364,7 @@ class OpenAIEngine(Engine):
         base = self._base_kwargs(sampling)
         slots = self._slots
         assert slots is not None
+        loop = asyncio.get_running_loop()
 
         def next_job() -> _Job | None:
             return again.popleft() if again else next(jobs, None)
@@ -372,8 +381,9 @@ class OpenAIEngine(Engine):
                 try:
                     answered = await self._complete(
                         messages, base, sampling.seed_for(job.first, requests[ri]), job.count)
-                finally:
+                except BaseException:
                     slots.release(job.count)
+                    raise
                 if len(answered) < job.count and answered and answered[0].ok:
                     # the server ignored n: keep the first sample, ask for the rest singly
                     self._n_supported = False
@@ -385,10 +395,22 @@ class OpenAIEngine(Engine):
                 for i, completion in enumerate(answered):
                     results[ri][job.pos + i] = completion
                 remaining[ri] -= len(answered)
-                if remaining[ri] == 0:
+                done = remaining[ri] == 0
+                if done:
                     del converted[ri]
-                    if call.on_result is not None:
-                        self._reports.put((call, ri, results[ri]))
+                # A job's slots are held until the reporter has handed its answers on (to
+                # the request cache): at any moment at most max_concurrency samples are sent
+                # and not yet kept, so a kill re-sends at most that many.
+                release = partial(loop.call_soon_threadsafe, slots.release, job.count)
+                if call.on_result is None:
+                    slots.release(job.count)
+                elif call.partial:  # each answer is kept as it arrives
+                    self._reports.put((call, ri, answered,
+                                       list(range(job.pos, job.pos + len(answered))), release))
+                elif done:
+                    self._reports.put((call, ri, results[ri], None, release))
+                else:
+                    slots.release(job.count)
 
         total = sum(remaining)
         try:
@@ -397,7 +419,7 @@ class OpenAIEngine(Engine):
                     for _ in range(min(self.config.max_concurrency, total)):
                         group.create_task(worker())
         finally:
-            self._reports.put((call, -1, []))  # drained once everything before it is reported
+            self._reports.put((call, -1, [], None, None))  # drained once all before it is
         return results
 
     def _base_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
