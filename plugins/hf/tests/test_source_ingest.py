@@ -139,3 +139,19 @@ def test_same_question_with_another_gold_answer_is_a_conflict_not_a_duplicate(
     assert drop["reason"] == "duplicate_exact" and drop["kept_id"] == rows[0]["id"]
     rep = report_of(stage_context)["sources"]["d"]
     assert rep["near_conflicts"] == 1  # counted with near-duplicate conflicts
+
+
+def test_data_edited_in_place_changes_the_signature_even_with_size_and_mtime_kept(
+        tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    config = {"sources": [{"name": "d", "jsonl": str(path)}]}
+    before = HFDatasetSource(config).signature()
+    st = path.stat()
+    path.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "3"}) + "\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    assert path.stat().st_size == st.st_size
+    assert HFDatasetSource(config).signature() != before
+    assert HFDatasetSource(config).signature() == HFDatasetSource(config).signature()

@@ -121,14 +121,18 @@ class HFDatasetSource(Source):
         return problems
 
     def signature(self) -> str:
-        """Config signature plus the size and mtime of local input files, so edited data
-        is re-read instead of reusing old shards."""
+        """Config signature plus the contents of the local files it reads (data files, a
+        saved dataset's arrow files, an image folder's metadata), so data edited in place is
+        re-read instead of reusing old shards, even when its size and mtime are kept. Hashes
+        are cached by size, mtime, ctime and inode: a rerun only ``stat``s unchanged files.
+        Image files named by the data are not hashed here: give an edited image a new name."""
+        from dualcurate.fingerprint import file_digest
+
         h = hashlib.sha256(super().signature().encode())
         for spec in self.config.sources:
             for path in _fingerprint_files(spec):
                 try:
-                    st = path.stat()
-                    h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+                    h.update(f"{path}|{file_digest(path)}".encode())
                 except OSError:
                     h.update(f"{path}|missing".encode())
         return h.hexdigest()[:16]
