@@ -49,6 +49,7 @@ class ReportData:
     verdicts: dict[str, Counter] = field(default_factory=dict)  # domain -> verdict -> n
     reasons: Counter = field(default_factory=Counter)
     pass_rates: dict[str, list[int]] = field(default_factory=dict)  # domain -> bin counts
+    pass_bins: tuple[str, ...] = PASS_BINS
     groups: list[dict[str, Any]] = field(default_factory=list)
     efficacy_source: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -72,12 +73,12 @@ def write_report(run_dir: str | Path, samples_per_group: int = 6) -> tuple[Path,
     env.filters["pct"] = lambda v: "–" if v is None else f"{float(v):.1f}"
     env.filters["tojson_safe"] = lambda v: json.dumps(v).replace("</", "<\\/")
     html_text = env.get_template("report.html.j2").render(d=data, colours=REGION_COLOURS,
-                                                          bins=PASS_BINS)
+                                                          bins=data.pass_bins)
     md_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False,
                          trim_blocks=True, lstrip_blocks=True)
     md_env.filters["pct"] = env.filters["pct"]
     md_env.filters["cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
-    md_text = md_env.get_template("report.md.j2").render(d=data, bins=PASS_BINS)
+    md_text = md_env.get_template("report.md.j2").render(d=data, bins=data.pass_bins)
     html_path, md_path = store.root / "report.html", store.root / "report.md"
     atomic_write_bytes(html_path, html_text.encode())
     atomic_write_bytes(md_path, md_text.encode())
@@ -110,13 +111,18 @@ def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
             counts[verdict] += 1
             if verdict != "correct":
                 data.reasons[trace.get("reason") or trace.get("error") or verdict] += 1
-    for row in filter_rows:
-        rate = row.get("pass_rate")
-        if rate is None:
-            continue
-        bins = data.pass_rates.setdefault(str(row.get("domain") or "(none)"), [0] * 6)
-        bins[_pass_bin(float(rate))] += 1
-    data.histogram_svgs = {d: histogram_svg(b) for d, b in data.pass_rates.items()}
+    reported = _filter_histograms(manifest, by_kind.get("filter"))
+    if reported is not None:  # the filter's own bins: what is known of each sample's rate
+        data.pass_bins, data.pass_rates = reported
+    else:
+        for row in filter_rows:
+            rate = row.get("pass_rate")
+            if rate is None:
+                continue
+            bins = data.pass_rates.setdefault(str(row.get("domain") or "(none)"), [0] * 6)
+            bins[_pass_bin(float(rate))] += 1
+    data.histogram_svgs = {d: histogram_svg(b, data.pass_bins)
+                           for d, b in data.pass_rates.items()}
     data.groups, data.efficacy_source = _efficacy(store, by_kind.get("efficacy_judge"))
     if data.groups:
         data.scatter_svg = scatter_svg(data.groups)
@@ -382,8 +388,27 @@ def scatter_svg(groups: Iterable[dict[str, Any]], size: int = 420) -> str:
     return "".join(parts)
 
 
-def histogram_svg(counts: list[int], width: int = 260, height: int = 120) -> str:
-    """Bars of pass-rate bin counts (bins: :data:`PASS_BINS`)."""
+def _filter_histograms(manifest: dict[str, Any], stage: str | None,
+                       ) -> tuple[tuple[str, ...], dict[str, list[int]]] | None:
+    """The pass-rate histograms a filter stage reported itself (``report.bins`` and
+    ``report.by_domain[*].histogram``, as the difficulty filter writes them), if it did."""
+    if stage is None:
+        return None
+    record = next((r for r in manifest.get("stages", []) if r.get("name") == stage), {})
+    report = record.get("report") or {}
+    bins, groups = report.get("bins"), report.get("by_domain")
+    if not isinstance(bins, list) or not isinstance(groups, dict) or not groups:
+        return None
+    used = [b for b in bins if any((g.get("histogram") or {}).get(b) for g in groups.values())]
+    return tuple(used), {str(name or "(none)"): [int((g.get("histogram") or {}).get(b, 0))
+                                                 for b in used]
+                         for name, g in groups.items()}
+
+
+def histogram_svg(counts: list[int], labels: tuple[str, ...] = PASS_BINS, width: int = 260,
+                  height: int = 120) -> str:
+    """Bars of pass-rate bin counts, one per label (" (stopped early)" shown as "*")."""
+    width = max(width, 46 * len(counts))
     top = max(counts) or 1
     bar = (width - 20) / len(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="hist" width="{width}" '
@@ -393,11 +418,13 @@ def histogram_svg(counts: list[int], width: int = 260, height: int = 120) -> str
         h = (height - 16) * n / top
         x = 10 + i * bar
         parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" '
-                     f'height="{h:.1f}" fill="#5b7fbf"><title>{PASS_BINS[i]}: {n}</title>'
+                     f'height="{h:.1f}" fill="#5b7fbf"><title>{html.escape(labels[i])}: {n}'
+                     f'</title>'
                      f'</rect>')
         parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - h - 3:.1f}" font-size="10" '
                      f'text-anchor="middle">{n}</text>')
         parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 14}" font-size="9" '
-                     f'text-anchor="middle">{html.escape(PASS_BINS[i])}</text>')
+                     f'text-anchor="middle">'
+                     f'{html.escape(labels[i].replace(" (stopped early)", "*"))}</text>')
     parts.append("</svg>")
     return "".join(parts)
