@@ -442,5 +442,8 @@ class Pipeline:
                 ctx.progress.advance(len(buffer))
         finally:
             stage.teardown()
-        rec["rows_in"] = total
+        # rows read before the source's own drops (bad records, duplicates), when it counts
+        # them; the rows it yielded otherwise
+        read = getattr(stage, "rows_read", None)
+        rec["rows_in"] = read if isinstance(read, int) and read >= total else total
         rec["rows_out"] = total

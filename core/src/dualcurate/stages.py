@@ -182,9 +182,14 @@ def signature_inputs(config: StageConfig) -> dict[str, Any]:
 
 
 class Source(Stage):
-    """Reads data and yields batches (lists) of canonical rows, in a deterministic order."""
+    """Reads data and yields batches (lists) of canonical rows, in a deterministic order.
+
+    A source that drops records itself (undecodable, duplicates) sets ``rows_read`` to the
+    records it read, before any drop, by the end of ``read``: the manifest's and the report's
+    "rows in" of the stage is that figure."""
 
     kind = "source"
+    rows_read: int | None = None
 
     def read(self, ctx: StageContext) -> Iterable[list[Row]]:
         raise NotImplementedError

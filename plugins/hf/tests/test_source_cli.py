@@ -104,6 +104,10 @@ def test_console_summary_warning_and_strict(run_cli, tmp_path: Path) -> None:
                                      "drops.jsonl").read_text().splitlines()]
     assert [(d["source"], d["line"], d["reason"]) for d in drops if d["source"] == "ids"] == [
         ("ids", i, "image_unsupported_input") for i in range(1, 5)]
+    manifest = json.loads((result.cwd / "out" / "manifest.json").read_text())
+    source = next(s for s in manifest["stages"] if s["name"] == "source")
+    # rows in: every record read, before the source's own drops; rows out: what it kept
+    assert source["rows_in"] - source["rows_out"] == len(drops) > 0
     strict = run_cli("run", str(path), "--out", "out2", "--strict")
     assert strict.exit_code == 2
     assert "strict: source 'ids' kept 0 of 4 rows read" in strict.stderr

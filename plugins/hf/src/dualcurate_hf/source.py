@@ -219,6 +219,7 @@ class HFDatasetSource(Source):
             drops.close()
             if near is not None:
                 near.close()
+        self.rows_read = sum(rep.rows_in for rep in report.sources.values())
         report.images = dict(normaliser.stats)
         if isinstance(near, NearDuplicateIndex):
             report.images["near_comparisons"] = near.images.comparisons
