@@ -155,3 +155,22 @@ def test_stage_bar_counts_requests_apart_from_rows():
     out.print(progress.get_renderable())
     text = out.file.getvalue()
     assert "6/12" in text and "4/8 req" in text and "tok/s" in text and "errors 1" in text
+
+
+def test_validate_holds_third_party_warnings_unless_verbose(run_cli, monkeypatch):
+    """`curate validate` builds configs (TRL's warn); their warnings are one note, -v shows
+    them."""
+    pytest.importorskip("dualcurate_hello")
+    from dualcurate_hello.stages import AnswerLengthFilter
+
+    def check(self, host):
+        warnings.warn("NoisyFutureWarning text", FutureWarning, stacklevel=1)
+        return []
+
+    monkeypatch.setattr(AnswerLengthFilter, "check", check)
+    quiet = run_cli("validate", str(HELLO))
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "NoisyFutureWarning text" not in quiet.stdout + quiet.stderr
+    assert "1 third-party warning(s)" in quiet.stderr and "-v shows them" in quiet.stderr
+    loud = run_cli("-v", "validate", str(HELLO))
+    assert loud.exit_code == 0 and "third-party warning(s)" not in loud.stderr

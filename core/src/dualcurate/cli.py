@@ -222,11 +222,17 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
     required, trainer configs as TRL builds them, max_length against the teacher's
     max_tokens); report all problems at once."""
     from dualcurate.pipeline import Pipeline
+    from dualcurate.quiet import held_warnings
     from dualcurate.recipe import load_recipe
 
     pipeline = Pipeline(load_recipe(recipe, list(overrides)), host=state.host,
                         selected=state.selected)
-    resolved = pipeline.validate()
+    verbose = getattr(state, "verbose", False)
+    with held_warnings(verbose) as held:  # TRL and transformers warn while configs are built
+        resolved = pipeline.validate()
+    if held:
+        err_console.print(f"note: {len(held)} third-party warning(s) while building the "
+                          f"stages' configs; -v shows them", highlight=False, soft_wrap=True)
     for note in pipeline.notes:
         err_console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if explain:
