@@ -155,3 +155,20 @@ def test_data_edited_in_place_changes_the_signature_even_with_size_and_mtime_kep
     assert path.stat().st_size == st.st_size
     assert HFDatasetSource(config).signature() != before
     assert HFDatasetSource(config).signature() == HFDatasetSource(config).signature()
+
+
+def test_conflicts_drop_drops_every_row_of_a_conflict(tmp_path: Path,
+                                                      stage_context: StageContext) -> None:
+    path = tmp_path / "d.jsonl"
+    records = [{"question": "What colour is it?", "answer": "green"},
+               {"question": "What is 2 + 2?", "answer": "4"},
+               {"question": "what colour is it?", "answer": "green"},    # a duplicate of 1
+               {"question": "What colour is it?", "answer": "yellow"}]   # a conflict with 1
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {"sources": [{"name": "d", "jsonl": str(path)}], "dedup": {"conflicts": "drop"}}
+    rows = read_all(config, stage_context)
+    assert [r["answer"] for r in rows] == ["4"]
+    reasons = sorted(d["reason"] for d in drops_of(stage_context))
+    assert reasons == ["conflict_dropped", "conflict_dropped", "duplicate_exact"]
+    rep = report_of(stage_context)["sources"]["d"]
+    assert (rep["rows_in"], rep["rows_out"]) == (4, 1)

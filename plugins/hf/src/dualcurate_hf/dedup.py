@@ -60,6 +60,10 @@ class DedupOptions(BaseModel):
     candidates: int = Field(16, ge=1, le=256)
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     image_model: str = "sentence-transformers/clip-ViT-B-32"
+    #: A conflict (the same question, exactly or nearly, with another gold answer): "keep"
+    #: both rows and report the pair, or "drop" every row of it (the source then reads its
+    #: data twice: the first pass finds the conflicts, the second drops them).
+    conflicts: Literal["keep", "drop"] = "keep"
 
 
 def normalise_question(text: str) -> str:

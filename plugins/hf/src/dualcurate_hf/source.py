@@ -138,7 +138,26 @@ class HFDatasetSource(Source):
         return h.hexdigest()[:16]
 
     # -- reading ------------------------------------------------------------------------------
+    #: ids of the rows in a conflict (collected by the first pass of dedup.conflicts = "drop")
+    _conflict_ids: set[str] | None = None
+    _drop_ids: frozenset[str] = frozenset()
+
     def read(self, ctx: StageContext) -> Iterator[list[Row]]:
+        self._drop_ids = frozenset()
+        if self.config.dedup.conflicts == "drop":
+            # a conflict's first row may be yielded long before its second is read: find
+            # every conflict first, then read again dropping them (decisions are deterministic)
+            self._conflict_ids = set()
+            try:
+                for _ in self._read(ctx, announce=False):
+                    pass
+                found = frozenset(self._conflict_ids)
+            finally:
+                self._conflict_ids = None
+            self._drop_ids = found
+        yield from self._read(ctx, announce=True)
+
+    def _read(self, ctx: StageContext, announce: bool) -> Iterator[list[Row]]:
         if ctx.images is None:
             raise DualcurateError("hf-dataset: the stage context has no image store; run it "
                                   "in a pipeline or with StageContext.ephemeral()")
@@ -226,6 +245,8 @@ class HFDatasetSource(Source):
         warnings = report.check_kept(cfg.min_kept_fraction,
                                      {s.name: s.min_kept_fraction for s in cfg.sources})
         path = report.write(ctx.workdir)
+        if not announce:
+            return
         for line in report.console_lines():
             ctx.log.info("%s", line)
         ctx.log.info("standardisation report: %s; every dropped row: %s", path, drops.path)
@@ -235,6 +256,10 @@ class HFDatasetSource(Source):
             raise DualcurateError(
                 "strict: " + "; ".join(warnings) + f". See {drops.path} for every dropped row "
                 "and why; lower min_kept_fraction if this is expected")
+
+    def _note_conflict(self, row_id: str, other_id: str) -> None:
+        if self._conflict_ids is not None:
+            self._conflict_ids.update((row_id, other_id))
 
     def _reader_problems(self, reader: Any, spec: SourceSpec, rep: SourceReport,
                          drops: DropLog) -> None:
@@ -364,6 +389,7 @@ class HFDatasetSource(Source):
                                              kept_images=item["images"]))
                 return None
             if kept is not None:  # same question and images, another gold answer: both kept
+                self._note_conflict(row_id, kept[:-len(answer)].hex())
                 rep.conflicts += 1
                 rep.add_pair("conflict", _drop_record(item, "exact_conflict_kept", spec.name,
                                                       kept_id=kept[:-len(answer)].hex(),
@@ -388,6 +414,7 @@ class HFDatasetSource(Source):
                     drops.write(record)
                 return None
             if match is not None:
+                self._note_conflict(row_id, match.other)
                 rep.conflicts += 1
                 rep.add_pair("conflict", _drop_record(item, "near_conflict_kept", spec.name,
                                                       kept_id=match.other,
@@ -398,6 +425,11 @@ class HFDatasetSource(Source):
         # With exact dedup on, equal content ids (source, question, answer, images) mean equal
         # keys, dropped above, unless choices differ or a mapped id repeats: only those rows
         # (and all rows when dedup is off) need remembering to keep ids unique.
+        if row_id in self._drop_ids:  # dedup.conflicts = "drop": every row of a conflict
+            rep.drop("conflict_dropped", f"{spec.name}: {item['question'][:80]!r}")
+            if drops is not None:
+                drops.write(_drop_record(item, "conflict_dropped", spec.name) | {"id": row_id})
+            return None
         if not self.config.dedup.exact or spec.fields.id is not None or item["choices"]:
             base_id, n = row_id, 1
             while bytes.fromhex(row_id) in seen_ids:
