@@ -141,7 +141,7 @@ def test_next_shard_is_sent_while_a_shard_waits_for_its_slowest_request(tmp_path
     """Shard 0 has one slow question; shard 1's requests go out before it is answered."""
     ctx = StageContext.ephemeral(root=tmp_path)
     shards = upstream(ctx, [4, 4, 4])
-    engine = TimedEngine({"q0": 0.5}, capacity=4)
+    engine = TimedEngine({"q0": 1.5}, capacity=4)
     for i in range(1, 12):
         engine.delays[f"q{i}"] = 0.01
     Ask.ENGINE = engine
