@@ -35,17 +35,6 @@ from dualcurate.window import GenerationWindow
 
 Registry = dict[str, dict[str, type]]
 
-#: pluggy hook per registry kind (the executor kind is not shipped: actors run no executor)
-_HOOKS = {
-    "source": "dualcurate_register_sources",
-    "distiller": "dualcurate_register_distillers",
-    "verifier": "dualcurate_register_verifiers",
-    "filter": "dualcurate_register_filters",
-    "trainer": "dualcurate_register_trainers",
-    "efficacy_judge": "dualcurate_register_efficacy_judges",
-    "engine": "dualcurate_register_engines",
-}
-
 
 class _Shipped:
     """A plugin that registers the driver's classes by the names the driver knows them by,
