@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import sqlite3
 import threading
 import time
@@ -350,7 +352,14 @@ workers = 1
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            # a worker Ray started after the family was listed is in the session's group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+            deadline = time.monotonic() + 30  # every process of the run is gone (its locks too)
+            while time.monotonic() < deadline and any(
+                    _pgid(p) == proc.pid for p in psutil.process_iter()):
+                time.sleep(0.1)
         before = server.samples
         assert before < 200
         assert list((out / "cache.sqlite.d").glob("*.jsonl"))  # what the dead actor answered
@@ -364,3 +373,10 @@ workers = 1
     for stage in ("distill", "verify"):
         assert rows(out, stage) == rows(tmp_path / "reference", stage)
     assert list((out / "cache.sqlite.d").glob("*.jsonl")) == []
+
+
+def _pgid(process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
