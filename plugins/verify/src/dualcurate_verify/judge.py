@@ -55,6 +55,19 @@ PLACEHOLDERS = ("question", "gold_answer", "llm_response")
 
 #: The plain format: the judge answers with one letter (CompassVerifier's CV_PROMPT structure:
 #: criteria, the three labels, the three blocks, a closing cue; the words are ours).
+#: The task both formats end with: the three fields, fenced by the nonce markers.
+TASK = """The task:
+[[QUESTION {nonce}]]
+{question}
+[[/QUESTION {nonce}]]
+[[STANDARD ANSWER {nonce}]]
+{gold_answer}
+[[/STANDARD ANSWER {nonce}]]
+[[CANDIDATE FINAL ANSWER {nonce}]]
+{llm_response}
+[[/CANDIDATE FINAL ANSWER {nonce}]]
+"""
+
 PLAIN_PROMPT = """Act as a grading expert: decide whether the candidate's final answer agrees with the standard answer.
 
 Criteria:
@@ -71,17 +84,7 @@ B: INCORRECT
 C: INVALID
 Reply with the single letter A, B or C and nothing else.
 
-The task:
-[[QUESTION {nonce}]]
-{question}
-[[/QUESTION {nonce}]]
-[[STANDARD ANSWER {nonce}]]
-{gold_answer}
-[[/STANDARD ANSWER {nonce}]]
-[[CANDIDATE FINAL ANSWER {nonce}]]
-{llm_response}
-[[/CANDIDATE FINAL ANSWER {nonce}]]
-Your label:"""
+""" + TASK + """Your label:"""
 
 #: The chain-of-thought format: analysis, then "Final Judgment: \\boxed{A|B|C}" with C split
 #: into INCOMPLETE / REPETITIVE / REFUSAL (CompassVerifier's CV_COT_PROMPT structure).
@@ -103,17 +106,7 @@ Output: first a short analysis (validity, then what the question requires, then 
 Final Judgment: \\boxed{{X}} - <TYPE>
 with X one of A, B, C and TYPE one of CORRECT, INCORRECT, INCOMPLETE, REPETITIVE, REFUSAL.
 
-The task:
-[[QUESTION {nonce}]]
-{question}
-[[/QUESTION {nonce}]]
-[[STANDARD ANSWER {nonce}]]
-{gold_answer}
-[[/STANDARD ANSWER {nonce}]]
-[[CANDIDATE FINAL ANSWER {nonce}]]
-{llm_response}
-[[/CANDIDATE FINAL ANSWER {nonce}]]
-Analysis and Final Judgment:"""
+""" + TASK + """Analysis and Final Judgment:"""
 #: kept for callers of the earlier name
 USER_PROMPT = COT_PROMPT
 PROMPTS = {"plain": PLAIN_PROMPT, "cot": COT_PROMPT}
