@@ -17,6 +17,7 @@ the request's own base seed plus ``i``, whatever else is cached or sent with it.
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from dualcurate.cache import RequestCache, canonical_json, request_key
+from dualcurate.errors import DualcurateError
 from dualcurate.stages import StageConfig
 from dualcurate.window import GenerationCancelled, GenerationWindow
 
@@ -121,6 +123,39 @@ class Completion:
         return data
 
 
+#: What an engine's worker posts to a call's :class:`ResultMailbox` when the engine closes.
+ENGINE_CLOSED = object()
+
+
+class ResultMailbox:
+    """One ``generate`` call of an engine that runs the model in a worker thread (hf, vllm):
+    the worker posts each request index whose samples are all done (or
+    :data:`ENGINE_CLOSED`); the calling thread waits in :meth:`deliver` and reports each to
+    ``on_result`` itself, so cache writes never hold up the model."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.delivered = 0
+
+    def put(self, item: Any) -> None:
+        """A finished request's index, or :data:`ENGINE_CLOSED`."""
+        self._queue.put(item)
+
+    def deliver(self, results: list[list[Completion]], on_result: OnResult | None,
+                closed: Callable[[int], str]) -> None:
+        """Wait for every request of the call, calling ``on_result(i, results[i])`` as each is
+        posted; raise a DualcurateError with ``closed(requests left)`` if the engine closes.
+        ``delivered`` counts what was reported (the caller cancels the rest on the way out)."""
+        total = len(results)
+        while self.delivered < total:
+            item = self._queue.get()
+            if item is ENGINE_CLOSED:
+                raise DualcurateError(closed(total - self.delivered))
+            self.delivered += 1
+            if on_result is not None:
+                on_result(item, results[item])
+
+
 class EngineConfig(StageConfig):
     """Common engine options. ``model`` is a hub id or a local directory."""
 
@@ -198,8 +233,6 @@ class Engine:
     def image_bytes(self, digest: str) -> bytes:
         """The bytes of an image part's hash, from the resolver given at ``setup``."""
         if self.resolve_image is None:
-            from dualcurate.errors import DualcurateError
-
             raise DualcurateError(f"engine {self.name}: a request has an image but no image "
                                   f"store was given; call setup(ctx) with a run context")
         return self.resolve_image(digest)

@@ -43,7 +43,6 @@ import hashlib
 import heapq
 import io
 import itertools
-import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,11 +52,13 @@ from pydantic import Field
 
 from dualcurate.cache import canonical_json
 from dualcurate.engine import (
+    ENGINE_CLOSED,
     ChatRequest,
     Completion,
     Engine,
     LocalModelConfig,
     OnResult,
+    ResultMailbox,
     SamplingParams,
 )
 from dualcurate.errors import DualcurateError
@@ -74,7 +75,7 @@ GENERATE_EXTRA = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size"
 _RNG_LOCK = threading.Lock()
 _NO_LOCK = contextlib.nullcontext()
 #: Put on a call's queue by ``close()``: the call raises instead of waiting.
-_CLOSED = object()
+_CLOSED = ENGINE_CLOSED
 
 
 class HFEngineConfig(LocalModelConfig):
@@ -100,7 +101,7 @@ class _Call:
     prompts: list[tuple[str, list[str]]]
     results: list[list[Completion]]
     remaining: list[int]
-    finished: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    finished: ResultMailbox = field(default_factory=ResultMailbox)
     cancelled: bool = False
 
 
@@ -311,21 +312,14 @@ class HFEngine(Engine):
             self._calls.add(call)
             self._start_worker()
             self._cond.notify()
-        done = 0
         try:
-            while done < len(requests):
-                item = call.finished.get()
-                if item is _CLOSED:
-                    raise DualcurateError(
-                        f"engine hf: the engine was closed while generate() waited for "
-                        f"{len(requests) - done} of its {len(requests)} requests")
-                done += 1
-                if on_result is not None:
-                    on_result(item, call.results[item])
+            call.finished.deliver(call.results, on_result, lambda left: (
+                f"engine hf: the engine was closed while generate() waited for {left} of its "
+                f"{len(requests)} requests"))
         finally:
             with self._cond:  # done, failed or interrupted: its rows leave the queue
                 self._calls.discard(call)
-                if done < len(requests):
+                if call.finished.delivered < len(requests):
                     call.cancelled = True
                     self._queue = [r for r in self._queue if r.call is not call]
         return call.results

@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import io
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -47,11 +46,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from dualcurate.engine import (
+    ENGINE_CLOSED,
     ChatRequest,
     Completion,
     Engine,
     LocalModelConfig,
     OnResult,
+    ResultMailbox,
     SamplingParams,
     map_image_parts,
 )
@@ -71,7 +72,7 @@ ADMISSION_DEPTH = 2
 ADMIT_SLICE_S = 0.05
 
 #: Put on a call's queue when the engine closes or fails: the call raises instead of waiting.
-_CLOSED = object()
+_CLOSED = ENGINE_CLOSED
 #: vLLM request ids, unique in the process (engines may share one ``vllm.LLM``).
 _REQUEST_IDS = itertools.count()
 
@@ -120,7 +121,7 @@ class _Call:
     template_kwargs: dict[str, Any] | None
     results: list[list[Completion]]
     remaining: list[int]
-    finished: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    finished: ResultMailbox = field(default_factory=ResultMailbox)
     cancelled: bool = False
     error: str = ""
 
@@ -338,21 +339,14 @@ class VLLMEngine(Engine):
             self._calls.add(call)
             self._start_worker()
             self._cond.notify_all()
-        done = 0
         try:
-            while done < len(requests):
-                item = call.finished.get()
-                if item is _CLOSED:
-                    raise DualcurateError(
-                        f"engine vllm: {call.error} while generate() waited for "
-                        f"{len(requests) - done} of its {len(requests)} requests")
-                done += 1
-                if on_result is not None:
-                    on_result(item, call.results[item])
+            call.finished.deliver(call.results, on_result, lambda left: (
+                f"engine vllm: {call.error} while generate() waited for {left} of its "
+                f"{len(requests)} requests"))
         finally:
             with self._cond:  # done, failed or interrupted: its requests leave the queue
                 self._calls.discard(call)
-                if done < len(requests) and not call.cancelled:
+                if call.finished.delivered < len(requests) and not call.cancelled:
                     call.cancelled = True
                     self._cancelled = True  # the loop aborts what vLLM still runs for it
                     self._queue = collections.deque(p for p in self._queue if p.call is not call)
