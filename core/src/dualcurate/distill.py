@@ -12,7 +12,6 @@ is missing. An optional caption pass fills ``caption`` from an instruct model fi
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,48 +26,20 @@ from pydantic import Field, ValidationError, field_validator
 from dualcurate.cache import canonical_json
 from dualcurate.engine import ChatRequest, Completion, Engine, SamplingParams
 from dualcurate.errors import DualcurateError, UnknownComponentError
+
+# the trace format is dualcurate.formats'; split_response and strip_reasoning stay importable here
+from dualcurate.formats import split_trace as split_response
+from dualcurate.formats import strip_reasoning
 from dualcurate.stages import Distiller, Row, StageConfig
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
     from dualcurate.plugins import PluginHost
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 DEFAULT_TEMPLATE = "four_phase.jinja"
 DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
 #: Distiller options handed to the engine when its Config has a field of that name.
 ENGINE_RUNTIME_OPTIONS = ("batch_size", "max_concurrency")
-
-
-def split_response(text: str) -> tuple[str, str]:
-    """``(reasoning, answer)`` of a teacher response.
-
-    Reasoning is the inside of the first ``<think>…</think>`` pair (or, when the chat template
-    opened the think block so only ``</think>`` appears, everything before it); an unclosed
-    ``<think>`` (a truncated response) gives all text after it and no answer. The answer is the
-    inside of the last ``<answer>…</answer>`` after the think block; none gives ``""``. Both
-    are stripped of surrounding whitespace.
-    """
-    open_at = text.find(THINK_OPEN)
-    close_at = text.find(THINK_CLOSE, open_at + len(THINK_OPEN) if open_at >= 0 else 0)
-    if close_at >= 0:
-        start = open_at + len(THINK_OPEN) if open_at >= 0 else 0
-        reasoning = text[start:close_at]
-        rest = text[close_at + len(THINK_CLOSE):]
-    elif open_at >= 0:
-        return text[open_at + len(THINK_OPEN):].strip(), ""
-    else:
-        reasoning, rest = "", text
-    answers = _ANSWER.findall(rest)
-    return reasoning.strip(), (answers[-1].strip() if answers else "")
-
-
-def strip_reasoning(text: str) -> str:
-    """The text after a think block (the whole text when there is none): for captions from
-    models that think before they answer."""
-    close_at = text.rfind(THINK_CLOSE)
-    return (text[close_at + len(THINK_CLOSE):] if close_at >= 0 else text).strip()
 
 
 def load_template(path: str | None, default: str) -> jinja2.Template:
