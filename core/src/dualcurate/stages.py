@@ -61,6 +61,9 @@ class Stage:
     Config: ClassVar[type[StageConfig]] = StageConfig
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    #: Arrow types (``pyarrow.DataType``) of columns this stage adds, by name; the shards it
+    #: writes hold them (a column all None in one shard keeps its type), others are inferred.
+    column_types: ClassVar[dict[str, Any]] = {}
     version: ClassVar[str] = "1"
     #: Distributions (besides the one that ships the stage's class) whose code decides this
     #: stage's output, e.g. ``("dualcurate-verify",)`` for a stage that verifies answers:
