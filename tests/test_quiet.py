@@ -163,7 +163,7 @@ def test_validate_holds_third_party_warnings_unless_verbose(run_cli, monkeypatch
     pytest.importorskip("dualcurate_hello")
     from dualcurate_hello.stages import AnswerLengthFilter
 
-    def check(self, host):
+    def preflight(self, host):
         warnings.warn("NoisyFutureWarning text", FutureWarning, stacklevel=1)
         return []
 

@@ -79,6 +79,13 @@ def test_hook_dualcurate_register_executors(plugin_host, register_plugin):
     _register_one(plugin_host, register_plugin, "dualcurate_register_executors", Executor)
 
 
+def test_hook_dualcurate_register_model_builders(plugin_host, register_plugin):
+    from dualcurate.models import ModelBuilder
+
+    _register_one(plugin_host, register_plugin, "dualcurate_register_model_builders",
+                  ModelBuilder)
+
+
 def test_hook_dualcurate_register_commands(plugin_host, register_plugin):
     class P:
         @hookimpl
@@ -117,3 +124,74 @@ def test_every_hook_is_documented_with_its_signature(hook):
 
 def test_every_kind_has_a_hook():
     assert set(KIND_HOOKS.values()) <= set(HOOK_NAMES)
+
+
+def test_every_kind_names_importable_base_classes():
+    import importlib
+
+    from dualcurate.kinds import KINDS
+
+    for k in KINDS:
+        for base in k.bases:
+            module, _, name = base.rpartition(".")
+            cls = getattr(importlib.import_module(module), name)
+            assert getattr(cls, "kind", None) == k.name or k.name == "filter", base
+
+
+def _plugin(hook: str, cls: type, name: str | None = None):
+    class P:
+        pass
+
+    def impl(self, register):
+        register(cls, name=name)
+
+    setattr(P, hook, hookimpl(impl))
+    return P()
+
+
+def test_two_plugins_registering_one_name_is_an_error_naming_both(plugin_host,
+                                                                  register_plugin):
+    from dualcurate.plugins import RegistrationError
+
+    first = type("FirstSource", (Source,), {"name": "same"})
+    second = type("SecondSource", (Source,), {"name": "same"})
+    register_plugin(_plugin("dualcurate_register_sources", first), name="plugin-one")
+    register_plugin(_plugin("dualcurate_register_sources", second), name="plugin-two")
+    with pytest.raises(RegistrationError) as err:
+        plugin_host.get("source", "same")
+    assert "'plugin-one'" in str(err.value) and "'plugin-two'" in str(err.value)
+    assert "source 'same'" in str(err.value)
+
+
+def test_registering_a_class_of_the_wrong_kind_is_an_error(plugin_host, register_plugin):
+    from dualcurate.plugins import RegistrationError
+
+    verifier = type("AVerifier", (Verifier,), {"name": "not-a-source"})
+    register_plugin(_plugin("dualcurate_register_sources", verifier), name="confused")
+    with pytest.raises(RegistrationError, match=r"plugin 'confused'.*registered as a source"
+                                                r".*is a verifier"):
+        plugin_host.get("source", "not-a-source")
+
+
+def test_registering_a_class_of_no_kind_is_an_error(plugin_host, register_plugin):
+    from dualcurate.plugins import RegistrationError
+
+    class NotAnEngine:
+        name = "plain"
+
+    register_plugin(_plugin("dualcurate_register_engines", NotAnEngine), name="plain-plugin")
+    with pytest.raises(RegistrationError, match=r"does not derive from dualcurate.engine.Engine"):
+        plugin_host.get("engine", "plain")
+
+
+def test_one_plugin_registering_one_class_twice_is_fine(plugin_host, register_plugin):
+    cls = type("Twice", (Source,), {"name": "twice"})
+
+    class P:
+        @hookimpl
+        def dualcurate_register_sources(self, register):
+            register(cls)
+            register(cls)
+
+    register_plugin(P(), name="twice")
+    assert plugin_host.get("source", "twice") is cls

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import dualcurate.fingerprint as fp
+import dualcurate.config as config
 from dualcurate import (
     Filter,
     MapStage,
@@ -189,7 +190,7 @@ def test_signatures_cover_models_and_code_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(PromptStage, "code_dependencies", ("dualcurate",))
     with_core = stage().signature()
     assert stages.code_versions(PromptStage)["dualcurate"]
-    monkeypatch.setattr(stages, "_dist_version", lambda dist: "999.0")
+    monkeypatch.setattr(config, "_dist_version", lambda dist: "999.0")
     assert stage().signature() != with_core
 
 

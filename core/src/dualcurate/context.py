@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dualcurate.cache import RequestCache
+from dualcurate.cache import RequestCache, canonical_json
 from dualcurate.engine import (
     ChatRequest,
     Completion,
@@ -21,12 +21,12 @@ from dualcurate.engine import (
     SamplingParams,
     generate_cached,
 )
+from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.store import ImageStore, RunStore
 from dualcurate.window import GenerationWindow
 
 if TYPE_CHECKING:
-    from dualcurate.plugins import PluginHost
     from dualcurate.stages import Stage
 
 
@@ -74,14 +74,10 @@ class StageContext:
     # engines --------------------------------------------------------------------------------
     def engine(self, name: str, config: dict[str, Any]) -> Engine:
         """An engine by registered name, set up once and reused for the rest of the stage."""
-        from dualcurate.cache import canonical_json
-
         key = name + canonical_json(config)
         with self._engines_lock:  # shards in flight share one engine
             if key not in self._engines:
                 if self.host is None:
-                    from dualcurate.plugins import PluginHost
-
                     self.host = PluginHost()
                 cls = self.host.get("engine", name)
                 engine = cls(config)
@@ -98,8 +94,6 @@ class StageContext:
     def make_stage(self, kind: str, name: str, config: dict[str, Any] | None = None) -> Stage:
         """Another stage by registered name (an efficacy judge building its trainer, say)."""
         if self.host is None:
-            from dualcurate.plugins import PluginHost
-
             self.host = PluginHost()
         return self.host.get(kind, name)(config or {})
 

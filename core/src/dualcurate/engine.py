@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from dualcurate.cache import RequestCache, canonical_json, request_key
+from dualcurate.config import StageConfig
 from dualcurate.errors import DualcurateError
-from dualcurate.stages import StageConfig
+from dualcurate.fingerprint import model_fingerprint
 from dualcurate.window import GenerationCancelled, GenerationWindow
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ class Engine:
     """Base class for generation backends."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "engine"
     Config: ClassVar[type[EngineConfig]] = EngineConfig
     #: True when ``generate`` may be called from several threads at once and keeps the model
     #: fed across calls (one capacity shared by all of them). False: core calls it one call
@@ -270,7 +272,6 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
     memo = engine.__dict__.get("_dualcurate_identity")
     if memo is not None:
         return memo
-    from dualcurate.fingerprint import model_fingerprint
 
     ident = dict(engine.identity())
     config = engine.config

@@ -68,5 +68,11 @@ def dualcurate_register_executors(register: Register) -> None:
 
 
 @hookspec
+def dualcurate_register_model_builders(register: Register) -> None:
+    """Register ModelBuilder classes: they build a model a recipe's ``[models]`` table names
+    (``build = { use = "..." }``) when it is not there yet, before the stages run."""
+
+
+@hookspec
 def dualcurate_register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``curate`` CLI (called when the CLI is built)."""

@@ -4,11 +4,18 @@ Plugins are entry points in group ``dualcurate``; the entry-point name is what `
 takes. Core's own parts are registered the same way (``dualcurate.builtins``). Loading is
 per entry point and failure-tolerant: a plugin that fails to import is recorded with its error
 and the rest still load. Core code never calls ``pm.hook`` untyped: it asks the host.
+
+Which hook fills which registry, and which base class a registered class must have, comes from
+the one table of kinds (:mod:`dualcurate.kinds`). Two plugins registering the same name for
+one kind, or a class of the wrong kind, is an error naming both. Core's own components are a
+plugin like any other, ``builtins``: loaded by module name, as pytest and llm load theirs, so
+the host needs no import of the layers above it.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata as md
 import os
 import traceback
@@ -20,21 +27,20 @@ import pluggy
 
 from dualcurate import hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
+from dualcurate.kinds import BY_NAME, KINDS, STAGE_KINDS, kind_problem
 
 ENTRY_POINT_GROUP = "dualcurate"
+#: core's own plugin modules, registered first under the name ``builtins``
+BUILTIN_PLUGINS = ("dualcurate.builtins",)
 
-#: registry kind -> hook that fills it
-KIND_HOOKS: dict[str, str] = {
-    "source": "dualcurate_register_sources",
-    "distiller": "dualcurate_register_distillers",
-    "verifier": "dualcurate_register_verifiers",
-    "filter": "dualcurate_register_filters",
-    "trainer": "dualcurate_register_trainers",
-    "efficacy_judge": "dualcurate_register_efficacy_judges",
-    "engine": "dualcurate_register_engines",
-    "executor": "dualcurate_register_executors",
-}
-STAGE_KINDS = ("source", "distiller", "verifier", "filter", "trainer", "efficacy_judge")
+#: registry kind -> hook that fills it (derived from :data:`dualcurate.kinds.KINDS`)
+KIND_HOOKS: dict[str, str] = {k.name: k.hook for k in KINDS}
+__all__ = ["KIND_HOOKS", "STAGE_KINDS", "PluginHost", "PluginInfo", "RegistrationError"]
+
+
+class RegistrationError(DualcurateError):
+    """Two plugins register one name for one kind, or a plugin registers a class of the wrong
+    kind. Raised when the registry is built; names the plugins involved."""
 
 
 @dataclass
@@ -87,10 +93,9 @@ class PluginHost:
         self._registry: dict[str, dict[str, type]] | None = None
         self._owners: dict[tuple[str, str], str] = {}
         if builtins:
-            from dualcurate import builtins as builtin_plugin
-
-            self.register(builtin_plugin, name="builtins", distribution="dualcurate",
-                          version=_core_version())
+            for module in BUILTIN_PLUGINS:
+                self.register(importlib.import_module(module), name="builtins",
+                              distribution="dualcurate", version=_core_version())
         wanted = list(select)
         if self.autoload:
             self.load_all()
@@ -171,25 +176,43 @@ class PluginHost:
 
     # registry --------------------------------------------------------------------------------
     def _build_registry(self) -> dict[str, dict[str, type]]:
-        registry: dict[str, dict[str, type]] = {kind: {} for kind in KIND_HOOKS}
-        self._owners = {}
+        registry: dict[str, dict[str, type]] = {k.name: {} for k in KINDS}
+        owners: dict[tuple[str, str], str] = {}
+        problems: list[str] = []
         for info in self.infos.values():
             info.registers = {}
-        for kind, hook_name in KIND_HOOKS.items():
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
+        for k in KINDS:
+            hook = getattr(self.pm.hook, k.hook)
+            for impl in hook.get_hookimpls():  # in registration order
                 plugin_name = self.pm.get_name(impl.plugin) or "?"
 
-                def register(cls: type, name: str | None = None, _kind: str = kind,
+                def register(cls: type, name: str | None = None, _k=k,
                              _owner: str = plugin_name) -> None:
-                    reg_name = name or getattr(cls, "name", "") or cls.__name__
-                    registry[_kind][reg_name] = cls
-                    self._owners[(_kind, reg_name)] = _owner
+                    reg_name = name or getattr(cls, "name", "") or getattr(cls, "__name__", "")
+                    problem = kind_problem(cls, _k)
+                    if problem is not None:
+                        problems.append(f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
+                                        f"{problem}; register it through the hook of its "
+                                        f"kind")
+                        return
+                    before = owners.get((_k.name, reg_name))
+                    if before is not None and registry[_k.name][reg_name] is not cls:
+                        problems.append(
+                            f"{_k.title} {reg_name!r} is registered by two plugins: "
+                            f"{before!r} ({registry[_k.name][reg_name].__module__}) and "
+                            f"{_owner!r} ({cls.__module__}); uninstall one, or run without "
+                            f"one of them (--no-plugin {_owner})")
+                        return
+                    registry[_k.name][reg_name] = cls
+                    owners[(_k.name, reg_name)] = _owner
                     info = self.infos.get(_owner)
-                    if info is not None:
-                        info.registers.setdefault(_kind, []).append(reg_name)
+                    if info is not None and reg_name not in info.registers.get(_k.name, []):
+                        info.registers.setdefault(_k.name, []).append(reg_name)
 
                 impl.function(register=register)
+        if problems:
+            raise RegistrationError("plugin registry: " + "; ".join(problems))
+        self._owners = owners
         return registry
 
     @property
@@ -203,11 +226,12 @@ class PluginHost:
 
     def get(self, kind: str, name: str) -> type:
         """The class registered under ``name`` for ``kind``; unknown names list the choices."""
-        if kind not in KIND_HOOKS:
-            raise UnknownComponentError(f"stage kind {kind!r}: not one of {', '.join(KIND_HOOKS)}")
+        if kind not in BY_NAME:
+            raise UnknownComponentError(f"kind {kind!r}: not one of {', '.join(BY_NAME)}")
         try:
             return self.registry[kind][name]
         except KeyError:
+            title = BY_NAME[kind].title
             have = ", ".join(self.names(kind)) or "(none)"
             near = difflib.get_close_matches(name, self.names(kind), n=3, cutoff=0.6)
             hint = (f"load the plugin that provides it with --plugin {name}"
@@ -215,36 +239,41 @@ class PluginHost:
                     f"did you mean {' or '.join(repr(n) for n in near)}" if near else
                     "install the plugin that provides it, or pick one of those")
             raise UnknownComponentError(
-                f"{kind} {name!r}: nothing registered under that name. Registered {kind}s: "
-                f"{have}. {hint}.") from None
+                f"{title} {name!r}: nothing registered under that name. Registered "
+                f"{title}s: {have}. {hint}.") from None
 
     def owner(self, kind: str, name: str) -> str | None:
         self.registry  # noqa: B018 - builds owners
         return self._owners.get((kind, name))
 
+    def of_kind(self, kind: str) -> dict[str, type]:
+        """name -> class of everything registered for ``kind``."""
+        return dict(self.registry[kind])
+
+    # one accessor per kind, for readability at call sites
     def sources(self) -> dict[str, type]:
-        return dict(self.registry["source"])
+        return self.of_kind("source")
 
     def distillers(self) -> dict[str, type]:
-        return dict(self.registry["distiller"])
+        return self.of_kind("distiller")
 
     def verifiers(self) -> dict[str, type]:
-        return dict(self.registry["verifier"])
+        return self.of_kind("verifier")
 
     def filters(self) -> dict[str, type]:
-        return dict(self.registry["filter"])
+        return self.of_kind("filter")
 
     def trainers(self) -> dict[str, type]:
-        return dict(self.registry["trainer"])
+        return self.of_kind("trainer")
 
     def efficacy_judges(self) -> dict[str, type]:
-        return dict(self.registry["efficacy_judge"])
+        return self.of_kind("efficacy_judge")
 
     def engines(self) -> dict[str, type]:
-        return dict(self.registry["engine"])
+        return self.of_kind("engine")
 
     def executors(self) -> dict[str, type]:
-        return dict(self.registry["executor"])
+        return self.of_kind("executor")
 
     def register_commands(self, cli: Any) -> None:
         self.pm.hook.dualcurate_register_commands(cli=cli)

@@ -15,15 +15,20 @@ use = "reference"
 model = "Qwen/Qwen3-VL-235B-A22B-Thinking"
 ```
 
-Section names map to kinds (``source``, ``distill``, ``verify``, ``filter``, ``train``,
-``judge``); other names need ``kind = "..."``. Stages run in file order unless ``[run] stages``
-lists them.
+Section names map to kinds through the table of kinds (:mod:`dualcurate.kinds`: ``source``,
+``distill``, ``verify``, ``filter``, ``train``, ``judge``); other names need ``kind = "..."``.
+Stages run in file order unless ``[run] stages`` lists them.
+
+``[models]`` names each model once (a hub id or folder, or a table with ``path`` and a
+``build`` step, see :mod:`dualcurate.models`); any string option ``"@NAME"`` in a stage is that
+model's path (``"@@..."`` is a literal ``"@..."``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +37,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dualcurate.errors import RecipeError
+from dualcurate.kinds import BY_SECTION, STAGE_KINDS
 
-SECTION_KINDS = {
-    "source": "source",
-    "distill": "distiller",
-    "verify": "verifier",
-    "filter": "filter",
-    "train": "trainer",
-    "judge": "efficacy_judge",
-}
+#: recipe section -> stage kind (derived from :data:`dualcurate.kinds.KINDS`)
+SECTION_KINDS = {section: k.name for section, k in BY_SECTION.items()}
 RESERVED_STAGE_KEYS = {"use", "kind", "plugins"}
+#: top-level tables that are not stages
+RESERVED_SECTIONS = {"run", "models"}
+_MODEL_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_.-]*)")
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"
 
 
@@ -61,6 +64,78 @@ class RunSection(BaseModel):
 
 
 @dataclass
+class ModelSpec:
+    """One entry of ``[models]``: a path (hub id or folder) and, optionally, how to build it
+    (``build = { use = "<model builder>", ...options }``) when the folder is missing."""
+
+    name: str
+    path: str
+    build: dict[str, Any] | None = None
+
+
+def parse_models(raw: Any, problems: list[str]) -> dict[str, ModelSpec]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append("[models]: must be a table of NAME = \"hub id or folder\" entries")
+        return {}
+    out: dict[str, ModelSpec] = {}
+    for name, value in raw.items():
+        if not _MODEL_REF.fullmatch(f"@{name}"):
+            problems.append(f"[models] {name}: use letters, digits, _ . - in model names")
+            continue
+        if isinstance(value, str) and value:
+            out[name] = ModelSpec(name, value)
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"[models] {name}: give a hub id or folder (a string), or a table "
+                            f"with path = \"...\" and optionally build = {{ use = \"...\" }}")
+            continue
+        unknown = sorted(set(value) - {"path", "build"})
+        path, build = value.get("path"), value.get("build")
+        if unknown:
+            problems.append(f"[models.{name}] {', '.join(unknown)}: unknown key(s); a model "
+                            f"table takes path and build")
+        if not isinstance(path, str) or not path:
+            problems.append(f"[models.{name}] path: missing; the hub id or folder of the model")
+            continue
+        if build is not None and (not isinstance(build, dict) or not isinstance(
+                build.get("use"), str) or not build.get("use")):
+            problems.append(f"[models.{name}] build: a table naming the model builder, e.g. "
+                            f"build = {{ use = \"synthetic-base\" }} (`curate plugins` lists "
+                            f"model builders)")
+            continue
+        out[name] = ModelSpec(name, path, dict(build) if build is not None else None)
+    return out
+
+
+def substitute_models(value: Any, models: dict[str, ModelSpec], where: str,
+                      problems: list[str]) -> Any:
+    """``value`` with every string ``"@NAME"`` replaced by the path of model NAME
+    (``"@@x"`` gives the literal ``"@x"``); unknown names are added to ``problems``."""
+    if isinstance(value, dict):
+        return {k: substitute_models(v, models, f"{where}.{k}", problems)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_models(v, models, where, problems) for v in value]
+    if isinstance(value, str) and value.startswith("@"):
+        if value.startswith("@@"):
+            return value[1:]
+        match = _MODEL_REF.fullmatch(value)
+        if match is None:
+            return value
+        spec = models.get(match.group(1))
+        if spec is None:
+            have = ", ".join(sorted(models)) or "none"
+            problems.append(f"{where}: {value!r} names no model in [models] (models: {have}); "
+                            f"add {match.group(1)} = \"<hub id or folder>\" under [models], or "
+                            f"write @@ for a literal @")
+            return value
+        return spec.path
+    return value
+
+
+@dataclass
 class StageSpec:
     """One stage section of a recipe."""
 
@@ -71,10 +146,13 @@ class StageSpec:
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``--set`` overrides of this stage's options: (path below the stage, value), in order.
     set_options: list[tuple[list[str], Any]] = field(default_factory=list)
+    #: the recipe's ``[models]``, for ``"@NAME"`` references in options
+    models: dict[str, ModelSpec] = field(default_factory=dict)
 
     def options_for(self, plugin: str) -> dict[str, Any]:
         """The options ``plugin`` runs this stage with. One precedence rule: defaults <
-        the stage's table < its ``[<stage>.plugins.<plugin>]`` table < ``--set``."""
+        the stage's table < its ``[<stage>.plugins.<plugin>]`` table < ``--set``. Model
+        references (``"@base"``) are replaced by the models' paths."""
         merged = copy.deepcopy({**self.options, **self.plugin_options.get(plugin, {})})
         for path, value in self.set_options:
             node = merged
@@ -83,6 +161,10 @@ class StageSpec:
                     node[key] = {}
                 node = node[key]
             node[path[-1]] = copy.deepcopy(value)
+        problems: list[str] = []
+        merged = substitute_models(merged, self.models, f"[{self.name}]", problems)
+        if problems:  # caught at load time already; here only for specs built by hand
+            raise RecipeError(self.name, problems)
         return merged
 
     def origin(self, plugin: str, key: str) -> str:
@@ -107,6 +189,7 @@ class Recipe:
     stages: list[StageSpec]
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSpec:
         for spec in self.stages:
@@ -197,9 +280,10 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>",
     except ValidationError as exc:
         problems.extend(format_validation("run", exc))
         run = RunSection()
+    models = parse_models(raw.get("models"), problems)
     stages: list[StageSpec] = []
     for name, section in raw.items():
-        if name == "run":
+        if name in RESERVED_SECTIONS:
             continue
         if not isinstance(section, dict):
             problems.append(f"{name}: top-level key {name!r} is not a stage table; stages "
@@ -210,9 +294,9 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>",
             problems.append(f"[{name}]: unknown stage section; name it one of "
                             f"{', '.join(SECTION_KINDS)} or add kind = \"filter\" (etc.)")
             continue
-        if kind not in SECTION_KINDS.values():
+        if kind not in STAGE_KINDS:
             problems.append(f"[{name}] kind: {kind!r} is not a stage kind; use one of "
-                            f"{', '.join(SECTION_KINDS.values())}")
+                            f"{', '.join(STAGE_KINDS)}")
             continue
         use = section.get("use")
         if not isinstance(use, str) or not use:
@@ -227,8 +311,14 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>",
         options = {k: v for k, v in section.items() if k not in RESERVED_STAGE_KEYS}
         set_options = [(keys[1:], value) for keys, value in parse_overrides(overrides or [])
                        if keys[0] == name and keys[1] not in RESERVED_STAGE_KEYS]
-        stages.append(StageSpec(name=name, kind=kind, use=use, options=options,
-                                plugin_options=plugin_options, set_options=set_options))
+        spec = StageSpec(name=name, kind=kind, use=use, options=options,
+                         plugin_options=plugin_options, set_options=set_options, models=models)
+        # unknown "@model" references, wherever they are written
+        substitute_models({**options, **{k: v for opts in plugin_options.values()
+                                         for k, v in opts.items()},
+                           **{".".join(p): v for p, v in set_options}},
+                          models, f"[{name}]", problems)
+        stages.append(spec)
     if run.stages is not None:
         by_name = {s.name: s for s in stages}
         missing = [n for n in run.stages if n not in by_name]
@@ -241,7 +331,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<dict>",
         problems.append(f"[{stages[0].name}]: the first stage must be a source")
     if problems:
         raise RecipeError(source, problems)
-    return Recipe(run=run, stages=stages, source=source, raw=raw)
+    return Recipe(run=run, stages=stages, source=source, raw=raw, models=models)
 
 
 SECRET_HINTS = ("key", "token", "secret", "password", "credential")

@@ -14,43 +14,27 @@ there, never per batch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from dualcurate.config import StageConfig, code_versions, signature_inputs
+from dualcurate.context import StageContext
+from dualcurate.kinds import KINDS
+from dualcurate.schema import rows_to_table
 
 if TYPE_CHECKING:
     import datasets
 
-    from dualcurate.context import StageContext
     from dualcurate.plugins import PluginHost
 
+__all__ = ["StageConfig", "code_versions", "signature_inputs"]  # re-exported from config
+
 Row = dict[str, Any]
-
-
-class StageConfig(BaseModel):
-    """Base for stage configs: unknown keys are errors, so a misspelt option fails validation.
-
-    Fields listed in ``runtime_fields`` (batch sizes, concurrency, devices) do not change a
-    stage's output and are left out of its cache signature.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    runtime_fields: ClassVar[frozenset[str]] = frozenset()
-    #: Options naming files the stage reads (templates, prompt files): the files' contents
-    #: enter the signature, so editing one in place recomputes the stage. Fields named
-    #: ``template`` or ``*_template`` whose value is an existing file count without listing.
-    file_fields: ClassVar[frozenset[str]] = frozenset()
-    #: Options naming a model (hub id or local folder), or engine options holding ``model``
-    #: (and ``revision``): the model's fingerprint enters the signature, so a model retrained
-    #: in the same folder recomputes the stage. ``model``, ``base_model``, ``*_model`` and
-    #: ``*engine_options`` count without listing.
-    weights_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 class Stage:
@@ -79,10 +63,19 @@ class Stage:
             config = config.model_copy(update=kwargs)
         self.config = config
 
-    def check(self, host: PluginHost) -> list[str]:
-        """Problems beyond the Config's own validation, found before anything runs (an
-        engine name nobody registers, an optional dependency not installed). Each message
-        names the option and the fix."""
+    def preflight(self, host: PluginHost) -> list[str]:
+        """Problems beyond the Config's own validation, found by ``curate validate`` before
+        anything runs (an optional dependency not installed, a file the options name that
+        is not there). Components the options name (``engine = { use = ... }``) are
+        resolved and validated by the pipeline already. Each message names the option and
+        the fix."""
+        legacy = type(self).__dict__.get("check") or next(
+            (c.__dict__["check"] for c in type(self).__mro__[1:]
+             if "check" in c.__dict__ and c is not Stage), None)
+        if legacy is not None:  # a plugin written before the rename
+            warnings.warn(f"{type(self).__qualname__}.check(host) is now preflight(host); "
+                          f"rename it", DeprecationWarning, stacklevel=2)
+            return list(legacy(self, host))
         return []
 
     def check_upstream(self, upstream: list[Stage]) -> list[str]:
@@ -113,75 +106,6 @@ class Stage:
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@functools.cache
-def _module_distributions() -> dict[str, list[str]]:
-    import importlib.metadata as md
-
-    return md.packages_distributions()
-
-
-@functools.cache
-def _dist_version(dist: str) -> str | None:
-    import importlib.metadata as md
-
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
-
-
-def code_versions(cls: type[Stage]) -> dict[str, str | None]:
-    """Distribution -> version of the code behind a stage class: the distribution that ships
-    its module and its ``code_dependencies``."""
-    top = cls.__module__.split(".", 1)[0]
-    dists = list(_module_distributions().get(top, []))
-    dists.extend(cls.code_dependencies)
-    return {d: _dist_version(d) for d in sorted(set(dists))}
-
-
-def _is_model_field(name: str) -> bool:
-    return name in ("model", "base_model") or name.endswith("_model") or \
-        name.endswith("engine_options")
-
-
-def _is_template_field(name: str) -> bool:
-    return name == "template" or name.endswith("_template")
-
-
-def _existing_file(value: Any) -> bool:
-    if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
-        return False
-    try:
-        return Path(value).expanduser().is_file()
-    except OSError:
-        return False
-
-
-def signature_inputs(config: StageConfig) -> dict[str, Any]:
-    """Fingerprints of the files and models a stage config names (see ``file_fields`` and
-    ``weights_fields``): what a path cannot say about its contents."""
-    from dualcurate.fingerprint import model_fingerprint, path_fingerprint
-
-    cls = type(config)
-    out: dict[str, Any] = {}
-    for name in sorted(cls.model_fields):
-        if name in cls.runtime_fields:
-            continue
-        value = getattr(config, name, None)
-        if name in cls.weights_fields or _is_model_field(name):
-            if isinstance(value, str) and value:
-                out[name] = model_fingerprint(value)
-            elif isinstance(value, dict) and isinstance(value.get("model"), str) \
-                    and value["model"] and not value.get("base_url"):
-                out[name] = model_fingerprint(value["model"], value.get("revision"))
-        elif name in cls.file_fields or (_is_template_field(name) and _existing_file(value)):
-            if isinstance(value, str) and value:
-                out[name] = path_fingerprint(value)
-            elif isinstance(value, list | tuple):
-                out[name] = [path_fingerprint(v) for v in value if isinstance(v, str)]
-    return out
 
 
 class Source(Stage):
@@ -223,9 +147,7 @@ class MapStage(Stage):
         """Library use: run this stage over a ``datasets.Dataset`` without a run directory."""
         import datasets as hf_datasets
 
-        from dualcurate.context import StageContext as Ctx
-
-        ctx = ctx or Ctx.ephemeral(stage_name=self.name or type(self).__name__)
+        ctx = ctx or StageContext.ephemeral(stage_name=self.name or type(self).__name__)
         self.setup(ctx)
         try:
             out: list[Row] = []
@@ -235,8 +157,6 @@ class MapStage(Stage):
             self.finish(ctx)
         finally:
             self.teardown()
-        from dualcurate.schema import rows_to_table
-
         return hf_datasets.Dataset(rows_to_table(out))
 
 
@@ -347,6 +267,7 @@ class Executor:
     A kill at any point loses no committed shard; the pipeline reruns what is missing."""
 
     name: ClassVar[str] = ""
+    kind: ClassVar[str] = "executor"
     Config: ClassVar[type[StageConfig]] = StageConfig
 
     def __init__(self, config: StageConfig | dict[str, Any] | None = None):
@@ -357,11 +278,6 @@ class Executor:
         raise NotImplementedError
 
 
+#: stage kind -> its (first) base class, from the table of kinds
 STAGE_KINDS: dict[str, type[Stage]] = {
-    "source": Source,
-    "distiller": Distiller,
-    "verifier": Verifier,
-    "filter": Filter,
-    "trainer": Trainer,
-    "efficacy_judge": EfficacyJudge,
-}
+    k.name: globals()[k.bases[0].rsplit(".", 1)[1]] for k in KINDS if k.is_stage}

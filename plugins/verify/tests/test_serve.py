@@ -67,7 +67,7 @@ def test_judge_through_transformers_serve(served_tiny_lm: str, tiny_lm_dir: Path
     stage = CompassJudge({"engine": "openai", "require_think": False, "max_tokens": 16,
                           "engine_options": {"model": str(tiny_lm_dir), "base_url": served_tiny_lm,
                                              "max_retries": 0, "timeout": 120}})
-    assert stage.check(host) == []
+    assert stage.preflight(host) == []
     try:
         out = stage.process([row], ctx)
     finally:
@@ -116,7 +116,7 @@ def test_both_formats_parse_or_retry_and_a_rerun_sends_nothing(
     def run() -> tuple[list[dict], int, int]:
         ctx = StageContext.ephemeral("verify", root=tmp_path / "run", host=host)
         stage = CompassJudge(options)
-        assert stage.check(host) == []
+        assert stage.preflight(host) == []
         try:
             out = stage.process([dict(r) for r in rows], ctx)
         finally:

@@ -106,7 +106,7 @@ class HFDatasetSource(Source):
     config: HFDatasetConfig
 
     # -- validation before the run -----------------------------------------------------------
-    def check(self, host: PluginHost) -> list[str]:
+    def preflight(self, host: PluginHost) -> list[str]:
         problems = [p for spec in self.config.sources for p in location_problems(spec)]
         engine = self.config.llm_clean_engine
         if engine is not None and engine not in host.engines():

@@ -98,7 +98,7 @@ class RuleVerifier(Verifier):
     #: it never changes a verify stage's signature.
     answer_only: bool = False
 
-    def check(self, host: PluginHost) -> list[str]:
+    def preflight(self, host: PluginHost) -> list[str]:
         if importlib.util.find_spec("math_verify") is None:
             return ["math-verify is not installed; pip install 'math-verify>=0.7' (the "
                     "symbolic step of rule-verify needs it)"]

@@ -27,8 +27,8 @@ class VLLMDistiller(TeacherDistiller):
 
         return VLLMEngine
 
-    def check(self, host: PluginHost) -> list[str]:
-        problems = super().check(host)
+    def preflight(self, host: PluginHost) -> list[str]:
+        problems = super().preflight(host)
         if not vllm_available():
             problems.insert(0, VLLM_MISSING)
         return problems
