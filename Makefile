@@ -13,7 +13,7 @@ EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "exa
 PYTEST := $(VENV)/bin/python -m pytest
 
 .PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint dist test-export-tools clean
-.PHONY: test-ray
+.PHONY: test-ray docs
 
 $(STAMP): $(PYPROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench-vllm: $(VLLM_STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# docs/cli-reference.md from the click commands (every installed plugin's included);
+# tests/test_docs.py fails when the committed file differs.
+docs: install
+	$(PY) -m dualcurate.docgen cli --write
 
 # LLaMA-Factory and verl read the exports (curate export --format llamafactory|verl) in the
 # tests, through their own loaders. Their pins clash with ours (datasets, transformers, trl), so

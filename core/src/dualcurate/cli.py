@@ -211,7 +211,8 @@ def plugins_cmd(state: State, as_json: bool) -> None:
 
 @cli.command("validate")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a recipe value, e.g. --set distill.samples_per_question=4.")
 @click.option("--explain", is_flag=True, help="Print every stage's effective options and where "
               "each comes from (default, [stage], [stage.plugins.NAME], --set).")
 @click.option("--json", "as_json", is_flag=True, help="With --explain: print JSON.")
@@ -301,7 +302,7 @@ def report_cmd(run: str) -> None:
 @cli.command("inspect")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--stage", help="Stage whose rows to show (default: the last with rows).")
-@click.option("--limit", default=10, show_default=True)
+@click.option("--limit", default=10, show_default=True, help="How many rows to show.")
 @click.option("--columns", help="Comma-separated columns to show.")
 def inspect_cmd(run: str, stage: str | None, limit: int, columns: str | None) -> None:
     """Show a run's stages, or rows of one stage."""
@@ -353,10 +354,13 @@ def _last_stage_with_rows(store: Any) -> str | None:
 
 @cli.command("export")
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--stage", required=True)
-@click.option("--to", "to", required=True, type=click.Path(file_okay=False))
+@click.option("--stage", required=True, help="Stage whose rows to export.")
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the export into.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "hf", "llamafactory",
-                                                  "verl"]), default="parquet", show_default=True)
+                                                  "verl"]), default="parquet", show_default=True,
+              help="Parquet shards, one JSON-lines file, a datasets.save_to_disk folder, a "
+                   "LLaMA-Factory dataset or verl RL Parquet (docs/export.md).")
 @click.option("--all-rows", is_flag=True, help="Include rows a filter dropped (keep=false).")
 @click.option("--images", "images", type=click.Choice(["copy", "link", "embed", "none"]),
               default=None, help="What the export carries of the images: files copied (or "

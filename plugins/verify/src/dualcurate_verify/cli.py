@@ -107,7 +107,9 @@ def verify_items(items: list[dict[str, Any]], host: Any = None, judge: dict[str,
 @click.option("--response", help="The response to verify (may hold <think>…</think>).")
 @click.option("--question", help="The question (only the judge reads it).")
 @click.option("--answer-type", type=click.Choice(["multiple_choice", "number", "expression",
-                                                  "text", "yes_no", "open"]))
+                                                  "text", "yes_no", "open"]),
+              help="The gold answer's type, which refines the comparison (default: read "
+                   "from the gold answer and --choice).")
 @click.option("--choice", "choices", multiple=True, metavar="TEXT",
               help="Option text of a multiple-choice question, A first. Repeatable.")
 @click.option("--jsonl", type=str, metavar="FILE",
