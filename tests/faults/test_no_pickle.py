@@ -73,7 +73,8 @@ def test_a_tampered_checkpoint_file_is_refused_before_resume(tmp_path: Path, pla
     import torch
     from safetensors.torch import save_file
 
-    from dualcurate_trl.common import TrainerError, verify_checkpoint
+    from dualcurate_trl.checkpoints import verify_checkpoint
+    from dualcurate_trl.errors import TrainerError
 
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
     checkpoint.mkdir(parents=True)

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from dualcurate import StageContext
 from dualcurate.testing.contracts import TrainerContract
 from dualcurate_trl import plugin
-from dualcurate_trl.common import read_log
 from dualcurate_trl.grpo import GRPOStage, GSPOStage
 from dualcurate_trl.toy import arithmetic_rows, to_hf
+from dualcurate_trl.training_log import read_log
 
 
 def parity_check(gold: str, response: str, question: str | None = None) -> SimpleNamespace:

@@ -11,10 +11,10 @@ import pytest
 
 from dualcurate import StageContext
 from dualcurate_trl import plugin
-from dualcurate_trl.common import read_log
 from dualcurate_trl.grpo import GRPOStage, GSPOStage
 from dualcurate_trl.sft import SFTStage
 from dualcurate_trl.toy import arithmetic_rows, to_hf
+from dualcurate_trl.training_log import read_log
 
 
 def test_each_entry_point_registers_its_trainer(plugin_host, register_plugin) -> None:

@@ -11,9 +11,10 @@ import pytest
 from dualcurate import StageContext
 from dualcurate.testing.contracts import TrainerContract
 from dualcurate_trl import plugin
-from dualcurate_trl.common import TrainerError, read_log
+from dualcurate_trl.errors import TrainerError
 from dualcurate_trl.sft import SFTStage
 from dualcurate_trl.toy import arithmetic_rows, colour_rows, to_hf
+from dualcurate_trl.training_log import read_log
 
 FAST = {"learning_rate": 5e-3, "per_device_train_batch_size": 4,
         "trl_args": {"gradient_checkpointing": False}}
@@ -134,7 +135,7 @@ def test_bin_only_model_is_refused(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     (model / "pytorch_model.bin").write_bytes(b"not loaded")
-    from dualcurate_trl.common import load_model_and_processor
+    from dualcurate_trl.loading import load_model_and_processor
 
     with pytest.raises(TrainerError, match="safetensors"):
         load_model_and_processor(str(model), None, vision=False)

@@ -15,8 +15,8 @@ from typing import Any
 from dualcurate.context import StageContext, recipe_verifier
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
+from dualcurate_dualtuning.components import component, host_of
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
-from dualcurate_dualtuning.hosting import component, host_of
 
 Scorer = Callable[[dict[str, Any], str], bool]
 

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from dualcurate.errors import DualcurateError
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
+from dualcurate_dualtuning.components import component
 from dualcurate_dualtuning.data import (
     LONG,
     SHORT,
@@ -32,7 +33,6 @@ from dualcurate_dualtuning.data import (
     verified_traces,
 )
 from dualcurate_dualtuning.evaluate import ModelScores, evaluate_model
-from dualcurate_dualtuning.hosting import component
 from dualcurate_dualtuning.metrics import (
     DETRIMENTAL,
     DIRECT,

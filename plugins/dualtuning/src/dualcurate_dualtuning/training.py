@@ -17,7 +17,7 @@ from typing import Any
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError
 from dualcurate.schema import rows_to_table
-from dualcurate_dualtuning.hosting import component, host_of
+from dualcurate_dualtuning.components import component, host_of
 
 MARKER = "dualtuning-model.json"
 #: Config fields through which trainers take the model to start from, in order of preference.

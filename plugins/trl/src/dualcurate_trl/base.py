@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dualcurate import StageResult, Trainer
-from dualcurate_trl.common import (
-    SavedModel,
-    TrainConfig,
-    TrainerError,
-    finish,
-    is_vision_model,
-    make_log_callback,
-    resume_checkpoint,
-)
+from dualcurate_trl.checkpoints import resume_checkpoint
+from dualcurate_trl.config import TrainConfig
+from dualcurate_trl.errors import TrainerError
+from dualcurate_trl.loading import is_vision_model
+from dualcurate_trl.saving import SavedModel, finish
+from dualcurate_trl.training_log import make_log_callback
 
 if TYPE_CHECKING:
     import datasets

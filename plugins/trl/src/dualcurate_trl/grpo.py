@@ -18,13 +18,9 @@ from pydantic import model_validator
 
 from dualcurate.context import recipe_verifier
 from dualcurate_trl.base import TRLStage
-from dualcurate_trl.common import (
-    TrainConfig,
-    common_args,
-    load_model_and_processor,
-    lora_config,
-)
+from dualcurate_trl.config import TrainConfig, lora_config, shared_training_args
 from dualcurate_trl.data import build_examples, to_dataset, warn_dropped_images
+from dualcurate_trl.loading import load_model_and_processor
 from dualcurate_trl.rewards import CheckFn, reward_functions
 
 if TYPE_CHECKING:
@@ -167,7 +163,7 @@ class GRPOStage(TRLStage):
         use_vllm = vllm_available() if cfg.use_vllm is None else cfg.use_vllm
         _, weights = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check)
         kwargs: dict[str, Any] = {
-            **common_args(cfg, workdir / "checkpoints"),
+            **shared_training_args(cfg, workdir / "checkpoints"),
             "num_generations": cfg.num_generations,
             "max_completion_length": cfg.max_completion_length,
             "temperature": cfg.temperature,

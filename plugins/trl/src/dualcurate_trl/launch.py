@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dualcurate_trl.common import SavedModel, TrainerError
+from dualcurate_trl.errors import TrainerError
+from dualcurate_trl.saving import SavedModel
 
 if TYPE_CHECKING:
     import datasets

@@ -7,13 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dualcurate_trl.base import TRLStage
-from dualcurate_trl.common import (
-    TrainConfig,
-    common_args,
-    load_model_and_processor,
-    lora_config,
-)
+from dualcurate_trl.config import TrainConfig, lora_config, shared_training_args
 from dualcurate_trl.data import Mode, build_examples, to_dataset, warn_dropped_images
+from dualcurate_trl.loading import load_model_and_processor
 
 if TYPE_CHECKING:
     import datasets
@@ -124,7 +120,7 @@ class SFTStage(TRLStage):
         from trl import SFTConfig
 
         cfg = self.config
-        kwargs = {**common_args(cfg, workdir / "checkpoints"),
+        kwargs = {**shared_training_args(cfg, workdir / "checkpoints"),
                   "max_length": cfg.max_length, "completion_only_loss": True,
                   **cfg.trl_args}
         return SFTConfig(**kwargs)

@@ -1,4 +1,5 @@
-"""Finding the engine and trainer the judge is configured with.
+"""Finding the components the judge is configured with (engine, trainer, verifier) by their
+registered name, through the plugin host.
 
 The judge names other plugins in its options (``engine = "hf"``, ``trainer = "sft"``). With
 plugin autoloading off, the pipeline loads only the plugins a recipe ``use``s, so an installed
