@@ -23,7 +23,7 @@ def test_plugins_json(run_cli):
     infos = {p["name"]: p for p in json.loads(result.stdout)}
     for info in infos.values():
         assert set(info) == {"name", "distribution", "version", "hooks", "registers", "error"}
-    assert infos["builtins"]["registers"] == {"executor": ["local"]}
+    assert infos["builtins"]["registers"] == {"executor": ["local"], "distiller": ["teacher"]}
     assert infos["hello"]["registers"] == {"source": ["hello"], "filter": ["hello-length"]}
     assert infos["hello"]["distribution"] == "dualcurate-hello"
 

@@ -16,8 +16,8 @@ LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
     {"errors", "kinds", "hookspecs", "formats", "schema", "cache", "fingerprint", "progress",
      "quiet", "window"},
-    # configs, the run store, recipes
-    {"config", "store", "cache_segments", "recipe"},
+    # configs, the run store, recipes, what a plugin adds to a report
+    {"config", "store", "cache_segments", "recipe", "report_sections"},
     # engines and the plugin host
     {"engine", "plugins"},
     # what a stage gets while it runs
@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"executors", "models", "distill"},
     {"builtins"},
     # what users call: pipeline, reports, exports, the CLI, the testing kit
-    {"pipeline", "report_sections", "report", "export", "export_formats", "hub", "docgen",
+    {"pipeline", "report", "export", "export_formats", "hub", "docgen",
      "cli", "testing", "testing.contracts", "testing.plugin", "testing.tiny",
      "testing.fake_hub"},
     {"__init__"},

@@ -24,7 +24,7 @@ def broken_entry_points(real):
 def test_builtins_are_a_plugin():
     host = PluginHost(autoload=False)
     infos = {i.name: i for i in host.plugin_infos(include_unloaded=False)}
-    assert infos["builtins"].registers == {"executor": ["local"]}
+    assert infos["builtins"].registers == {"executor": ["local"], "distiller": ["teacher"]}
     assert infos["builtins"].distribution == "dualcurate"
     assert "local" in host.executors()
 

@@ -9,7 +9,7 @@ import importlib.metadata as md
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from dualcurate.fingerprint import model_fingerprint, path_fingerprint
 
@@ -83,7 +83,12 @@ def signature_inputs(config: StageConfig) -> dict[str, Any]:
         if name in cls.runtime_fields:
             continue
         value = getattr(config, name, None)
-        if name in cls.weights_fields or _is_model_field(name):
+        if isinstance(value, ComponentRef):
+            options = value.options
+            if isinstance(options.get("model"), str) and options["model"] and \
+                    not options.get("base_url"):
+                out[name] = model_fingerprint(options["model"], options.get("revision"))
+        elif name in cls.weights_fields or _is_model_field(name):
             if isinstance(value, str) and value:
                 out[name] = model_fingerprint(value)
             elif isinstance(value, dict) and isinstance(value.get("model"), str) \
@@ -95,3 +100,147 @@ def signature_inputs(config: StageConfig) -> dict[str, Any]:
             elif isinstance(value, list | tuple):
                 out[name] = [path_fingerprint(v) for v in value if isinstance(v, str)]
     return out
+
+
+class ComponentRef(BaseModel):
+    """A component named inside a stage's options, with its own options beside ``use``::
+
+        engine = { use = "vllm", model = "Qwen/Qwen3-VL-8B-Thinking", tensor_parallel_size = 8 }
+
+    A plain string names the component with its defaults (``engine = "hf-text"``). The kind
+    (``engine``, ``trainer``, ``verifier``) is the subclass's; ``curate validate`` resolves
+    ``use`` against the plugin registry and validates the options against that component's
+    Config before anything runs (:func:`check_refs`). Once resolved, the component's runtime
+    fields (batch sizes, concurrency) stay out of the referring stage's signature."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: ClassVar[str] = ""
+    use: str
+    _resolved: type | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_only(cls, value: Any) -> Any:
+        return {"use": value} if isinstance(value, str) else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The component's options (everything but ``use``)."""
+        return dict(self.model_extra or {})
+
+    @property
+    def resolved(self) -> type | None:
+        """The component's class, once :func:`check_refs` (or :meth:`resolve`) found it."""
+        return self._resolved
+
+    def resolve(self, host: Any) -> type:
+        """The class registered under ``use`` for this kind (``host``: a PluginHost); a
+        class the referring stage already knows (its default engine) when the host does not
+        register that name."""
+        try:
+            self._resolved = host.get(self.kind, self.use)
+        except Exception:
+            if self._resolved is None:
+                raise
+        return self._resolved
+
+    def signature_view(self) -> dict[str, Any]:
+        """What of this reference decides outputs: ``use`` and the options minus the resolved
+        component's runtime fields."""
+        runtime: frozenset[str] = frozenset()
+        config_cls = getattr(self._resolved, "Config", None)
+        if config_cls is not None:
+            runtime = getattr(config_cls, "runtime_fields", frozenset())
+        return {"use": self.use, **{k: v for k, v in self.options.items() if k not in runtime}}
+
+
+class EngineRef(ComponentRef):
+    """An engine named in a stage's options (``engine = { use = "vllm", model = "..." }``)."""
+
+    kind: ClassVar[str] = "engine"
+
+
+class TrainerRef(ComponentRef):
+    """A trainer named in a stage's options (``trainer = { use = "sft", max_steps = 500 }``)."""
+
+    kind: ClassVar[str] = "trainer"
+
+
+class VerifierRef(ComponentRef):
+    """A verifier named in a stage's options (``verifier = { use = "rule-verify" }``)."""
+
+    kind: ClassVar[str] = "verifier"
+
+
+def fold_options(data: Any, ref_field: str, options_field: str,
+                 default_use: str | None = None) -> Any:
+    """Accept the older spelling ``ref_field = "name"`` plus ``options_field = {...}`` for
+    ``ref_field = { use = "name", ... }`` (a config's ``mode="before"`` validator): the options
+    are merged over the reference's own, ``default_use`` fills a missing ``use``."""
+    if not isinstance(data, dict) or options_field not in data:
+        return data
+    data = dict(data)
+    legacy = data.pop(options_field)
+    if not isinstance(legacy, dict):
+        raise ValueError(f"{options_field} must be a table of options for {ref_field}; write "
+                         f"{ref_field} = {{ use = \"...\", ... }} instead")
+    ref = data.get(ref_field)
+    if isinstance(ref, BaseModel):
+        ref = ref.model_dump()
+    ref = {"use": ref} if isinstance(ref, str) else dict(ref or {})
+    if default_use is not None:
+        ref.setdefault("use", default_use)
+    data[ref_field] = {**ref, **legacy}
+    return data
+
+
+def component_refs(config: BaseModel) -> list[tuple[str, ComponentRef]]:
+    """(field path, reference) of every component reference in ``config``."""
+    out: list[tuple[str, ComponentRef]] = []
+    for name in type(config).model_fields:
+        value = getattr(config, name, None)
+        items = value if isinstance(value, list | tuple) else [value]
+        for i, item in enumerate(items):
+            path = name if items is not value else f"{name}[{i}]"
+            if isinstance(item, ComponentRef):
+                out.append((path, item))
+            elif isinstance(item, StageConfig):
+                out.extend((f"{path}.{p}", r) for p, r in component_refs(item))
+    return out
+
+
+def check_refs(config: BaseModel, host: Any) -> list[str]:
+    """Resolve every component reference in ``config`` against ``host`` (a PluginHost) and
+    validate its options against that component's Config; one message per problem, naming
+    the option path (``engine.model: ...``)."""
+    problems: list[str] = []
+    for path, ref in component_refs(config):
+        try:
+            cls = ref.resolve(host)
+        except Exception as exc:  # UnknownComponentError: lists what is registered
+            problems.append(f"{path}.use: {exc}")
+            continue
+        config_cls = getattr(cls, "Config", None)
+        if config_cls is None:
+            continue
+        try:
+            component_config = config_cls(**ref.options)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = ("unknown option" if err["type"] == "extra_forbidden" else
+                       "required option missing" if err["type"] == "missing" else err["msg"])
+                problems.append(f"{path}.{loc}: {msg} ({ref.kind} {ref.use!r}; "
+                                f"`curate validate --explain` lists its options)")
+            continue
+        if hasattr(cls, "preflight_config"):  # engines: an optional dependency missing, say
+            problems.extend(f"{path}: {p}" for p in cls.preflight_config(component_config))
+        if isinstance(component_config, StageConfig) and hasattr(cls, "preflight") \
+                and not hasattr(cls, "preflight_config"):
+            try:
+                stage = cls(component_config)
+            except Exception as exc:  # a stage's own __init__ checks
+                problems.append(f"{path}: {exc}")
+                continue
+            problems.extend(f"{path}: {p}" for p in stage.preflight(host))
+    return problems

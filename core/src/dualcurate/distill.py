@@ -1,4 +1,4 @@
-"""The teacher distiller, independent of the engine that runs the teacher.
+"""The teacher distiller (``teacher``), independent of the engine that runs the teacher.
 
 A teacher model gets each row's image(s) and question in a prompt (by default MMFineReason's
 four-phase prompt, ``prompts/four_phase.jinja``) and writes ``samples_per_question`` responses.
@@ -7,7 +7,15 @@ Each response becomes a trace: full text, reasoning (inside ``<think>``), final 
 request goes through the run's request cache (``ctx.generate``), so a rerun pays only for what
 is missing. An optional caption pass fills ``caption`` from an instruct model first.
 
-``hf-distill``, ``openai-distill`` and ``vllm-distill`` are this class with the engine fixed.
+The engine is an option, a typed reference resolved and validated by ``curate validate``::
+
+    [distill]
+    use = "teacher"
+    engine = { use = "vllm", model = "Qwen/Qwen3-VL-235B-A22B-Thinking", tensor_parallel_size = 8 }
+
+``hf-distill``, ``openai-distill`` and ``vllm-distill`` are this class with a default engine
+(``default_engine``), so ``curate --plugin vllm-distill`` and their older spelling
+``engine_options = { model = ... }`` keep working.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jinja2
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
+from dualcurate.config import EngineRef, fold_options
 from dualcurate.engine import ChatRequest, Completion, Engine, SamplingParams
 from dualcurate.errors import DualcurateError, UnknownComponentError
 
@@ -34,12 +43,12 @@ from dualcurate.stages import Distiller, Row, StageConfig
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
-    from dualcurate.plugins import PluginHost
 
 DEFAULT_TEMPLATE = "four_phase.jinja"
 DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
-#: Distiller options handed to the engine when its Config has a field of that name.
-ENGINE_RUNTIME_OPTIONS = ("batch_size", "max_concurrency")
+#: Older distiller-level options that belong to the engine: moved into ``engine`` when the
+#: engine's Config takes them (and dropped when it does not, as they always were).
+LEGACY_ENGINE_OPTIONS = ("batch_size", "max_concurrency")
 
 
 def load_template(path: str | None, default: str) -> jinja2.Template:
@@ -60,23 +69,28 @@ def load_template(path: str | None, default: str) -> jinja2.Template:
 class TeacherConfig(StageConfig):
     """Options of a teacher distiller.
 
-    ``engine_options`` go to the engine (``model`` at least). Sampling: ``temperature``,
-    ``top_p``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop``, ``sampling_extra``
-    (engine-specific, e.g. ``top_k``). ``template``: a Jinja file for the user prompt
-    (default: the four-phase prompt); ``system_prompt``: an optional system message. Both are
-    part of the rendered request and so of the cache key. ``include_caption`` shows the
-    teacher the row's caption too; ``include_images = false`` leaves the images out of the
-    request (a text-only teacher reading captions; the rows keep their images). ``splits``
-    limits distillation to rows of those splits (e.g. ``["train"]``); other rows pass through
-    without requests. The caption pass (``caption_enabled``) asks
-    ``caption_engine_options`` (default: ``engine_options``) for a dense caption of each row
-    with images and no caption yet. Runtime only (not in the signature): ``batch_size`` and
-    ``max_concurrency`` (handed to engines that take them) and ``chunk_size`` (rows per
-    generate call for engines that take concurrent calls, so the first requests go out while
-    the rest are still being prepared).
+    ``engine``: the engine that runs the teacher, with its options (``model`` at least):
+    ``engine = { use = "vllm", model = "..." }``; the older ``engine_options = {...}`` is
+    merged into it (a distiller with a default engine fills ``use``). Sampling:
+    ``temperature``, ``top_p``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop``,
+    ``sampling_extra`` (engine-specific, e.g. ``top_k``). ``template``: a Jinja file for the
+    user prompt (default: the four-phase prompt); ``system_prompt``: an optional system
+    message. Both are part of the rendered request and so of the cache key.
+    ``include_caption`` shows the teacher the row's caption too; ``include_images = false``
+    leaves the images out of the request (a text-only teacher reading captions; the rows keep
+    their images). ``splits`` limits distillation to rows of those splits (e.g.
+    ``["train"]``); other rows pass through without requests. The caption pass
+    (``caption_enabled``) asks ``caption_engine`` (default: ``engine``) for a dense caption
+    of each row with images and no caption yet. Runtime only (not in the signature):
+    ``chunk_size`` (rows per generate call for engines that take concurrent calls, so the
+    first requests go out while the rest are still being prepared) and the engines' own
+    runtime options (``batch_size``, ``max_concurrency``...).
     """
 
-    engine_options: dict[str, Any] = {}
+    #: the engine a distiller class runs when the recipe names none (``vllm-distill``: vllm)
+    default_engine: ClassVar[str | None] = None
+
+    engine: EngineRef
     samples_per_question: int = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -91,16 +105,48 @@ class TeacherConfig(StageConfig):
     splits: list[str] | None = None
     caption_enabled: bool = False
     caption_template: str | None = None
-    caption_engine_options: dict[str, Any] = {}
+    caption_engine: EngineRef | None = None
     caption_max_tokens: int = Field(1024, ge=1)
     caption_temperature: float = Field(0.0, ge=0.0)
     caption_overwrite: bool = False
-    batch_size: int | None = Field(None, ge=1)
-    max_concurrency: int | None = Field(None, ge=1)
     chunk_size: int = Field(256, ge=1)
 
-    runtime_fields: ClassVar[frozenset[str]] = frozenset(
-        {"batch_size", "max_concurrency", "chunk_size"})
+    runtime_fields: ClassVar[frozenset[str]] = frozenset({"chunk_size"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        default = cls.default_engine
+        data = fold_options(data, "engine", "engine_options", default)
+        if "caption_engine_options" in data:
+            caption = data.pop("caption_engine_options")
+            if caption:  # empty meant "the teacher's engine"
+                engine = data.get("engine")
+                use = engine.get("use") if isinstance(engine, dict) else \
+                    getattr(engine, "use", engine)
+                data = fold_options({**data, "caption_engine_options": caption},
+                                    "caption_engine", "caption_engine_options", use or default)
+        if default is not None and data.get("engine") is None:
+            data["engine"] = {"use": default}
+        legacy = {k: data.pop(k) for k in LEGACY_ENGINE_OPTIONS if k in data}
+        engine_cls = cls.engine_class_for_legacy()
+        fields = engine_cls.Config.model_fields if engine_cls is not None else {}
+        for key, value in legacy.items():
+            if value is None or key not in fields:
+                continue
+            for ref_key in ("engine", "caption_engine"):
+                ref = data.get(ref_key)
+                if isinstance(ref, dict):
+                    data[ref_key] = {key: value, **ref}
+        return data
+
+    @classmethod
+    def engine_class_for_legacy(cls) -> type[Engine] | None:
+        """The default engine's class, when the distiller class knows it (see
+        :meth:`TeacherDistiller.engine_class`)."""
+        return None
 
     @field_validator("template", "caption_template")
     @classmethod
@@ -136,19 +182,29 @@ def make_trace(completion: Completion, sample_index: int, model: str, engine: st
 
 
 class TeacherDistiller(Distiller):
-    """Distils k reasoning traces per row from a teacher model behind any engine.
+    """Distils k reasoning traces per row from a teacher model behind any engine, registered
+    as ``teacher``: ``engine = { use = "...", ...options }`` says which.
 
-    Subclasses fix the engine with ``engine_name`` (the registered engine name) and
-    ``engine_class()`` (used when the plugin host does not know that name, e.g. library use).
-    """
+    Subclasses set ``default_engine`` (the registered engine name used when the recipe names
+    none) and may give ``engine_class()`` (used when the plugin host does not know that name,
+    e.g. a test host without the engine's plugin)."""
 
-    name: ClassVar[str] = ""
-    engine_name: ClassVar[str] = ""
+    name: ClassVar[str] = "teacher"
+    default_engine: ClassVar[str | None] = None
     Config: ClassVar[type[StageConfig]] = TeacherConfig
     requires = ("id", "question", "images")
     provides = ("traces", "n_traces")
     generates = True
     config: TeacherConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "default_engine" in cls.__dict__ and "Config" not in cls.__dict__:
+            owner = cls
+            cls.Config = type(f"{cls.__name__}Config", (TeacherConfig,), {
+                "__module__": cls.__module__, "__doc__": TeacherConfig.__doc__,
+                "default_engine": cls.default_engine,
+                "engine_class_for_legacy": classmethod(lambda _c: owner.engine_class())})
 
     def __init__(self, config: TeacherConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -157,90 +213,36 @@ class TeacherDistiller(Distiller):
                                                DEFAULT_CAPTION_TEMPLATE)
         self._own_engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()  # shards in flight share the engines
+        for ref in (self.config.engine, self.config.caption_engine):
+            # the default engine is known without a plugin host (its runtime options then
+            # stay out of the signature in library use too)
+            if ref is not None and ref.resolved is None and ref.use == self.default_engine:
+                ref._resolved = self.engine_class()
 
     # engine ---------------------------------------------------------------------------------
     @classmethod
     def engine_class(cls) -> type[Engine] | None:
-        """The engine class this distiller runs (imported lazily by subclasses)."""
+        """The default engine's class (imported lazily by subclasses), for hosts that do not
+        register it."""
         return None
 
-    def _resolve_engine_class(self, host: PluginHost | None) -> type[Engine] | None:
-        if host is not None:
-            try:
-                return host.get("engine", self.engine_name)
-            except UnknownComponentError:
-                pass
-        return self.engine_class()
-
-    def engine_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Engine options plus the runtime options (batch size, concurrency) it accepts."""
-        merged = dict(options)
-        cls = self.engine_class()
-        fields = cls.Config.model_fields if cls is not None else {}
-        for key in ENGINE_RUNTIME_OPTIONS:
-            value = getattr(self.config, key)
-            if value is not None and key in fields:
-                merged.setdefault(key, value)
-        return merged
-
-    def _engine(self, ctx: StageContext, options: dict[str, Any]) -> Engine:
+    def _engine(self, ctx: StageContext, ref: EngineRef) -> Engine:
         with self._engines_lock:
-            return self._engine_locked(ctx, options)
-
-    def _engine_locked(self, ctx: StageContext, options: dict[str, Any]) -> Engine:
-        options = self.engine_options(options)
-        try:
-            return ctx.engine(self.engine_name, options)
-        except UnknownComponentError:
-            cls = self.engine_class()
-            if cls is None:
-                raise
-        except ValidationError as exc:
-            raise DualcurateError(f"{self.name}: engine_options for engine "
-                                  f"{self.engine_name!r} do not validate: {exc}") from exc
-        key = canonical_json(options)
-        if key not in self._own_engines:
             try:
-                engine = cls(options)
+                return ctx.engine(ref.use, ref.options)
+            except UnknownComponentError:
+                cls = self.engine_class() if ref.use == self.default_engine else None
+                if cls is None:
+                    raise
             except ValidationError as exc:
-                raise DualcurateError(f"{self.name}: engine_options for engine "
-                                      f"{self.engine_name!r} do not validate: {exc}") from exc
-            engine.setup(ctx)
-            self._own_engines[key] = engine
-        return self._own_engines[key]
-
-    def check(self, host: PluginHost) -> list[str]:
-        cls = self._resolve_engine_class(host)
-        if cls is None:
-            return [f"engine {self.engine_name!r} is not registered; install or load the "
-                    f"plugin that provides it"]
-        problems = []
-        pairs = [("engine_options", self.config.engine_options)]
-        if self.config.caption_enabled and self.config.caption_engine_options:
-            pairs.append(("caption_engine_options", self.config.caption_engine_options))
-        for label, options in pairs:
-            try:
-                cls.Config(**self.engine_options(options))
-            except ValidationError as exc:
-                for err in exc.errors():
-                    loc = ".".join(str(p) for p in err["loc"])
-                    problems.append(f"{label}.{loc}: {err['msg']} (engine {self.engine_name})")
-        return problems
-
-    def signature(self) -> str:
-        # Engine runtime options (batch size, concurrency) never change outputs.
-        cls = self.engine_class()
-        runtime = cls.Config.runtime_fields if cls is not None else frozenset()
-        if not runtime:
-            return super().signature()
-        stripped = {k: {o: v for o, v in getattr(self.config, k).items() if o not in runtime}
-                    for k in ("engine_options", "caption_engine_options")}
-        original = self.config
-        self.config = original.model_copy(update=stripped)
-        try:
-            return super().signature()
-        finally:
-            self.config = original
+                raise DualcurateError(f"{self.name}: engine {ref.use!r}: options do not "
+                                      f"validate: {exc}") from exc
+            key = ref.use + canonical_json(ref.options)
+            if key not in self._own_engines:
+                engine = cls(ref.options)
+                engine.setup(ctx)
+                self._own_engines[key] = engine
+            return self._own_engines[key]
 
     # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext) -> None:
@@ -304,7 +306,7 @@ class TeacherDistiller(Distiller):
         ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
             return rows
-        engine = self._engine(ctx, self.config.engine_options)
+        engine = self._engine(ctx, self.config.engine)
         k = self.config.samples_per_question
         requests, results = self._generate_rows(
             ctx, engine, todo, self.sampling(ctx),
@@ -363,7 +365,7 @@ class TeacherDistiller(Distiller):
         ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
             return
-        engine = self._engine(ctx, cfg.caption_engine_options or cfg.engine_options)
+        engine = self._engine(ctx, cfg.caption_engine or cfg.engine)
         sampling = SamplingParams(temperature=cfg.caption_temperature, top_p=1.0,
                                   max_tokens=cfg.caption_max_tokens,
                                   seed=cfg.seed if cfg.seed is not None else ctx.seed)

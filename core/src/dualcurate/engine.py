@@ -206,6 +206,13 @@ class Engine:
         self.config = config
         self.resolve_image: ImageResolver | None = None
 
+    @classmethod
+    def preflight_config(cls, config: EngineConfig) -> list[str]:
+        """Problems with running this engine with ``config`` found before anything runs (a
+        backend library not installed, say); checked by ``curate validate`` wherever a
+        stage names the engine. Each message says what to do."""
+        return []
+
     def capacity(self) -> int:
         """How many samples the engine works on at once (requests in flight to a server,
         sequences in a vLLM batch, rows in an hf batch). The streaming executor keeps about

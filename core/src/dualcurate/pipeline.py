@@ -20,14 +20,15 @@ from pydantic import ValidationError
 
 from dualcurate.cache import RequestCache
 from dualcurate.cache_segments import merge_segments
+from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
-from dualcurate.executors import kept
 from dualcurate.plugins import STAGE_KINDS, PluginHost
 from dualcurate.progress import NullProgress, StageProgress
+from dualcurate.models import ModelBuilder, ensure_model
 from dualcurate.recipe import Recipe, StageSpec, format_validation
 from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
-from dualcurate.store import RunStore
+from dualcurate.store import RunStore, kept
 
 ProgressFactory = Callable[[str], StageProgress]
 
@@ -63,6 +64,7 @@ class Pipeline:
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
+        self._builders: dict[str, ModelBuilder] = {}
         #: What validation decided on the user's behalf (options --plugin dropped), to show.
         self.notes: list[str] = []
         #: stage name -> the options it runs with (after dropping), for ``explain``.
@@ -142,8 +144,10 @@ class Pipeline:
                     spec.name, exc, plugin, lambda k, spec=spec, plugin=plugin:
                     spec.origin(plugin, k)))
                 continue
-            problems.extend(f"[{spec.name}] {p}" for p in stage.check(self.host))
+            problems.extend(f"[{spec.name}] {p}" for p in check_refs(stage.config, self.host))
+            problems.extend(f"[{spec.name}] {p}" for p in stage.preflight(self.host))
             resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
+        self._builders = self._validate_models(problems)
         if self.recipe.run.executor not in self.host.executors():
             problems.append(f"[run] executor: {self.recipe.run.executor!r} is not registered; "
                             f"registered: {', '.join(self.host.executors())}")
@@ -153,6 +157,49 @@ class Pipeline:
             raise RecipeError(self.recipe.source, problems)
         self._resolved = resolved
         return resolved
+
+    def _validate_models(self, problems: list[str]) -> dict[str, ModelBuilder]:
+        """The builders of the recipe's ``[models]`` that have a ``build`` step."""
+        builders: dict[str, ModelBuilder] = {}
+        for name, spec in self.recipe.models.items():
+            if spec.build is None:
+                continue
+            where = f"[models.{name}] build"
+            options = {k: v for k, v in spec.build.items() if k != "use"}
+            try:
+                cls = self.host.get("model_builder", spec.build["use"])
+            except DualcurateError as exc:
+                problems.append(f"{where}.use: {exc}")
+                continue
+            try:
+                builder = cls(options)
+            except ValidationError as exc:
+                problems.extend(format_validation(f"models.{name}.build", exc, spec.build["use"]))
+                continue
+            problems.extend(f"{where} {p}" for p in builder.preflight(self.host))
+            builders[name] = builder
+        return builders
+
+    def build_models(self, store: RunStore, log: Callable[[str], None] = lambda m: None,
+                     ) -> dict[str, Any]:
+        """Build every ``[models]`` entry with a ``build`` step whose folder is missing or was
+        built with other options; what the manifest records of them."""
+        self.validate()
+        out: dict[str, Any] = {}
+        for name, spec in self.recipe.models.items():
+            record: dict[str, Any] = {"path": spec.path}
+            builder = self._builders.get(name)
+            if builder is not None:
+                ctx = StageContext(stage_name=f"models.{name}",
+                                   workdir=store.artifacts_dir(f"models.{name}"), store=store,
+                                   host=self.host, seed=self.recipe.run.seed)
+                try:
+                    ensure_model(name, spec.path, builder, ctx, log)
+                finally:
+                    ctx.close()
+                record.update(builder=spec.build["use"], signature=builder.signature())
+            out[name] = record
+        return out
 
     @staticmethod
     def _check_chain(resolved: list[ResolvedStage]) -> list[str]:
@@ -225,6 +272,8 @@ class Pipeline:
         manifest["plugins"] = self.host.loaded_versions()
         manifest["status"] = "running"
         manifest["shard_size"] = self.recipe.run.shard_size
+        if self.recipe.models:
+            manifest["models"] = self.build_models(store, log or (lambda m: None))
         if self.notes:
             manifest["notes"] = list(self.notes)
         else:
@@ -405,7 +454,8 @@ class Pipeline:
             store.remove_shards(rs.name)
             arrow_view = result.dataset.with_format("arrow")
             for i, start in enumerate(range(0, max(len(result.dataset), 1), size)):
-                store.write_shard(rs.name, i, arrow_view[start:start + size])
+                store.write_shard(rs.name, i, arrow_view[start:start + size],
+                                  type(stage).column_types)
             rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
             return rs.name
         raise DualcurateError(f"[{rs.name}]: {type(stage).__name__} is neither a Source, a "
@@ -425,7 +475,7 @@ class Pipeline:
                 nonlocal index
                 if index not in done:
                     self._mark_downstream(store, ctx.stage_name, [index])
-                    store.write_shard(ctx.stage_name, index, rows)
+                    store.write_shard(ctx.stage_name, index, rows, type(stage).column_types)
                 index += 1
 
             for batch in stage.read(ctx):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dualcurate.config import StageConfig, code_versions, signature_inputs
+from dualcurate.config import StageConfig, code_versions, component_refs, signature_inputs
 from dualcurate.context import StageContext
 from dualcurate.kinds import KINDS
 from dualcurate.schema import rows_to_table
@@ -97,6 +97,9 @@ class Stage:
         files (``file_fields``, templates) and models (``weights_fields``). A rerun with the
         same signature reuses committed shards."""
         cfg = self.config.model_dump(mode="json", exclude=set(self.Config.runtime_fields))
+        for path, ref in component_refs(self.config):
+            if path in cfg:  # a component's runtime options never change outputs either
+                cfg[path] = json.loads(json.dumps(ref.signature_view(), default=str))
         payload = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,

@@ -70,4 +70,4 @@ def test_llava_teacher_gets_the_image(tiny_llava_dir, stage_context):
 
 def test_is_a_teacher_distiller_on_hf():
     assert issubclass(HFDistiller, TeacherDistiller)
-    assert HFDistiller.engine_name == "hf" and HFDistiller.name == "hf-distill"
+    assert HFDistiller.default_engine == "hf" and HFDistiller.name == "hf-distill"

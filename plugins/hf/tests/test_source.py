@@ -124,7 +124,7 @@ def test_missing_file_found_by_check_and_by_read(tmp_path: Path, plugin_host,
                                                  stage_context: StageContext) -> None:
     config = {"sources": [{"name": "gone", "jsonl": str(tmp_path / "nope" / "*.jsonl")},
                           {"name": "dir", "load_from_disk": str(tmp_path / "nodir")}]}
-    problems = HFDatasetSource(config).check(plugin_host)
+    problems = HFDatasetSource(config).preflight(plugin_host)
     assert len(problems) == 2
     assert "'gone'" in problems[0] and "matches no file" in problems[0]
     assert "'dir'" in problems[1] and "not a directory" in problems[1]
@@ -193,8 +193,8 @@ def test_image_folder_without_metadata_found_by_check(tmp_path: Path, plugin_hos
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "a.png").write_bytes(image_bytes(1))
     problems = HFDatasetSource({"sources": [{"name": "pics", "image_folder": str(
-        tmp_path / "pics")}]}).check(plugin_host)
+        tmp_path / "pics")}]}).preflight(plugin_host)
     assert len(problems) == 1 and "no metadata.jsonl or metadata.csv" in problems[0]
     (tmp_path / "pics" / "metadata.csv").write_text("file_name,question,answer\na.png,Q?,1\n")
     assert HFDatasetSource({"sources": [{"name": "pics", "image_folder": str(
-        tmp_path / "pics")}]}).check(plugin_host) == []
+        tmp_path / "pics")}]}).preflight(plugin_host) == []

@@ -166,7 +166,7 @@ def test_llm_cleaning_pass(tmp_path: Path, stage_context, register_plugin,
     ])
     config = {"sources": [{"name": "s", "jsonl": str(path)}],
               "llm_clean_engine": "fake-clean", "llm_clean_options": {"model": "fake"}}
-    assert HFDatasetSource(config).check(plugin_host) == []
+    assert HFDatasetSource(config).preflight(plugin_host) == []
     FakeCleanEngine.calls = 0
     out = read_all(config, stage_context)
     assert [(r["question"], r["answer"]) for r in out] == [("WHAT IS 2+2?", "four"),
@@ -183,7 +183,7 @@ def test_llm_cleaning_pass(tmp_path: Path, stage_context, register_plugin,
 
 def test_llm_engine_must_be_registered(plugin_host) -> None:
     config = {"sources": [{"name": "s", "jsonl": __file__}], "llm_clean_engine": "nobody"}
-    problems = HFDatasetSource(config).check(plugin_host)
+    problems = HFDatasetSource(config).preflight(plugin_host)
     assert problems and "llm_clean_engine: 'nobody' is not a registered engine" in problems[0]
 
 

@@ -220,16 +220,20 @@ def test_runtime_options_leave_the_signature_alone(server):
     assert a.signature() == b.signature() == c.signature() != d.signature()
 
 
-def test_check_reports_bad_engine_options(plugin_host):
+def test_bad_engine_options_are_found_before_anything_runs(plugin_host):
+    from dualcurate.config import check_refs
+
     stage = OpenAIDistiller({"engine_options": {"base_url": "http://127.0.0.1:9"}})
-    problems = stage.check(plugin_host)
-    assert any("engine_options.model" in p for p in problems)
-    assert OpenAIDistiller({"engine_options": {"model": "m"}}).check(plugin_host) == []
+    problems = check_refs(stage.config, plugin_host)
+    assert any(p.startswith("engine.model: required option missing (engine 'openai'")
+               for p in problems), problems
+    ok = OpenAIDistiller({"engine": {"use": "openai", "model": "m"}})
+    assert check_refs(ok.config, plugin_host) == [] and ok.preflight(plugin_host) == []
 
 
 def test_teacher_distiller_is_the_base():
     assert issubclass(OpenAIDistiller, TeacherDistiller)
-    assert OpenAIDistiller.engine_name == "openai"
+    assert OpenAIDistiller.default_engine == "openai"
 
 
 def test_pipeline_rerun_of_a_finished_stage_sends_nothing(server, run_cli, tmp_path):

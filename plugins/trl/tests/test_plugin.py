@@ -34,7 +34,7 @@ def test_importing_the_plugin_imports_no_torch() -> None:
 
 def test_missing_accelerate_config_is_reported(plugin_host) -> None:
     stage = SFTStage({"model": "m", "accelerate_config": "/nonexistent/accelerate.yaml"})
-    problems = stage.check(plugin_host)
+    problems = stage.preflight(plugin_host)
     assert any("accelerate_config /nonexistent/accelerate.yaml" in p for p in problems)
 
 

@@ -30,12 +30,12 @@ def _recipe(train: dict, distill: dict | None = None) -> dict:
 
 
 def test_gspo_defaults_fail_validation_naming_the_option(plugin_host) -> None:
-    problems = GSPOStage({"model": "some/model"}).check(plugin_host)
+    problems = GSPOStage({"model": "some/model"}).preflight(plugin_host)
     assert len(problems) == 1
     assert "num_generations: 16" in problems[0]
     assert "per_device_train_batch_size" in problems[0]
     ok = GSPOStage({"model": "some/model", "per_device_train_batch_size": 16})
-    assert ok.check(plugin_host) == []
+    assert ok.preflight(plugin_host) == []
 
 
 def test_curate_validate_exits_2_on_gspo_defaults(run_cli) -> None:

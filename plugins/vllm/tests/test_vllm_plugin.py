@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from dualcurate.config import check_refs
 from dualcurate.distill import TeacherDistiller
 from dualcurate.errors import DualcurateError
-from dualcurate_vllm import distill as distill_module
+from dualcurate_vllm import engine as engine_module
 from dualcurate_vllm import plugin
 from dualcurate_vllm.distill import VLLMDistiller
 from dualcurate_vllm.engine import VLLM_MISSING, VLLMEngine, vllm_available
@@ -17,20 +18,23 @@ MESSAGE = "vllm is not installed: pip install 'dualcurate-vllm[vllm]' (or vllm-c
 
 @pytest.fixture
 def no_vllm(monkeypatch):
-    monkeypatch.setattr(distill_module, "vllm_available", lambda: False)
+    monkeypatch.setattr(engine_module, "vllm_available", lambda: False)
 
 
-def test_check_names_the_missing_package(no_vllm, plugin_host):
-    problems = VLLMDistiller({"engine_options": {"model": "m"}}).check(plugin_host)
-    assert problems == [MESSAGE]
+def test_validation_names_the_missing_package(no_vllm, plugin_host):
+    problems = check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+                          plugin_host)
+    assert problems == [f"engine: {MESSAGE}"]
     assert VLLM_MISSING == MESSAGE
 
 
-def test_check_passes_when_vllm_is_there(monkeypatch, plugin_host):
-    monkeypatch.setattr(distill_module, "vllm_available", lambda: True)
-    assert VLLMDistiller({"engine_options": {"model": "m"}}).check(plugin_host) == []
-    bad = VLLMDistiller({"engine_options": {"model": "m", "tensor_parallel_size": 0}})
-    assert any("tensor_parallel_size" in p for p in bad.check(plugin_host))
+def test_validation_passes_when_vllm_is_there(monkeypatch, plugin_host):
+    monkeypatch.setattr(engine_module, "vllm_available", lambda: True)
+    assert check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+                      plugin_host) == []
+    bad = VLLMDistiller({"engine": {"use": "vllm", "model": "m", "tensor_parallel_size": 0}})
+    assert any(p.startswith("engine.tensor_parallel_size:")
+               for p in check_refs(bad.config, plugin_host))
 
 
 def test_availability_matches_the_import_system():

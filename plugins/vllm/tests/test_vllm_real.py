@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dualcurate.config import check_refs
 
 from dualcurate.context import StageContext
 from dualcurate.engine import ChatRequest, SamplingParams
@@ -216,7 +217,7 @@ def test_vllm_distill_traces_and_cached_rerun(engine, vctx, tiny_lm_dir):
     rows = default_rows(3)
     sent_before = vctx.stats.sent
     stage = VLLMDistiller(config)
-    assert stage.check(vctx.host) == []
+    assert check_refs(stage.config, vctx.host) == [] and stage.preflight(vctx.host) == []
     stage.setup(vctx)
     out = stage.process(rows, vctx)
     stage.teardown()

@@ -8,10 +8,11 @@ from dualcurate.engine import Engine
 
 class HFDistiller(TeacherDistiller):
     """Distils reasoning traces from a transformers teacher loaded in this process
-    (``engine_options``: ``model``, ``revision``, ``dtype``, ``device``...)."""
+    (the ``teacher`` distiller with its
+    engine by default; ``engine`` options: ``model``, ``revision``, ``dtype``, ``device``...)."""
 
     name = "hf-distill"
-    engine_name = "hf"
+    default_engine = "hf"
 
     @classmethod
     def engine_class(cls) -> type[Engine]:

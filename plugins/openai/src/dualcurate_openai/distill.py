@@ -8,10 +8,11 @@ from dualcurate.engine import Engine
 
 class OpenAIDistiller(TeacherDistiller):
     """Distils reasoning traces from a teacher behind any OpenAI-compatible server
-    (``engine_options``: ``model``, ``base_url``, ``api_key_env``, ``max_concurrency``...)."""
+    (the ``teacher`` distiller with its
+    engine by default; ``engine`` options: ``model``, ``base_url``, ``api_key_env``, ``max_concurrency``...)."""
 
     name = "openai-distill"
-    engine_name = "openai"
+    default_engine = "openai"
 
     @classmethod
     def engine_class(cls) -> type[Engine]:

@@ -162,6 +162,10 @@ class VLLMEngine(Engine):
         self.peak_unfinished = 0
 
     # lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def preflight_config(cls, config: VLLMEngineConfig) -> list[str]:  # type: ignore[override]
+        return [] if vllm_available() else [VLLM_MISSING]
+
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
         with self._load_lock:  # two threads' first generate() must not load the model twice
