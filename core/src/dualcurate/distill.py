@@ -130,6 +130,8 @@ class TeacherConfig(StageConfig):
                                     "caption_engine", "caption_engine_options", use or default)
         if default is not None and data.get("engine") is None:
             data["engine"] = {"use": default}
+        elif default is not None and isinstance(data.get("engine"), dict):
+            data["engine"] = {"use": default, **data["engine"]}
         legacy = {k: data.pop(k) for k in LEGACY_ENGINE_OPTIONS if k in data}
         engine_cls = cls.engine_class_for_legacy()
         fields = engine_cls.Config.model_fields if engine_cls is not None else {}
