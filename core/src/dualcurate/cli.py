@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,7 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from dualcurate.errors import DualcurateError
+from dualcurate.kinds import KINDS
 from dualcurate.plugins import PluginHost, env_plugin_names
+
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection, SummaryTable
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -108,11 +112,12 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
                       str(rec["rows_out"]), f"{rec['seconds']:.1f}")
     err_console.print(table)
-    _print_efficacy(store.root)
-    if report:
-        from dualcurate.report import write_report
+    from dualcurate.report import run_sections, write_report
 
-        html_path, md_path = write_report(store.root)
+    sections = run_sections(store, state.host)  # drawn once: the summaries and the report
+    _print_summaries(sections)
+    if report:
+        html_path, md_path = write_report(store.root, sections=sections)
         err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
 
 
@@ -142,26 +147,37 @@ def _stage_log_to_console() -> Any:
         logger.setLevel(old_level)
 
 
-def _print_efficacy(run_dir: Any) -> None:
-    """The run's Dual Tuning answer, when it has one: per group, base and dual-tuned accuracy
-    in both modes, the gains and the region."""
-    from dualcurate.report import efficacy_groups
-
-    groups = efficacy_groups(run_dir)
-    if not groups:
-        return
+def summary_renderable(summary: SummaryTable) -> Table:
+    """A report section's summary table as the terminal shows it (columns of numbers
+    right-aligned); plugins' own commands print theirs the same way."""
     from rich import box
 
-    table = Table(title="Dual Tuning: reasoning or direct?", box=box.SIMPLE, pad_edge=False,
+    table = Table(title=escape(summary.title), box=box.SIMPLE, pad_edge=False,
                   collapse_padding=True)
-    columns = ("B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT")
-    for col in ("group", *columns, "region"):
-        table.add_column(col, justify="left" if col in ("group", "region") else "right",
-                         no_wrap=True)
-    for g in groups:
-        cells = [f"{g[c]:.1f}" if isinstance(g.get(c), int | float) else "-" for c in columns]
-        table.add_row(escape(str(g.get("group", ""))), *cells, escape(str(g.get("region", ""))))
-    err_console.print(table)
+    for i, column in enumerate(summary.columns):
+        cells = [str(row[i]) for row in summary.rows if i < len(row)]
+        numeric = any(_is_number(c) for c in cells) and \
+            all(_is_number(c) or c in ("", "-", "–") for c in cells)
+        table.add_column(escape(column), justify="right" if numeric else "left", no_wrap=True)
+    for row in summary.rows:
+        table.add_row(*[escape(str(c)) for c in row])
+    return table
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _print_summaries(sections: list[ReportSection]) -> None:
+    """The summary tables of the run's report sections (each plugin's figures), on stderr
+    after the stage table."""
+    for section in sections:
+        if section.summary is not None:
+            err_console.print(summary_renderable(section.summary))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -202,7 +218,8 @@ def plugins_cmd(state: State, as_json: bool) -> None:
     for col in ("name", "distribution", "version", "registers", "status"):
         table.add_column(col)
     for info in infos:
-        regs = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(info.registers.items()))
+        regs = "; ".join(f"{k.title}: {', '.join(info.registers[k.name])}" for k in KINDS
+                         if info.registers.get(k.name))
         status = (f"[red]error: {info.error}[/red]" if info.error
                   else ("loaded" if info.name in state.host.infos else "[dim]not loaded[/dim]"))
         table.add_row(info.name, info.distribution or "", info.version or "", regs, status)
@@ -288,14 +305,16 @@ def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[
 
 @cli.command("report")
 @click.argument("run", type=click.Path(file_okay=False))
-def report_cmd(run: str) -> None:
+@click.pass_obj
+def report_cmd(state: State, run: str) -> None:
     """(Re)write RUN/report.html and RUN/report.md from the run store."""
-    from dualcurate.report import write_report
+    from dualcurate.report import run_sections, write_report
     from dualcurate.store import RunStore
 
-    RunStore(run, create=False)  # a clear error if RUN is not a run directory
-    html_path, md_path = write_report(run)
-    _print_efficacy(run)
+    store = RunStore(run, create=False)  # a clear error if RUN is not a run directory
+    sections = run_sections(store, state.host)
+    html_path, md_path = write_report(run, sections=sections)
+    _print_summaries(sections)
     click.echo(f"wrote {html_path} and {md_path}")
 
 
