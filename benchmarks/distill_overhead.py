@@ -52,8 +52,11 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+from dualcurate.formats import render_answer, render_think
+
 MEDIAN = 0.5
-ANSWER = "<think>The sum of the two numbers is computed digit by digit.</think> <answer>4</answer>"
+ANSWER = render_think("The sum of the two numbers is computed digit by digit.",
+                      " " + render_answer("4"))
 
 
 def latency_for(key: str, sigma: float) -> float:

@@ -43,6 +43,8 @@ TIMINGS: dict[str, Any] = {}
 
 
 def trace_row(i: int, rng: random.Random) -> dict[str, Any]:
+    from dualcurate.formats import render_answer, render_think
+
     kind = i % 4
     a, b = rng.randint(2, 999), rng.randint(2, 99)
     if kind == 0:
@@ -54,9 +56,10 @@ def trace_row(i: int, rng: random.Random) -> dict[str, Any]:
     else:
         gold, right, wrong = str(a), f"{a}.0", str(-a)
     answer = right if rng.random() < 0.6 else wrong
-    think = "" if rng.random() < 0.05 else f"<think>Work it out: {a} and {b}, step by step.</think>"
+    think = "" if rng.random() < 0.05 else \
+        render_think(f"Work it out: {a} and {b}, step by step.")
     return {"id": f"q{i:07d}", "question": f"Item {i}: compute it.", "answer": gold,
-            "split": "train", "traces": [{"text": f"{think}<answer>{answer}</answer>",
+            "split": "train", "traces": [{"text": think + render_answer(answer),
                                           "sample_index": 0}]}
 
 

@@ -105,12 +105,12 @@ def sft_direct(model: Path, rows: list[dict], work: Path) -> tuple[list[float], 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from dualcurate_trl.data import long_completion
+    from dualcurate.formats import render_trace
 
     start = time.perf_counter()
     examples = [{"prompt": [{"role": "user", "content": r["question"]}],
                  "completion": [{"role": "assistant",
-                                 "content": long_completion(t["reasoning"], t["answer"])}]}
+                                 "content": render_trace(t["reasoning"], t["answer"])}]}
                 for r in rows for t in r["traces"]]
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model), processing_class=AutoTokenizer.from_pretrained(model),

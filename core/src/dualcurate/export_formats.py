@@ -37,6 +37,13 @@ import pyarrow.parquet as pq
 from dualcurate.errors import DualcurateError
 from dualcurate.executors import kept
 from dualcurate.export import image_extension, place_image
+from dualcurate.formats import (
+    FORMAT_INSTRUCTION,
+    MODE_PREFIXES,
+    render_answer,
+    render_mode_prompt,
+    render_trace,
+)
 from dualcurate.store import RunStore
 
 TOOL_FORMATS = ("llamafactory", "verl")
@@ -44,20 +51,9 @@ TOOL_FORMATS = ("llamafactory", "verl")
 TOOL_IMAGES = {"llamafactory": ("copy", ("copy", "link", "none")),
                "verl": ("embed", ("embed", "none"))}
 SUBSETS = ("all", "rl", "sft", "hard", "nontrivial", "eval")
-SHORT_PREFIX, LONG_PREFIX = "Answer directly.", "Think step by step."
-RL_SYSTEM_PROMPT = ("Think step by step inside <think></think>, then give the final answer "
-                    "inside <answer></answer>.")
+SHORT_PREFIX, LONG_PREFIX = MODE_PREFIXES["short"], MODE_PREFIXES["long"]
+RL_SYSTEM_PROMPT = FORMAT_INSTRUCTION
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def long_completion(reasoning: str, answer: str) -> str:
-    """The L training text, as ``dualcurate_trl.data.long_completion`` writes it."""
-    return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
-
-
-def short_completion(answer: str) -> str:
-    """The S training text, as ``dualcurate_trl.data.short_completion`` writes it."""
-    return f"<answer>{answer}</answer>"
 
 
 def question_text(row: dict[str, Any]) -> str:
@@ -147,11 +143,11 @@ def export_llamafactory(store: RunStore, stage: str, target: Path, *, name: str,
                 skipped["no mode (run the dual-tuning judge, or --mode long|short)"] += 1
                 continue
         if row_mode == "short":
-            completions = [short_completion(str(row.get("answer") or ""))]
+            completions = [render_answer(str(row.get("answer") or ""))]
         else:
-            completions = [long_completion(t.get("reasoning") or "",
-                                           (t.get("answer") or "").strip()
-                                           or str(row.get("answer") or ""))
+            completions = [render_trace(t.get("reasoning") or "",
+                                        (t.get("answer") or "").strip()
+                                        or str(row.get("answer") or ""))
                            for t in _verified(row)[:max_traces]]
             if not completions:
                 skipped["no verified trace"] += 1
@@ -163,7 +159,7 @@ def export_llamafactory(store: RunStore, stage: str, target: Path, *, name: str,
             paths = [place_image(store.images, d, target, images) for d in digests]
         prefix = prompts[f"user_prefix_{row_mode}"]
         text = question_text(row)
-        user = "<image>" * len(paths) + (f"{prefix}\n\n{text}" if prefix else text)
+        user = "<image>" * len(paths) + render_mode_prompt(text, prefix)
         system = prompts[f"system_prompt_{row_mode}"]
         for completion in completions:
             messages = ([{"role": "system", "content": system}] if system else []) + [

@@ -2,11 +2,13 @@
 
 A long (thinking) response is ``<think>{reasoning}</think>\\n<answer>{answer}</answer>``
 (:func:`render_trace`); a short (direct) one is ``<answer>{answer}</answer>``
-(:func:`render_answer`). Training data, rewards, the teacher's traces, the verifier and the
-demo's models all use these bytes: changing them changes what trained models write and misses
-every request cache entry.
+(:func:`render_answer`). The mode is chosen by a prefix on the user's text
+(:func:`render_mode_prompt`, :data:`MODE_PREFIXES`). Training data, rewards, the teacher's
+traces, the verifier and the demo's models all use these bytes: changing them changes what
+trained models write and misses every request cache entry.
 
-The split rule, one for every reader (the distiller, the verifier, rewards, captions):
+The split rule, one for every reader (the distiller, the verifier, rewards, rollouts,
+captions):
 
 1. The think block opens at the first ``<think>`` and closes at the first ``</think>`` after it,
    as vLLM's reasoning parsers do (``text.partition(end_token)``). Text before that ``<think>``
@@ -22,17 +24,18 @@ answer and a reader must see all of it: a second ``</think>`` written after the 
 </think><answer>3</answer></think><answer>5</answer>``) cannot hide the answer before it from a
 verifier, so a candidate enumeration stays an enumeration. A later ``<think>`` or ``</think>``
 is plain text of the rest; whether a response with more than one think block is acceptable is
-the verifier's rule, not the format's.
+the verifier's rule (``rule-verify`` rejects it), not the format's.
 
 The answer is the inside of the last ``<answer>…</answer>`` in the rest (several: the last
-wins), ``""`` when there is none. Reasoning, answer and rest are stripped of surrounding
-whitespace by :func:`split_trace` and :func:`strip_reasoning`; :func:`split_think` returns them
-as written.
+wins), ``""`` when there is none. :func:`split_trace` and :func:`strip_reasoning` strip
+surrounding whitespace; :func:`split_think` returns the parts as written.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -40,18 +43,37 @@ ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
 #: Every tag of the format, in the order a long response writes them.
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+#: The instruction that asks a model for a long response in this format.
+FORMAT_INSTRUCTION = ("Think step by step inside <think></think>, then give the final answer "
+                      "inside <answer></answer>.")
+#: The default prefix on the user's text that selects each mode (Dual Tuning's, and what the
+#: demo's base model is pre-trained with).
+MODE_PREFIXES: Mapping[str, str] = MappingProxyType({"short": "Answer directly.",
+                                                   "long": "Think step by step."})
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def render_trace(reasoning: str, answer: str) -> str:
     """The long-mode text: ``<think>{reasoning}</think>\\n<answer>{answer}</answer>``."""
-    return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}\n{render_answer(answer)}"
+    return render_think(reasoning, "\n" + render_answer(answer))
 
 
 def render_answer(answer: str) -> str:
     """The short-mode (direct) text: ``<answer>{answer}</answer>``."""
     return f"{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+
+
+def render_think(reasoning: str, rest: str = "") -> str:
+    """``<think>{reasoning}</think>{rest}``: a think block followed by ``rest`` as written
+    (puts back reasoning an engine returned apart from the text)."""
+    return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}{rest}"
+
+
+def render_mode_prompt(question: str, prefix: str) -> str:
+    """The user's text in a mode: ``"{prefix}\\n\\n{question}"``, the question alone when
+    ``prefix`` is empty."""
+    return f"{prefix}\n\n{question}" if prefix else question
 
 
 def split_think(text: str) -> tuple[str | None, str | None]:
@@ -86,6 +108,13 @@ def split_trace(text: str) -> tuple[str, str]:
     reasoning, rest = split_think(text)
     answer = last_answer(rest) if rest is not None else None
     return (reasoning or "").strip(), (answer or "").strip()
+
+
+def is_long_form(text: str) -> bool:
+    """Whether ``text`` has a think block opened and closed in it followed by a closed
+    ``<answer>…</answer>`` (the format reward's test)."""
+    _, rest = split_think(text)
+    return THINK_OPEN in text and rest is not None and last_answer(rest) is not None
 
 
 def strip_reasoning(text: str) -> str:

@@ -68,11 +68,28 @@ def test_reasoning_never_counts(reasoning: str, hidden: str) -> None:
     assert check(hidden, response).verdict != "correct"
 
 
-@given(text=st.text(max_size=300))
-def test_split_think_answer_part_is_a_suffix(text: str) -> None:
+@given(text=st.text(max_size=300) | st.lists(st.sampled_from(
+    ["<think>", "</think>", "<answer>", "</answer>", "41", "42", " "]), max_size=12).map("".join))
+def test_split_think_answer_part_follows_the_think_block(text: str) -> None:
+    # the one split rule (dualcurate.formats): the block closes at the first </think> after the
+    # first <think>; the answer part is what follows it, so no reasoning is ever in it
     part = split_think(text).answer_part
     assert text.endswith(part)
-    assert "</think>" not in part
+    opened = text.find("<think>")
+    closed = text.find("</think>", opened + len("<think>") if opened >= 0 else 0)
+    if closed >= 0:
+        assert len(part) <= len(text) - closed - len("</think>")
+
+
+@pytest.mark.parametrize("response", [
+    "<think>r</think><answer>41</answer></think><answer>42</answer>",
+    "<think>r</think>\\boxed{41}</think>\\boxed{42}",
+])
+def test_a_second_think_close_hides_nothing(response: str) -> None:
+    # text written after the think block is all answer: a </think> in it cannot turn an earlier
+    # candidate into "reasoning" and leave only the gold to be seen
+    assert "41" in split_think(response).answer_part
+    assert check("42", response).verdict != "correct"
 
 
 @given(n=st.integers(min_value=-10**12, max_value=10**12))

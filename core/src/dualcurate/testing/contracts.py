@@ -22,6 +22,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from dualcurate.engine import ChatRequest, Engine, SamplingParams
+from dualcurate.formats import THINK_OPEN, render_trace, split_trace
 from dualcurate.plugins import KIND_HOOKS
 from dualcurate.schema import CANONICAL_SCHEMA, Sample
 from dualcurate.stages import (
@@ -42,9 +43,7 @@ def default_rows(n: int = 4) -> list[dict[str, Any]]:
 
 def trace(text: str, answer: str, **fields: Any) -> dict[str, Any]:
     """A teacher trace dict (every key of :class:`dualcurate.schema.Trace`)."""
-    from dualcurate.distill import split_response
-
-    reasoning, _ = split_response(text)
+    reasoning, _ = split_trace(text)
     base = {"text": text, "reasoning": reasoning, "answer": answer, "finish_reason": "stop",
             "truncated": False, "prompt_tokens": 10, "completion_tokens": len(text.split()),
             "model": "contract-teacher", "engine": "contract", "sample_index": 0,
@@ -59,10 +58,9 @@ def rows_with_traces(n: int = 4) -> list[dict[str, Any]]:
     for row in rows:
         gold, wrong = row["answer"], str(int(row["answer"]) + 1)
         row["traces"] = [
-            trace(f"<think>add the numbers: {gold}</think>\n<answer>{gold}</answer>", gold),
-            trace(f"<think>a slip gives {wrong}</think>\n<answer>{wrong}</answer>", wrong,
-                  sample_index=1),
-            trace("<think>adding the numbers step by step, first", "", sample_index=2,
+            trace(render_trace(f"add the numbers: {gold}", gold), gold),
+            trace(render_trace(f"a slip gives {wrong}", wrong), wrong, sample_index=1),
+            trace(THINK_OPEN + "adding the numbers step by step, first", "", sample_index=2,
                   finish_reason="length", truncated=True),
         ]
         row["n_traces"] = 3

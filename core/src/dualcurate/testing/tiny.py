@@ -16,6 +16,8 @@ import string
 from pathlib import Path
 from typing import Any
 
+from dualcurate.formats import TAGS
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
@@ -30,7 +32,7 @@ CHAT_TEMPLATE = (
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
-MARKER_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+MARKER_TOKENS = list(TAGS)
 
 
 DEFAULT_CORPUS = [

@@ -16,17 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from dualcurate import Completion, Trace
 from dualcurate.context import DEFAULT_VERIFIER
+from dualcurate.formats import FORMAT_INSTRUCTION, last_answer, split_think, split_trace
 
 if TYPE_CHECKING:
     from dualcurate import StageContext, Verifier
     from dualcurate.plugins import PluginHost
 
 TEMPLATE_FIELDS = ("question", "caption", "choices")
-DEFAULT_TEMPLATE = ("{question}\n\nThink step by step inside <think></think>, then give the final "
-                    "answer inside <answer></answer>.")
+DEFAULT_TEMPLATE = "{question}\n\n" + FORMAT_INSTRUCTION
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 
 CheckFn = Callable[..., Any]
@@ -73,12 +71,15 @@ def build_messages(row: dict[str, Any], template: str = DEFAULT_TEMPLATE,
 
 
 def extract_answer(text: str) -> str:
-    """The final answer of a response: the last ``<answer>`` block outside the thinking, else
-    the last ``\\boxed{}``, else the last non-empty line after the thinking."""
-    after = text.split("</think>")[-1]
-    found = _ANSWER.findall(after)
-    if found:
-        return found[-1].strip()
+    """The final answer of a response: the last ``<answer>`` block after the think block (as
+    :mod:`dualcurate.formats` splits it), else the last ``\\boxed{}``, else the last non-empty
+    line after the think block; ``""`` when the think block never closes."""
+    _, after = split_think(text)
+    if after is None:
+        return ""
+    found = last_answer(after)
+    if found is not None:
+        return found.strip()
     boxed = _BOXED.findall(after)
     if boxed:
         return boxed[-1].strip()
@@ -93,10 +94,10 @@ def parse_rollout(completion: Completion, sample_index: int, model: str,
         return Trace(error=completion.error, sample_index=sample_index, model=model,
                      engine=engine, verdict="invalid", method="error",
                      reason="generation failed").model_dump()
-    think = _THINK.search(completion.text)
+    reasoning, _ = split_trace(completion.text)
     return Trace(
         text=completion.text,
-        reasoning=think.group(1).strip() if think else "",
+        reasoning=reasoning,
         answer=extract_answer(completion.text),
         finish_reason=completion.finish_reason,
         truncated=completion.finish_reason == "length",

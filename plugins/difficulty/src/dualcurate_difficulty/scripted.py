@@ -27,6 +27,7 @@ from dualcurate import (
 )
 from dualcurate.cache import canonical_json
 from dualcurate.engine import OnResult
+from dualcurate.formats import render_answer, render_think
 
 if TYPE_CHECKING:
     from dualcurate import PluginHost, StageContext
@@ -91,7 +92,8 @@ class ScriptedEngine(Engine):
             for index in request.indices():
                 answer = gold if self.is_correct(request.request_id, index, sampling) \
                     else wrong_answer(gold)
-                text = f"<think>rollout {index}</think>\nThe answer is <answer>{answer}</answer>"
+                text = render_think(f"rollout {index}",
+                                    f"\nThe answer is {render_answer(answer)}")
                 completions.append(Completion(text=text, finish_reason="stop", prompt_tokens=8,
                                               completion_tokens=len(text.split())))
             if on_result is not None:

@@ -5,6 +5,9 @@
   ``<think>{reasoning}</think>\\n<answer>{answer}</answer>``, from the sample's verified
   traces (verdict ``correct``) only.
 
+Prompts and completions are rendered by :mod:`dualcurate.formats`, as every trainer renders
+them.
+
 Training rows carry ``prompt`` and ``completion`` as chat messages (every content a list of
 parts; images as ``{"type": "image", "image": sha256}``), which is what the trainer plugins
 take.
@@ -12,13 +15,13 @@ take.
 
 from __future__ import annotations
 
-import functools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from dualcurate.errors import DualcurateError
+from dualcurate.formats import MODE_PREFIXES, render_answer, render_mode_prompt, render_trace
 
 Mode = Literal["short", "long"]
 SHORT: Mode = "short"
@@ -27,49 +30,21 @@ MODES: tuple[Mode, ...] = (SHORT, LONG)
 SCORE_KEY = {SHORT: "S", LONG: "L"}
 
 
-@functools.cache
-def _trainer_formats() -> tuple[Callable[[str], str], Callable[[str, str], str]] | None:
-    # The trainer plugin owns the exact training strings; use its helpers when installed so
-    # the judge trains on precisely what a curated run will train on.
-    try:
-        from dualcurate_trl.data import long_completion as trainer_long
-        from dualcurate_trl.data import short_completion as trainer_short
-    except ImportError:
-        return None
-    return trainer_short, trainer_long
-
-
-def short_completion(answer: str) -> str:
-    """The S training target: the final answer only."""
-    formats = _trainer_formats()
-    return formats[0](answer) if formats else f"<answer>{answer}</answer>"
-
-
-def long_completion(reasoning: str, answer: str) -> str:
-    """The L training target: the verified reasoning, then the final answer."""
-    formats = _trainer_formats()
-    if formats:
-        return formats[1](reasoning, answer)
-    return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
-
-
 @dataclass(frozen=True)
 class ModePrompts:
     """What selects the mode: a system prompt and a prefix on the user's text, per mode."""
 
     system_short: str = ""
     system_long: str = ""
-    user_prefix_short: str = "Answer directly."
-    user_prefix_long: str = "Think step by step."
+    user_prefix_short: str = MODE_PREFIXES["short"]
+    user_prefix_long: str = MODE_PREFIXES["long"]
     show_choices: bool = True
 
     def messages(self, row: dict[str, Any], mode: Mode) -> list[dict[str, Any]]:
         """The prompt messages for ``row`` in ``mode`` (system message only when set)."""
         system = self.system_short if mode == SHORT else self.system_long
         prefix = self.user_prefix_short if mode == SHORT else self.user_prefix_long
-        text = question_text(row, self.show_choices)
-        if prefix:
-            text = f"{prefix}\n\n{text}"
+        text = render_mode_prompt(question_text(row, self.show_choices), prefix)
         parts: list[dict[str, Any]] = [{"type": "image", "image": digest}
                                        for digest in row.get("images") or []]
         parts.append({"type": "text", "text": text})
@@ -113,13 +88,13 @@ def training_examples(rows: Iterable[dict[str, Any]], modes: dict[str, Mode | st
         base = {"id": row["id"], group_by: group, "images": list(row.get("images") or [])}
         if which in (SHORT, "dual"):
             out.append({**base, "mode": SHORT, "prompt": prompts.messages(row, SHORT),
-                        "completion": assistant(short_completion(str(row["answer"])))})
+                        "completion": assistant(render_answer(str(row["answer"])))})
         if which in (LONG, "dual"):
             for trace in verified_traces(row)[:max_traces]:
                 answer = (trace.get("answer") or "").strip() or str(row["answer"])
                 out.append({**base, "mode": LONG, "prompt": prompts.messages(row, LONG),
-                            "completion": assistant(long_completion(trace["reasoning"].strip(),
-                                                                    answer))})
+                            "completion": assistant(render_trace(trace["reasoning"].strip(),
+                                                                 answer))})
     return out
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from dualcurate.errors import DualcurateError
+from dualcurate.formats import render_answer
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
 from dualcurate_dualtuning.components import component
 from dualcurate_dualtuning.data import (
@@ -201,7 +202,7 @@ class DualTuningJudge(EfficacyJudge):
     def short_budget(self, rows: list[dict[str, Any]]) -> int:
         """Direct-mode token budget: the configured one, else enough for the longest gold
         answer in ``<answer>`` tags (byte-level tokenizers never use more tokens than bytes)."""
-        longest = max(len(f"<answer>{r['answer']}</answer>".encode()) for r in rows)
+        longest = max(len(render_answer(str(r["answer"])).encode()) for r in rows)
         if self.config.max_tokens_short is None:
             return max(32, longest + 16)
         return self.config.max_tokens_short

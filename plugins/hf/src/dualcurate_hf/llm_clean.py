@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dualcurate import ChatRequest, DualcurateError, SamplingParams
+from dualcurate.formats import strip_reasoning
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -59,12 +60,10 @@ def compile_template(text: str, option: str) -> Template:
                               f"{exc.message}); fix the template") from None
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
-
-
 def parse_reply(text: str) -> dict[str, Any] | None:
-    """The last JSON object with a "question" key in a reply (thinking removed), or None."""
-    text = _THINK.sub("", text)
+    """The last JSON object with a "question" key in a reply after its think block, or None
+    (also when the think block never closes)."""
+    text = strip_reasoning(text)
     decoder = json.JSONDecoder()
     found: dict[str, Any] | None = None
     for start in [m.start() for m in re.finditer(r"\{", text)]:

@@ -53,6 +53,7 @@ from dualcurate.engine import (
     map_image_parts,
 )
 from dualcurate.errors import DualcurateError
+from dualcurate.formats import THINK_CLOSE, render_think
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
 from dualcurate_openai.transport import (
     TRANSPORTS,
@@ -514,7 +515,7 @@ class OpenAIEngine(Engine):
         text = message.get("content") or ""
         # Servers with a reasoning parser (vLLM, SGLang) split the think block off.
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if reasoning and "</think>" not in text:
-            text = f"<think>{reasoning}</think>{text}"
+        if reasoning and THINK_CLOSE not in text:
+            text = render_think(reasoning, text)
         return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
                           prompt_tokens=prompt_tokens)

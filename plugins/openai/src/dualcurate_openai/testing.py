@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualcurate.formats import render_answer, render_think
+
 
 @dataclass
 class Reply:
@@ -95,8 +97,8 @@ def chat_response(text: str, model: str = "scripted", finish_reason: str = "stop
 def default_handler(body: dict[str, Any], headers: dict[str, str], number: int) -> Reply:
     """Answers every request with a think block and an answer that names the seed."""
     seed = body.get("seed")
-    return Reply(body=chat_response(f"<think>step {number}, seed {seed}</think>"
-                                    f"so <answer>{seed}</answer>", model=body.get("model", "")))
+    text = render_think(f"step {number}, seed {seed}", f"so {render_answer(str(seed))}")
+    return Reply(body=chat_response(text, model=body.get("model", "")))
 
 
 class ScriptedServer:

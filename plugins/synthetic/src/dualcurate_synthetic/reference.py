@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from dualcurate import Distiller, StageConfig, StageContext, Trace
+from dualcurate.formats import render_trace
 from dualcurate.schema import row_meta
 
 ENGINE = "reference"
@@ -25,11 +26,6 @@ class ReferenceConfig(StageConfig):
     samples_per_question: int = Field(default=1, ge=1)
     solution_key: str = "solution"
     splits: list[str] | None = None
-
-
-def trace_text(reasoning: str, answer: str) -> str:
-    """``<think>{reasoning}</think>\\n<answer>{answer}</answer>``."""
-    return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
 
 
 class ReferenceDistiller(Distiller):
@@ -66,7 +62,7 @@ class ReferenceDistiller(Distiller):
                           f"needs a source that writes one (e.g. synthetic), or use a "
                           f"model distiller").model_dump())
                 continue
-            text = trace_text(solution, answer)
+            text = render_trace(solution, answer)
             traces.append(Trace(text=text, reasoning=solution, answer=answer,
                                 finish_reason="stop", completion_tokens=len(text.split()),
                                 model=MODEL, engine=ENGINE, sample_index=index).model_dump())

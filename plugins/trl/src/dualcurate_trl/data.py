@@ -22,19 +22,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dualcurate.formats import render_answer, render_trace
+
 Mode = Literal["long", "short", "row"]
 Message = dict[str, Any]
 ImageLoader = Callable[[str], Any]
 
 
-def long_completion(reasoning: str, answer: str) -> str:
-    """The L (chain-of-thought) training text: think block, then the answer."""
-    return f"<think>{reasoning}</think>\n<answer>{answer}</answer>"
-
-
-def short_completion(answer: str) -> str:
-    """The S (direct answer) training text."""
-    return f"<answer>{answer}</answer>"
+#: The L (chain-of-thought) training text: think block, then the answer (rendered by
+#: :mod:`dualcurate.formats`, the format's one owner; the name stays for the trainers' users).
+long_completion = render_trace
+#: The S (direct answer) training text.
+short_completion = render_answer
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import model_validator
 
 from dualcurate.context import recipe_verifier
+from dualcurate.formats import FORMAT_INSTRUCTION
 from dualcurate_trl.base import TRLStage
 from dualcurate_trl.config import TrainConfig, lora_config, shared_training_args
 from dualcurate_trl.data import build_examples, to_dataset, warn_dropped_images
@@ -28,10 +29,7 @@ if TYPE_CHECKING:
 
     from dualcurate import PluginHost, StageContext
 
-FORMAT_SYSTEM_PROMPT = (
-    "Think step by step inside <think></think>, then give the final answer inside "
-    "<answer></answer>."
-)
+FORMAT_SYSTEM_PROMPT = FORMAT_INSTRUCTION
 
 
 class GRPOStageConfig(TrainConfig):

@@ -22,11 +22,11 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from dualcurate.context import DEFAULT_VERIFIER, recipe_verifier
+from dualcurate.formats import is_long_form
 
 if TYPE_CHECKING:
     from dualcurate import StageContext
 
-THINK_ANSWER_RE = re.compile(r"<think>.*?</think>.*?<answer>.*?</answer>", re.DOTALL)
 BOXED_RE = re.compile(r"\\boxed\{.*\}", re.DOTALL)
 
 CheckFn = Callable[..., Any]
@@ -50,7 +50,7 @@ def completion_text(completion: Any) -> str:
 
 def format_score(text: str) -> float:
     """1.0 when the response has the think/answer structure or a ``\\boxed{}``, else 0.0."""
-    return 1.0 if THINK_ANSWER_RE.search(text) or BOXED_RE.search(text) else 0.0
+    return 1.0 if is_long_form(text) or BOXED_RE.search(text) else 0.0
 
 
 

@@ -4,9 +4,10 @@ the question (arithmetic) or of the image's colour (vision), so a tiny model's l
 from __future__ import annotations
 
 import io
-import re
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+
+from dualcurate.formats import last_answer, render_trace, split_think
 
 if TYPE_CHECKING:
     import datasets
@@ -20,7 +21,7 @@ COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
 def trace(reasoning: str, answer: str, verdict: str = "correct",
           truncated: bool = False) -> dict[str, Any]:
     """A verified trace as the verifier leaves it."""
-    return {"text": f"<think>{reasoning}</think>\n<answer>{answer}</answer>",
+    return {"text": render_trace(reasoning, answer),
             "reasoning": reasoning, "answer": answer, "verdict": verdict,
             "truncated": truncated}
 
@@ -67,7 +68,8 @@ def to_hf(rows: list[dict[str, Any]]) -> datasets.Dataset:
 
 def answer_tag_check(gold: str, response: str, question: str | None = None) -> SimpleNamespace:
     """A minimal stand-in for ``dualcurate_verify.check`` (tests of the reward plumbing only):
-    correct when the last ``<answer>`` equals the gold answer."""
-    found = re.findall(r"<answer>(.*?)</answer>", response, re.DOTALL)
-    ok = bool(found) and found[-1].strip() == gold.strip()
+    correct when the last ``<answer>`` after the think block equals the gold answer."""
+    _, rest = split_think(response)
+    found = last_answer(rest) if rest is not None else None
+    ok = found is not None and found.strip() == gold.strip()
     return SimpleNamespace(verdict="correct" if ok else "incorrect")

@@ -8,21 +8,27 @@ Library use::
 
 from __future__ import annotations
 
-from dualcurate_verify.extract import extract_answer, split_think
-from dualcurate_verify.rules import CheckResult, check
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dualcurate_verify.extract import extract_answer, split_think
+    from dualcurate_verify.judge import CompassJudge
+    from dualcurate_verify.rules import CheckResult, check
+    from dualcurate_verify.stage import RuleVerifier
 
 __all__ = ["CheckResult", "CompassJudge", "RuleVerifier", "check", "extract_answer",
            "split_think"]
 
+# Every name is imported when first asked for: the math-verify worker (``python -m
+# dualcurate_verify._worker``) imports this package and needs none of them, and the rules read
+# the trace format from the dualcurate core, which the worker should not pay for at each start.
+_HOME = {"CheckResult": "rules", "check": "rules", "extract_answer": "extract",
+         "split_think": "extract", "RuleVerifier": "stage", "CompassJudge": "judge"}
+
 
 def __getattr__(name: str) -> object:
-    # the stage classes pull in the dualcurate core: import them only when asked for
-    if name == "RuleVerifier":
-        from dualcurate_verify.stage import RuleVerifier
-
-        return RuleVerifier
-    if name == "CompassJudge":
-        from dualcurate_verify.judge import CompassJudge
-
-        return CompassJudge
-    raise AttributeError(f"module 'dualcurate_verify' has no attribute {name!r}")
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dualcurate_verify' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"dualcurate_verify.{module}"), name)

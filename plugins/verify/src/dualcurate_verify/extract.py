@@ -1,6 +1,9 @@
 """Final-answer extraction. The reasoning inside ``<think>`` never counts as the answer.
 
-Order (first that applies wins), applied to the text after the think block:
+The think block is found by :func:`dualcurate.formats.split_think`, the one split rule of the
+trace format: it closes at the first ``</think>`` after the first ``<think>``, so everything a
+response writes after its think block is read (a second ``</think>`` in the answer hides
+nothing). Order (first that applies wins), applied to the text after the think block:
 
 1. the ``<answer>…</answer>`` content (a ``\\boxed{}`` inside it is unwrapped);
 2. the last ``\\boxed{…}`` (or ``\\fbox{…}``);
@@ -20,10 +23,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from dualcurate import formats
+from dualcurate.formats import THINK_CLOSE, THINK_OPEN
 from dualcurate_verify.normalise import box_positions, box_text, boxed_contents, strip_math
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
+# lenient on purpose (any case, an unclosed tag runs to the end): the verifier reads what a
+# model meant, the format's own reader (dualcurate.formats.last_answer) what it wrote
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 _FINAL_PHRASE = re.compile(
     r"\banswer\s*(?:is\b|[:：=])\s*(?:[:：]\s*)?(?:is\b\s*)?(?:the\s+)?", re.IGNORECASE)
@@ -62,19 +67,15 @@ class ThinkSplit:
 
 
 def split_think(text: str) -> ThinkSplit:
-    """Split at the last ``</think>``. An unclosed ``<think>`` makes everything after it
-    reasoning (no answer part). A missing opening tag (chat templates that open the think block
-    in the prompt) is accepted."""
+    """Split by :func:`dualcurate.formats.split_think`: at the first ``</think>`` after the
+    first ``<think>``; a missing opening tag (chat templates that open the think block in the
+    prompt) is accepted. No answer part when the think block never closes, or when more blocks
+    open than close (one reopened after the answer: the response was cut off)."""
+    reasoning, rest = formats.split_think(text)
     opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
-    if closes == 0:
-        if opens == 0:
-            return ThinkSplit(None, text, 0, 0)
-        return ThinkSplit(text.split(THINK_OPEN, 1)[1], "", opens, 0)
-    head, _, tail = text.rpartition(THINK_CLOSE)
-    reasoning = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
-    if tail.count(THINK_OPEN):  # a think block reopened after the last close: unterminated
+    if rest is None or opens > closes:
         return ThinkSplit(reasoning, "", opens, closes)
-    return ThinkSplit(reasoning, tail, opens, closes)
+    return ThinkSplit(reasoning, rest, opens, closes)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from dualcurate import StageConfig, Verifier
+from dualcurate.formats import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, render_think
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, check
 from dualcurate_verify.symbolic import default_pool
@@ -56,8 +57,8 @@ def trace_response(trace: Row) -> str:
     in a think block when the text has none."""
     text = trace.get("text") or ""
     reasoning = trace.get("reasoning") or ""
-    if reasoning and "<think>" not in text and "</think>" not in text:
-        return f"<think>{reasoning}</think>{text}"
+    if reasoning and THINK_OPEN not in text and THINK_CLOSE not in text:
+        return render_think(reasoning, text)
     return text or (trace.get("answer") or "")
 
 
@@ -129,7 +130,7 @@ class RuleVerifier(Verifier):
             return _invalid("think", "no <think>…</think> block before the answer")
         if not split.answer_part.strip():
             return _invalid("no-answer", "nothing after the think block")
-        words = len(response.replace("<think>", " ").replace("</think>", " ").split())
+        words = len(response.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ").split())
         if words < self.config.min_words:
             return _invalid("too-short", f"{words} words; at least {self.config.min_words} "
                             "are required (min_words)")
@@ -159,7 +160,7 @@ class RuleVerifier(Verifier):
                 str(row.get("source") or "") in self.config.answer_tag_exempt_sources:
             return None
         part = split_think(trace_response(trace)).answer_part
-        if "<answer>" not in part.lower() or "</answer>" not in part.lower():
+        if ANSWER_OPEN not in part.lower() or ANSWER_CLOSE not in part.lower():
             return _invalid("answer-tag", "no <answer>…</answer> after the think block "
                             "(require_answer_tag)")
         return None
