@@ -81,6 +81,23 @@ def test_gpu_stage_one_engine_per_gpu_and_tensor_parallel_groups() -> None:
     assert (over.num_workers, over.tensor_parallel_size) == (1, 4)
 
 
+def test_the_teachers_engine_reference_decides_placement() -> None:
+    """The teacher distiller as the pipeline hands it over: ``engine`` is a reference."""
+    from dualcurate.distill import TeacherDistiller
+
+    def job(**engine: Any) -> MapJob:
+        config = TeacherDistiller({"engine": engine}).config.model_dump(mode="python")
+        return MapJob(stage_cls=TeacherDistiller, stage_config=config, stage_name="distill",
+                      upstream="source", shards=list(range(100)), run_dir="/nonexistent")
+
+    tp = plan(job(use="vllm", model="m", tensor_parallel_size=4), StageResources(), None,
+              {"CPU": 32.0, "GPU": 8.0})
+    assert (tp.num_workers, tp.tensor_parallel_size, tp.num_gpus) == (2, 4, 4.0)
+    remote = plan(job(use="openai", model="m", base_url="http://x"), StageResources(), None,
+                  {"CPU": 8.0, "GPU": 8.0})
+    assert remote.num_gpus == 0
+
+
 def test_http_engines_and_cpu_clusters_take_no_gpu() -> None:
     remote = plan(_job(_Gen, engine="openai", engine_options={"base_url": "http://x"}),
                   StageResources(), None, {"CPU": 8.0, "GPU": 8.0})

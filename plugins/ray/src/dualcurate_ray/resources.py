@@ -76,11 +76,14 @@ class Plan:
 
 
 def engine_of(job: MapJob) -> tuple[str, dict[str, Any]]:
-    """The engine name and options a stage's config names (distillers fix the engine in
-    ``engine_name``; filters and judges have ``engine``)."""
-    cfg = job.stage_config
-    name = cfg.get("engine") or getattr(job.stage_cls, "engine_name", "") or ""
-    options = cfg.get("engine_options") or {}
+    """The engine name and options a stage's config names: its ``engine`` reference
+    (``{use = "vllm", ...options}``, as every stage naming an engine writes it)."""
+    ref = job.stage_config.get("engine")
+    if isinstance(ref, dict):
+        return str(ref.get("use") or ""), {k: v for k, v in ref.items() if k != "use"}
+    # a stage that spells it the older way (a name, and its options beside it)
+    name = ref or getattr(job.stage_cls, "default_engine", "") or ""
+    options = job.stage_config.get("engine_options") or {}
     return str(name), dict(options) if isinstance(options, dict) else {}
 
 
