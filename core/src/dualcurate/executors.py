@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dualcurate.store import RunStore
 
 __all__ = ["LocalExecutor", "LocalExecutorConfig", "ShardDone", "input_rows", "kept",
-           "process_shard"]
+           "output_types", "process_shard"]
 
 
 def kept(table: pa.Table) -> pa.Table:
@@ -62,6 +62,19 @@ def process_shard(stage: MapStage, ctx: StageContext, store: RunStore, upstream:
             f"{len(out)} rows for {len(rows)} input rows or changed their order/ids; a "
             f"map stage must return one row per input row, in order (use `keep` to drop)")
     return len(rows), out
+
+
+def output_types(stage: MapStage, store: RunStore, upstream: str,
+                 index: int) -> dict[str, pa.DataType]:
+    """The Arrow types a map stage's output shard is written with: the upstream shard's
+    (columns carried through keep their type even where this shard's values are all None)
+    and the stage's own ``column_types``."""
+    import pyarrow.parquet as pq
+
+    from dualcurate.schema import schema_types
+
+    carried = schema_types(pq.read_schema(store.shard_path(upstream, index)))
+    return {**carried, **type(stage).column_types}
 
 
 def _empty_table() -> pa.Table:
@@ -103,7 +116,8 @@ class LocalExecutor(Executor):
         for index in job.shards:
             failed = ctx.stats.failed
             rows_in, out = process_shard(stage, ctx, store, job.upstream, index)
-            store.write_shard(job.stage_name, index, out if out else _empty_table())
+            store.write_shard(job.stage_name, index, out if out else _empty_table(),
+                              output_types(stage, store, job.upstream, index))
             yield ShardDone(index, rows_in, len(out), ctx.stats.failed - failed)
 
     def _stream(self, job: MapJob, stage: MapStage, ctx: StageContext,
@@ -188,7 +202,9 @@ class _StreamingRun:
                                          index)
             if not self.stopped:
                 staged = self.store.stage_shard(self.job.stage_name, index,
-                                                out if out else _empty_table())
+                                                out if out else _empty_table(),
+                                                output_types(self.stage, self.store,
+                                                             self.job.upstream, index))
                 outcome = _Finished(staged, rows_in, len(out), shard_ctx.stats.failed)
         except BaseException as exc:  # handed to the committing thread, raised there
             outcome = exc

@@ -11,15 +11,17 @@ Field by field (docs/schema.md says the same):
 * ``answer_type``: one of :data:`ANSWER_TYPES`. ``choices``: option texts for multiple choice.
 * ``caption``: dense caption (may be empty). ``meta``: free-form JSON object (stored as text).
 
-Later stages add: ``traces`` (list of :class:`Trace`), ``n_traces``, ``n_verified``,
-``consistent``, ``pass_rate``, ``rollouts_used``, ``keep``, ``split``, ``efficacy_region``,
-``mode``.
+Later stages add columns. Core types the ones every stage kind shares (:data:`KNOWN_COLUMNS`:
+``traces`` as a list of :class:`Trace`, ``n_traces``, ``n_verified``, ``consistent``, ``keep``,
+``split``); a plugin types its own in its stage's ``column_types``, passed to
+:func:`rows_to_table` as ``types``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -126,27 +128,28 @@ CANONICAL_SCHEMA = pa.schema([
     ("meta", pa.string()),
 ])
 
-#: Types of the columns later stages add; anything else is inferred by Arrow.
+#: A list of traces (teacher responses, rollouts): rows may hold :class:`Trace` objects or
+#: dicts missing fields; :func:`rows_to_table` fills them in.
+TRACES_TYPE = pa.list_(TRACE_TYPE)
+
+#: Types of the canonical columns and of the columns every stage kind shares (distillers'
+#: ``traces``, verifiers' counts, filters' ``keep``, the ``split``); anything else is typed by
+#: the stage that adds it (``Stage.column_types``) or inferred by Arrow.
 KNOWN_COLUMNS: dict[str, pa.DataType] = {
     **{f.name: f.type for f in CANONICAL_SCHEMA},
-    "traces": pa.list_(TRACE_TYPE),
-    "rollouts": pa.list_(TRACE_TYPE),
+    "traces": TRACES_TYPE,
     "n_traces": pa.int64(),
     "n_verified": pa.int64(),
     "consistent": pa.bool_(),
-    "pass_rate": pa.float64(),
-    "rollouts_used": pa.int64(),
     "keep": pa.bool_(),
     "split": pa.string(),
-    "mode": pa.string(),
-    "efficacy_region": pa.string(),
 }
 
 
-def _normalise(column: str, value: Any) -> Any:
+def _normalise(dtype: pa.DataType | None, column: str, value: Any) -> Any:
     if column == "meta" and not isinstance(value, str | None):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    if column in ("traces", "rollouts") and value is not None:
+    if dtype == TRACES_TYPE and value is not None:
         return [t.model_dump() if isinstance(t, Trace) else {**_EMPTY_TRACE, **t} for t in value]
     return value
 
@@ -154,9 +157,35 @@ def _normalise(column: str, value: Any) -> Any:
 _EMPTY_TRACE = {name: None for name in Trace.model_fields}
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts) to an Arrow table: known columns get their declared types, the rest are
-    inferred. Column order: canonical first, then in order of first appearance."""
+def column_types(types: Mapping[str, pa.DataType] | None = None) -> dict[str, pa.DataType]:
+    """:data:`KNOWN_COLUMNS` with a stage's own ``types`` added. A stage may not retype a
+    column core types (one column, one type in every shard of every stage)."""
+    merged = dict(KNOWN_COLUMNS)
+    for name, dtype in (types or {}).items():
+        known = KNOWN_COLUMNS.get(name)
+        if known is not None and known != dtype:
+            raise ValueError(f"column {name!r}: declared as {dtype}, but core stores it as "
+                             f"{known}; drop it from the stage's column_types")
+        merged[name] = dtype
+    return merged
+
+
+def schema_types(schema: pa.Schema) -> dict[str, pa.DataType]:
+    """The types of a schema's columns beyond core's, less those Arrow could only call null (a
+    column all None): the ``types`` to write rows read from a shard back with, so the columns
+    a stage carries through keep their type."""
+    return {f.name: f.type for f in schema
+            if f.name not in KNOWN_COLUMNS and not pa.types.is_null(f.type)}
+
+
+def rows_to_table(rows: list[dict[str, Any]],
+                  types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """Rows (dicts) to an Arrow table: core's known columns and the ``types`` given (a stage's
+    ``column_types``, the upstream shard's schema) get those types, the rest are inferred.
+    Typing matters most where a shard's values are all None (a score nobody could
+    compute yet): inferred, that column would be null-typed and unlike the other shards.
+    Column order: canonical first, then in order of first appearance."""
+    declared = column_types(types)
     columns: list[str] = []
     seen: set[str] = set()
     for row in rows:
@@ -169,8 +198,8 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     arrays = []
     fields = []
     for col in ordered:
-        values = [_normalise(col, row.get(col)) for row in rows]
-        dtype = KNOWN_COLUMNS.get(col)
+        dtype = declared.get(col)
+        values = [_normalise(dtype, col, row.get(col)) for row in rows]
         try:
             arr = pa.array(values, type=dtype) if dtype is not None else pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -179,6 +208,18 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
         arrays.append(arr)
         fields.append(pa.field(col, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def type_table(table: pa.Table, types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """``table`` with its all-None (null-typed) columns given their declared type, core's or
+    ``types``; other columns as they are."""
+    declared = column_types(types)
+    for i, field in enumerate(table.schema):
+        dtype = declared.get(field.name)
+        if dtype is not None and pa.types.is_null(field.type):
+            table = table.set_column(i, pa.field(field.name, dtype),
+                                     pa.nulls(table.num_rows, dtype))
+    return table
 
 
 def table_to_rows(table: pa.Table) -> list[dict[str, Any]]:

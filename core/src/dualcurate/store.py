@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualcurate.errors import StoreError
-from dualcurate.schema import rows_to_table
+from dualcurate.schema import rows_to_table, type_table
 
 STORE_FORMAT = 1
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
@@ -238,16 +238,22 @@ class RunStore:
     def shard_path(self, stage: str, index: int) -> Path:
         return self.stage_dir(stage) / f"shard-{index:05d}.parquet"
 
-    def write_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table) -> Path:
-        """Write and commit shard ``index`` of ``stage`` at once."""
-        return self.commit_staged(self.stage_shard(stage, index, rows), stage, index)
+    def write_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table,
+                    types: Mapping[str, pa.DataType] | None = None) -> Path:
+        """Write and commit shard ``index`` of ``stage`` at once (``types``: as for
+        :meth:`stage_shard`)."""
+        return self.commit_staged(self.stage_shard(stage, index, rows, types), stage, index)
 
-    def stage_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table) -> Path:
+    def stage_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table,
+                    types: Mapping[str, pa.DataType] | None = None) -> Path:
         """Write shard ``index`` of ``stage`` durably under a hidden name (``.tmp-staged-*``,
         never read, swept on the next open), to be made visible by :meth:`commit_staged`.
         The streaming executor stages shards as they finish, in any order, and commits them
-        in order; staged files left by a kill are swept and recomputed from the cache."""
-        table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
+        in order; staged files left by a kill are swept and recomputed from the cache.
+        ``types``: Arrow types of columns beyond core's (the stage's ``column_types``), so a
+        column that is all None in this shard keeps its type."""
+        table = type_table(rows, types) if isinstance(rows, pa.Table) else \
+            rows_to_table(rows, types)
         self.images.sync()  # the images a shard references are durable before it is
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
+from dualcurate_difficulty.columns import COLUMN_TYPES
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from dualcurate_difficulty.rollouts import (
     DEFAULT_TEMPLATE,
@@ -127,6 +128,7 @@ class DifficultyFilter(Filter):
     Config = DifficultyConfig
     requires = ("id", "question", "answer")
     provides = ("pass_rate", "pass_correct", "pass_drawn", "rollouts_used", "rollouts", "keep")
+    column_types = COLUMN_TYPES
     generates = True  # shards stream: process() keeps its state in locals
     version = "1"
 

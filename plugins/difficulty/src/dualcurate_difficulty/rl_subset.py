@@ -105,8 +105,9 @@ class RLSubsetFilter(DatasetFilter):
 
     def run(self, dataset: datasets.Dataset, ctx: StageContext) -> StageResult:
         import datasets as hf_datasets
+        import pyarrow as pa
 
-        from dualcurate.schema import rows_to_table
+        from dualcurate.schema import rows_to_table, schema_types
 
         cfg: RLSubsetConfig = self.config  # type: ignore[assignment]
         rows = dataset.to_list()
@@ -139,5 +140,6 @@ class RLSubsetFilter(DatasetFilter):
         report = {"rl": len(chosen), "sft": len(out) - len(chosen) - held_out,
                   "held_out": held_out, "eligible": len(pool),
                   "by_" + (cfg.stratify_by or "domain"): dict(sorted(per_stratum.items()))}
-        table = rows_to_table(out) if out else dataset.data.table
+        types = {**schema_types(dataset.data.schema), cfg.split_column: pa.string()}
+        table = rows_to_table(out, types) if out else dataset.data.table
         return StageResult(dataset=hf_datasets.Dataset(table), report=report)

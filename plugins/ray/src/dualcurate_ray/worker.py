@@ -28,7 +28,7 @@ import pyarrow as pa
 from dualcurate import hookimpl
 from dualcurate.cache_segments import SegmentedCache
 from dualcurate.context import StageContext
-from dualcurate.executors import process_shard
+from dualcurate.executors import output_types, process_shard
 from dualcurate.stages import MapJob
 from dualcurate.store import RunStore
 from dualcurate.window import GenerationWindow
@@ -182,7 +182,9 @@ class ShardWorker:
                     self.cpu_s += time.process_time() - cpu
             self.shards += 1
             staged = self.store.stage_shard(self.job.stage_name, index,
-                                            out if out else _empty_table())
+                                            out if out else _empty_table(),
+                                            output_types(self.stage, self.store,
+                                                         self.job.upstream, index))
             return index, str(staged), rows_in, len(out), shard_ctx.stats.failed
         finally:
             with self.cond:
