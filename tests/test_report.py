@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dualcurate.report import _pass_bin, efficacy_groups, scatter_svg, write_report
+from dualcurate.report import write_report
 from dualcurate.schema import Sample, Trace
 from dualcurate.store import RunStore
 
@@ -175,7 +175,7 @@ def test_writes_html_and_markdown_with_every_section(tmp_path):
         assert group["group"] in html and group["region"] in html
         assert f"| {group['group']} | {group['B_S']:.1f} | {group['B_L']:.1f} |" in md
     assert 'id="dual-tuning-table"' in html and 'class="scatter"' in html
-    assert html.count('class="point"') == 3
+    assert html.count('class="point"') == 3 and html.count("<svg") == 4  # each figure once
     assert "No teacher model was run" in html and "No teacher model was run" in md
     # stage summary with counts and times
     assert re.search(r"<td>filter</td><td>filter</td><td>difficulty</td><td>done</td>"
@@ -199,16 +199,29 @@ def test_self_contained_and_escaped(tmp_path):
 def test_run_without_judge_still_reports(tmp_path):
     make_run(tmp_path / "run", with_judge=False)
     html = write_report(tmp_path / "run")[0].read_text()
-    assert "No efficacy judge results" in html and 'class="scatter"' not in html
+    assert 'id="dual-tuning"' not in html and 'class="scatter"' not in html
+    assert 'id="pass-rates"' in html  # the other plugin sections still show
     assert not (tmp_path / "run" / "efficacy.json").exists()
 
 
+def test_judge_without_results_yet(tmp_path):
+    store = make_run(tmp_path / "run")
+    (store.stage_dir("judge") / "artifacts" / "efficacy.json").unlink()
+    html = write_report(tmp_path / "run")[0].read_text()
+    assert "No efficacy judge results in this run yet." in html and 'class="scatter"' not in html
+
+
 def test_curate_report_prints_the_dual_tuning_answer(tmp_path, run_cli):
+    from dualcurate_dualtuning.results import efficacy_groups
+
     make_run(tmp_path / "run")
     result = run_cli("report", str(tmp_path / "run"))
     assert result.exit_code == 0, result.stderr
+    # each plugin section's summary: the pass rates, then the Dual Tuning table
+    assert result.stderr.index("Pass rates") < result.stderr.index("Dual Tuning")
+    table = result.stderr.split("Dual Tuning")[1].splitlines()
     for group in GROUPS:
-        line = next(ln for ln in result.stderr.splitlines() if group["group"] in ln)
+        line = next(ln for ln in table if group["group"] in ln)
         assert group["region"] in line and f"{group['DT_L']:.1f}" in line
     assert efficacy_groups(tmp_path / "run") == GROUPS
     make_run(tmp_path / "plain", with_judge=False)
@@ -222,20 +235,6 @@ def test_missing_run_names_the_directory(tmp_path):
 
     with pytest.raises(StoreError, match=r"no manifest\.json"):
         write_report(tmp_path / "nothing")
-
-
-def test_pass_bins():
-    assert [_pass_bin(v) for v in (0.0, 0.25, 0.3, 0.5, 0.75, 0.9, 1.0)] == [0, 1, 2, 2, 3, 4, 5]
-
-
-def test_scatter_places_points_in_their_regions():
-    svg = scatter_svg(GROUPS, size=420)
-    points = re.findall(r'cx="([\d.]+)" cy="([\d.]+)"', svg)
-    (x1, y1), (x2, y2), (x3, y3) = [(float(a), float(b)) for a, b in points]
-    centre = 210
-    assert x1 < centre and y1 < centre  # reasoning: Gain_CoT > 0 (up), Gain_DA < 0 (left)
-    assert x2 > centre and y2 < centre and (x2 - centre) > (centre - y2)  # direct
-    assert x3 < centre and y3 > centre  # detrimental
 
 
 def chromium() -> str | None:

@@ -104,6 +104,29 @@ def test_hook_dualcurate_register_commands(plugin_host, register_plugin):
     assert "probe-cmd" in group.commands
 
 
+def test_hook_dualcurate_report_sections(plugin_host, register_plugin, tmp_path):
+    from dualcurate.report_sections import ReportSection, RunView
+    from dualcurate.store import RunStore
+
+    class P:
+        @hookimpl
+        def dualcurate_report_sections(self, run):
+            return [ReportSection(title=f"Probe of {run.root.name}", anchor="probe",
+                                  order=700)]
+
+    class Nothing:
+        @hookimpl
+        def dualcurate_report_sections(self, run):
+            return None
+
+    register_plugin(P(), name="probe-sections")
+    register_plugin(Nothing(), name="no-sections")
+    store = RunStore(tmp_path / "run")
+    store.save_manifest()
+    sections = plugin_host.report_sections(RunView(tmp_path / "run"))
+    assert [(s.title, s.plugin) for s in sections] == [("Probe of run", "probe-sections")]
+
+
 @pytest.mark.parametrize("hook", HOOK_NAMES)
 def test_every_hook_has_a_test(hook):
     tree = ast.parse(Path(__file__).read_text())
@@ -116,8 +139,9 @@ def test_every_hook_is_documented_with_its_signature(hook):
     docs = (ROOT / "docs" / "plugin-hooks.md").read_text()
     func = getattr(hookspecs, hook)
     source = inspect.getsource(func)
-    signature = re.search(r"def (.+?) -> None:", source, re.S).group(1)
-    assert f"{signature} -> None" in docs, f"docs/plugin-hooks.md lacks `{signature}`"
+    found = re.search(r"def (.+?) -> (.+?):\n", source, re.S)
+    signature = f"{found.group(1)} -> {found.group(2)}"
+    assert signature in docs, f"docs/plugin-hooks.md lacks `{signature}`"
     first_line = inspect.getdoc(func).splitlines()[0]
     assert first_line in docs
 

@@ -4,6 +4,8 @@ A plugin implements any of these with ``@dualcurate.hookimpl``. Each hook is cal
 plugin host, when the registry is first built (and again after a plugin is registered or
 unregistered). ``register(cls)`` files ``cls`` under ``cls.name``; ``register(cls, name="x")``
 files it under another name. None of the hooks is ``firstresult``: every plugin is asked.
+``dualcurate_report_sections`` is the exception to registration: it is called whenever a
+run is shown, and returns the plugin's sections of that run's report.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+
+    from dualcurate.report_sections import ReportSection, RunView
 
 PROJECT_NAME = "dualcurate"
 
@@ -76,3 +80,13 @@ def dualcurate_register_model_builders(register: Register) -> None:
 @hookspec
 def dualcurate_register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``curate`` CLI (called when the CLI is built)."""
+
+
+@hookspec
+def dualcurate_report_sections(run: RunView) -> list[ReportSection] | None:
+    """Add sections (figures, tables, a summary) to a run's report, card and summary.
+
+    Called each time a run is shown (``report.html``/``report.md``, the end of ``curate run``
+    and ``curate report``, the dataset card of ``curate push``) with a read-only view of the
+    run; every plugin is asked. Return the sections this plugin has for this run, or None.
+    """

@@ -9,8 +9,8 @@ The upload is built as a folder first, exactly as it will appear in the dataset 
   enough for the viewer to page through), 10,000 otherwise; files are cut at about 500 MB.
 * ``README.md``: the dataset card: YAML front matter (license, tags, the ``configs`` entry that
   points the viewer at ``data/``) and the run's story: counts per stage, teacher and verifier,
-  plugin names and versions, the verification and pass-rate tables, the Dual Tuning table when
-  the run has one, and the recipe as run.
+  plugin names and versions, the verification table, each plugin's report section (its
+  markdown: hook ``dualcurate_report_sections``), and the recipe as run.
 
 ``--dry-run DIR`` stops there; otherwise the folder goes up in one commit with
 ``huggingface_hub`` (``create_repo`` + ``upload_folder``), so what a dry run shows is, byte for
@@ -200,10 +200,12 @@ def _teacher(store: RunStore) -> tuple[str, list[str]]:
 
 def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_images: bool,
                  license: str = DEFAULT_LICENSE) -> str:
-    """The README.md of the pushed dataset."""
-    from dualcurate.report import PASS_BINS, collect
+    """The README.md of the pushed dataset: the run's pipeline, teacher, verification and
+    plugins, then each plugin's report section (its markdown), then the recipe."""
+    from dualcurate.report import collect, run_sections
 
     data = collect(store, samples_per_group=0)
+    sections = run_sections(store)
     manifest = store.manifest
     stages = manifest.get("stages", [])
     plugins_used = {str(s.get("plugin")) for s in stages}
@@ -225,8 +227,7 @@ def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_image
     body = [f"# {repo_id.split('/')[-1]}", "",
             f"{rows} rows of the `{stage}` stage of a dualcurate run "
             f"(`{manifest.get('recipe_source') or 'recipe'}`, status {data.status}), curated "
-            f"for reasoning efficacy: teacher traces, verification, pass-rate filtering and, "
-            f"when the run has it, the Dual Tuning judge's per-group mode.", ""]
+            f"for reasoning efficacy by the stages below.", ""]
     if has_images:
         body += ["Images are embedded in the `images` column (bytes and a name per image).", ""]
     body += ["## Pipeline", "",
@@ -253,20 +254,9 @@ def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_image
             table.append([domain, *[counts.get(v, 0) for v in verdicts], total, rate])
         body += ["## Verification", "", "Teacher traces by verdict, per domain.", "",
                  _md_table(["domain", *verdicts, "traces", "correct %"], table), ""]
-    if data.pass_rates:
-        body += ["## Pass rates", "", "Samples per pass-rate bin of the proxy model, per "
-                 "domain (rollouts drawn; adaptive sampling stops early).", "",
-                 _md_table(["domain", *PASS_BINS, "samples"],
-                           [[d, *b, sum(b)] for d, b in sorted(data.pass_rates.items())]), ""]
-    if data.groups:
-        cols = ["B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT"]
-        body += ["## Dual Tuning", "", "Accuracy (%) of the base (B) and dual-tuned (DT) model "
-                 "answering directly (S) or reasoning (L), per group; the region decides how "
-                 "the group is curated.", "",
-                 _md_table(["group", *cols, "region"],
-                           [[g.get("group"), *[f"{g[c]:.1f}" if isinstance(g.get(c), int | float)
-                                               else "-" for c in cols], g.get("region")]
-                            for g in data.groups]), ""]
+    for section in sections:  # the plugins' own paragraphs, as in report.md
+        if section.markdown.strip():
+            body += [f"## {section.title}", "", section.markdown.strip(), ""]
     body += ["## Recipe as run", "", "```toml",
              recipe_toml(manifest.get("recipe") or {}).rstrip(), "```", ""]
     return "\n".join(front + body)

@@ -21,13 +21,16 @@ import os
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from dualcurate import hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.kinds import BY_NAME, KINDS, STAGE_KINDS, kind_problem
+
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection, RunView
 
 ENTRY_POINT_GROUP = "dualcurate"
 #: core's own plugin modules, registered first under the name ``builtins``
@@ -277,6 +280,45 @@ class PluginHost:
 
     def register_commands(self, cli: Any) -> None:
         self.pm.hook.dualcurate_register_commands(cli=cli)
+
+    def report_sections(self, run: RunView) -> list[ReportSection]:
+        """Every plugin's sections of ``run``'s report (hook ``dualcurate_report_sections``),
+        each tagged with its plugin, sorted by ``order`` then title, anchors made unique. A
+        plugin whose hook raises or returns something else than sections gets a section
+        saying so instead: the report, the card and the summary still show the others."""
+        import html
+
+        from dualcurate.report_sections import ORDER, ReportSection
+
+        sections: list[ReportSection] = []
+        for impl in self.pm.hook.dualcurate_report_sections.get_hookimpls():
+            plugin = self.pm.get_name(impl.plugin) or "?"
+            try:
+                got = impl.function(run=run)
+                got = [got] if isinstance(got, ReportSection) else list(got or [])
+                bad = [s for s in got if not isinstance(s, ReportSection)]
+                if bad:
+                    raise TypeError(f"returned {type(bad[0]).__name__}, not ReportSection")
+            except Exception as exc:  # one plugin's bug must not hide the whole report
+                message = (f"plugin {plugin!r}: its report section failed: "
+                           f"{type(exc).__name__}: {exc}")
+                got = [ReportSection(
+                    title=f"{plugin} (failed)", anchor="failed-section", order=990,
+                    html=f'<p class="note">{html.escape(message)}</p>',
+                    markdown=f"> {message}", data={"error": message})]
+            for section in got:
+                section.plugin = plugin
+                sections.append(section)
+        sections.sort(key=lambda s: (s.order, s.title))
+        seen: set[str] = set(ORDER)  # core's own sections' ids
+        for section in sections:
+            anchor, n = section.anchor, 1
+            while anchor in seen:
+                n += 1
+                anchor = f"{section.anchor}-{n}"
+            section.anchor = anchor
+            seen.add(anchor)
+        return sections
 
     # listing -----------------------------------------------------------------------------------
     def plugin_infos(self, include_unloaded: bool = True) -> list[PluginInfo]:

@@ -7,33 +7,35 @@ the files stages list as artifacts), so it works for any run, finished or not::
     from dualcurate.report import write_report
     html_path, md_path = write_report("runs/demo")
 
-Sections: stage summary (plugin, status, rows in/out, seconds), the teacher note, the
+Core's sections: stage summary (plugin, status, rows in/out, seconds), the teacher note, the
 standardisation of each source (rows read, kept, dropped by reason, near-duplicate conflicts,
 example pairs side by side, from a source stage's ``artifacts/standardisation.json``),
-verification breakdown (failed generations under "error"), pass-rate histograms, the Dual Tuning table and its scatter plot (Gain_DA against
-Gain_CoT with the regions shaded) and a sample browser (image, caption, question, traces,
-verdicts, pass rate, region).
+verification breakdown (failed generations under "error") and a sample browser (image,
+caption, question, traces, verdicts). Between them, every plugin's own sections (hook
+``dualcurate_report_sections``, :mod:`dualcurate.report_sections`): their figures, tables and
+what they show on each sample. The same sections end ``curate run`` and ``curate report``
+with their summary tables and give the dataset card its paragraphs.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dualcurate.report_sections import MAX_ROWS_READ, ORDER, ReportSection, RunView, SampleField
 from dualcurate.schema import row_meta
 from dualcurate.store import RunStore
 
+if TYPE_CHECKING:
+    from dualcurate.plugins import PluginHost
+
 TEMPLATES = Path(__file__).parent / "report_templates"
-REGION_COLOURS = {"reasoning-benefit": "#3b6fd8", "direct-benefit": "#2e9d4f",
-                  "detrimental": "#d2453c"}
-PASS_BINS = ("0", "(0, ¼]", "(¼, ½]", "(½, ¾]", "(¾, 1)", "1")
-MAX_ROWS_READ = 20000
+__all__ = ["ORDER", "ReportData", "collect", "report_host", "run_sections", "write_report"]
 
 
 @dataclass
@@ -48,48 +50,92 @@ class ReportData:
     teacher_note: str | None
     verdicts: dict[str, Counter] = field(default_factory=dict)  # domain -> verdict -> n
     reasons: Counter = field(default_factory=Counter)
-    pass_rates: dict[str, list[int]] = field(default_factory=dict)  # domain -> bin counts
-    pass_bins: tuple[str, ...] = PASS_BINS
-    groups: list[dict[str, Any]] = field(default_factory=list)
-    efficacy_source: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
-    scatter_svg: str = ""
-    histogram_svgs: dict[str, str] = field(default_factory=dict)
     standardisation: list[dict[str, Any]] = field(default_factory=list)  # one per source stage
+    sections: list[ReportSection] = field(default_factory=list)  # the plugins', in order
+
+    @property
+    def blocks(self) -> list[str | ReportSection]:
+        """Core's sections (by name) and the plugins', in report order (core first on a
+        tie)."""
+        ranked: list[tuple[int, int, str | ReportSection]] = [
+            (at, 0, name) for name, at in ORDER.items() if name != "plugins"]
+        ranked += [(s.order, 1, s) for s in self.sections]
+        return [block for _, _, block in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
 
-def write_report(run_dir: str | Path, samples_per_group: int = 6) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` into ``run_dir``; return their paths. When the
-    run has Dual Tuning results, a copy of them goes to ``run_dir/efficacy.json`` too."""
+def report_host(manifest: dict[str, Any] | None = None) -> PluginHost:
+    """A plugin host for showing a run: the installed plugins as ``curate`` loads them, plus
+    every plugin the run's manifest names that is installed (so a run's own plugins draw
+    their sections even with autoload off)."""
+    from dualcurate.plugins import PluginHost
+
+    host = PluginHost()
+    ensure_run_plugins(host, manifest or {})
+    return host
+
+
+def ensure_run_plugins(host: PluginHost, manifest: dict[str, Any]) -> None:
+    """Load into ``host`` the installed plugins the run's manifest names and ``host`` lacks
+    (one that is not installed, or fails to import, is skipped: its section is missing)."""
+    from dualcurate.errors import DualcurateError
+
+    installed = set(host.entry_points())
+    for name in manifest.get("plugins") or {}:
+        if name in installed and name not in host.infos and name not in host.blocked:
+            try:
+                host.load(name, strict=False)
+            except DualcurateError:
+                continue
+
+
+def run_sections(run: str | Path | RunStore | RunView,
+                 host: PluginHost | None = None) -> list[ReportSection]:
+    """Every plugin's sections of a run's report, in report order (hook
+    ``dualcurate_report_sections``); ``host`` defaults to :func:`report_host`."""
+    view = run if isinstance(run, RunView) else RunView(run)
+    if host is None:
+        host = report_host(view.manifest)
+    else:
+        ensure_run_plugins(host, view.manifest)
+    return host.report_sections(view)
+
+
+def write_report(run_dir: str | Path, samples_per_group: int = 6,
+                 host: PluginHost | None = None,
+                 sections: list[ReportSection] | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into ``run_dir``; return their paths. Plugin
+    sections come from ``sections`` when given (already drawn, e.g. for the CLI's summary),
+    else from :func:`run_sections` with ``host``; the files they list are written too."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from dualcurate.store import atomic_write_bytes, atomic_write_json
+    from dualcurate.store import atomic_write_bytes
 
     store = RunStore(run_dir, create=False)
-    data = collect(store, samples_per_group)
+    if sections is None:
+        sections = run_sections(store, host)
+    data = collect(store, samples_per_group, sections)
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters["pct"] = lambda v: "–" if v is None else f"{float(v):.1f}"
-    env.filters["tojson_safe"] = lambda v: json.dumps(v).replace("</", "<\\/")
-    html_text = env.get_template("report.html.j2").render(d=data, colours=REGION_COLOURS,
-                                                          bins=data.pass_bins)
+    html_text = env.get_template("report.html.j2").render(d=data)
     md_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=False,
                          trim_blocks=True, lstrip_blocks=True)
-    md_env.filters["pct"] = env.filters["pct"]
     md_env.filters["cell"] = lambda v: str(v).replace("|", "\\|").replace("\n", " ")
-    md_text = md_env.get_template("report.md.j2").render(d=data, bins=data.pass_bins)
+    md_text = md_env.get_template("report.md.j2").render(d=data)
     html_path, md_path = store.root / "report.html", store.root / "report.md"
     atomic_write_bytes(html_path, html_text.encode())
     atomic_write_bytes(md_path, md_text.encode())
-    if data.groups:
-        atomic_write_json(store.root / "efficacy.json",
-                          {"groups": data.groups, "source": data.efficacy_source})
+    for section in sections:
+        for name, text in section.files.items():
+            atomic_write_bytes(store.root / name, text.encode())
     return html_path, md_path
 
 
 # gathering -----------------------------------------------------------------------------------
-def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
+def collect(store: RunStore, samples_per_group: int = 6,
+            sections: list[ReportSection] | None = None) -> ReportData:
+    """What core's sections show of a run (plugin ``sections`` are carried as given)."""
     manifest = store.manifest
     stages = [{"name": r["name"], "kind": r.get("kind") or "", "plugin": r.get("plugin"),
                "status": r.get("status"), "rows_in": r.get("rows_in", 0),
@@ -98,7 +144,7 @@ def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
     data = ReportData(run_dir=str(store.root), status=manifest.get("status", "?"),
                       recipe_source=str(manifest.get("recipe_source") or ""), stages=stages,
                       total_seconds=round(sum(s["seconds"] for s in stages), 1),
-                      teacher_note=None)
+                      teacher_note=None, sections=list(sections or []))
     by_kind = {s["kind"]: s["name"] for s in stages}
     verifier_rows = _rows(store, by_kind.get("verifier"))
     filter_rows = _rows(store, by_kind.get("filter"))
@@ -111,24 +157,10 @@ def collect(store: RunStore, samples_per_group: int = 6) -> ReportData:
             counts[verdict] += 1
             if verdict != "correct":
                 data.reasons[trace.get("reason") or trace.get("error") or verdict] += 1
-    reported = _filter_histograms(manifest, by_kind.get("filter"))
-    if reported is not None:  # the filter's own bins: what is known of each sample's rate
-        data.pass_bins, data.pass_rates = reported
-    else:
-        for row in filter_rows:
-            rate = row.get("pass_rate")
-            if rate is None:
-                continue
-            bins = data.pass_rates.setdefault(str(row.get("domain") or "(none)"), [0] * 6)
-            bins[_pass_bin(float(rate))] += 1
-    data.histogram_svgs = {d: histogram_svg(b, data.pass_bins)
-                           for d, b in data.pass_rates.items()}
-    data.groups, data.efficacy_source = _efficacy(store, by_kind.get("efficacy_judge"))
-    if data.groups:
-        data.scatter_svg = scatter_svg(data.groups)
-    regions = {str(g.get("group")): g.get("region") for g in data.groups}
-    data.samples = _samples(store, filter_rows or verifier_rows or _last_rows(store, stages),
-                            regions, samples_per_group)
+    if samples_per_group > 0:
+        fields = [f for section in data.sections for f in section.sample_fields]
+        data.samples = _samples(store, filter_rows or verifier_rows or _last_rows(store, stages),
+                                fields, samples_per_group)
     return data
 
 
@@ -265,39 +297,10 @@ def _teacher_note(stages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> s
             "`curate --plugin vllm-distill` (or hf-distill / openai-distill).")
 
 
-def _pass_bin(rate: float) -> int:
-    if rate <= 0:
-        return 0
-    if rate >= 1:
-        return 5
-    return min(4, 1 + int((rate - 1e-9) // 0.25))
-
-
-def efficacy_groups(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The Dual Tuning table of a run (one dict per group: B_S, B_L, DT_S, DT_L, Gain_DA,
-    Gain_CoT, region, ...); empty when no efficacy judge has results."""
-    return _efficacy(RunStore(run_dir, create=False), None)[0]
-
-
-def _efficacy(store: RunStore, stage: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """The judge's groups: its ``efficacy.json`` artifact, else the groups in its report."""
-    for rec in store.manifest.get("stages", []):
-        if rec["name"] != stage and rec.get("kind") != "efficacy_judge":
-            continue
-        paths = [p for v in (rec.get("artifacts") or {}).values()
-                 if str(v).endswith("efficacy.json") for p in (Path(v), store.root / v)]
-        paths.append(store.stage_dir(rec["name"]) / "artifacts" / "efficacy.json")
-        for path in paths:
-            if path.is_file():
-                return list(json.loads(path.read_text()).get("groups", [])), str(path)
-        groups = (rec.get("report") or {}).get("groups")
-        if isinstance(groups, list):
-            return list(groups), f"manifest.json ({rec['name']} report)"
-    return [], None
-
-
-def _samples(store: RunStore, rows: list[dict[str, Any]], regions: dict[str, Any],
+def _samples(store: RunStore, rows: list[dict[str, Any]], fields: list[SampleField],
              per_group: int) -> list[dict[str, Any]]:
+    """Up to ``per_group`` rows per domain for the sample browser (training rows and rows
+    with traces first), each with what the plugin sections show on it (``fields``)."""
     chosen: list[dict[str, Any]] = []
     taken: Counter = Counter()
     for row in sorted(rows, key=lambda r: (r.get("split") == "eval", not r.get("traces"))):
@@ -316,8 +319,8 @@ def _samples(store: RunStore, rows: list[dict[str, Any]], regions: dict[str, Any
             "question": row.get("question") or "", "answer": row.get("answer") or "",
             "caption": row.get("caption") or "", "images": images,
             "image_paths": [f"images/{d[:2]}/{d}" for d in row.get("images") or []],
-            "pass_rate": row.get("pass_rate"), "keep": row.get("keep"),
-            "region": regions.get(domain), "corrupted": meta.get("corrupted"),
+            "keep": row.get("keep"), "corrupted": meta.get("corrupted"),
+            "fields": [_field(f, row, domain) for f in fields],
             "traces": [{"text": t.get("text") or "", "answer": t.get("answer"),
                         "verdict": t.get("verdict"), "method": t.get("method"),
                         "reason": t.get("reason"), "error": t.get("error"),
@@ -326,105 +329,8 @@ def _samples(store: RunStore, rows: list[dict[str, Any]], regions: dict[str, Any
     return sorted(chosen, key=lambda s: (s["domain"], s["split"] or ""))
 
 
-# plots ---------------------------------------------------------------------------------------
-def scatter_svg(groups: Iterable[dict[str, Any]], size: int = 420) -> str:
-    """Gain_DA (x) against Gain_CoT (y), one labelled point per group, regions shaded."""
-    points = [(str(g.get("group")), float(g.get("Gain_DA") or 0.0),
-               float(g.get("Gain_CoT") or 0.0), g.get("region")) for g in groups]
-    lim = max([10.0] + [abs(v) * 1.15 for _, x, y, _ in points for v in (x, y)])
-    margin = 48
-    span = size - 2 * margin
-
-    def sx(v: float) -> float:
-        return margin + (v + lim) / (2 * lim) * span
-
-    def sy(v: float) -> float:
-        return margin + (lim - v) / (2 * lim) * span
-
-    def poly(pts: list[tuple[float, float]], colour: str, name: str) -> str:
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        return (f'<polygon points="{coords}" fill="{colour}" fill-opacity="0.13">'
-                f'<title>{name}</title></polygon>')
-
-    L = lim
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="scatter" width="{size}" '
-             f'height="{size}" viewBox="0 0 {size} {size}" role="img" '
-             f'aria-label="Gain_DA vs Gain_CoT">',
-             poly([(-L, 0), (0, 0), (L, L), (-L, L)], REGION_COLOURS["reasoning-benefit"],
-                  "reasoning-benefit"),
-             poly([(0, -L), (0, 0), (L, L), (L, -L)], REGION_COLOURS["direct-benefit"],
-                  "direct-benefit"),
-             poly([(-L, -L), (0, -L), (0, 0), (-L, 0)], REGION_COLOURS["detrimental"],
-                  "detrimental"),
-             f'<rect x="{margin}" y="{margin}" width="{span}" height="{span}" fill="none" '
-             f'stroke="#888"/>',
-             f'<line x1="{sx(-L)}" y1="{sy(0)}" x2="{sx(L)}" y2="{sy(0)}" stroke="#555"/>',
-             f'<line x1="{sx(0)}" y1="{sy(-L)}" x2="{sx(0)}" y2="{sy(L)}" stroke="#555"/>',
-             f'<line x1="{sx(-L)}" y1="{sy(-L)}" x2="{sx(L)}" y2="{sy(L)}" stroke="#999" '
-             f'stroke-dasharray="4 3"/>',
-             f'<text x="{size / 2}" y="{size - 10}" text-anchor="middle" font-size="13">'
-             f'Gain_DA (%)</text>',
-             f'<text x="14" y="{size / 2}" text-anchor="middle" font-size="13" '
-             f'transform="rotate(-90 14 {size / 2})">Gain_CoT (%)</text>',
-             f'<text x="{sx(-L) + 6}" y="{sy(L) + 16}" font-size="11" fill="#234">reasoning'
-             f'</text>',
-             f'<text x="{sx(L) - 6}" y="{sy(-L) - 8}" font-size="11" text-anchor="end" '
-             f'fill="#153">direct</text>',
-             f'<text x="{sx(-L) + 6}" y="{sy(-L) - 8}" font-size="11" fill="#622">detrimental'
-             f'</text>',
-             f'<text x="{sx(-L)}" y="{sy(-L) + 16}" font-size="10" text-anchor="start">'
-             f'{-L:.0f}</text>',
-             f'<text x="{sx(L)}" y="{sy(-L) + 16}" font-size="10" text-anchor="end">'
-             f'{L:.0f}</text>']
-    for name, x, y, region in points:
-        colour = REGION_COLOURS.get(str(region), "#444")
-        label = html.escape(name)
-        parts.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" '
-                     f'fill="{colour}" stroke="#222"><title>{label}: Gain_DA {x:.1f}, '
-                     f'Gain_CoT {y:.1f} ({html.escape(str(region))})</title></circle>')
-        parts.append(f'<text x="{sx(x) + 9:.1f}" y="{sy(y) + 4:.1f}" font-size="12">'
-                     f'{label}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _filter_histograms(manifest: dict[str, Any], stage: str | None,
-                       ) -> tuple[tuple[str, ...], dict[str, list[int]]] | None:
-    """The pass-rate histograms a filter stage reported itself (``report.bins`` and
-    ``report.by_domain[*].histogram``, as the difficulty filter writes them), if it did."""
-    if stage is None:
-        return None
-    record = next((r for r in manifest.get("stages", []) if r.get("name") == stage), {})
-    report = record.get("report") or {}
-    bins, groups = report.get("bins"), report.get("by_domain")
-    if not isinstance(bins, list) or not isinstance(groups, dict) or not groups:
-        return None
-    used = [b for b in bins if any((g.get("histogram") or {}).get(b) for g in groups.values())]
-    return tuple(used), {str(name or "(none)"): [int((g.get("histogram") or {}).get(b, 0))
-                                                 for b in used]
-                         for name, g in groups.items()}
-
-
-def histogram_svg(counts: list[int], labels: tuple[str, ...] = PASS_BINS, width: int = 260,
-                  height: int = 120) -> str:
-    """Bars of pass-rate bin counts, one per label (" (stopped early)" shown as "*")."""
-    width = max(width, 46 * len(counts))
-    top = max(counts) or 1
-    bar = (width - 20) / len(counts)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="hist" width="{width}" '
-             f'height="{height + 30}" viewBox="0 0 {width} {height + 30}" role="img" '
-             f'aria-label="pass-rate histogram">']
-    for i, n in enumerate(counts):
-        h = (height - 16) * n / top
-        x = 10 + i * bar
-        parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" '
-                     f'height="{h:.1f}" fill="#5b7fbf"><title>{html.escape(labels[i])}: {n}'
-                     f'</title>'
-                     f'</rect>')
-        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - h - 3:.1f}" font-size="10" '
-                     f'text-anchor="middle">{n}</text>')
-        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 14}" font-size="9" '
-                     f'text-anchor="middle">'
-                     f'{html.escape(labels[i].replace(" (stopped early)", "*"))}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _field(spec: SampleField, row: dict[str, Any], group: str) -> dict[str, Any]:
+    text = spec.value(row, group)
+    return {"label": spec.label, "text": text,
+            "colour": spec.colours.get(text) if text is not None else None,
+            "badge": bool(spec.colours)}

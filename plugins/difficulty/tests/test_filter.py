@@ -298,7 +298,8 @@ def test_report_written_with_histograms_and_budget(stage_context: StageContext,
     assert set(report["by_source"]) == {"src0", "src1"}
     assert set(report["by_domain"]) == {"math", "chart", "spatial"}
     assert sum(g["histogram"]["0"] for g in report["by_domain"].values()) == 2
-    png = (stage_context.workdir / "pass_rate_histogram.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
+    svg = (stage_context.workdir / "pass_rate_histogram.svg").read_text()
+    assert svg.startswith("<?xml")  # one histogram per source (2) and per domain (3)
+    assert svg.count('class="hist"') == 5 and "source: src0" in svg and "domain: math" in svg
     markdown = (stage_context.workdir / "difficulty_report.md").read_text()
     assert "| src0 |" in markdown and "## By domain" in markdown

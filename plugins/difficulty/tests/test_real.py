@@ -70,5 +70,5 @@ def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
     for a, f in zip(first, second, strict=True):
         assert [t["text"] for t in a["rollouts"]] == \
             [t["text"] for t in f["rollouts"][:a["rollouts_used"]]]
-    assert (stage_context.workdir / "pass_rate_histogram.png").exists()
+    assert (stage_context.workdir / "pass_rate_histogram.svg").exists()
     assert report["samples"] == len(rows) and report["rollouts_full_k"] == 3 * len(rows)

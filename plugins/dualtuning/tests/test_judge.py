@@ -52,8 +52,8 @@ def test_regions_outputs_and_curated_rows(scripted, stage_context, make_rows):
 
     efficacy = json.loads((stage_context.workdir / "efficacy.json").read_text())
     assert efficacy["groups"] == result.report["groups"]
-    png = stage_context.workdir / "efficacy_scatter.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (stage_context.workdir / "efficacy_scatter.svg").read_text()
+    assert svg.startswith("<?xml") and svg.count('class="point"') == 2
     assert result.artifacts["efficacy"] == str(stage_context.workdir / "efficacy.json")
 
     # curated: training rows only; math as L, spatial as S, in input order
@@ -252,7 +252,7 @@ def test_runs_as_the_judge_stage_of_a_recipe(scripted, plugin_host, register_plu
     curated = store.dataset("judge")
     assert sorted(set(curated["mode"])) == ["long", "short"]
     assert (store.artifacts_dir("judge") / "efficacy.json").is_file()
-    assert record["artifacts"]["scatter"].endswith("efficacy_scatter.png")
+    assert record["artifacts"]["scatter"].endswith("efficacy_scatter.svg")
 
 
 def test_failed_and_truncated_responses_are_reported(scripted, stage_context, make_rows):

@@ -3,17 +3,29 @@ imported inside the hooks, so listing plugins imports nothing heavy."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dualcurate import Register, hookimpl
+
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection, RunView
 
 
 class DifficultyPlugin:
-    """Entry point ``difficulty``: the pass-rate filter on a proxy model."""
+    """Entry point ``difficulty``: the pass-rate filter on a proxy model, and the pass-rate
+    section of run reports."""
 
     @hookimpl
     def dualcurate_register_filters(self, register: Register) -> None:
         from dualcurate_difficulty.filter import DifficultyFilter
 
         register(DifficultyFilter)
+
+    @hookimpl
+    def dualcurate_report_sections(self, run: RunView) -> list[ReportSection] | None:
+        from dualcurate_difficulty.report import report_sections
+
+        return report_sections(run) or None
 
 
 class RLSubsetPlugin:

@@ -1,13 +1,19 @@
 """The difficulty report: pass-rate histograms per source and per domain, and the rollout budget
 spent against full-k sampling. Written to the stage's artifacts folder as
-``difficulty_report.json``, ``difficulty_report.md`` and ``pass_rate_histogram.png``."""
+``difficulty_report.json``, ``difficulty_report.md`` and ``pass_rate_histogram.svg``; the same
+histograms (one drawing, :func:`histogram_svg`) make the pass-rate section of the run report
+(:func:`report_sections`, hook ``dualcurate_report_sections``) and the table ``curate run``
+ends with."""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dualcurate.report_sections import ReportSection, RunView, SampleField, SummaryTable
 
 if TYPE_CHECKING:
     from dualcurate import RunStore
@@ -134,32 +140,66 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_histograms(report: dict[str, Any], path: Path) -> Path:
-    """One bar chart per grouping (source, domain): samples per pass-rate bin."""
-    import matplotlib
+def histogram_svg(counts: list[int], labels: Iterable[str], width: int = 260,
+                  height: int = 120) -> str:
+    """Bars of samples per pass-rate bin, one per label (" (stopped early)" shown as "*")."""
+    labels = list(labels)
+    width = max(width, 46 * len(counts))
+    top = max(counts, default=0) or 1
+    bar = (width - 20) / max(len(counts), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="hist" width="{width}" '
+             f'height="{height + 30}" viewBox="0 0 {width} {height + 30}" role="img" '
+             f'aria-label="pass-rate histogram">']
+    for i, n in enumerate(counts):
+        h = (height - 16) * n / top
+        x = 10 + i * bar
+        parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" '
+                     f'height="{h:.1f}" fill="#5b7fbf"><title>{html.escape(labels[i])}: {n}'
+                     f'</title></rect>')
+        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - h - 3:.1f}" font-size="10" '
+                     f'text-anchor="middle">{n}</text>')
+        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 14}" font-size="9" '
+                     f'text-anchor="middle">{html.escape(short_label(labels[i]))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    bins = [b for b in report["bins"] if b != "none"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
-    for ax, (title, key) in zip(axes[0], (("source", "by_source"), ("domain", "by_domain")),
-                                strict=True):
-        groups = report[key]
-        width = 0.8 / max(len(groups), 1)
-        for gi, (name, g) in enumerate(groups.items()):
-            xs = [i + gi * width for i in range(len(bins))]
-            ax.bar(xs, [g["histogram"][b] for b in bins], width=width, label=name or "(none)")
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(bins))], bins, fontsize=8)
-        ax.set_xlabel("pass rate")
-        ax.set_ylabel("samples")
-        ax.set_title(f"pass rate by {title}")
-        if groups:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def short_label(label: str) -> str:
+    """A bin's label as figures and tables show it (" (stopped early)" as "*")."""
+    return label.replace(" (stopped early)", "*")
+
+
+def shown_bins(report: dict[str, Any], key: str = "by_domain") -> list[str]:
+    """The bins any group of ``report[key]`` has a sample in, in bin order."""
+    groups = report.get(key) or {}
+    return [b for b in report.get("bins") or BINS
+            if any((g.get("histogram") or {}).get(b) for g in groups.values())]
+
+
+def histograms_svg(report: dict[str, Any]) -> str:
+    """A standalone SVG file: one histogram per source and one per domain, captioned."""
+    panels: list[tuple[str, str, int, int]] = []  # caption, svg, width, height
+    for title, key in (("source", "by_source"), ("domain", "by_domain")):
+        bins = shown_bins(report, key)
+        for name, g in (report.get(key) or {}).items():
+            svg = histogram_svg([int(g["histogram"].get(b, 0)) for b in bins], bins)
+            width = max(260, 46 * len(bins))
+            panels.append((f"{title}: {name or '(none)'}", svg, width, 150))
+    columns = 3
+    cell_w = max((p[2] for p in panels), default=260) + 20
+    cell_h = 150 + 24
+    rows = -(-len(panels) // columns) if panels else 1
+    width, height = cell_w * min(columns, max(len(panels), 1)), cell_h * rows
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif">']
+    for i, (caption, svg, _, _) in enumerate(panels):
+        x, y = (i % columns) * cell_w, (i // columns) * cell_h
+        out.append(f'<text x="{x + 10}" y="{y + 16}" font-size="13" font-weight="600">'
+                   f'{html.escape(caption)}</text>')
+        out.append(f'<g transform="translate({x},{y + 24})">{svg}</g>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 def write_report(rows: Iterable[dict[str, Any]], workdir: str | Path, k: int) -> dict[str, str]:
@@ -170,9 +210,79 @@ def write_report(rows: Iterable[dict[str, Any]], workdir: str | Path, k: int) ->
     paths = {
         "json": workdir / "difficulty_report.json",
         "markdown": workdir / "difficulty_report.md",
-        "histogram": workdir / "pass_rate_histogram.png",
+        "histogram": workdir / "pass_rate_histogram.svg",
     }
     paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True))
     paths["markdown"].write_text(report_markdown(report))
-    plot_histograms(report, paths["histogram"])
+    paths["histogram"].write_text(histograms_svg(report), encoding="utf-8")
     return {name: str(p) for name, p in paths.items()}
+
+
+# the run report's section --------------------------------------------------------------------
+#: after verification, before training
+ORDER = 450
+STAGE_NAME = "difficulty"  # the filter's registered name, as the manifest records it
+EXPLAIN = ("Pass rate over k rollouts per sample; with adaptive sampling (the default) a sample "
+           "stops drawing once its keep rule is settled, and is binned by what its draws prove "
+           '(* stopped early: "> 0*", one was correct; "< 1*", one was not).')
+NO_RATES = "No stage wrote a `pass_rate` column."
+
+
+def report_sections(run: RunView) -> list[ReportSection]:
+    """One pass-rate section per difficulty filter of the run (else of its last filter with a
+    ``pass_rate`` column); none when it has neither."""
+    stages = [r for r in run.stages if r.get("plugin") == STAGE_NAME]
+    if not stages:
+        stages = [r for r in run.stages_of_kind("filter")
+                  if "pass_rate" in run.columns(r["name"])][-1:]
+    return [stage_section(run, rec, named=len(stages) > 1) for rec in stages]
+
+
+def stage_report(run: RunView, rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's difficulty report: the one it recorded in the manifest, else built from
+    its committed shards (None: no pass rates yet)."""
+    report = rec.get("report") or {}
+    if isinstance(report.get("bins"), list) and isinstance(report.get("by_domain"), dict) \
+            and report["by_domain"]:
+        return report
+    if "pass_rate" not in run.columns(rec["name"]):
+        return None
+    rows = run.rows(rec["name"], columns=list(SUMMARY_COLUMNS))
+    if not rows:
+        return None
+    k = int(report.get("k") or max((int(r.get("pass_drawn") or 0) for r in rows), default=0)
+            or 1)
+    return build_report(rows, k)
+
+
+def stage_section(run: RunView, rec: dict[str, Any], named: bool = False) -> ReportSection:
+    """The pass-rate section of one filter stage: a histogram per domain, the table, the
+    summary (samples, kept, mean pass rate and bins per domain), each sample's pass rate."""
+    title = "Pass rates (difficulty filter)" + (f": {rec['name']}" if named else "")
+    section = ReportSection(title=title, anchor="pass-rates", order=ORDER,
+                            sample_fields=[SampleField("pass rate", column="pass_rate")])
+    report = stage_report(run, rec)
+    if report is None:
+        section.html = "<p>No stage wrote a <code>pass_rate</code> column.</p>"
+        section.markdown = NO_RATES
+        return section
+    bins = shown_bins(report)
+    groups = {str(name or "(none)"): g for name, g in report["by_domain"].items()}
+    counts = {name: [int((g.get("histogram") or {}).get(b, 0)) for b in bins]
+              for name, g in groups.items()}
+    figures = "\n".join(f"<figure><figcaption>{html.escape(name)}</figcaption>"
+                        f"{histogram_svg(c, bins)}</figure>" for name, c in sorted(counts.items()))
+    section.html = f'<p>{html.escape(EXPLAIN)}</p>\n<div class="figures">\n{figures}\n</div>'
+    labels = [short_label(b) for b in bins]
+    table = ["| group | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(bins)]
+    table += [f"| {name} | " + " | ".join(str(n) for n in c) + " |"
+              for name, c in sorted(counts.items())]
+    section.markdown = EXPLAIN + "\n\n" + "\n".join(table)
+    section.summary = SummaryTable(
+        title, ["group", "samples", "kept", "mean pass rate", *labels],
+        [[name, str(g.get("samples", "")), str(g.get("kept", "")),
+          "–" if g.get("mean_pass_rate") is None else f"{g['mean_pass_rate']:.2f}",
+          *[str(n) for n in counts[name]]] for name, g in sorted(groups.items())])
+    section.data = {"stage": rec["name"], "bins": bins, "histograms": counts,
+                    "report": report}
+    return section

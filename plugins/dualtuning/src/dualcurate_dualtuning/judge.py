@@ -42,6 +42,7 @@ from dualcurate_dualtuning.metrics import (
     estimate_region,
     group_metrics,
 )
+from dualcurate_dualtuning.results import COLUMN_TYPES
 from dualcurate_dualtuning.training import train_model
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class DualTuningJudge(EfficacyJudge):
     Config = DualTuningConfig
     requires = ("id", "question", "answer")
     provides = ("mode", "efficacy_region")
+    column_types = COLUMN_TYPES
     config: DualTuningConfig
 
     def check(self, host: PluginHost) -> list[str]:
@@ -187,10 +189,11 @@ class DualTuningJudge(EfficacyJudge):
                                             cfg.validate_everything_mode)
         efficacy_path = ctx.workdir / "efficacy.json"
         efficacy_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        from dualcurate_dualtuning.plot import scatter
+        from dualcurate_dualtuning.plot import write_scatter
 
-        plot_path = scatter(metrics, ctx.workdir / "efficacy_scatter.png",
-                            title=f"Dual Tuning: {Path(cfg.base_model).name}")
+        plot_path = write_scatter(groups, ctx.workdir / "efficacy_scatter.svg",
+                                  title=f"Dual Tuning: {Path(cfg.base_model).name}",
+                                  absolute=any(m.gain_basis == "absolute" for m in metrics))
         import datasets as hf_datasets
 
         return StageResult(dataset=hf_datasets.Dataset(curated_table),

@@ -1,4 +1,6 @@
-"""``curate efficacy-table``: gains and regions from scores any evaluator produced.
+"""The Dual Tuning table, drawn once for every place it is shown (the run report's HTML and
+markdown, the dataset card, the end of ``curate run`` / ``curate report``), and
+``curate efficacy-table``: gains and regions from scores any evaluator produced.
 
 The CSV needs the columns ``group,B_S,B_L,DT_S,DT_L`` (others are ignored), one row per task
 group, e.g. copied from lmms-eval or VLMEvalKit result tables.
@@ -7,15 +9,78 @@ group, e.g. copied from lmms-eval or VLMEvalKit result tables.
 from __future__ import annotations
 
 import csv
+import html
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from dualcurate.errors import DualcurateError
+from dualcurate.report_sections import SummaryTable
 from dualcurate_dualtuning.metrics import SCORE_NAMES, GroupMetrics, check_score, group_metrics
+from dualcurate_dualtuning.results import REGION_COLOURS
 
 REQUIRED_COLUMNS = ("group", *SCORE_NAMES)
+#: the table's columns, in order (accuracies, gains and gaps in %; counts of rows)
+TABLE_COLUMNS = ("group", *SCORE_NAMES, "Gain_DA", "Gain_CoT", "region", "GAP_B", "GAP_DT",
+                 "n_train", "n_eval")
+#: the columns of the short table at the end of ``curate run`` / ``curate report``
+SUMMARY_COLUMNS = TABLE_COLUMNS[:8]
+SUMMARY_TITLE = "Dual Tuning: reasoning or direct?"
+
+
+def cell(group: dict[str, Any], column: str) -> str:
+    """One cell of the table as text: numbers with one decimal, counts as they are, "–" for
+    what the group does not have."""
+    value = group.get(column)
+    if value is None:
+        return "–"
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and column not in ("n_train", "n_eval"):
+        return f"{float(value):.1f}"
+    return str(value)
+
+
+def table_rows(groups: Iterable[dict[str, Any]],
+               columns: Sequence[str] = TABLE_COLUMNS) -> list[list[str]]:
+    """The table's cells, one list per group."""
+    return [[cell(g, c) for c in columns] for g in groups]
+
+
+def table_html(groups: list[dict[str, Any]]) -> str:
+    """The table as an HTML ``<table>`` (regions as coloured badges), escaped."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    body = []
+    for g, cells in zip(groups, table_rows(groups), strict=True):
+        tds = []
+        for column, text in zip(TABLE_COLUMNS, cells, strict=True):
+            text = html.escape(text)
+            colour = REGION_COLOURS.get(str(g.get("region"))) if column == "region" else None
+            if column == "region":
+                style = f' style="background: {colour}"' if colour else ""
+                text = f'<span class="badge"{style}>{text}</span>'
+            tds.append(f"<td>{text}</td>")
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    return (f'<table id="dual-tuning-table">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+            + "\n".join(body) + "\n</tbody>\n</table>")
+
+
+def table_markdown(groups: list[dict[str, Any]]) -> str:
+    """The table in markdown."""
+    align = ["---" if c in ("group", "region") else "---:" for c in TABLE_COLUMNS]
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(t.replace("|", "\\|") for t in cells) + " |"
+              for cells in table_rows(groups)]
+    return "\n".join(lines)
+
+
+def summary_table(groups: list[dict[str, Any]]) -> SummaryTable:
+    """The short table printed at the end of ``curate run`` / ``curate report`` (and by
+    ``curate efficacy-table --format table``): scores, gains and region per group."""
+    return SummaryTable(SUMMARY_TITLE, list(SUMMARY_COLUMNS),
+                        table_rows(groups, SUMMARY_COLUMNS))
 
 
 class ScoresFileError(DualcurateError):
@@ -86,10 +151,18 @@ def efficacy_table(path: str | Path) -> list[dict[str, object]]:
 @click.command("efficacy-table")
 @click.option("--scores", "scores", required=True, type=click.Path(dir_okay=False),
               help="CSV with columns group,B_S,B_L,DT_S,DT_L (one row per task group).")
-def efficacy_table_cmd(scores: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True, help="JSON objects, or the table `curate run` ends with.")
+def efficacy_table_cmd(scores: str, fmt: str = "json") -> None:
     """Print Gain_DA, Gain_CoT, GAP_B, GAP_DT and the Dual Tuning region per group as JSON.
 
     Gains are percent changes of the dual-tuned scores over B* = max(B_S, B_L); see
     docs/efficacy.md for the rules (ties, B* = 0).
     """
+    if fmt == "table":
+        from dualcurate.cli import out_console, summary_renderable
+
+        groups = [m.full_row() for m in read_scores(scores)]
+        out_console.print(summary_renderable(summary_table(groups)))
+        return
     click.echo(json.dumps(efficacy_table(scores), indent=2))
