@@ -321,7 +321,9 @@ _EDGE_PUNCT = re.compile(r"^[\s.,;:!?\"'`]+|[\s.,;:!?\"'`]+$")
 def normalise_text(text: str) -> str:
     """Lower-cased, unwrapped text without spacing commands, edge punctuation or spaces
     around operators, for exact comparison (``(0,9)`` and ``[0,9)`` stay different)."""
-    s = strip_math(text).lower()
+    # whitespace first: a control character such as \x1f after a backslash would otherwise
+    # become "\ " (a spacing command) only after the spacing commands were removed
+    s = re.sub(r"\s+", " ", strip_math(text).lower())
     s = _SPACING.sub(" ", s)
     s = _ARTICLES.sub("", s)
     s = _EDGE_PUNCT.sub("", s)
