@@ -136,10 +136,21 @@ class ComponentRef(BaseModel):
     def resolve(self, host: Any) -> type:
         """The class registered under ``use`` for this kind (``host``: a PluginHost); a
         class the referring stage already knows (its default engine) when the host does not
-        register that name."""
+        register that name. The recipe names ``use`` as it names a stage's, so with plugin
+        autoloading off the installed entry point of that name is loaded on first need."""
         try:
             self._resolved = host.get(self.kind, self.use)
         except Exception:
+            entry_points = getattr(host, "entry_points", dict)()
+            if self.use in entry_points and self.use not in getattr(host, "infos", {}) \
+                    and self.use not in getattr(host, "blocked", ()):
+                try:
+                    host.load(self.use)
+                except Exception:
+                    if self._resolved is None:
+                        raise
+                    return self._resolved
+                return self.resolve(host)
             if self._resolved is None:
                 raise
         return self._resolved
@@ -243,4 +254,6 @@ def check_refs(config: BaseModel, host: Any) -> list[str]:
                 problems.append(f"{path}: {exc}")
                 continue
             problems.extend(f"{path}: {p}" for p in stage.preflight(host))
+        # a component naming components of its own (a verifier's judge engine)
+        problems.extend(f"{path}.{p}" for p in check_refs(component_config, host))
     return problems

@@ -98,8 +98,13 @@ class Stage:
         same signature reuses committed shards."""
         cfg = self.config.model_dump(mode="json", exclude=set(self.Config.runtime_fields))
         for path, ref in component_refs(self.config):
-            if path in cfg:  # a component's runtime options never change outputs either
-                cfg[path] = json.loads(json.dumps(ref.signature_view(), default=str))
+            # a component's runtime options never change outputs either
+            view = json.loads(json.dumps(ref.signature_view(), default=str))
+            name, _, index = path.partition("[")
+            if path in cfg:
+                cfg[path] = view
+            elif index.endswith("]") and isinstance(cfg.get(name), list):  # verifiers = [...]
+                cfg[name][int(index[:-1])] = view
         payload = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,
@@ -206,9 +211,14 @@ class DatasetFilter(DatasetStage):
 
 
 class Trainer(DatasetStage):
-    """Trains a model on rows; returns the model directory (safetensors + tokenizer/processor)."""
+    """Trains a model on rows; returns the model directory (safetensors + tokenizer/processor).
+
+    ``model_field`` names the option holding the model training starts from: a stage that
+    runs a trainer on a model of its own choosing (dual-tuning's ``base_model``) sets that
+    option, never guesses it."""
 
     kind = "trainer"
+    model_field: ClassVar[str] = "model"
 
     def train(self, dataset: datasets.Dataset, ctx: StageContext) -> Path:
         raise NotImplementedError
