@@ -41,16 +41,10 @@ def run_seed(seed: int, out: Path) -> tuple[list[dict[str, Any]], float]:
     store = Pipeline(recipe).run(out / f"seed{seed}")
     seconds = time.monotonic() - started
     from dualcurate.report import write_report
+    from dualcurate_dualtuning.results import efficacy_groups
 
     write_report(store.root)
-    groups: list[dict[str, Any]] = []
-    for rec in store.manifest["stages"]:
-        if rec.get("kind") == "efficacy_judge":
-            groups = list((rec.get("report") or {}).get("groups") or [])
-            path = store.stage_dir(rec["name"]) / "artifacts" / "efficacy.json"
-            if path.exists():
-                groups = json.loads(path.read_text()).get("groups", groups)
-    return groups, seconds
+    return efficacy_groups(store.root), seconds
 
 
 def met(regions: dict[str, dict[str, str]], tables: dict[str, list[dict[str, Any]]]) -> dict:
