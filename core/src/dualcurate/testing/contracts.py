@@ -93,6 +93,16 @@ class StageContract:
     def test_signature_is_stable(self) -> None:
         assert self.make_stage().signature() == self.make_stage().signature()
 
+    def test_column_types_are_of_its_columns(self) -> None:
+        import pyarrow as pa
+
+        from dualcurate.schema import column_types
+
+        for col, dtype in self.stage_cls.column_types.items():
+            assert col in self.stage_cls.provides, f"column_types names {col!r}, not provided"
+            assert isinstance(dtype, pa.DataType), f"column_types[{col!r}]: not an Arrow type"
+        column_types(self.stage_cls.column_types)  # raises if it retypes a core column
+
 
 class SourceContract(StageContract):
     """A source yields canonical rows with unique ids, deterministically."""
@@ -157,7 +167,7 @@ class MapStageContract(StageContract):
     def test_rows_convert_to_arrow(self, rows, stage_context) -> None:
         from dualcurate.schema import rows_to_table
 
-        table = rows_to_table(self._process(rows, stage_context))
+        table = rows_to_table(self._process(rows, stage_context), self.stage_cls.column_types)
         assert table.num_rows == len(rows)
 
 
