@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
-from dualcurate.stages import Executor, MapJob, MapStage, ShardDone, StageConfig
+from dualcurate.config import StageConfig
+from dualcurate.stages import Executor, MapJob, MapStage, ShardDone
+from dualcurate.store import kept
 from dualcurate.window import DEFAULT_DEPTH, GenerationWindow
 
 if TYPE_CHECKING:
@@ -34,14 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalExecutor", "LocalExecutorConfig", "ShardDone", "input_rows", "kept",
            "output_types", "process_shard"]
-
-
-def kept(table: pa.Table) -> pa.Table:
-    """Rows a previous filter kept (``keep`` missing or not False)."""
-    if "keep" not in table.column_names:
-        return table
-    mask = pc.fill_null(table.column("keep"), True)
-    return table.filter(mask)
 
 
 def input_rows(store: RunStore, upstream: str, index: int) -> list[dict[str, Any]]:

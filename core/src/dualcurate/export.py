@@ -20,8 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualcurate.errors import DualcurateError, StoreError
-from dualcurate.executors import kept
-from dualcurate.store import ImageStore, RunStore
+from dualcurate.store import ImageStore, RunStore, kept
 
 #: ``copy``: files under ``<to>/images/``, rows hold paths relative to ``<to>``;
 #: ``link``: the same paths as hard links into the run's image store (symbolic links across

@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualcurate.errors import DualcurateError
-from dualcurate.executors import kept
 from dualcurate.export import image_extension, place_image
 from dualcurate.formats import (
     FORMAT_INSTRUCTION,
@@ -44,7 +43,7 @@ from dualcurate.formats import (
     render_mode_prompt,
     render_trace,
 )
-from dualcurate.store import RunStore
+from dualcurate.store import RunStore, kept
 
 TOOL_FORMATS = ("llamafactory", "verl")
 #: what each tool's export carries of the images by default, and what it accepts

@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualcurate.errors import DualcurateError
-from dualcurate.executors import kept
 from dualcurate.export import _hf_schema, _with_images
-from dualcurate.store import RunStore
+from dualcurate.store import RunStore, kept
 
 IMAGE_ROW_GROUP = 100
 TEXT_ROW_GROUP = 10_000

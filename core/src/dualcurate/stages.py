@@ -165,7 +165,7 @@ class MapStage(Stage):
             self.finish(ctx)
         finally:
             self.teardown()
-        return hf_datasets.Dataset(rows_to_table(out))
+        return hf_datasets.Dataset(rows_to_table(out, type(self).column_types))
 
 
 class Distiller(MapStage):

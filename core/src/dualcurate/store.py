@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dualcurate.errors import StoreError
@@ -344,3 +345,10 @@ class RunStore:
         path = self.stage_dir(stage) / "artifacts"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def kept(table: pa.Table) -> pa.Table:
+    """Rows a previous filter kept (``keep`` missing or not False)."""
+    if "keep" not in table.column_names:
+        return table
+    return table.filter(pc.fill_null(table.column("keep"), True))

@@ -34,7 +34,7 @@ class TRLStage(Trainer):
         self.saved: SavedModel | None = None
         self.build_stats: dict[str, Any] = {}
 
-    def check(self, host: PluginHost) -> list[str]:
+    def preflight(self, host: PluginHost) -> list[str]:
         problems = []
         acc = self.config.accelerate_config
         if acc is not None and not Path(acc).is_file():

@@ -108,8 +108,8 @@ class GRPOStage(TRLStage):
         # data, so it survives the pickling of an accelerate launch
         self._verifier: tuple[str, dict[str, Any]] | None = None
 
-    def check(self, host: PluginHost) -> list[str]:
-        problems = super().check(host)
+    def preflight(self, host: PluginHost) -> list[str]:
+        problems = super().preflight(host)
         if self.config.accuracy_weight and self._check is None and \
                 importlib.util.find_spec("dualcurate_verify") is None:
             problems.append("accuracy_weight > 0 needs dualcurate-verify for its check(); "
