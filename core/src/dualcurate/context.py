@@ -27,6 +27,7 @@ from dualcurate.store import ImageStore, RunStore
 from dualcurate.window import GenerationWindow
 
 if TYPE_CHECKING:
+    from dualcurate.config import ComponentRef
     from dualcurate.stages import Stage
 
 
@@ -90,6 +91,16 @@ class StageContext:
         """Generate through the run's request cache, reporting progress."""
         return generate_cached(engine, requests, sampling, self.cache, self.progress, self.stats,
                                self.window, self.shard)
+
+    def resolve(self, ref: ComponentRef) -> type:
+        """The class a component reference names (``engine = { use = ... }``): the one
+        ``curate validate`` resolved, else resolved now against this context's plugin host
+        (a default one in library use), its plugin's entry point loaded on first need."""
+        if ref.resolved is not None:
+            return ref.resolved
+        if self.host is None:
+            self.host = PluginHost()
+        return ref.resolve(self.host)
 
     def make_stage(self, kind: str, name: str, config: dict[str, Any] | None = None) -> Stage:
         """Another stage by registered name (an efficacy judge building its trainer, say)."""
