@@ -4,10 +4,10 @@ task family lands in Dual Tuning.
     .venv/bin/python benchmarks/demo_seeds.py [--seeds 0,1,2] [--out runs/demo-seeds]
 
 Each seed is a full run of the default recipe (source → distill → verify → filter → train →
-judge) with the source seed, the run seed and the base model's cache directory set to that
-seed. It prints the Dual Tuning table per seed, the wall time per seed, and as its LAST line one
-JSON object: ``{"regions": {seed: {family: region}}, "tables": ..., "seconds": ...,
-"expected": ..., "met": ...}``.
+judge) with the source seed, the run seed, the judge's seed and the base model (its seed and
+its cache directory, ``[models.base]``) set to that seed. It prints the Dual Tuning table per
+seed, the wall time per seed, and as its LAST line one JSON object: ``{"regions": {seed:
+{family: region}}, "tables": ..., "seconds": ..., "expected": ..., "met": ...}``.
 
 Expected (issue 8): digit-sum reasoning-benefit and last-shape detrimental on every seed;
 nth-colour direct-benefit with Gain_DA strictly above Gain_CoT on at least 2 of 3 seeds.
@@ -27,10 +27,9 @@ EXPECTED = {"digit-sum": "reasoning-benefit", "nth-colour": "direct-benefit",
 
 def seed_overrides(seed: int) -> list[str]:
     """--set overrides that move the default recipe to another seed."""
-    base = f'"runs/.cache/demo-base-seed{seed}"'
-    return [f"run.seed={seed}", f"source.seed={seed}", f"source.base_model_dir={base}",
-            f"filter.engine_options.model={base}", f"train.model={base}",
-            f"judge.base_model={base}", f"judge.seed={seed}"]
+    return [f"run.seed={seed}", f"source.seed={seed}",
+            f'models.base.path="runs/.cache/demo-base-seed{seed}"',
+            f"models.base.build.seed={seed}", f"judge.seed={seed}"]
 
 
 def run_seed(seed: int, out: Path) -> tuple[list[dict[str, Any]], float]:

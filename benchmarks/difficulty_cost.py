@@ -49,25 +49,25 @@ def synthetic_rows(per_family: int, ctx: Any) -> list[dict[str, Any]]:
 
 
 def build_proxy(steps: int) -> Path:
-    """The synthetic demo's base model (the default recipe's settings): reused from the demo's
-    cache when it was built there with the same settings, else built once under runs/.cache."""
-    from dualcurate_synthetic.basemodel import MARKER, ensure_base_model, settings_key
-    from dualcurate_synthetic.families import FAMILIES
-    from dualcurate_synthetic.source import BaseModelSettings
+    """The synthetic demo's base model (the default recipe's settings, built by its
+    ``synthetic-base`` model builder): reused from the demo's cache when it was built there with
+    the same options, else built once under runs/.cache."""
+    from dualcurate import StageContext
+    from dualcurate.models import built_by, ensure_model
+    from dualcurate_synthetic.base_model import SyntheticBaseBuilder
 
-    settings = BaseModelSettings(steps=steps, threads=1)
+    builder = SyntheticBaseBuilder({"steps": steps, "threads": 1})
     demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
-    try:
-        marker = json.loads((demo_dir / MARKER).read_text())
-        if marker.get("key") == settings_key(settings, 0, list(FAMILIES)):
-            print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
-            return demo_dir
-    except (OSError, ValueError):
-        pass
+    if (built_by(demo_dir) or {}).get("signature") == builder.signature():
+        print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
+        return demo_dir
     model_dir = ROOT / "runs" / ".cache" / f"difficulty-proxy-{steps}-seed0"
     started = time.monotonic()
-    print(f"proxy model: building {model_dir} (once; cached)", flush=True)
-    ensure_base_model(model_dir, settings, seed=0, log=lambda m: print(m, flush=True))
+    print(f"proxy model: {model_dir} (built once; cached)", flush=True)
+    ctx = StageContext.ephemeral("models.proxy")
+    ensure_model("proxy", model_dir, builder, ctx, log=lambda m: print(m, flush=True))
+    ctx.close()
+    ctx.cache.close()
     print(f"proxy model {model_dir} ready in {time.monotonic() - started:.1f} s", flush=True)
     return model_dir
 
@@ -130,7 +130,7 @@ def main() -> None:
     proxy = args.proxy
     try:
         import dualcurate_hf.engine  # noqa: F401
-        import dualcurate_synthetic.basemodel  # noqa: F401
+        import dualcurate_synthetic.base_model  # noqa: F401
     except ImportError as exc:
         print(f"hf engine or synthetic source missing ({exc}); using the scripted proxy")
         proxy = "scripted"

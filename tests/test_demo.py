@@ -8,14 +8,13 @@ import json
 import pytest
 
 SMALL = ["source.train_per_family=12", "source.eval_per_family=6",
-         "source.base_model.steps=20", "source.base_model.examples_per_family=10",
+         "models.base.build.steps=20", "models.base.build.examples_per_family=10",
          "filter.k=2", "train.max_steps=2", "judge.trainer_options.max_steps=10"]
 
 
 def small_overrides(base: str) -> list[str]:
-    model = f'"{base}"'
-    sets = [*SMALL, f"source.base_model_dir={model}", f"filter.engine_options.model={model}",
-            f"train.model={model}", f"judge.base_model={model}"]
+    """SMALL, with the base model (every stage's "@base") in the folder ``base``."""
+    sets = [*SMALL, f'models.base.path="{base}"']
     return [arg for item in sets for arg in ("--set", item)]
 
 
@@ -42,8 +41,14 @@ def test_default_recipe_runs_every_stage_and_reports(run_cli):
     groups = {g["group"]: g for g in efficacy["groups"]}
     assert set(groups) == {"digit-sum", "nth-colour", "last-shape"}
     assert all(g["n_eval"] == 6 for g in groups.values())
-    # the base model was built once, in the working directory's cache path
-    assert (result.cwd / "base" / "dualcurate-base.json").exists()
+    # the base model was built once, by [models.base]'s builder, where --set moved it, and
+    # every stage that names "@base" used that folder
+    assert (result.cwd / "base" / "dualcurate-model.json").exists()
+    assert manifest["models"]["base"]["path"] == "base"
+    assert manifest["models"]["base"]["builder"] == "synthetic-base"
+    recipe = manifest["recipe"]
+    assert recipe["train"]["model"] == recipe["judge"]["base_model"] == "base"
+    assert _engine_model(recipe["filter"]) == "base"
 
     from dualcurate.report import write_report
 
@@ -64,6 +69,13 @@ def test_vllm_distill_without_vllm_stops_at_validation(run_cli):
     assert result.exit_code != 0
     assert "vllm" in result.stderr and "pip install" in result.stderr
     assert not (result.cwd / "x" / "source").exists(), "nothing may run before validation"
+
+
+def _engine_model(options):
+    engine = options["engine"]
+    if isinstance(engine, dict) and "model" in engine:  # engine = { use, model, ... }
+        return engine["model"]
+    return options["engine_options"]["model"]  # the older spelling
 
 
 def _tables(run, stage):

@@ -11,7 +11,7 @@ import os
 import pytest
 
 SMALL = ["source.train_per_family=8", "source.eval_per_family=4",
-         "source.base_model.steps=10", "source.base_model.examples_per_family=8", "filter.k=2",
+         "models.base.build.steps=10", "models.base.build.examples_per_family=8", "filter.k=2",
          "judge.trainer_options.max_steps=4"]
 pytestmark = pytest.mark.vllm
 
@@ -19,11 +19,7 @@ pytestmark = pytest.mark.vllm
 def test_default_recipe_with_vllm_distill_and_gspo(run_cli):
     pytest.importorskip("vllm")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    model = '"base"'
-    sets = [*SMALL, f"source.base_model_dir={model}",
-            f"filter.engine_options.model={model}", f"train.model={model}",
-            f"judge.base_model={model}",
-            f"distill.plugins.vllm-distill.engine_options.model={model}",
+    sets = [*SMALL, 'models.base.path="base"',  # every "@base", the teacher's included
             "train.plugins.gspo.max_steps=2", "train.plugins.gspo.num_generations=2",
             "train.plugins.gspo.per_device_train_batch_size=2",
             "train.plugins.gspo.max_completion_length=32"]

@@ -30,11 +30,13 @@ KIND_PAGES: dict[str, str] = {
     "efficacy_judge": "efficacy.md",
     "engine": "engines.md",
     "executor": "scale-out.md",
+    "model_builder": "recipes.md",  # the [models] table
 }
 #: (kind, registered name) -> page, where a component is documented away from its kind's page
 COMPONENT_PAGES: dict[tuple[str, str], str] = {
     ("source", "synthetic"): "demo.md",  # the offline demo's data
     ("distiller", "reference"): "demo.md",  # the demo's stand-in teacher
+    ("model_builder", "synthetic-base"): "demo.md",  # the demo's base model
     ("executor", "local"): "concepts.md",  # built in, next to streaming
     ("source", "hello"): "writing-plugins.md",  # the example plugin
     ("filter", "hello-length"): "writing-plugins.md",

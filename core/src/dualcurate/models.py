@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from dualcurate.errors import DualcurateError
 from dualcurate.stages import Stage
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ class ModelBuilder(Stage):
     its :meth:`signature` decides when an existing folder must be rebuilt."""
 
     kind: ClassVar[str] = "model_builder"
+    #: files an earlier version of this builder left in the folders it made (before
+    #: :data:`MARKER`): such a folder is rebuilt; any other folder without the marker is
+    #: someone's model and is never replaced (see :func:`ensure_model`).
+    legacy_markers: ClassVar[tuple[str, ...]] = ()
 
     def build(self, out: Path, ctx: StageContext) -> None:
         """Write the model into the empty folder ``out``."""
@@ -70,6 +75,17 @@ def built_by(out: Path) -> dict | None:
         return None
 
 
+def _someone_elses(out: Path, builder: ModelBuilder) -> bool:
+    """Whether ``out`` (holding no marker) is a file or a folder with files that no builder
+    made: never deleted to build there."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        return True
+    return any(out.iterdir()) and not any((out / legacy).exists()
+                                          for legacy in builder.legacy_markers)
+
+
 def ensure_model(name: str, out: str | Path, builder: ModelBuilder, ctx: StageContext,
                  log: Callable[[str], None] = lambda m: None) -> bool:
     """Build model ``name`` into ``out`` unless it is there, built by the same builder with the
@@ -80,21 +96,31 @@ def ensure_model(name: str, out: str | Path, builder: ModelBuilder, ctx: StageCo
         marker = built_by(out)
         if marker is not None and marker.get("signature") == signature:
             return False
+        if marker is None and _someone_elses(out, builder):
+            raise DualcurateError(
+                f"model {name}: {out} holds files but no {MARKER}, so no model builder made "
+                f"it; it is not replaced. Drop build from [models.{name}] to use that folder "
+                f"as it is, point [models.{name}] path at another folder, or delete it to "
+                f"have {builder.name} build the model there")
         if out.exists():
             reason = ("built with other options" if marker is not None else
-                      f"holds no {MARKER} (not built by a builder, or a build was cut short)")
+                      "built by an earlier version of the builder")
             log(f"model {name}: {out} {reason}; building it again with {builder.name}")
         else:
             log(f"model {name}: building {out} with {builder.name}")
         started = time.monotonic()
         tmp = out.with_name(out.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed build left
         tmp.mkdir(parents=True)
-        builder.setup(ctx)
         try:
-            builder.build(tmp, ctx)
-        finally:
-            builder.teardown()
+            builder.setup(ctx)
+            try:
+                builder.build(tmp, ctx)
+            finally:
+                builder.teardown()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         seconds = round(time.monotonic() - started, 1)
         (tmp / MARKER).write_text(json.dumps(
             {"model": name, "builder": builder.name, "signature": signature,

@@ -23,9 +23,9 @@ from dualcurate.cache_segments import merge_segments
 from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
+from dualcurate.models import ModelBuilder, ensure_model
 from dualcurate.plugins import STAGE_KINDS, PluginHost
 from dualcurate.progress import NullProgress, StageProgress
-from dualcurate.models import ModelBuilder, ensure_model
 from dualcurate.recipe import Recipe, StageSpec, format_validation
 from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
 from dualcurate.store import RunStore, kept
@@ -174,7 +174,11 @@ class Pipeline:
             try:
                 builder = cls(options)
             except ValidationError as exc:
-                problems.extend(format_validation(f"models.{name}.build", exc, spec.build["use"]))
+                # "[models.base] build.steps: ...", as the build.use problem above reads
+                table = f"[models.{name}.build] "
+                for line in format_validation(f"models.{name}.build", exc, spec.build["use"]):
+                    line = line.replace(f"{table}(section):", f"{where}:", 1)
+                    problems.append(line.replace(table, f"{where}.", 1))
                 continue
             problems.extend(f"{where} {p}" for p in builder.preflight(self.host))
             builders[name] = builder
@@ -195,6 +199,13 @@ class Pipeline:
                                    host=self.host, seed=self.recipe.run.seed)
                 try:
                     ensure_model(name, spec.path, builder, ctx, log)
+                except DualcurateError:
+                    raise
+                except Exception as exc:
+                    raise StageFailed(
+                        f"model {name} ({spec.build['use']}) failed to build: "
+                        f"{type(exc).__name__}: {exc}. {spec.path} is as it was before; fix the "
+                        f"cause and rerun the same command (no stage has run)") from exc
                 finally:
                     ctx.close()
                 record.update(builder=spec.build["use"], signature=builder.signature())

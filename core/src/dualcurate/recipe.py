@@ -114,7 +114,8 @@ def substitute_models(value: Any, models: dict[str, ModelSpec], where: str,
     """``value`` with every string ``"@NAME"`` replaced by the path of model NAME
     (``"@@x"`` gives the literal ``"@x"``); unknown names are added to ``problems``."""
     if isinstance(value, dict):
-        return {k: substitute_models(v, models, f"{where}.{k}", problems)
+        sep = " " if where.endswith("]") else "."  # "[distill]", then "[distill] engine.model"
+        return {k: substitute_models(v, models, f"{where}{sep}{k}", problems)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [substitute_models(v, models, where, problems) for v in value]

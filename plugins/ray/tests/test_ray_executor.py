@@ -127,7 +127,7 @@ def test_default_recipe_same_rows_as_local(tmp_path: Path, local_ray: Any) -> No
 
     raw = tomllib.loads(DEFAULT_RECIPE.read_text())
     raw["run"].update(stages=["source", "distill", "verify"], shard_size=16, out=None)
-    raw["source"].pop("base_model_dir")  # no tiny model pre-training: map stages only
+    raw["models"]["base"].pop("build")  # no tiny model pre-training: map stages only
     raw["source"].update(train_per_family=20, eval_per_family=6)
     run(raw, tmp_path / "local", PluginHost())
     run(on_ray(raw, num_workers=2), tmp_path / "ray", PluginHost())

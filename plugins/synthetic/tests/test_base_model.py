@@ -1,4 +1,5 @@
-"""The demo's base model: built once per settings, reused after, loadable like any model."""
+"""The demo's base model: the ``synthetic-base`` model builder makes a loadable tiny Qwen2, built
+once per build options and reused after; the source no longer takes the base model's options."""
 
 from __future__ import annotations
 
@@ -6,45 +7,112 @@ import json
 
 import pytest
 
-pytest.importorskip("torch")
-
-from dualcurate_synthetic.basemodel import (
-    MARKER,
+from dualcurate import PluginHost, load_recipe
+from dualcurate.errors import RecipeError
+from dualcurate.models import MARKER, ensure_model
+from dualcurate.pipeline import Pipeline
+from dualcurate_synthetic.base_model import (
+    RECIPE_VERSION,
+    BaseModelConfig,
+    SyntheticBaseBuilder,
     build_tokenizer,
     encode_example,
-    ensure_base_model,
 )
 from dualcurate_synthetic.families import digit_sum
-from dualcurate_synthetic.source import BaseModelSettings, SyntheticSource
+from dualcurate_synthetic.source import SyntheticSource
 
-TINY = BaseModelSettings(hidden_size=32, layers=1, heads=2, steps=2, batch_size=4,
-                         examples_per_family=3, threads=1)
-
-
-def test_built_once_then_reused_and_rebuilt_on_new_settings(tmp_path):
-    logs: list[str] = []
-    path = ensure_base_model(tmp_path / "base", TINY, seed=0, log=logs.append)
-    marker = json.loads((path / MARKER).read_text())
-    assert marker["settings"]["steps"] == 2 and list(path.glob("*.safetensors"))
-    weights = next(path.glob("*.safetensors"))
-    mtime = weights.stat().st_mtime_ns
-    ensure_base_model(tmp_path / "base", TINY, seed=0, log=logs.append)
-    assert weights.stat().st_mtime_ns == mtime  # reused, not rebuilt
-    ensure_base_model(tmp_path / "base", TINY.model_copy(update={"steps": 3}), seed=0,
-                      log=logs.append)
-    assert json.loads((path / MARKER).read_text())["settings"]["steps"] == 3
-    assert any("rebuilding" in line for line in logs)
+TINY = {"hidden_size": 32, "intermediate_size": 64, "layers": 1, "heads": 2, "steps": 2,
+        "batch_size": 4, "examples_per_family": 3, "threads": 1}
 
 
-def test_loads_with_auto_classes_and_generates(tmp_path):
+def test_signature_follows_what_changes_the_weights():
+    base = SyntheticBaseBuilder(TINY).signature()
+    assert SyntheticBaseBuilder({**TINY, "threads": 2}).signature() == base  # runtime only
+    for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
+                   {"families": ["digit-sum"]}, {"examples_per_family": 4}):
+        assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
+    assert SyntheticBaseBuilder.version == str(RECIPE_VERSION)
+
+
+def test_builder_options_are_checked():
+    with pytest.raises(ValueError, match="unknown families"):
+        BaseModelConfig(families=["nope"])
+    with pytest.raises(ValueError, match="not a multiple of heads"):
+        BaseModelConfig(hidden_size=30, heads=4)
+    with pytest.raises(ValueError, match="extra"):
+        BaseModelConfig(hidden=1)
+
+
+def test_registered_by_the_synthetic_plugin():
+    assert PluginHost().get("model_builder", "synthetic-base") is SyntheticBaseBuilder
+
+
+@pytest.mark.parametrize("option", ["base_model_dir", "base_model"])
+def test_source_refuses_the_old_base_model_options_naming_the_fix(option):
+    value = "runs/m" if option == "base_model_dir" else {"steps": 3}
+    with pytest.raises(ValueError, match=rf"{option}: the base model is built by the recipe's "
+                                         rf"\[models\] table now.*synthetic-base.*docs/demo.md"):
+        SyntheticSource({option: value})
+    raw = {"source": {"use": "synthetic", option: value}}
+    with pytest.raises(RecipeError, match=rf"\[source\].*{option}: .*\[models.base\]"):
+        Pipeline(load_recipe(raw), host=PluginHost()).validate()
+
+
+def test_every_base_model_option_is_a_builder_option():
+    """What [source.base_model] held (plus seed and families) is what the builder takes."""
+    assert set(BaseModelConfig.model_fields) == {
+        "seed", "families", "hidden_size", "intermediate_size", "layers", "heads", "steps",
+        "batch_size", "learning_rate", "examples_per_family", "threads"}
+
+
+@pytest.fixture
+def tiny_model(tmp_path, stage_context):
+    pytest.importorskip("torch")
+    builder = SyntheticBaseBuilder({**TINY, "seed": 1})
+    assert ensure_model("base", tmp_path / "base", builder, stage_context)
+    return tmp_path / "base"
+
+
+def test_builds_a_loadable_model_that_generates(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = ensure_base_model(tmp_path / "base", TINY, seed=1, log=lambda m: None)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    marker = json.loads((tiny_model / MARKER).read_text())
+    assert marker["builder"] == "synthetic-base" and marker["options"]["steps"] == 2
+    assert list(tiny_model.glob("*.safetensors"))
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 1
     enc = tok(["<|im_start|>user\nhi<|im_end|>\n"], return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=3, do_sample=False)
     assert enc["input_ids"].shape[1] < out.shape[1] <= enc["input_ids"].shape[1] + 3
+
+
+def test_reused_while_unchanged_and_rebuilt_on_new_options(tmp_path, stage_context):
+    pytest.importorskip("torch")
+    out = tmp_path / "base"
+    logs: list[str] = []
+    assert ensure_model("base", out, SyntheticBaseBuilder(TINY), stage_context, logs.append)
+    weights = next(out.glob("*.safetensors"))
+    mtime = weights.stat().st_mtime_ns
+    # threads is runtime-only: no rebuild
+    assert not ensure_model("base", out, SyntheticBaseBuilder({**TINY, "threads": 2}),
+                            stage_context, logs.append)
+    assert weights.stat().st_mtime_ns == mtime
+    assert ensure_model("base", out, SyntheticBaseBuilder({**TINY, "steps": 3}),
+                        stage_context, logs.append)
+    assert json.loads((out / MARKER).read_text())["options"]["steps"] == 3
+    assert any("built with other options" in line for line in logs)
+
+
+def test_a_base_model_the_source_built_is_rebuilt_in_place(tmp_path, stage_context):
+    """Caches from before [models] hold dualcurate-base.json: the builder takes them over."""
+    pytest.importorskip("torch")
+    out = tmp_path / "base"
+    out.mkdir()
+    (out / "dualcurate-base.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"old")
+    assert ensure_model("base", out, SyntheticBaseBuilder(TINY), stage_context)
+    assert (out / MARKER).exists() and not (out / "dualcurate-base.json").exists()
 
 
 def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is_learned():
@@ -78,11 +146,3 @@ def test_every_phrase_token_occurs_in_the_puzzles_it_is_for():
     texts = " ".join(f"{student_question(p)} {p.solution}" for gen in GENERATORS.values()
                      for p in (gen(rng) for _ in range(200)))
     assert [phrase for phrase in PHRASES if phrase not in texts] == []
-
-
-def test_source_setup_builds_the_base_model(tmp_path, stage_context):
-    stage = SyntheticSource({"train_per_family": 1, "eval_per_family": 1,
-                             "base_model_dir": str(tmp_path / "m"),
-                             "base_model": TINY.model_dump()})
-    stage.setup(stage_context)
-    assert (tmp_path / "m" / MARKER).exists()

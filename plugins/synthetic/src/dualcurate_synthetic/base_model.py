@@ -2,65 +2,89 @@
 pre-trained on freshly drawn puzzles of every family with correct labels in both answer modes
 (direct and step by step), so it starts clearly above chance everywhere.
 
-It is cached: ``ensure_base_model(dir, settings, seed)`` returns at once when ``dir`` holds a
-model built with the same settings (``dualcurate-base.json`` records them), so a rerun of the
-demo reuses it. torch and transformers are imported only when a model has to be built.
+It is the ``synthetic-base`` model builder (:class:`SyntheticBaseBuilder`), named in a recipe's
+``[models]`` table::
+
+    [models.base]
+    path = "runs/.cache/demo-base-seed0"
+    build = { use = "synthetic-base", seed = 0, steps = 300 }
+
+The pipeline builds it before the stages run when the folder is missing or was built with other
+options, and reuses it otherwise (:func:`dualcurate.models.ensure_model`). torch and
+transformers are imported only when a model has to be built.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import Field, field_validator, model_validator
+
+from dualcurate import StageConfig
+from dualcurate.models import ModelBuilder
 from dualcurate_synthetic.families import FAMILIES, GENERATORS, Puzzle, student_question
 from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
 
-MARKER = "dualcurate-base.json"
-#: bump when the pre-training recipe changes in a way settings do not show.
+if TYPE_CHECKING:
+    from dualcurate.context import StageContext
+
+#: bump when the pre-training recipe changes in a way the options do not show (it is the
+#: builder's ``version``, so a bump rebuilds every cached base model)
 RECIPE_VERSION = 3
 
 
-def settings_key(settings: Any, seed: int, families: list[str]) -> str:
-    blob = json.dumps({"settings": settings.model_dump(), "seed": seed,
-                       "families": sorted(families), "version": RECIPE_VERSION},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+class BaseModelConfig(StageConfig):
+    """What the base model is made of: the seed and families of its pre-training puzzles, the
+    Qwen2's size and the pre-training run. ``threads`` (torch CPU threads) is runtime-only."""
+
+    seed: int = 0
+    families: list[str] = Field(default_factory=lambda: list(FAMILIES))
+    hidden_size: int = Field(default=128, ge=1)
+    intermediate_size: int = Field(default=256, ge=1)
+    layers: int = Field(default=4, ge=1)
+    heads: int = Field(default=2, ge=1)
+    steps: int = Field(default=300, ge=0)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    examples_per_family: int = Field(default=150, ge=1)
+    threads: int = Field(default=2, ge=1)
+
+    runtime_fields = frozenset({"threads"})
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+        if not value:
+            raise ValueError(f"pre-train on at least one family; choose from {list(FAMILIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden_size(self) -> BaseModelConfig:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads "
+                             f"{self.heads}; each head gets hidden_size / heads dimensions")
+        return self
 
 
-def ensure_base_model(model_dir: str | Path, settings: Any, seed: int = 0,
-                      families: list[str] | None = None,
-                      log: Callable[[str], None] = print) -> Path:
-    """Build and pre-train the base model in ``model_dir`` unless it is already there with the
-    same settings. Returns ``model_dir``."""
-    families = list(families or FAMILIES)
-    out = Path(model_dir)
-    key = settings_key(settings, seed, families)
-    marker = out / MARKER
-    if marker.exists():
-        try:
-            if json.loads(marker.read_text()).get("key") == key:
-                return out
-        except json.JSONDecodeError:
-            pass
-        log(f"base model {out}: built with other settings; rebuilding")
-    started = time.monotonic()
-    tmp = out.with_name(out.name + ".building")
-    build_and_pretrain(tmp, settings, seed, families)
-    meta = {"key": key, "seed": seed, "families": families,
-            "settings": settings.model_dump(), "seconds": round(time.monotonic() - started, 1)}
-    (tmp / MARKER).write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        import shutil
+class SyntheticBaseBuilder(ModelBuilder):
+    """The offline demo's tiny base model (a Qwen2 from config, briefly pre-trained on
+    correct-label puzzles of ``families``, drawn from ``seed``). Its signature covers every
+    option but ``threads`` and :data:`RECIPE_VERSION`: change any and the model is rebuilt."""
 
-        shutil.rmtree(out)
-    tmp.rename(out)
-    log(f"base model {out}: pre-trained in {meta['seconds']} s")
-    return out
+    name = "synthetic-base"
+    Config = BaseModelConfig
+    version = str(RECIPE_VERSION)
+    #: the marker of the source-built base models (``base_model_dir``): rebuilt in place
+    legacy_markers = ("dualcurate-base.json",)
+
+    def build(self, out: Path, ctx: StageContext) -> None:
+        cfg = self.config
+        build_and_pretrain(out, cfg, cfg.seed, list(cfg.families))
 
 
 def pretraining_puzzles(families: list[str], per_family: int, seed: int) -> list[Puzzle]:
@@ -178,6 +202,8 @@ def train_loop(model: Any, tokenizer: Any, examples: list[tuple[list[int], list[
 
 
 def build_and_pretrain(out: Path, settings: Any, seed: int, families: list[str]) -> None:
+    """Build the tokenizer and model, pre-train it, save both into ``out``. ``settings``: a
+    :class:`BaseModelConfig` (or anything with its fields)."""
     import torch
 
     torch.set_num_threads(max(1, settings.threads))

@@ -7,14 +7,21 @@ from dualcurate import Register, hookimpl
 
 
 class SyntheticPlugin:
-    """Entry point ``synthetic``: the rendered-puzzle source (the embedded default) and the
-    ``hf-text`` engine its text-only student is evaluated with."""
+    """Entry point ``synthetic``: the rendered-puzzle source (the embedded default), the
+    ``synthetic-base`` model builder of the demo's tiny base model, and the ``hf-text``
+    engine that model is evaluated with."""
 
     @hookimpl
     def dualcurate_register_sources(self, register: Register) -> None:
         from dualcurate_synthetic.source import SyntheticSource
 
         register(SyntheticSource)
+
+    @hookimpl
+    def dualcurate_register_model_builders(self, register: Register) -> None:
+        from dualcurate_synthetic.base_model import SyntheticBaseBuilder
+
+        register(SyntheticBaseBuilder)
 
     @hookimpl
     def dualcurate_register_engines(self, register: Register) -> None:

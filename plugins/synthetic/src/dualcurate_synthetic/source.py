@@ -5,9 +5,8 @@ run's image store, a dense caption (every number, shape and colour in the pictur
 answer, and the family's step-by-step reference solution in ``meta["solution"]``. ``domain`` is
 the task family; ``split`` is ``train`` or ``eval`` (eval labels are always correct).
 
-With ``base_model_dir`` set, ``setup`` also makes sure the demo's tiny base model exists there
-(built and briefly pre-trained on freshly drawn puzzles of every family, correct labels, both
-answer modes; reused while its settings are unchanged): see :mod:`dualcurate_synthetic.basemodel`.
+The source only reads data. The demo's tiny base model is built by the ``synthetic-base`` model
+builder, named in the recipe's ``[models]`` table (:mod:`dualcurate_synthetic.base_model`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate import Sample, Source, StageConfig, StageContext
 from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles, student_question
@@ -31,20 +30,12 @@ class SplitCounts(BaseModel):
     eval: int = Field(ge=0)
 
 
-class BaseModelSettings(BaseModel):
-    """How the demo's tiny base model is built and pre-trained (a Qwen2 from config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    layers: int = 4
-    heads: int = 2
-    steps: int = 300
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    examples_per_family: int = 150
-    threads: int = 2
+#: options the source took before the base model moved to ``[models]``; the fix for each
+MOVED_TO_MODELS = ("base_model_dir", "base_model")
+MOVED_HINT = ("the base model is built by the recipe's [models] table now: [models.base] with "
+              "path = \"runs/.cache/demo-base-seed0\" and build = { use = \"synthetic-base\", "
+              "seed = 0, ... } (the settings [source.base_model] held go into build); stages "
+              "name it \"@base\". See docs/demo.md")
 
 
 class SyntheticConfig(StageConfig):
@@ -58,10 +49,17 @@ class SyntheticConfig(StageConfig):
     corrupt_train: bool = True
     caption_in_question: bool = False
     batch_size: int = 64
-    base_model_dir: str | None = None
-    base_model: BaseModelSettings = Field(default_factory=BaseModelSettings)
 
     runtime_fields = frozenset({"batch_size"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_to_models(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [key for key in MOVED_TO_MODELS if key in data]
+            if moved:
+                raise ValueError(f"{', '.join(moved)}: {MOVED_HINT}")
+        return data
 
     @field_validator("families")
     @classmethod
@@ -81,14 +79,6 @@ class SyntheticSource(Source):
     Config = SyntheticConfig
     provides = ("split",)
     version = "1"
-
-    def setup(self, ctx: StageContext) -> None:
-        if self.config.base_model_dir:
-            from dualcurate_synthetic.basemodel import ensure_base_model
-
-            ensure_base_model(self.config.base_model_dir, self.config.base_model,
-                              seed=self.config.seed, families=self.config.families,
-                              log=ctx.log.info)
 
     def counts_for(self, family: str) -> SplitCounts:
         return self.config.counts.get(family) or SplitCounts(
