@@ -167,7 +167,7 @@ def test_validate_holds_third_party_warnings_unless_verbose(run_cli, monkeypatch
         warnings.warn("NoisyFutureWarning text", FutureWarning, stacklevel=1)
         return []
 
-    monkeypatch.setattr(AnswerLengthFilter, "check", check)
+    monkeypatch.setattr(AnswerLengthFilter, "preflight", preflight)
     quiet = run_cli("validate", str(HELLO))
     assert quiet.exit_code == 0, quiet.stderr
     assert "NoisyFutureWarning text" not in quiet.stdout + quiet.stderr
