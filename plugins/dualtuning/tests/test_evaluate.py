@@ -34,9 +34,9 @@ class EverythingCorrectPlugin:
 
 
 def _evaluate(ctx, rows):
-    cfg = DualTuningConfig(base_model="base-model", engine="scripted")
-    return evaluate_model(ctx, "scripted", {"script": SCRIPT}, "base-model", {"math": rows},
-                          cfg.prompts(), {SHORT: 32, LONG: 64}, seed=0)
+    cfg = DualTuningConfig(base_model="base-model", engine={"use": "scripted", "script": SCRIPT})
+    return evaluate_model(ctx, cfg.engine, "base-model", {"math": rows}, cfg.prompts(),
+                          {SHORT: 32, LONG: 64}, seed=0)
 
 
 def test_default_is_the_rule_verify_stage(scripted, stage_context, make_rows):

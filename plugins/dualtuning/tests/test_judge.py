@@ -188,12 +188,6 @@ def test_identical_prompts_do_not_validate():
         judge(user_prefix_long="Answer directly.")
 
 
-def test_check_names_unknown_engine_and_trainer(plugin_host):
-    problems = judge(engine="nope", trainer="nada").check(plugin_host)
-    assert any("engine='nope'" in p for p in problems)
-    assert any("trainer='nada'" in p for p in problems)
-
-
 class TestDualTuningContract(EfficacyJudgeContract):
     stage_cls = DualTuningJudge
     plugin = plugin.dual_tuning
@@ -267,12 +261,6 @@ def test_failed_and_truncated_responses_are_reported(scripted, stage_context, ma
     assert result.report["truncated"]["base"] == {"S": 4, "L": 4}
     warnings = " ".join(result.report["warnings"])
     assert "max_tokens_short=" in warnings and "8 request(s) failed" in warnings
-
-
-def test_check_loads_engine_and_trainer_entry_points(plugin_host):
-    assert "hf" not in plugin_host.infos
-    assert judge(engine="hf", trainer="sft").check(plugin_host) == []
-    assert {"hf", "sft"} <= set(plugin_host.infos)
 
 
 def test_same_examples_reuse_one_model(scripted, stage_context, make_rows):

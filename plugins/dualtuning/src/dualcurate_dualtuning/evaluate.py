@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import StageContext, recipe_verifier
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
-from dualcurate_dualtuning.components import component, host_of
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 
 Scorer = Callable[[dict[str, Any], str], bool]
@@ -25,7 +25,7 @@ Scorer = Callable[[dict[str, Any], str], bool]
 
 class VerifierScorer:
     """``is_correct(row, response)`` through a verifier stage made by registered name
-    (``ctx.make_stage("verifier", name, options)``); :meth:`score` scores a batch in one call
+    (a :class:`VerifierRef` resolved through ``ctx``); :meth:`score` scores a batch in one call
     of the stage. The gold answer, its type and a multiple-choice row's options refine the
     comparison; the stage's structure rules are off (answers are scored, as ``check``)."""
 
@@ -38,14 +38,15 @@ class VerifierScorer:
 
     def stage(self) -> Any:
         if self._stage is None:
+            ref = VerifierRef.model_validate({**self.options, "use": self.name})
             try:
-                component(host_of(self.ctx), "verifier", self.name)  # loads its entry point
+                cls = self.ctx.resolve(ref)  # loads its entry point on first need
             except DualcurateError as exc:
                 raise DualcurateError(
                     f"dual-tuning scores answers with the verifier {self.name!r}, which is not "
                     f"available ({exc}); install dualcurate-verify (pip install -e "
                     f"plugins/verify)") from exc
-            stage = self.ctx.make_stage("verifier", self.name, self.options)
+            stage = cls(ref.options)
             if hasattr(stage, "answer_only"):
                 stage.answer_only = True
             stage.setup(self.ctx)
@@ -91,19 +92,19 @@ class ModelScores:
         return self.accuracy[group][SCORE_KEY[mode]]
 
 
-def evaluate_model(ctx: StageContext, engine_name: str, engine_options: dict[str, Any],
-                   model: str, eval_rows: dict[str, list[dict[str, Any]]],
-                   prompts: ModePrompts, max_tokens: dict[Mode, int], seed: int,
+def evaluate_model(ctx: StageContext, engine_ref: EngineRef, model: str,
+                   eval_rows: dict[str, list[dict[str, Any]]], prompts: ModePrompts,
+                   max_tokens: dict[Mode, int], seed: int,
                    scorer: Scorer | None = None) -> ModelScores:
-    """Evaluate ``model`` in both modes on every group's eval rows.
+    """Evaluate ``model`` in both modes on every group's eval rows, through the engine
+    ``engine_ref`` names with its options (``model`` replaced).
 
     The engine is built for this model, used for both modes, then closed (a judge evaluates
     several models one after another and must not hold them all in memory).
     """
     own_scorer = scorer is None
     scorer = scorer or default_scorer(ctx)
-    engine_cls = component(host_of(ctx), "engine", engine_name)
-    engine = engine_cls({**engine_options, "model": model})
+    engine = ctx.resolve(engine_ref)({**engine_ref.options, "model": model})
     engine.setup(ctx)
     scores = ModelScores(model=model)
     flat = [(group, row) for group, rows in eval_rows.items() for row in rows]

@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from dualcurate.config import EngineRef, fold_options
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import render_answer
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
-from dualcurate_dualtuning.components import component
 from dualcurate_dualtuning.data import (
     LONG,
     SHORT,
@@ -43,7 +43,7 @@ from dualcurate_dualtuning.metrics import (
     group_metrics,
 )
 from dualcurate_dualtuning.results import COLUMN_TYPES
-from dualcurate_dualtuning.training import train_model
+from dualcurate_dualtuning.training import BaseModelTrainerRef, train_model
 
 if TYPE_CHECKING:
     import datasets
@@ -52,16 +52,25 @@ if TYPE_CHECKING:
     from dualcurate.plugins import PluginHost
 
 REGION_MODE: dict[str, Mode] = {REASONING: LONG, DIRECT: SHORT}
+#: the engine and trainer the judge runs when the recipe names none
+DEFAULT_ENGINE = "hf"
+DEFAULT_TRAINER = "sft"
 
 
 class DualTuningConfig(StageConfig):
-    """Options of the ``dual-tuning`` judge (``[judge.plugins.dual-tuning]`` or ``[judge]``)."""
+    """Options of the ``dual-tuning`` judge (``[judge.plugins.dual-tuning]`` or ``[judge]``).
+
+    ``engine`` and ``trainer`` are references, ``engine = { use = "vllm", ...options }``,
+    resolved and validated by ``curate validate`` before anything runs; the older
+    ``engine = "hf"`` with ``engine_options = {...}`` (and ``trainer_options``) beside it is
+    folded into them. The judge owns the model both start from: ``base_model`` is the
+    engine's ``model`` (each trained model replaces it in turn) and the trainer's
+    ``model_field`` option (see :class:`BaseModelTrainerRef`)."""
 
     base_model: str = Field(description="Model to judge for: a local dir or a hub id.")
-    engine: str = "hf"
-    engine_options: dict[str, Any] = Field(default_factory=dict)
-    trainer: str = "sft"
-    trainer_options: dict[str, Any] = Field(default_factory=dict)
+    engine: EngineRef = Field(default_factory=lambda: EngineRef(use=DEFAULT_ENGINE))
+    trainer: BaseModelTrainerRef = Field(
+        default_factory=lambda: BaseModelTrainerRef(use=DEFAULT_TRAINER))
     group_by: str = "domain"
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     eval_min: int = Field(1, ge=1)
@@ -83,6 +92,37 @@ class DualTuningConfig(StageConfig):
     seed: int | None = None
 
     model_config = {**StageConfig.model_config, "populate_by_name": True}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
+        data = fold_options(data, "trainer", "trainer_options", DEFAULT_TRAINER)
+        base = data.get("base_model")
+        if not isinstance(base, str):
+            return data  # pydantic says base_model is missing
+        refs = {}
+        for option, default in (("engine", DEFAULT_ENGINE), ("trainer", DEFAULT_TRAINER)):
+            ref = data.get(option, default)
+            ref = ref.model_dump() if isinstance(ref, BaseModel) else \
+                {"use": ref} if isinstance(ref, str) else ref
+            if not isinstance(ref, dict):
+                return data  # pydantic says what is wrong with it
+            if ref.get("model", base) != base:
+                raise ValueError(f"{option}.model = {ref['model']!r}: the judge evaluates "
+                                 f"base_model and trains from it; set base_model = "
+                                 f"{ref['model']!r} instead, or leave {option}.model out")
+            refs[option] = {k: v for k, v in ref.items() if k != "model"}
+        # the engine loads the base model first (each trained model replaces it in turn); the
+        # trainer gets it under its own model_field once resolved (BaseModelTrainerRef)
+        return {**data, "engine": {**refs["engine"], "model": base}, "trainer": refs["trainer"]}
+
+    @model_validator(mode="after")
+    def _trainer_starts_from_the_base(self) -> DualTuningConfig:
+        self.trainer.starts_from(self.base_model)
+        return self
 
     @model_validator(mode="after")
     def _distinct_prompts(self) -> DualTuningConfig:
@@ -108,14 +148,9 @@ class DualTuningJudge(EfficacyJudge):
     column_types = COLUMN_TYPES
     config: DualTuningConfig
 
-    def check(self, host: PluginHost) -> list[str]:
+    def preflight(self, host: PluginHost) -> list[str]:
+        # engine and trainer are references: the pipeline resolves and validates them
         problems = []
-        for kind, option in (("engine", "engine"), ("trainer", "trainer")):
-            name = getattr(self.config, option)
-            try:
-                component(host, kind, name)
-            except DualcurateError as exc:
-                problems.append(f"dual-tuning: {option}={name!r}: {exc}")
         try:
             from dualcurate_verify import check  # noqa: F401
         except ImportError:
@@ -142,15 +177,13 @@ class DualTuningJudge(EfficacyJudge):
         ctx.workdir.mkdir(parents=True, exist_ok=True)
 
         def evaluate(model: str) -> ModelScores:
-            return evaluate_model(ctx, cfg.engine, cfg.engine_options, model, eval_rows,
-                                  prompts, max_tokens, seed)
+            return evaluate_model(ctx, cfg.engine, model, eval_rows, prompts, max_tokens, seed)
 
         def train(tag: str, modes: dict[str, str]) -> Path:
             train_rows = [r for s in splits for r in s.train]
             examples = training_examples(train_rows, modes, cfg.group_by, prompts,
                                          cfg.max_traces_per_sample)
-            return train_model(ctx, tag, cfg.trainer, cfg.trainer_options, cfg.base_model,
-                               examples, seed)
+            return train_model(ctx, tag, cfg.trainer, examples, seed)
 
         ctx.log.info("dual-tuning: evaluating the base model %s", cfg.base_model)
         base = evaluate(cfg.base_model)

@@ -14,16 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import PrivateAttr
+
+from dualcurate.config import TrainerRef
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError
 from dualcurate.schema import rows_to_table
-from dualcurate_dualtuning.components import component, host_of
 
 MARKER = "dualtuning-model.json"
-#: Config fields through which trainers take the model to start from, in order of preference.
-BASE_MODEL_FIELDS = ("model", "base_model", "model_name_or_path")
-#: Applied when the trainer's Config has the field and the user did not set it: LoRA (cheap,
-#: as in the paper's setting), merged so any engine can load the result.
+#: Applied when the trainer's Config has the field and the recipe does not set it: LoRA
+#: (cheap, as in the paper's setting), merged so any engine can load the result.
 TRAINER_DEFAULTS: dict[str, Any] = {"lora": True, "merge_lora": True}
 
 
@@ -31,34 +31,51 @@ class NoTrainingExamples(DualcurateError):
     """A model was asked for with nothing to train it on."""
 
 
-def trainer_options(ctx: StageContext, trainer: str, options: dict[str, Any],
-                    base_model: str, seed: int) -> dict[str, Any]:
-    """``options`` plus the base model under whichever field the trainer's Config has, and
-    :data:`TRAINER_DEFAULTS` and the judge's seed where the trainer has those fields and
-    ``options`` does not set them."""
-    cls = component(host_of(ctx), "trainer", trainer)
-    fields = getattr(getattr(cls, "Config", None), "model_fields", {})
-    defaults = {**TRAINER_DEFAULTS, "seed": seed}
-    merged = {**{k: v for k, v in defaults.items() if k in fields}, **options}
-    if not any(name in merged for name in BASE_MODEL_FIELDS):
-        for name in BASE_MODEL_FIELDS:
-            if name in fields:
-                merged[name] = base_model
-                break
-    return merged
+class BaseModelTrainerRef(TrainerRef):
+    """The trainer the judge runs (``trainer = { use = "sft", ...options }``), starting from
+    the judge's ``base_model``. Resolving it (``curate validate`` does, or the first use)
+    completes its options to what the trainer gets: the base model under the option the
+    trainer class names for it (``Trainer.model_field``, ``model`` by default), and
+    :data:`TRAINER_DEFAULTS` the trainer's Config takes and the recipe leaves unset. So they
+    are validated with the rest, and a misspelt trainer option fails before the base model
+    is evaluated."""
+
+    _base_model: str | None = PrivateAttr(default=None)
+
+    def starts_from(self, model: str) -> None:
+        """Set the model training starts from (the judge's ``base_model``)."""
+        self._base_model = model
+
+    def resolve(self, host: Any) -> type:
+        cls = super().resolve(host)
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        fields = getattr(getattr(cls, "Config", None), "model_fields", {})
+        for key, value in TRAINER_DEFAULTS.items():
+            if key in fields:
+                extra.setdefault(key, value)
+        if self._base_model is not None:
+            extra[getattr(cls, "model_field", "model")] = self._base_model
+        self.__pydantic_extra__ = extra
+        return cls
 
 
-def train_model(ctx: StageContext, tag: str, trainer: str, options: dict[str, Any],
-                base_model: str, examples: list[dict[str, Any]], seed: int) -> Path:
-    """Train on ``examples`` (rows with ``prompt``/``completion``) and return the model dir."""
+def train_model(ctx: StageContext, tag: str, trainer: TrainerRef,
+                examples: list[dict[str, Any]], seed: int) -> Path:
+    """Train on ``examples`` (rows with ``prompt``/``completion``) and return the model dir.
+    The trainer gets ``trainer``'s options, and the judge's ``seed`` when its Config has a
+    ``seed`` the recipe leaves unset."""
     import datasets
 
     if not examples:
         raise NoTrainingExamples(f"dual-tuning: no training examples for the {tag!r} model; "
                                  f"the groups it needs have no training rows (or, for L, no "
                                  f"verified traces)")
-    options = trainer_options(ctx, trainer, options, base_model, seed)
-    blob = json.dumps({"trainer": trainer, "options": options, "base": base_model,
+    cls = ctx.resolve(trainer)
+    options = trainer.options
+    if "seed" in getattr(getattr(cls, "Config", None), "model_fields", {}):
+        options.setdefault("seed", seed)
+    base_model = options.get(getattr(cls, "model_field", "model"))
+    blob = json.dumps({"trainer": trainer.use, "options": options, "base": base_model,
                        "seed": seed, "examples": examples}, sort_keys=True, default=str)
     signature = hashlib.sha256(blob.encode()).hexdigest()[:12]
     models = ctx.workdir / "models"
@@ -75,19 +92,19 @@ def train_model(ctx: StageContext, tag: str, trainer: str, options: dict[str, An
     workdir.mkdir(parents=True, exist_ok=True)
     sub = dataclasses.replace(ctx, stage_name=f"{ctx.stage_name}.{tag}", workdir=workdir,
                               seed=seed)
-    stage = ctx.make_stage("trainer", trainer, options)
+    stage = cls(options)
     train = getattr(stage, "train", None)
     if train is None:
-        raise DualcurateError(f"dual-tuning: trainer {trainer!r} ({type(stage).__name__}) has "
+        raise DualcurateError(f"dual-tuning: trainer {trainer.use!r} ({cls.__name__}) has "
                               f"no train(dataset, ctx); pick a trainer plugin such as sft")
     stage.setup(sub)
     try:
         model_dir = Path(train(datasets.Dataset(rows_to_table(examples)), sub))
     finally:
         stage.teardown()
-    model_dir = loadable_model(stage, model_dir, trainer)
+    model_dir = loadable_model(stage, model_dir, trainer.use)
     marker.write_text(json.dumps({"model_dir": str(model_dir), "examples": len(examples),
-                                  "trainer": trainer}, indent=2))
+                                  "trainer": trainer.use}, indent=2))
     return model_dir
 
 
@@ -106,4 +123,4 @@ def loadable_model(stage: Any, model_dir: Path, trainer: str) -> Path:
             return Path(candidate)
     raise DualcurateError(f"dual-tuning: trainer {trainer!r} saved LoRA adapters only "
                           f"({model_dir}); engines evaluate full weights, so set "
-                          f"merge_lora = true in trainer_options")
+                          f"merge_lora = true in the judge's trainer options")
