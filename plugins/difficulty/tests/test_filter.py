@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dualcurate import Completion, StageContext, hookimpl
+from dualcurate.config import check_refs
 from dualcurate.errors import DualcurateError
 from dualcurate.testing.contracts import FilterContract, default_rows
 from dualcurate_difficulty import plugin
 from dualcurate_difficulty.filter import DifficultyFilter
 from dualcurate_difficulty.report import EARLY_ABOVE_0, EARLY_BELOW_1, known_bin, pass_rate_bin
 from dualcurate_difficulty.scripted import (
+    ScriptedConfig,
     ScriptedEngine,
     answer_judge_plugin,
     make_rows,
@@ -256,16 +258,77 @@ def test_config_errors(config: dict[str, Any], message: str) -> None:
         DifficultyFilter({"engine_options": {"model": "m"}, **config})
 
 
-def test_check_names_unknown_parts() -> None:
+def test_references_are_resolved_and_validated() -> None:
+    host = scripted_host()
     stage = DifficultyFilter({"engine": "nope", "verifier_stage": ["nojudge"]})
-    stage.check_fn = scripted_check
-    problems = "\n".join(stage.check(scripted_host()))
-    assert "engine: 'nope' is not a registered engine" in problems
-    assert "engine_options: needs model" in problems
-    assert "verifier_stage: 'nojudge'" in problems
-    ok = DifficultyFilter({"engine": "scripted", "engine_options": {"model": "m"}})
+    problems = "\n".join(check_refs(stage.config, host))
+    assert "engine.use: engine 'nope': nothing registered under that name" in problems
+    assert "verifier_stage[0].use: verifier 'nojudge'" in problems
+    misspelt = DifficultyFilter({"engine": "scripted", "engine_options": {"answerz": {}}})
+    assert [p.split(" (")[0] for p in check_refs(misspelt.config, host)] == \
+        ["engine.answerz: unknown option"]
+    ok = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
+                           "verifier_stage": [{"use": "answer-judge"}]})
     ok.check_fn = scripted_check
-    assert ok.check(scripted_host()) == []
+    assert check_refs(ok.config, host) == [] and ok.preflight(host) == []
+
+
+def test_older_spellings_fold_into_references() -> None:
+    older = DifficultyFilter({"engine": "scripted", "engine_options": {"model": "m"},
+                              "verifier_stage": ["answer-judge"],
+                              "verifier_options": {"answer-judge": {"strict": True}}})
+    newer = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
+                              "verifier_stage": [{"use": "answer-judge", "strict": True}]})
+    assert older.config == newer.config
+    assert older.signature() == newer.signature()
+    # the verifier's options are validated against its Config (answer-judge takes none)
+    assert [p.split(" (")[0] for p in check_refs(older.config, scripted_host())] == \
+        ["verifier_stage[0].strict: unknown option"]
+    assert (newer.config.engine.use, newer.config.engine.options) == ("scripted", {"model": "m"})
+    default = DifficultyFilter({"engine_options": {"model": "m"}}).config.engine
+    assert (default.use, default.options) == ("hf", {"model": "m"})
+    assert DifficultyFilter().config.engine.use == "hf"
+
+
+class _BatchedConfig(ScriptedConfig):
+    batch_size: int = 1
+    runtime_fields = frozenset({"batch_size"})
+
+
+class _BatchedEngine(ScriptedEngine):
+    name = "batched"
+    Config = _BatchedConfig
+
+
+class _BatchedPlugin:
+    @hookimpl
+    def dualcurate_register_engines(self, register) -> None:
+        register(_BatchedEngine)
+
+
+def test_runtime_options_of_the_engine_stay_out_of_the_signature() -> None:
+    host = scripted_host()
+    host.register(_BatchedPlugin(), name="batched")
+
+    def signature(**engine: Any) -> str:
+        stage = DifficultyFilter({"engine": {"use": "batched", "model": "m", **engine}})
+        assert check_refs(stage.config, host) == []  # resolves the reference
+        return stage.signature()
+
+    assert signature() == signature(batch_size=7) != signature(model="other")
+
+
+def test_a_misspelt_engine_option_fails_recipe_validation() -> None:
+    from dualcurate import Pipeline, load_recipe
+    from dualcurate.errors import RecipeError
+
+    host = scripted_host()
+    host.load("hello")
+    recipe = {"source": {"use": "hello"},
+              "filter": {"use": "difficulty", "engine": "scripted",
+                         "engine_options": {"model": "m", "answerz": {}}}}
+    with pytest.raises(RecipeError, match=r"\[filter\] engine.answerz: unknown option"):
+        Pipeline(load_recipe(recipe), host=host).validate()
 
 
 def test_prompt_carries_images_and_caption(stage_context: StageContext,

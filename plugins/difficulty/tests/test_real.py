@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dualcurate import StageContext
+from dualcurate.config import check_refs
 from dualcurate_difficulty.filter import DifficultyFilter
 from dualcurate_difficulty.scripted import make_rows, scripted_options, scripted_plugin
 
@@ -44,7 +45,7 @@ def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
     config = {"engine": "hf", "k": 3, "max_tokens": 6, "keep": "nontrivial",
               "engine_options": {"model": str(tiny_lm_dir), "batch_size": 4}}
     adaptive = DifficultyFilter(config)
-    assert adaptive.check(hf_host) == []
+    assert check_refs(adaptive.config, hf_host) == [] and adaptive.preflight(hf_host) == []
     adaptive.setup(stage_context)
     first = adaptive.process(rows, stage_context)
     adaptive.teardown()

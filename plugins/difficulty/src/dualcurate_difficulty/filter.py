@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
+from dualcurate.config import EngineRef, VerifierRef, fold_options
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.columns import COLUMN_TYPES
@@ -39,11 +40,21 @@ if TYPE_CHECKING:
     from dualcurate.plugins import PluginHost
 
 
-class DifficultyConfig(StageConfig):
-    """Options of the ``difficulty`` filter (see docs/difficulty.md)."""
+#: the engine that runs the proxy model when the recipe names none
+DEFAULT_ENGINE = "hf"
 
-    engine: str = "hf"
-    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+class DifficultyConfig(StageConfig):
+    """Options of the ``difficulty`` filter (see docs/difficulty.md).
+
+    ``engine``: the engine that runs the proxy model, with its options (``model`` at least):
+    ``engine = { use = "hf", model = "..." }``; the older ``engine = "hf"`` with
+    ``engine_options = {...}`` beside it is folded into it. ``verifier_stage``: verifiers run
+    on what the recipe's verifier leaves undecided, each a name or ``{ use = "...",
+    ...options }``; the older ``verifier_options = { name = {...} }`` is folded into them.
+    ``curate validate`` resolves both and validates their options before anything runs."""
+
+    engine: EngineRef = Field(default_factory=lambda: EngineRef(use=DEFAULT_ENGINE))
     k: int = Field(4, ge=1, le=1024)
     keep: str = "pass_rate == 0"
     band: tuple[float, float] | None = None
@@ -60,12 +71,23 @@ class DifficultyConfig(StageConfig):
     include_caption: bool = False
     include_images: bool = True
     use_check: bool = True
-    verifier_stage: list[str] = Field(default_factory=list)
-    verifier_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    verifier_stage: list[VerifierRef] = Field(default_factory=list)
     on_error: Literal["fail", "incorrect"] = "fail"
     report: bool = True
 
     runtime_fields = frozenset({"report"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
+        if "verifier_options" in data:
+            data = dict(data)
+            data["verifier_stage"] = fold_verifier_options(data.get("verifier_stage") or [],
+                                                           data.pop("verifier_options"))
+        return data
 
     @field_validator("keep")
     @classmethod
@@ -94,12 +116,8 @@ class DifficultyConfig(StageConfig):
             raise ValueError(f"band is set but keep = {self.keep!r}; set keep = 'band' to use "
                              f"it, or drop band")
         if not self.use_check and not self.verifier_stage:
-            raise ValueError("use_check = false needs at least one name in verifier_stage, "
+            raise ValueError("use_check = false needs at least one verifier in verifier_stage, "
                              "otherwise nothing verifies the rollouts")
-        unknown = sorted(set(self.verifier_options) - set(self.verifier_stage))
-        if unknown:
-            raise ValueError(f"verifier_options names {', '.join(unknown)}, which are not in "
-                             f"verifier_stage {self.verifier_stage}")
         return self
 
     def keep_expression(self) -> str:
@@ -112,6 +130,30 @@ class DifficultyConfig(StageConfig):
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p,
                               max_tokens=self.max_tokens, seed=self.seed)
+
+
+def fold_verifier_options(stages: Any, options: Any) -> list[Any]:
+    """The older ``verifier_stage = ["name"]`` with ``verifier_options = { name = {...} }``
+    as references: each verifier's options merged into its entry."""
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError("verifier_options must map verifier names to tables of options; "
+                         "write verifier_stage = [{ use = \"...\", ... }] instead")
+    if not isinstance(stages, list):
+        return stages  # pydantic says what is wrong with it
+    names = [s if isinstance(s, str) else s.get("use") if isinstance(s, dict) else
+             getattr(s, "use", None) for s in stages]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"verifier_options names {', '.join(unknown)}, which are not in "
+                         f"verifier_stage {names}")
+    out = []
+    for stage, name in zip(stages, names, strict=True):
+        if name in options:
+            ref = stage.model_dump() if isinstance(stage, VerifierRef) else \
+                {"use": stage} if isinstance(stage, str) else dict(stage)
+            stage = {**ref, **options[name]}
+        out.append(stage)
+    return out
 
 
 class DifficultyFilter(Filter):
@@ -148,20 +190,10 @@ class DifficultyFilter(Filter):
         self._summary: list[dict[str, Any]] = []
 
     # lifecycle --------------------------------------------------------------------------------
-    def check(self, host: PluginHost) -> list[str]:
+    def preflight(self, host: PluginHost) -> list[str]:
+        # engine and verifier_stage are references: the pipeline resolves and validates them
         cfg: DifficultyConfig = self.config  # type: ignore[assignment]
         problems = []
-        if cfg.engine not in host.engines():
-            problems.append(f"engine: {cfg.engine!r} is not a registered engine (registered: "
-                            f"{', '.join(sorted(host.engines())) or 'none'}); install or "
-                            f"load its plugin, e.g. --plugin {cfg.engine}")
-        if "model" not in cfg.engine_options:
-            problems.append("engine_options: needs model = \"<hub id or local dir of the "
-                            "proxy model>\"")
-        for name in cfg.verifier_stage:
-            if name not in host.verifiers():
-                problems.append(f"verifier_stage: {name!r} is not a registered verifier "
-                                f"(registered: {', '.join(sorted(host.verifiers())) or 'none'})")
         if cfg.use_check and self.check_fn is None:
             problems.extend(f"use_check: {p}" for p in verifier_problems(host))
         return problems
@@ -170,16 +202,14 @@ class DifficultyFilter(Filter):
         cfg: DifficultyConfig = self.config  # type: ignore[assignment]
         self._ctx = ctx
         self._summary = []
-        self._engine = ctx.engine(cfg.engine, dict(cfg.engine_options))
+        self._engine = ctx.engine(cfg.engine.use, cfg.engine.options)
         check = self.check_fn if cfg.use_check else None
         stages = []
         if cfg.use_check and check is None:  # the recipe's verifier, through the registry
             name, options = recipe_verifier(ctx)
-            stages.append(make_verifier(ctx, name, options, answer_only=True))
-        for name in cfg.verifier_stage:
-            stage = ctx.make_stage("verifier", name, cfg.verifier_options.get(name, {}))
-            stage.setup(ctx)
-            stages.append(stage)
+            ref = VerifierRef.model_validate({**options, "use": name})
+            stages.append(make_verifier(ctx, ref, answer_only=True))
+        stages.extend(make_verifier(ctx, ref) for ref in cfg.verifier_stage)
         self._verifier = RolloutVerifier(check, stages)
 
     def finish(self, ctx: StageContext) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dualcurate.formats import FORMAT_INSTRUCTION, last_answer, split_think, spl
 
 if TYPE_CHECKING:
     from dualcurate import StageContext, Verifier
+    from dualcurate.config import VerifierRef
     from dualcurate.plugins import PluginHost
 
 TEMPLATE_FIELDS = ("question", "caption", "choices")
@@ -120,19 +121,12 @@ def verifier_problems(host: PluginHost) -> list[str]:
             f"verifier_stage"]
 
 
-def make_verifier(ctx: StageContext, name: str, options: dict[str, Any],
-                  answer_only: bool = False) -> Verifier:
-    """A verifier stage by registered name (its plugin's entry point loaded on first need),
-    set up. ``answer_only``: a verifier that has structure rules skips them (rollouts are
-    scored on their answers, as ``check`` does)."""
-    if ctx.host is None:
-        from dualcurate.plugins import PluginHost
-
-        ctx.host = PluginHost()
-    host = ctx.host
-    if name not in host.verifiers() and name in host.entry_points() and name not in host.infos:
-        host.load(name)
-    stage = ctx.make_stage("verifier", name, options)
+def make_verifier(ctx: StageContext, ref: VerifierRef, answer_only: bool = False) -> Verifier:
+    """The verifier stage a reference names (resolved against the context's plugin host,
+    its plugin's entry point loaded on first need), set up. ``answer_only``: a verifier that
+    has structure rules skips them (rollouts are scored on their answers, as ``check``
+    does)."""
+    stage = ctx.resolve(ref)(ref.options)
     if answer_only and hasattr(stage, "answer_only"):
         stage.answer_only = True
     stage.setup(ctx)
