@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dualcurate import Sample
+from dualcurate.config import check_refs
 from dualcurate.testing.contracts import VerifierContract
 from dualcurate_verify import plugin
 from dualcurate_verify.judge import (
@@ -245,10 +246,23 @@ def test_a_question_that_addresses_the_grader_is_withheld(stage_context, scripte
     assert "(not shown)" in sent and "Who was faster" not in sent
 
 
-def test_check_reports_unknown_engine_and_missing_model(plugin_host) -> None:
-    problems = CompassJudge({"engine": "nope", "engine_options": {}}).check(plugin_host)
-    assert any("'nope'" in p and "registered" in p for p in problems)
-    assert any("model" in p for p in problems)
+def test_validation_reports_unknown_engine_and_missing_model(plugin_host, scripted_engine,
+                                                            ) -> None:
+    problems = check_refs(CompassJudge({"engine": "nope", "engine_options": {}}).config,
+                          plugin_host)
+    assert any(p.startswith("engine.use: engine 'nope'") and "registered" in p
+               for p in problems), problems
+    no_model = CompassJudge({"engine": {"use": "scripted-judge"}})
+    assert [p.split(" (")[0] for p in check_refs(no_model.config, plugin_host)] == \
+        ["engine.model: required option missing"]
+
+
+def test_older_spelling_folds_into_the_engine_reference() -> None:
+    older = CompassJudge({"engine": "scripted-judge", "engine_options": {"model": "m"}})
+    newer = CompassJudge({"engine": {"use": "scripted-judge", "model": "m"}})
+    assert older.config == newer.config and older.signature() == newer.signature()
+    default = CompassJudge({"engine_options": {"model": "m"}}).config.engine
+    assert (default.use, default.options) == ("openai", {"model": "m"})
 
 
 class TestCompassJudgeContract(VerifierContract):
@@ -315,10 +329,10 @@ def test_prompt_file_needs_the_placeholders(tmp_path, plugin_host, register_plug
     path = tmp_path / "p.txt"
     path.write_text("Question: {question}\nAnswer: {gold_answer}\n")
     problems = CompassJudge({"engine": "nope", "engine_options": {"model": "m"},
-                             "prompt_file": str(path)}).check(plugin_host)
+                             "prompt_file": str(path)}).preflight(plugin_host)
     assert any("{llm_response}" in p and "prompt_file" in p for p in problems)
     missing = CompassJudge({"engine": "nope", "engine_options": {"model": "m"},
-                            "prompt_file": str(tmp_path / "none.txt")}).check(plugin_host)
+                            "prompt_file": str(tmp_path / "none.txt")}).preflight(plugin_host)
     assert any("cannot read" in p for p in missing)
 
 

@@ -83,7 +83,9 @@ def verify_items(items: list[dict[str, Any]], host: Any = None, judge: dict[str,
     options = {"require_think": False, "symbolic_timeout": timeout}
     stage = CompassJudge({**options, **judge}) if judge is not None else RuleVerifier(options)
     if judge is not None and host is not None:
-        problems = stage.check(host)
+        from dualcurate.config import check_refs
+
+        problems = check_refs(stage.config, host) + stage.preflight(host)
         if problems:
             raise DualcurateError("the judge cannot run: " + "; ".join(problems))
     rows = [{"id": str(i), "question": item["question"] or "", "answer": item["gold"],
@@ -143,7 +145,7 @@ def check_cmd(ctx: click.Context, gold: str | None, response: str | None,
         if not judge_engine:
             raise click.UsageError("--plugin compass-judge needs --judge-engine NAME and "
                                    "--judge-option model=... (plus the engine's own options)")
-        judge = {"engine": judge_engine, "engine_options": dict(map(parse_option, judge_options))}
+        judge = {"engine": {"use": judge_engine, **dict(map(parse_option, judge_options))}}
     elif judge_engine or judge_options:
         raise click.UsageError("--judge-engine/--judge-option only apply with the judge: add "
                                "--plugin compass-judge before 'check'")

@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dualcurate import ChatRequest, SamplingParams
+from dualcurate.config import EngineRef, fold_options
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, addresses_grader
 from dualcurate_verify.stage import (
@@ -264,12 +265,20 @@ def judge_messages(question: str, gold: str, answer_part: str, max_chars: int = 
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-class CompassJudgeConfig(RuleVerifierConfig):
-    """Options of ``compass-judge``: the rule options plus the judge's engine and sampling."""
+#: the engine that runs the judge when the recipe names none
+DEFAULT_ENGINE = "openai"
 
-    engine: str = Field("openai", description="registered engine name that runs the judge")
-    engine_options: dict[str, Any] = Field(default_factory=dict,
-                                           description="that engine's config, incl. model")
+
+class CompassJudgeConfig(RuleVerifierConfig):
+    """Options of ``compass-judge``: the rule options plus the judge's engine and sampling.
+
+    ``engine`` is a reference, ``engine = { use = "openai", model = "...", base_url = "..." }``,
+    resolved and validated by ``curate validate``; the older ``engine = "openai"`` with
+    ``engine_options = {...}`` beside it is folded into it."""
+
+    engine: EngineRef = Field(
+        default_factory=lambda: EngineRef(use=DEFAULT_ENGINE),
+        description="the engine that runs the judge, with its options (model at least)")
     cascade: bool = Field(True, description="judge only what the rules leave undecided; "
                           "false: the judge decides every answer the rules do not rule out")
     temperature: float = 0.0
@@ -286,6 +295,11 @@ class CompassJudgeConfig(RuleVerifierConfig):
         "sent alone, without the built-in system message")
 
     file_fields: ClassVar[frozenset[str]] = frozenset({"prompt_file"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        return fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
 
     def template(self) -> str | None:
         """The prompt file's text, or None for the built-in prompt of ``judge_format``."""
@@ -305,15 +319,9 @@ class CompassJudge(RuleVerifier):
 
     config: CompassJudgeConfig
 
-    def check(self, host: PluginHost) -> list[str]:
-        problems = super().check(host)
-        if self.config.engine not in host.names("engine"):
-            have = ", ".join(host.names("engine")) or "(none)"
-            problems.append(f"engine = {self.config.engine!r}: no such engine is registered "
-                            f"(registered: {have}); load its plugin, e.g. --plugin "
-                            f"{self.config.engine}")
-        if "model" not in self.config.engine_options:
-            problems.append("engine_options.model is not set: name the judge model")
+    def preflight(self, host: PluginHost) -> list[str]:
+        # the engine is a reference: the pipeline resolves and validates it (check_refs)
+        problems = super().preflight(host)
         if self.config.prompt_file is not None:
             try:
                 template = self.config.template()
@@ -346,7 +354,7 @@ class CompassJudge(RuleVerifier):
 
     def judge(self, items: list[tuple[Row, str]], ctx: StageContext) -> list[CheckResult]:
         """Judge (row, final-answer part) pairs; one verdict each, method "judge"."""
-        engine = ctx.engine(self.config.engine, dict(self.config.engine_options))
+        engine = ctx.engine(self.config.engine.use, self.config.engine.options)
         sampling = SamplingParams(temperature=self.config.temperature,
                                   max_tokens=self.config.max_tokens, seed=self.config.seed)
         questions = [str(row.get("question") or "") for row, _ in items]
