@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from dualcurate import (
     ChatRequest,
@@ -181,10 +182,26 @@ def test_llm_cleaning_pass(tmp_path: Path, stage_context, register_plugin,
     assert FakeCleanEngine.calls == 3
 
 
-def test_llm_engine_must_be_registered(plugin_host) -> None:
-    config = {"sources": [{"name": "s", "jsonl": __file__}], "llm_clean_engine": "nobody"}
-    problems = HFDatasetSource(config).preflight(plugin_host)
-    assert problems and "llm_clean_engine: 'nobody' is not a registered engine" in problems[0]
+def test_llm_engine_is_a_reference_validated_before_the_run(plugin_host,
+                                                            register_plugin) -> None:
+    from dualcurate.config import check_refs
+
+    sources = [{"name": "s", "jsonl": __file__}]
+    problems = check_refs(HFDatasetSource({"sources": sources,
+                                           "llm_clean_engine": "nobody"}).config, plugin_host)
+    assert problems and problems[0].startswith("llm_clean_engine.use: engine 'nobody'")
+    register_plugin(FakeEnginePlugin(), name="fake-clean-plugin")
+    older = HFDatasetSource({"sources": sources, "llm_clean_engine": "fake-clean",
+                             "llm_clean_options": {"model": "fake", "temprature": 0}})
+    newer = HFDatasetSource({"sources": sources, "llm_clean_engine": {
+        "use": "fake-clean", "model": "fake", "temprature": 0}})
+    assert older.config == newer.config
+    assert [p.split(" (")[0] for p in check_refs(older.config, plugin_host)] == \
+        ["llm_clean_engine.temprature: unknown option"]
+    with pytest.raises(ValidationError, match="llm_clean_options is set but llm_clean_engine"):
+        HFDatasetSource({"sources": sources, "llm_clean_options": {"model": "m"}})
+    assert HFDatasetSource({"sources": sources, "llm_clean_options": {}}).config \
+        .llm_clean_engine is None
 
 
 def test_hub_reader_streams_through_datasets(tmp_path: Path, stage_context) -> None:

@@ -16,6 +16,7 @@ from dualcurate.formats import strip_reasoning
 if TYPE_CHECKING:
     from jinja2 import Template
 
+    from dualcurate.config import EngineRef
     from dualcurate.context import StageContext
 
 DEFAULT_SYSTEM = ("You clean questions for a visual reasoning dataset. You never solve the "
@@ -89,10 +90,9 @@ class LLMCleanResult:
 class LLMCleaner:
     """Builds one request per item, sends a batch through ``ctx.generate``, parses replies."""
 
-    def __init__(self, engine_name: str, engine_options: dict[str, Any], prompt: str,
-                 system: str | None, sampling: dict[str, Any], with_images: bool):
-        self.engine_name = engine_name
-        self.engine_options = engine_options
+    def __init__(self, engine: EngineRef, prompt: str, system: str | None,
+                 sampling: dict[str, Any], with_images: bool):
+        self.engine = engine
         self.template = compile_template(prompt, "llm_clean_prompt")
         self.system = system
         self.sampling = SamplingParams(**{"temperature": 0.0, "max_tokens": 1024, **sampling})
@@ -113,7 +113,7 @@ class LLMCleaner:
     def clean(self, items: list[dict[str, Any]], ctx: StageContext) -> list[LLMCleanResult]:
         if not items:
             return []
-        engine = ctx.engine(self.engine_name, self.engine_options)
+        engine = ctx.engine(self.engine.use, self.engine.options)
         sampling = self.sampling
         if sampling.seed is None:
             sampling = sampling.model_copy(update={"seed": ctx.seed})

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import DualcurateError, Sample, Source, StageConfig
+from dualcurate.config import EngineRef, fold_options
 from dualcurate.schema import sample_id
 from dualcurate_hf.cleaning import CleaningOptions, clean_item
 from dualcurate_hf.dedup import (
@@ -72,12 +73,27 @@ class HFDatasetConfig(StageConfig):
     #: about at the end of the stage; with ``strict`` (``curate run --strict``) it fails it.
     min_kept_fraction: float = Field(0.5, ge=0, le=1)
     strict: bool = False
-    llm_clean_engine: str | None = None
-    llm_clean_options: dict[str, Any] = {}
+    #: the engine of the LLM cleaning pass (None: no pass), a reference:
+    #: ``llm_clean_engine = { use = "openai", model = "...", base_url = "..." }``
+    llm_clean_engine: EngineRef | None = None
     llm_clean_prompt: str = DEFAULT_PROMPT
     llm_clean_system: str | None = DEFAULT_SYSTEM
     llm_clean_sampling: dict[str, Any] = {}
     llm_clean_images: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spellings(cls, data: Any) -> Any:
+        # llm_clean_engine = "openai" with llm_clean_options = {...} beside it
+        if not isinstance(data, dict) or "llm_clean_options" not in data:
+            return data
+        if data.get("llm_clean_engine") is None:
+            if data["llm_clean_options"]:
+                raise ValueError("llm_clean_options is set but llm_clean_engine is not: name "
+                                 "the engine, llm_clean_engine = { use = \"openai\", model = "
+                                 "\"...\" }, or drop llm_clean_options")
+            return {k: v for k, v in data.items() if k != "llm_clean_options"}
+        return fold_options(data, "llm_clean_engine", "llm_clean_options")
 
     @model_validator(mode="after")
     def _unique_names(self) -> HFDatasetConfig:
@@ -107,11 +123,8 @@ class HFDatasetSource(Source):
 
     # -- validation before the run -----------------------------------------------------------
     def preflight(self, host: PluginHost) -> list[str]:
+        # llm_clean_engine is a reference: the pipeline resolves and validates it
         problems = [p for spec in self.config.sources for p in location_problems(spec)]
-        engine = self.config.llm_clean_engine
-        if engine is not None and engine not in host.engines():
-            problems.append(f"llm_clean_engine: {engine!r} is not a registered engine; "
-                            f"registered: {', '.join(host.engines()) or '(none)'}")
         if self.config.dedup.near and self.config.dedup.method == "embeddings":
             try:
                 import sentence_transformers  # noqa: F401
@@ -172,8 +185,7 @@ class HFDatasetSource(Source):
                                      near=near if isinstance(near, NearDuplicateIndex) else None)
         cleaner = None
         if cfg.llm_clean_engine:
-            cleaner = LLMCleaner(cfg.llm_clean_engine, cfg.llm_clean_options,
-                                 cfg.llm_clean_prompt, cfg.llm_clean_system,
+            cleaner = LLMCleaner(cfg.llm_clean_engine, cfg.llm_clean_prompt, cfg.llm_clean_system,
                                  cfg.llm_clean_sampling, cfg.llm_clean_images)
         # Compact per-row state (16-byte keys, 12-byte ids): the only memory that grows with
         # the number of rows read, with the near-duplicate index's 32 bytes per row.
