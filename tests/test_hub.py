@@ -24,7 +24,7 @@ GROUPS = [
 RECIPE = {"run": {"name": "t", "seed": 0, "shard_size": 128, "cache": None},
           "source": {"kind": "source", "use": "hf-dataset", "sources": [{"name": "a"}]},
           "distill": {"kind": "distiller", "use": "openai-distill",
-                      "engine_options": {"model": "Qwen/Qwen3-VL-235B-A22B-Thinking"}},
+                      "engine": {"use": "openai", "model": "org/teacher-as-recipe-names-it"}},
           "verify": {"kind": "verifier", "use": "rule-verify", "min_words": 0},
           "filter": {"kind": "filter", "use": "difficulty", "keep": "pass_rate < 1"}}
 N = 250  # more than two row groups of image data
@@ -118,6 +118,7 @@ def test_dry_run_writes_data_and_card(tmp_path, run_cli):
                                                      "path": "data/train-*"}]}]
     assert yaml_meta["size_categories"] == ["n<1K"]
     assert "Qwen/Qwen3-VL-235B-A22B-Thinking" in card and "`rule-verify`" in card
+    assert "org/teacher-as-recipe-names-it" in card  # the recipe's engine reference
     assert "| difficulty | 0.1.0 | yes |" in card
     assert "| filter | filter | difficulty | done | 250 | 167 | 1.0 |" in card
     # verification: 250 traces, i % 3 == 0 incorrect -> 84 incorrect, 166 correct
@@ -127,8 +128,8 @@ def test_dry_run_writes_data_and_card(tmp_path, run_cli):
     recipe = card.split("```toml\n")[1].split("```")[0]
     import tomllib
 
-    assert tomllib.loads(recipe)["distill"]["engine_options"]["model"] == \
-        "Qwen/Qwen3-VL-235B-A22B-Thinking"
+    assert tomllib.loads(recipe)["distill"]["engine"]["model"] == \
+        "org/teacher-as-recipe-names-it"
 
 
 def test_dry_run_refuses_a_folder_with_files(tmp_path, run_cli):

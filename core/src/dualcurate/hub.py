@@ -181,7 +181,9 @@ def _teacher(store: RunStore) -> tuple[str, list[str]]:
         opts = recipe.get(rec["name"]) or {}
         plugin = str(rec.get("plugin") or opts.get("use") or "")
         plugin_opts = ((opts.get("plugins") or {}).get(plugin) or {})
-        engine = {**(opts.get("engine_options") or {}),
+        # the manifest records the resolved config: the engine reference, {use, model, ...}
+        ref = opts.get("engine") if isinstance(opts.get("engine"), dict) else {}
+        engine = {**(opts.get("engine_options") or {}), **ref,
                   **(plugin_opts.get("engine_options") or {})}
         models = [str(engine["model"])] if engine.get("model") else []
         for table in store.iter_tables(rec["name"]):
