@@ -117,8 +117,8 @@ def test_dry_run_writes_data_and_card(tmp_path, run_cli):
                                      "data_files": [{"split": "train",
                                                      "path": "data/train-*"}]}]
     assert yaml_meta["size_categories"] == ["n<1K"]
-    assert "Qwen/Qwen3-VL-235B-A22B-Thinking" in card and "`rule-verify`" in card
-    assert "org/teacher-as-recipe-names-it" in card  # the recipe's engine reference
+    # the teacher as the recipe's engine reference names it
+    assert "org/teacher-as-recipe-names-it" in card and "`rule-verify`" in card
     assert "| difficulty | 0.1.0 | yes |" in card
     assert "| filter | filter | difficulty | done | 250 | 167 | 1.0 |" in card
     # verification: 250 traces, i % 3 == 0 incorrect -> 84 incorrect, 166 correct
