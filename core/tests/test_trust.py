@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import dualcurate.fingerprint as fp
 import dualcurate.config as config
+import dualcurate.fingerprint as fp
 from dualcurate import (
     Filter,
     MapStage,

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dualcurate.config import check_refs
 
+from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.plugins import PluginHost
