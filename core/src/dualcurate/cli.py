@@ -293,14 +293,9 @@ def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[
     extra = [f"run.executor={json.dumps(executor)}"] if executor else []
     if address:
         extra.append(f"run.executor_options.address={json.dumps(address)}")
-    old = os.environ.get("DUALCURATE_STRICT")
-    if strict:  # read by sources at the end of their stage (DUALCURATE_STRICT=1 also works)
-        os.environ["DUALCURATE_STRICT"] = "1"
-    try:
-        run_recipe(state, recipe, out, (*overrides, *extra), report=not no_report)
-    finally:
-        if strict and old is None:
-            os.environ.pop("DUALCURATE_STRICT", None)
+    if strict:  # the same as --set run.strict=true; sources read it from their context
+        extra.append("run.strict=true")
+    run_recipe(state, recipe, out, (*overrides, *extra), report=not no_report)
 
 
 @cli.command("report")

@@ -343,7 +343,7 @@ class Pipeline:
                 store.save_manifest()
                 ctx = StageContext(stage_name=rs.name, workdir=store.artifacts_dir(rs.name),
                                    store=store, cache=cache, host=self.host,
-                                   seed=self.recipe.run.seed,
+                                   seed=self.recipe.run.seed, strict=self.recipe.run.strict,
                                    progress=progress_factory(rs.name))
                 started = time.monotonic()
                 store.sweep_temporary(rs.name)  # what a killed run left half-written

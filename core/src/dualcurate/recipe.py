@@ -61,6 +61,9 @@ class RunSection(BaseModel):
     cache: str | None = None
     out: str | None = None
     stages: list[str] | None = None
+    #: fail instead of warn where a stage can tell a run went wrong without crashing (a
+    #: source that kept too few of the rows it read); ``curate run --strict``
+    strict: bool = False
 
 
 @dataclass

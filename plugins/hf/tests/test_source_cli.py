@@ -111,3 +111,7 @@ def test_console_summary_warning_and_strict(run_cli, tmp_path: Path) -> None:
     strict = run_cli("run", str(path), "--out", "out2", "--strict")
     assert strict.exit_code == 2
     assert "strict: source 'ids' kept 0 of 4 rows read" in strict.stderr
+    # the recipe's own [run] strict does the same, with nothing in the environment
+    from_recipe = run_cli("run", str(path), "--out", "out3", "--set", "run.strict=true")
+    assert from_recipe.exit_code == 2
+    assert "strict: source 'ids' kept 0 of 4 rows read" in from_recipe.stderr

@@ -11,7 +11,6 @@ clean through an LLM (:mod:`.llm_clean`); then drop duplicates across all source
 from __future__ import annotations
 
 import hashlib
-import os
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,7 +263,7 @@ class HFDatasetSource(Source):
         ctx.log.info("standardisation report: %s; every dropped row: %s", path, drops.path)
         for warning in warnings:
             ctx.log.warning("%s", warning)
-        if warnings and (cfg.strict or os.environ.get("DUALCURATE_STRICT") == "1"):
+        if warnings and (cfg.strict or ctx.strict):
             raise DualcurateError(
                 "strict: " + "; ".join(warnings) + f". See {drops.path} for every dropped row "
                 "and why; lower min_kept_fraction if this is expected")
