@@ -14,13 +14,10 @@ from PIL import Image, ImageDraw
 from dualcurate_hf.dedup import (
     DedupOptions,
     EmbeddingIndex,
-    MinHasher,
     NearDuplicateIndex,
     exact_key,
     image_similarity,
-    jaccard_estimate,
     normalise_question,
-    shingles,
     thumbnail,
 )
 
@@ -44,17 +41,6 @@ def test_exact_key_distinguishes_images_and_choices(question: str) -> None:
 @given(text)
 def test_normalise_question_idempotent(question: str) -> None:
     assert normalise_question(normalise_question(question)) == normalise_question(question)
-
-
-def test_minhash_estimates_jaccard() -> None:
-    hasher = MinHasher(256)
-    a = shingles("the quick brown fox jumps over the lazy dog near the river bank today", 3)
-    b = shingles("the quick brown fox jumps over the lazy dog near the river bank now", 3)
-    c = shingles("completely different words about a triangle and its area", 3)
-    true_ab = len(a & b) / len(a | b)
-    assert abs(jaccard_estimate(hasher.signature(a), hasher.signature(b)) - true_ab) < 0.15
-    assert jaccard_estimate(hasher.signature(a), hasher.signature(c)) < 0.1
-    assert np.array_equal(MinHasher(64).signature(a), MinHasher(64).signature(a))
 
 
 Q = ("In the figure, triangle ABC has AB = 5 and BC = 12 with a right angle at B. "

@@ -40,7 +40,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 _WS = re.compile(r"\s+")
-_MERSENNE = np.uint64((1 << 61) - 1)
 
 
 class DedupOptions(BaseModel):
@@ -53,9 +52,13 @@ class DedupOptions(BaseModel):
     method: Literal["minhash", "embeddings"] = "minhash"
     text_threshold: float = Field(0.9, gt=0, le=1)
     image_threshold: float = Field(0.98, gt=0, le=1)
-    num_perm: int = Field(64, ge=8, le=512)
     shingle: int = Field(3, ge=1, le=10)
-    max_bucket: int = Field(1000, ge=1)
+    #: no effect: left from the MinHash comparison SimHash and thumbnails replaced; accepted
+    #: so older recipes still validate
+    num_perm: int = Field(64, ge=8, le=512, deprecated="no effect since SimHash replaced "
+                          "MinHash; remove it")
+    max_bucket: int = Field(1000, ge=1, deprecated="no effect since SimHash replaced MinHash; "
+                            "remove it")
     #: Nearest images (8x8 thumbnails) checked per new image before the exact comparison.
     candidates: int = Field(16, ge=1, le=256)
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -85,26 +88,6 @@ def shingles(text: str, size: int) -> set[str]:
     if len(words) <= size:
         return {" ".join(words)}
     return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
-
-
-class MinHasher:
-    """MinHash signatures with ``num_perm`` universal hash permutations (seeded, stable)."""
-
-    def __init__(self, num_perm: int, seed: int = 1):
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, 1 << 32, size=num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 32, size=num_perm, dtype=np.uint64)
-
-    def signature(self, items: set[str]) -> np.ndarray:
-        hashes = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "little")
-             for s in sorted(items)), dtype=np.uint64, count=len(items))
-        perms = (hashes[:, None] * self.a[None, :] + self.b[None, :]) % _MERSENNE
-        return perms.min(axis=0)
-
-
-def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(a == b))
 
 
 THUMB = 64
