@@ -307,3 +307,6 @@ def test_the_manifest_records_the_models(host, tmp_path):
         "base": {"path": str(tmp_path / "base"), "builder": "stub-model",
                  "signature": signature}}
     assert manifest["recipe"]["distill"]["model"] == str(tmp_path / "base")
+    # building leaves nothing in the run directory but the manifest's record
+    assert sorted(p.name for p in store.root.iterdir() if p.is_dir()) == [
+        "distill", "source"]

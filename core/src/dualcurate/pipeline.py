@@ -194,8 +194,10 @@ class Pipeline:
             record: dict[str, Any] = {"path": spec.path}
             builder = self._builders.get(name)
             if builder is not None:
+                # a scratch folder for the builder, made only if it writes there ([models] is
+                # reserved, so no stage shares the name)
                 ctx = StageContext(stage_name=f"models.{name}",
-                                   workdir=store.artifacts_dir(f"models.{name}"), store=store,
+                                   workdir=store.root / "models" / name, store=store,
                                    host=self.host, seed=self.recipe.run.seed)
                 try:
                     ensure_model(name, spec.path, builder, ctx, log)
