@@ -24,7 +24,13 @@ from pydantic import Field, field_validator, model_validator
 
 from dualcurate import StageConfig
 from dualcurate.models import ModelBuilder
-from dualcurate_synthetic.families import FAMILIES, GENERATORS, Puzzle, student_question
+from dualcurate_synthetic.families import (
+    FAMILIES,
+    GENERATORS,
+    Puzzle,
+    known_families,
+    student_question,
+)
 from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
 
 if TYPE_CHECKING:
@@ -56,12 +62,9 @@ class BaseModelConfig(StageConfig):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: list[str]) -> list[str]:
-        unknown = [f for f in value if f not in FAMILIES]
-        if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
         if not value:
             raise ValueError(f"pre-train on at least one family; choose from {list(FAMILIES)}")
-        return value
+        return known_families(value)
 
     @model_validator(mode="after")
     def _heads_divide_hidden_size(self) -> BaseModelConfig:

@@ -207,3 +207,11 @@ def make_puzzles(family: str, n_train: int, n_eval: int, seed: int,
             out.append((split, puzzle))
             made += 1
     return out
+
+
+def known_families(value: list[str]) -> list[str]:
+    """``value`` when it names only families this plugin has (an options validator)."""
+    unknown = [f for f in value if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+    return value

@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate import Sample, Source, StageConfig, StageContext
-from dualcurate_synthetic.families import FAMILIES, FAMILY_ROLES, make_puzzles, student_question
+from dualcurate_synthetic.families import (
+    FAMILIES,
+    FAMILY_ROLES,
+    known_families,
+    make_puzzles,
+    student_question,
+)
 from dualcurate_synthetic.render import render_png
 
 
@@ -64,10 +70,7 @@ class SyntheticConfig(StageConfig):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: list[str]) -> list[str]:
-        unknown = [f for f in value if f not in FAMILIES]
-        if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
-        return value
+        return known_families(value)
 
 
 class SyntheticSource(Source):
