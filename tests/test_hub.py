@@ -132,6 +132,30 @@ def test_dry_run_writes_data_and_card(tmp_path, run_cli):
         "org/teacher-as-recipe-names-it"
 
 
+def test_card_carries_the_sources_section_without_run_image_links(tmp_path):
+    """The hf-dataset source's Standardisation section reaches the card as in report.md, less
+    its links into the run's image store (not uploaded); no teacher note for a real teacher."""
+    from dualcurate.hub import dataset_card
+    from dualcurate.report import write_report
+
+    store = make_run(tmp_path / "run")
+    digest = store.images.put(png(1))
+    pair = {"line": 3, "question": "Q dup?", "answer": "1", "images": [digest],
+            "kept_id": "nope", "kept_images": [digest]}
+    doc = {"sources": {"a": {"rows_in": 260, "rows_out": 250, "dropped": {"no_answer": 9},
+                             "duplicates": {"near": 1}, "near_conflicts": 0,
+                             "pairs": {"near": [pair]}}}}
+    (store.artifacts_dir("source") / "standardisation.json").write_text(json.dumps(doc))
+    md = write_report(store.root)[1].read_text()  # report.md sits beside images/
+    assert f"![image](images/{digest[:2]}/{digest})" in md
+    card = dataset_card(store, "filter", "me/data", 167, has_images=True)
+    section = card.split("## Standardisation\n\n")[1].split("\n## ")[0]
+    assert "| a | 260 | 250 | 10 | duplicate_near 1, no_answer 9 | 0 |" in section
+    assert "near-duplicate: dropped" in section and "](images/" not in card
+    assert "No teacher model was run" not in card
+    assert card.index("## Pipeline") < card.index("## Standardisation")
+
+
 def test_dry_run_refuses_a_folder_with_files(tmp_path, run_cli):
     make_run(tmp_path / "run")
     (tmp_path / "upload").mkdir()

@@ -121,10 +121,14 @@ def standardise(store: RunStore, rows: list[dict]) -> None:
 
 
 def test_standardisation_section(tmp_path):
+    """The hf-dataset plugin's section, drawn from standardisation.json, after the stages."""
     store = make_run(tmp_path / "run")
     html_path, md_path = write_report(tmp_path / "run")
     html, md = html_path.read_text(), md_path.read_text()
-    section = html.split('<section id="standardisation">')[1].split("</section>")[0]
+    assert re.findall(r'<section id="([\w-]+)"', html)[:3] == ["teacher", "stages",
+                                                                 "standardisation"]
+    section = html.split('<section id="standardisation"')[1].split("</section>")[0]
+    assert 'data-plugin="hf-dataset"' in section and "<h2>Standardisation</h2>" in section
     assert re.search(r"<td>shapes</td><td>14</td><td>9</td><td>5</td><td>duplicate_exact 1, "
                      r"duplicate_near 1, image_unsupported_input 1, undecodable_text 2</td>"
                      r"<td>1</td>", section)
@@ -157,11 +161,13 @@ def test_verification_counts_failed_generations_as_errors(tmp_path):
     assert "| digit-sum | 1 | 1 | 1 | 0 | 1 | 4 |" in md_path.read_text()
 
 
-def test_no_standardisation_artifact(tmp_path):
+def test_no_standardisation_artifact_no_section(tmp_path):
     store = make_run(tmp_path / "run")
     (store.stage_dir("source") / "artifacts" / "standardisation.json").unlink()
-    html = write_report(tmp_path / "run")[0].read_text()
-    assert "No source stage wrote <code>standardisation.json</code>" in html
+    html_path, md_path = write_report(tmp_path / "run")
+    html, md = html_path.read_text(), md_path.read_text()
+    assert 'id="standardisation"' not in html and "## Standardisation" not in md
+    assert "standardisation.json" not in html and 'id="stages"' in html
 
 
 def test_writes_html_and_markdown_with_every_section(tmp_path):
@@ -176,7 +182,9 @@ def test_writes_html_and_markdown_with_every_section(tmp_path):
         assert f"| {group['group']} | {group['B_S']:.1f} | {group['B_L']:.1f} |" in md
     assert 'id="dual-tuning-table"' in html and 'class="scatter"' in html
     assert html.count('class="point"') == 3 and html.count("<svg") == 4  # each figure once
-    assert "No teacher model was run" in html and "No teacher model was run" in md
+    # the reference distiller's note (the synthetic plugin's section), above the stages
+    assert html.index('<section id="teacher"') < html.index('<section id="stages"')
+    assert md.index("## Teacher\n\n> No teacher model was run") < md.index("## Stages")
     # stage summary with counts and times
     assert re.search(r"<td>filter</td><td>filter</td><td>difficulty</td><td>done</td>"
                      r"<td>9</td><td>6</td><td>12.0</td>", html)
@@ -279,6 +287,7 @@ def test_opens_in_headless_chromium_without_console_errors(tmp_path):
     section = dom.split('id="standardisation"')[1].split("</section>")[0]
     assert "<td>shapes</td><td>14</td><td>9</td>" in section
     assert section.count('class="pair-side"') == 4 and section.count("<img") == 4
+    assert 'id="teacher"' in dom and "No teacher model was run" in dom
 
 
 @pytest.mark.browser

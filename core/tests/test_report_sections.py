@@ -93,11 +93,9 @@ def test_sections_sit_by_order_among_cores_with_unique_ids(tmp_path, with_sectio
     make_run(tmp_path / "run")
     html, md = (p.read_text() for p in write_report(tmp_path / "run", host=with_sections))
     ids = re.findall(r'<section id="([\w-]+)"', html)
-    assert ids == ["stages", "stages-2", "standardisation", "verification", "scores",
-                   "samples"]
+    assert ids == ["stages", "stages-2", "verification", "scores", "samples"]
     headings = re.findall(r"^## (.+)$", md, re.M)
-    assert headings == ["Stages", "Early", "Standardisation", "Verification",
-                        "Scores <by domain>", "Samples"]
+    assert headings == ["Stages", "Early", "Verification", "Scores <by domain>", "Samples"]
 
 
 def test_a_failing_plugin_does_not_hide_the_others(tmp_path, with_sections, register_plugin):
@@ -163,10 +161,26 @@ def test_run_view_reads_without_writing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
 
 
+def test_run_view_shows_the_runs_images(tmp_path):
+    import base64
+
+    store = make_run(tmp_path / "run")
+    jpeg = b"\xff\xd8\xff\xe0" + b"rest of a jpeg"
+    png, jpg = store.images.put(b"\x89PNG\r\n\x1a\n..."), store.images.put(jpeg)
+    view = RunView(tmp_path / "run")
+    assert view.image_url(png).startswith("data:image/png;base64,")
+    assert view.image_url(jpg) == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    assert view.image_url("0" * 64) is None and view.image_url("") is None
+    assert view.image_path(png) == f"images/{png[:2]}/{png}"
+    assert (tmp_path / "run" / view.image_path(png)).is_file()
+
+
 @pytest.mark.parametrize("path", ["report.py", "cli.py", "report_templates/report.html.j2",
                                   "report_templates/report.md.j2"])
 def test_core_report_and_cli_know_no_plugin(path):
-    """Pass rates and Dual Tuning are the difficulty and dual-tuning plugins' sections."""
+    """Pass rates and Dual Tuning are the difficulty and dual-tuning plugins' sections, the
+    Standardisation section hf-dataset's and the teacher note the reference distiller's."""
     text = (CORE / path).read_text()
-    words = r"pass.?rate|dual.?tuning|efficacy|region|B_S|B_L|DT_S|DT_L|Gain_|difficulty"
+    words = (r"pass.?rate|dual.?tuning|efficacy|region|B_S|B_L|DT_S|DT_L|Gain_|difficulty"
+             r"|standardisation|reference.?distiller|synthetic")
     assert not re.findall(words, text, re.I)

@@ -10,7 +10,8 @@ The upload is built as a folder first, exactly as it will appear in the dataset 
 * ``README.md``: the dataset card: YAML front matter (license, tags, the ``configs`` entry that
   points the viewer at ``data/``) and the run's story: counts per stage, teacher and verifier,
   plugin names and versions, the verification table, each plugin's report section (its
-  markdown: hook ``dualcurate_report_sections``), and the recipe as run.
+  markdown: hook ``dualcurate_report_sections``; those the report shows above its stage table
+  come first here too), and the recipe as run.
 
 ``--dry-run DIR`` stops there; otherwise the folder goes up in one commit with
 ``huggingface_hub`` (``create_repo`` + ``upload_folder``), so what a dry run shows is, byte for
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +37,11 @@ from dualcurate.errors import DualcurateError
 from dualcurate.export import _hf_schema, _with_images
 from dualcurate.store import RunStore, kept
 
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection
+
+#: a markdown image whose file is in the run's image store (report.md sits in the run)
+_RUN_IMAGE_LINK = re.compile(r" ?!\[[^\]]*\]\(images/[0-9a-f]{2}/[0-9a-f]+\)")
 IMAGE_ROW_GROUP = 100
 TEXT_ROW_GROUP = 10_000
 MAX_FILE_BYTES = 500 * 1024 * 1024
@@ -202,8 +209,10 @@ def _teacher(store: RunStore) -> tuple[str, list[str]]:
 def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_images: bool,
                  license: str = DEFAULT_LICENSE) -> str:
     """The README.md of the pushed dataset: the run's pipeline, teacher, verification and
-    plugins, then each plugin's report section (its markdown), then the recipe."""
+    plugins, then each plugin's report section (its markdown; those ordered above the
+    report's stage table first, as in ``report.md``), then the recipe."""
     from dualcurate.report import collect, run_sections
+    from dualcurate.report_sections import ORDER
 
     data = collect(store, samples_per_group=0)
     sections = run_sections(store)
@@ -231,6 +240,8 @@ def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_image
             f"for reasoning efficacy by the stages below.", ""]
     if has_images:
         body += ["Images are embedded in the `images` column (bytes and a name per image).", ""]
+    early = [s for s in sections if s.order < ORDER["stages"]]
+    body += _section_paragraphs(early)
     body += ["## Pipeline", "",
              _md_table(["stage", "kind", "plugin", "status", "rows in", "rows out", "seconds"],
                        [[s["name"], s.get("kind") or "", s.get("plugin"), s.get("status"),
@@ -240,8 +251,6 @@ def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_image
              f"* teacher: {', '.join(teacher_models) or 'none'}"
              + (f" (plugin `{teacher_plugin}`)" if teacher_plugin else ""),
              f"* verifier: {', '.join(f'`{v}`' for v in verifiers) or 'none'}", ""]
-    if data.teacher_note:
-        body += [f"> {data.teacher_note}", ""]
     body += ["## Plugins", "",
              _md_table(["plugin", "version", "ran a stage"],
                        [[n, v, "yes" if n in plugins_used else ""]
@@ -255,12 +264,21 @@ def dataset_card(store: RunStore, stage: str, repo_id: str, rows: int, has_image
             table.append([domain, *[counts.get(v, 0) for v in verdicts], total, rate])
         body += ["## Verification", "", "Teacher traces by verdict, per domain.", "",
                  _md_table(["domain", *verdicts, "traces", "correct %"], table), ""]
-    for section in sections:  # the plugins' own paragraphs, as in report.md
-        if section.markdown.strip():
-            body += [f"## {section.title}", "", section.markdown.strip(), ""]
+    body += _section_paragraphs([s for s in sections if s.order >= ORDER["stages"]])
     body += ["## Recipe as run", "", "```toml",
              recipe_toml(manifest.get("recipe") or {}).rstrip(), "```", ""]
     return "\n".join(front + body)
+
+
+def _section_paragraphs(sections: list[ReportSection]) -> list[str]:
+    """The plugins' own paragraphs (their sections' markdown), as in report.md, less the
+    links to the run's image store (``images/``, not uploaded: they would be broken)."""
+    body: list[str] = []
+    for section in sections:
+        text = _RUN_IMAGE_LINK.sub("", section.markdown).strip()
+        if text:
+            body += [f"## {section.title}", "", text, ""]
+    return body
 
 
 # -- building and pushing -------------------------------------------------------------------

@@ -7,22 +7,19 @@ the files stages list as artifacts), so it works for any run, finished or not::
     from dualcurate.report import write_report
     html_path, md_path = write_report("runs/demo")
 
-Core's sections: stage summary (plugin, status, rows in/out, seconds), the teacher note, the
-standardisation of each source (rows read, kept, dropped by reason, near-duplicate conflicts,
-example pairs side by side, from a source stage's ``artifacts/standardisation.json``),
-verification breakdown (failed generations under "error") and a sample browser (image,
-caption, question, traces, verdicts). Between them, every plugin's own sections (hook
-``dualcurate_report_sections``, :mod:`dualcurate.report_sections`): their figures, tables and
-what they show on each sample. The same sections end ``curate run`` and ``curate report``
+Core's sections: stage summary (plugin, status, rows in/out, seconds), verification breakdown
+(failed generations under "error") and a sample browser (image, caption, question, traces,
+verdicts). Around them, every plugin's own sections (hook ``dualcurate_report_sections``,
+:mod:`dualcurate.report_sections`), placed by their ``order``: a source's account of what it
+read and dropped, a note on where the traces came from, figures, tables, and what they show on
+each sample. The same sections end ``curate run`` and ``curate report``
 with their summary tables and give the dataset card its paragraphs.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,11 +44,9 @@ class ReportData:
     recipe_source: str
     stages: list[dict[str, Any]]
     total_seconds: float
-    teacher_note: str | None
     verdicts: dict[str, Counter] = field(default_factory=dict)  # domain -> verdict -> n
     reasons: Counter = field(default_factory=Counter)
     samples: list[dict[str, Any]] = field(default_factory=list)
-    standardisation: list[dict[str, Any]] = field(default_factory=list)  # one per source stage
     sections: list[ReportSection] = field(default_factory=list)  # the plugins', in order
 
     @property
@@ -144,12 +139,9 @@ def collect(store: RunStore, samples_per_group: int = 6,
     data = ReportData(run_dir=str(store.root), status=manifest.get("status", "?"),
                       recipe_source=str(manifest.get("recipe_source") or ""), stages=stages,
                       total_seconds=round(sum(s["seconds"] for s in stages), 1),
-                      teacher_note=None, sections=list(sections or []))
+                      sections=list(sections or []))
     by_kind = {s["kind"]: s["name"] for s in stages}
     verifier_rows = _rows(store, by_kind.get("verifier"))
-    filter_rows = _rows(store, by_kind.get("filter"))
-    data.teacher_note = _teacher_note(stages, verifier_rows or filter_rows)
-    data.standardisation = _standardisation(store)
     for row in verifier_rows:
         counts = data.verdicts.setdefault(str(row.get("domain") or "(none)"), Counter())
         for trace in row.get("traces") or []:
@@ -159,8 +151,8 @@ def collect(store: RunStore, samples_per_group: int = 6,
                 data.reasons[trace.get("reason") or trace.get("error") or verdict] += 1
     if samples_per_group > 0:
         fields = [f for section in data.sections for f in section.sample_fields]
-        data.samples = _samples(store, filter_rows or verifier_rows or _last_rows(store, stages),
-                                fields, samples_per_group)
+        rows = _rows(store, by_kind.get("filter")) or verifier_rows or _last_rows(store, stages)
+        data.samples = _samples(store, rows, fields, samples_per_group)
     return data
 
 
@@ -171,100 +163,6 @@ def _verdict(trace: dict[str, Any]) -> str:
     if trace.get("error") or trace.get("label") == "error":
         return "error"
     return trace.get("verdict") or "unverified"
-
-
-def _standardisation(store: RunStore) -> list[dict[str, Any]]:
-    """Per source stage: its ``standardisation.json`` as the templates show it."""
-    out = []
-    for rec in store.manifest.get("stages", []):
-        if rec.get("kind") not in ("source", None, ""):
-            continue
-        folder = store.stage_dir(rec["name"]) / "artifacts"
-        path = folder / "standardisation.json"
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a report never fails on a damaged artifact
-        pairs = [(name, kind, pair) for name, src in (doc.get("sources") or {}).items()
-                 for kind, items in (src.get("pairs") or {}).items() for pair in items]
-        others = _rows_by_id(store, rec["name"], {str(p.get("kept_id")) for _, _, p in pairs
-                                                   if p.get("kept_id")})
-        sources = []
-        for name, src in (doc.get("sources") or {}).items():
-            lost = dict(src.get("dropped") or {})
-            for kind, n in (src.get("duplicates") or {}).items():
-                lost[f"duplicate_{kind}"] = lost.get(f"duplicate_{kind}", 0) + n
-            sources.append({
-                "name": name, "domain": src.get("domain") or "",
-                "location": src.get("location") or "", "rows_in": src.get("rows_in", 0),
-                "rows_out": src.get("rows_out", 0), "dropped": dict(sorted(lost.items())),
-                "n_dropped": sum(lost.values()), "conflicts": src.get("near_conflicts", 0),
-                "warning": src.get("warning"), "examples": src.get("examples") or {}})
-        drops = folder / "drops.jsonl"
-        out.append({
-            "stage": rec["name"], "path": str(path.relative_to(store.root)),
-            "drops": str(drops.relative_to(store.root)) if drops.exists() else None,
-            "sources": sources, "warnings": doc.get("warnings") or [],
-            "pairs": [_pair(store, name, kind, pair, others) for name, kind, pair in pairs]})
-    return out
-
-
-def _rows_by_id(store: RunStore, stage: str, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """The rows of ``stage`` with these ids (question, answer, images)."""
-    if not ids:
-        return {}
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    found: dict[str, dict[str, Any]] = {}
-    wanted = pa.array(sorted(ids), pa.string())
-    for path in store.shard_files(stage):
-        try:
-            table = pq.read_table(path, columns=["id", "question", "answer", "images"])
-        except (OSError, pa.ArrowInvalid, KeyError):
-            continue
-        for row in table.filter(pc.is_in(table.column("id"), value_set=wanted)).to_pylist():
-            found[row["id"]] = row
-        if len(found) == len(ids):
-            break
-    return found
-
-
-def _image_urls(store: RunStore, digests: Iterable[str]) -> list[str]:
-    from dualcurate.export import _MIME, image_extension
-
-    urls = []
-    for digest in digests or []:
-        if store.images.has(digest):
-            data = store.images.get(digest)
-            mime = _MIME.get(image_extension(data[:16]), "image/png")
-            urls.append(f"data:{mime};base64," + base64.b64encode(data).decode())
-    return urls
-
-
-def _pair(store: RunStore, source: str, kind: str, pair: dict[str, Any],
-          others: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One example pair: the row the index flagged and the row it matched, side by side."""
-    other = others.get(str(pair.get("kept_id")), {})
-    other_images = other.get("images") or pair.get("kept_images") or []
-    where = f"line {pair['line']}" if pair.get("line") is not None else "no line"
-    return {
-        "source": source, "kind": kind,
-        "title": ("near-duplicate: dropped" if kind == "near"
-                  else "conflict (answers differ): both kept"),
-        "row": {"label": f"{'dropped' if kind == 'near' else 'kept'} ({where})",
-                "question": pair.get("question") or "", "answer": pair.get("answer") or "",
-                "images": _image_urls(store, pair.get("images") or []),
-                "image_paths": [f"images/{d[:2]}/{d}" for d in pair.get("images") or []]},
-        "other": {"label": (f"kept in its place (id {pair.get('kept_id')})" if kind == "near"
-                            else f"kept (id {pair.get('kept_id')})"),
-                  "question": other.get("question") or "", "answer": other.get("answer") or "",
-                  "images": _image_urls(store, other_images),
-                  "image_paths": [f"images/{d[:2]}/{d}" for d in other_images]},
-    }
 
 
 def _rows(store: RunStore, stage: str | None) -> list[dict[str, Any]]:
@@ -283,18 +181,6 @@ def _last_rows(store: RunStore, stages: list[dict[str, Any]]) -> list[dict[str, 
         if store.finished_shards(stage["name"]):
             return _rows(store, stage["name"])
     return []
-
-
-def _teacher_note(stages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str | None:
-    reference = any(s["kind"] == "distiller" and s["plugin"] == "reference" for s in stages)
-    reference = reference or any(t.get("engine") == "reference" for r in rows[:200]
-                                 for t in r.get("traces") or [])
-    if not reference:
-        return None
-    return ("No teacher model was run. The traces are the synthetic source's step-by-step "
-            "reference solutions, written in the four-phase format by the `reference` "
-            "distiller: they stand in for a teacher offline. Run a real teacher with "
-            "`curate --plugin vllm-distill` (or hf-distill / openai-distill).")
 
 
 def _samples(store: RunStore, rows: list[dict[str, Any]], fields: list[SampleField],

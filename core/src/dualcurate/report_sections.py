@@ -35,12 +35,16 @@ from dualcurate.store import RunStore
 __all__ = ["MAX_ROWS_READ", "ORDER", "ReportSection", "RunView", "SampleField", "SummaryTable"]
 
 #: Where core's own sections sit, by ``order``: a plugin section sorts among them by its own
-#: ``order`` (a stage's section near that stage: 450 after verification, 650 after training).
-ORDER = {"teacher": 0, "stages": 100, "standardisation": 200, "verification": 300,
-         "plugins": 500, "samples": 1000}
+#: ``order`` (a stage's section near that stage: below 100 above the stage table, 200 after
+#: it for a source's, 450 after verification, 650 after training).
+ORDER = {"stages": 100, "verification": 300, "plugins": 500, "samples": 1000}
 #: The most rows :meth:`RunView.rows` reads of one stage by default (reports stay fast).
 MAX_ROWS_READ = 20000
 _ANCHOR = re.compile(r"^[a-z][a-z0-9-]*$")
+#: an image's type from its first bytes (for :meth:`RunView.image_url`)
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"),
+                (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
 
 
 @dataclass
@@ -175,3 +179,21 @@ class RunView:
                 candidates += [Path(str(value)), self.root / str(value)]
         candidates.append(self._store.stage_dir(stage) / "artifacts" / name)
         return next((p for p in candidates if p.is_file()), None)
+
+    def image_url(self, digest: str) -> str | None:
+        """Image ``digest`` of the run's image store as a ``data:`` URL, for a section's
+        ``html`` (the page stays one file); None when the store lacks it."""
+        import base64
+
+        if not digest or not self._store.images.has(digest):
+            return None
+        data = self._store.images.get(digest)
+        mime = next((m for magic, m in _IMAGE_MAGIC if data.startswith(magic)), "image/png")
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            mime = "image/webp"
+        return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+    def image_path(self, digest: str) -> str:
+        """Image ``digest``'s file relative to the run directory, for a section's
+        ``markdown`` (``report.md`` sits in the run directory)."""
+        return self._store.images.path(digest).relative_to(self.root).as_posix()

@@ -3,17 +3,29 @@ imported inside the hooks so that listing plugins never imports torch or transfo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dualcurate import Register, hookimpl
+
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection, RunView
 
 
 class HFDatasetPlugin:
-    """Entry point ``hf-dataset``: the Hugging Face datasets / files / image-folder source."""
+    """Entry point ``hf-dataset``: the Hugging Face datasets / files / image-folder source,
+    and the Standardisation section of run reports (from its ``standardisation.json``)."""
 
     @hookimpl
     def dualcurate_register_sources(self, register: Register) -> None:
         from dualcurate_hf.source import HFDatasetSource
 
         register(HFDatasetSource)
+
+    @hookimpl
+    def dualcurate_report_sections(self, run: RunView) -> list[ReportSection] | None:
+        from dualcurate_hf.report import report_sections
+
+        return report_sections(run) or None
 
 
 class HFEnginePlugin:

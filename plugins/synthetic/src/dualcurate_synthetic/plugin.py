@@ -3,7 +3,12 @@ imported inside the hooks."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dualcurate import Register, hookimpl
+
+if TYPE_CHECKING:
+    from dualcurate.report_sections import ReportSection, RunView
 
 
 class SyntheticPlugin:
@@ -33,13 +38,20 @@ class SyntheticPlugin:
 
 
 class ReferencePlugin:
-    """Entry point ``reference``: the offline teacher stand-in (reference solutions)."""
+    """Entry point ``reference``: the offline teacher stand-in (reference solutions), and the
+    Teacher note of run reports whose traces it wrote."""
 
     @hookimpl
     def dualcurate_register_distillers(self, register: Register) -> None:
         from dualcurate_synthetic.reference import ReferenceDistiller
 
         register(ReferenceDistiller)
+
+    @hookimpl
+    def dualcurate_report_sections(self, run: RunView) -> list[ReportSection] | None:
+        from dualcurate_synthetic.report import report_sections
+
+        return report_sections(run) or None
 
 
 synthetic = SyntheticPlugin()
