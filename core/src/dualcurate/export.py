@@ -7,7 +7,6 @@ the export carries instead (:data:`IMAGE_MODES`); the hashes always stay in ``im
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import os
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualcurate.errors import DualcurateError, StoreError
-from dualcurate.store import ImageStore, RunStore, kept
+from dualcurate.store import ImageStore, RunStore, image_data_url, image_extension, kept
 
 #: ``copy``: files under ``<to>/images/``, rows hold paths relative to ``<to>``;
 #: ``link``: the same paths as hard links into the run's image store (symbolic links across
@@ -33,29 +32,6 @@ IMAGE_MODES = ("copy", "link", "embed", "none")
 DEFAULT_IMAGES = {"jsonl": "copy", "parquet": "embed", "hf": "embed"}
 
 IMAGES_DIR = "images"
-
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
-_MIME = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp",
-         "tiff": "image/tiff", "webp": "image/webp"}
-
-
-def image_extension(head: bytes) -> str:
-    """The file extension for image bytes (from their first bytes); ``bin`` if unknown."""
-    for magic, ext in _MAGIC:
-        if head.startswith(magic):
-            return ext
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return "bin"
-
 
 def _store_path(images: ImageStore, digest: str) -> Path:
     path = images.path(digest)
@@ -105,9 +81,7 @@ def _embedded(images: ImageStore, digest: str) -> dict[str, Any]:
 
 
 def _data_uri(images: ImageStore, digest: str) -> str:
-    data = images.get(digest)
-    mime = _MIME.get(image_extension(data[:16]), "application/octet-stream")
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return image_data_url(images.get(digest))
 
 
 def _check_mode(mode: str) -> None:

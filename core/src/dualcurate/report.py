@@ -18,7 +18,6 @@ with their summary tables and give the dataset card its paragraphs.
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from dualcurate.report_sections import MAX_ROWS_READ, ORDER, ReportSection, RunView, SampleField
 from dualcurate.schema import row_meta
-from dualcurate.store import RunStore
+from dualcurate.store import RunStore, image_data_url
 
 if TYPE_CHECKING:
     from dualcurate.plugins import PluginHost
@@ -197,8 +196,7 @@ def _samples(store: RunStore, rows: list[dict[str, Any]], fields: list[SampleFie
         images = []
         for digest in row.get("images") or []:
             if store.images.has(digest):
-                images.append("data:image/png;base64,"
-                              + base64.b64encode(store.images.get(digest)).decode())
+                images.append(image_data_url(store.images.get(digest), default="image/png"))
         meta = row_meta(row)
         chosen.append({
             "id": row.get("id"), "domain": domain, "split": row.get("split") or meta.get("split"),

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dualcurate.store import RunStore
+from dualcurate.store import RunStore, image_data_url
 
 __all__ = ["MAX_ROWS_READ", "ORDER", "ReportSection", "RunView", "SampleField", "SummaryTable"]
 
@@ -42,11 +42,6 @@ ORDER = {"stages": 100, "verification": 300, "plugins": 500, "samples": 1000}
 MAX_ROWS_READ = 20000
 _ANCHOR = re.compile(r"^[a-z][a-z0-9-]*$")
 #: an image's type from its first bytes (for :meth:`RunView.image_url`)
-_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
-                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"),
-                (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
-
-
 @dataclass
 class SummaryTable:
     """A small table printed at the end of ``curate run`` and ``curate report`` (a rich
@@ -183,15 +178,9 @@ class RunView:
     def image_url(self, digest: str) -> str | None:
         """Image ``digest`` of the run's image store as a ``data:`` URL, for a section's
         ``html`` (the page stays one file); None when the store lacks it."""
-        import base64
-
         if not digest or not self._store.images.has(digest):
             return None
-        data = self._store.images.get(digest)
-        mime = next((m for magic, m in _IMAGE_MAGIC if data.startswith(magic)), "image/png")
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            mime = "image/webp"
-        return f"data:{mime};base64," + base64.b64encode(data).decode()
+        return image_data_url(self._store.images.get(digest), default="image/png")
 
     def image_path(self, digest: str) -> str:
         """Image ``digest``'s file relative to the run directory, for a section's

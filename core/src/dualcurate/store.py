@@ -8,6 +8,7 @@ one, never half a shard. Temporary files (``.tmp-*``) are ignored and swept on o
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -352,3 +353,36 @@ def kept(table: pa.Table) -> pa.Table:
     if "keep" not in table.column_names:
         return table
     return table.filter(pc.fill_null(table.column("keep"), True))
+
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+IMAGE_MIME = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp",
+              "tiff": "image/tiff", "webp": "image/webp"}
+
+
+def image_extension(head: bytes) -> str:
+    """The file extension for image bytes (from their first 16 bytes); ``bin`` if unknown."""
+    for magic, ext in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return ext
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+def image_mime(data: bytes, default: str = "application/octet-stream") -> str:
+    """The MIME type of image bytes by their magic number."""
+    return IMAGE_MIME.get(image_extension(data[:16]), default)
+
+
+def image_data_url(data: bytes, default: str = "application/octet-stream") -> str:
+    """A ``data:`` URL holding image bytes (reports, chat APIs)."""
+    return f"data:{image_mime(data, default)};base64,{base64.b64encode(data).decode('ascii')}"

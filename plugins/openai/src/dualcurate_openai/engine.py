@@ -29,7 +29,6 @@ to ``batch_completion_window`` to answer): see :mod:`dualcurate_openai.batch`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import queue
 import re
@@ -54,6 +53,8 @@ from dualcurate.engine import (
 )
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import THINK_CLOSE, render_think
+from dualcurate.store import image_data_url
+from dualcurate.store import image_mime as store_image_mime
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
 from dualcurate_openai.transport import (
     TRANSPORTS,
@@ -113,18 +114,12 @@ class OpenAIEngineConfig(EngineConfig):
 
 def image_mime(data: bytes) -> str:
     """The MIME type of image bytes by their magic number (PNG when unknown)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/png"
+    return store_image_mime(data, default="image/png")
 
 
 def data_url(data: bytes) -> str:
     """A ``data:`` URL holding the image bytes, as chat APIs accept them."""
-    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+    return image_data_url(data, default="image/png")
 
 
 class SampleSlots:
