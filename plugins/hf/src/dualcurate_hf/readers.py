@@ -238,7 +238,23 @@ class JsonlReader(Reader):
         return list(seen)
 
     def _records(self, path: Path, limit: int | None = None) -> Iterator[Batch]:
+        return self._batched(self._jsonl_records(path), path, limit)
+
+    def _batched(self, records: Iterator[dict[str, Any]], path: Path,
+                 limit: int | None) -> Iterator[Batch]:
+        """``records`` of one file in batches of ``batch_size`` (at most ``limit`` of them)."""
         batch: list[dict[str, Any]] = []
+        for parsed, record in enumerate(records, 1):
+            batch.append(record)
+            if len(batch) == self.batch_size:
+                yield batch, path.parent
+                batch = []
+            if limit is not None and parsed >= limit:
+                break
+        if batch:
+            yield batch, path.parent
+
+    def _jsonl_records(self, path: Path) -> Iterator[dict[str, Any]]:
         parsed = failed = 0
         try:
             fh = path.open("rb")
@@ -277,14 +293,7 @@ class JsonlReader(Reader):
                             "the first 20 records are not objects"), "JSON Lines")
                     continue
                 parsed += 1
-                batch.append(record)
-                if len(batch) == self.batch_size:
-                    yield batch, path.parent
-                    batch = []
-                if limit is not None and parsed >= limit:
-                    break
-        if batch:
-            yield batch, path.parent
+                yield record
 
     def batches(self, columns: list[str]) -> Iterator[Batch]:
         for path in self.files:
@@ -310,8 +319,9 @@ class JsonReader(JsonlReader):
         if stripped.startswith("{") and not _wrapped_array(stripped):
             yield from super()._records(path, limit)  # JSON Lines in a .json file
             return
-        batch: list[dict[str, Any]] = []
-        parsed = 0
+        yield from self._batched(self._array_records(path), path, limit)
+
+    def _array_records(self, path: Path) -> Iterator[dict[str, Any]]:
         for line, value, error in _iter_json_array(path, self.spec.encoding):
             if error is not None:
                 self.problems.append((str(path), line, *error))
@@ -319,17 +329,8 @@ class JsonReader(JsonlReader):
                     break
                 continue
             record = self._as_record(value, path, line)
-            if record is None:
-                continue
-            parsed += 1
-            batch.append(record)
-            if len(batch) == self.batch_size:
-                yield batch, path.parent
-                batch = []
-            if limit is not None and parsed >= limit:
-                break
-        if batch:
-            yield batch, path.parent
+            if record is not None:
+                yield record
 
 
 _STOP = object()
