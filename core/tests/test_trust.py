@@ -391,3 +391,63 @@ def test_the_verifier_contract_gives_traces_so_a_verifier_that_sets_no_verdict_f
     assert all(len(r["traces"]) == 3 for r in rows)
     with pytest.raises(AssertionError):
         suite.test_every_trace_gets_a_verdict(rows, stage_context)
+
+
+def _fake_distribution(site: Path, version: str = "1.0", editable: bool = True) -> Path:
+    """A package ``fakeplug`` with its dist-info on ``site``, installed editable or not."""
+    package = site / "fakeplug"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    (package / "stage.py").write_text("X = 1\n")
+    info = site / f"fakeplug-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakeplug\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("fakeplug\n")
+    direct = {"url": f"file://{site}", "dir_info": {"editable": editable}}
+    (info / "direct_url.json").write_text(json.dumps(direct))
+    return package
+
+
+@pytest.mark.parametrize("editable", [True, False])
+def test_editing_an_editable_plugin_in_place_changes_its_code_version(tmp_path, monkeypatch,
+                                                                       editable):
+    """`pip install -e` keeps the version while the code changes: the signature must not."""
+    import sys
+
+    package = _fake_distribution(tmp_path / "site", editable=editable)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for cached in (config._module_distributions, config._dist_version, config._editable,
+                   config._editable_source):
+        cached.cache_clear()
+    monkeypatch.delitem(sys.modules, "fakeplug", raising=False)
+    cls = type("Probe", (MapStage,), {"__module__": "fakeplug.stage"})
+    try:
+        before = config.code_versions(cls)["fakeplug"]
+        (package / "stage.py").write_text("X = 2\n")  # edited in place, same version
+        (package / "__pycache__").mkdir()
+        (package / "__pycache__" / "stage.cpython-311.pyc").write_bytes(b"noise")
+        config._editable_source.cache_clear()
+        after = config.code_versions(cls)["fakeplug"]
+    finally:
+        for cached in (config._module_distributions, config._dist_version, config._editable,
+                       config._editable_source):
+            cached.cache_clear()
+    if editable:
+        assert before.startswith("1.0+src.") and after.startswith("1.0+src.") and before != after
+    else:
+        assert before == after == "1.0"
+
+
+def test_source_hash_covers_contents_and_names_not_bytecode(tmp_path):
+    root = tmp_path / "pkg"
+    root.mkdir()
+    (root / "a.py").write_text("a = 1\n")
+    first = config.source_hash([root])
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
+    assert config.source_hash([root]) == first
+    (root / "a.py").write_text("a = 2\n")
+    assert config.source_hash([root]) != first
+    (root / "a.py").write_text("a = 1\n")
+    (root / "a.py").rename(root / "b.py")
+    assert config.source_hash([root]) != first

@@ -5,7 +5,10 @@ code behind it, and fingerprints of the files and models it names)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata as md
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,13 +50,66 @@ def _dist_version(dist: str) -> str | None:
         return None
 
 
+@functools.cache
+def _editable(dist: str) -> bool:
+    """Whether ``dist`` is installed in editable mode (``pip install -e``, PEP 610)."""
+    try:
+        text = md.distribution(dist).read_text("direct_url.json")
+    except md.PackageNotFoundError:
+        return False
+    try:
+        return bool(json.loads(text or "{}").get("dir_info", {}).get("editable"))
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def source_hash(roots: list[Path]) -> str:
+    """A hash of every file under ``roots`` (package folders or single modules) by relative
+    path and content; bytecode caches are left out."""
+    digest = hashlib.sha256()
+    for root in roots:
+        files = [root] if root.is_file() else sorted(
+            f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+            and f.suffix not in (".pyc", ".pyo"))
+        for file in files:
+            rel = file.name if file == root else file.relative_to(root).as_posix()
+            digest.update(f"{root.name}/{rel}\0".encode())
+            digest.update(file.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def _editable_source(dist: str) -> str | None:
+    """The hash of an editable distribution's source files (its version alone says nothing
+    while its code is edited in place); None for a regular install."""
+    if not _editable(dist):
+        return None
+    roots: list[Path] = []
+    for top in sorted(t for t, ds in _module_distributions().items() if dist in ds):
+        spec = importlib.util.find_spec(top)
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            roots.extend(Path(p) for p in spec.submodule_search_locations)
+        elif spec.origin:
+            roots.append(Path(spec.origin))
+    return source_hash(roots) if roots else None
+
+
 def code_versions(cls: type) -> dict[str, str | None]:
     """Distribution -> version of the code behind a stage class: the distribution that ships
-    its module and its ``code_dependencies``."""
+    its module and its ``code_dependencies``. An editable install's version carries a hash
+    of its source files (``0.1.0+src.3f2a...``), so editing a plugin in place recomputes the
+    stages it runs, as a new release would."""
     top = cls.__module__.split(".", 1)[0]
     dists = list(_module_distributions().get(top, []))
     dists.extend(cls.code_dependencies)
-    return {d: _dist_version(d) for d in sorted(set(dists))}
+    out: dict[str, str | None] = {}
+    for dist in sorted(set(dists)):
+        version, source = _dist_version(dist), _editable_source(dist)
+        out[dist] = f"{version}+src.{source}" if source else version
+    return out
 
 
 def _is_model_field(name: str) -> bool:
