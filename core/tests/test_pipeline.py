@@ -8,7 +8,7 @@ import json
 import datasets
 import pytest
 
-from dualcurate import Pipeline, RunStore, StoreError, load_recipe
+from dualcurate import Pipeline, RecipeError, RunStore, StoreError, load_recipe
 from dualcurate.schema import rows_to_table
 
 from .conftest import RECIPE, DoubleStage
@@ -192,3 +192,17 @@ def test_progress_reservation_accounting():
     progress.expect(2)  # nothing reserved left: the total grows
     progress.release(5)  # nothing to release
     assert (progress.total, progress.reserved) == (4 + 3 + 2, 0)
+
+
+def test_executor_options_are_checked_before_anything_runs(core_host, tmp_path):
+    """A misspelt executor option fails validation, not the first map stage after the
+    source already ran."""
+    recipe = load_recipe({**RECIPE, "run": {**RECIPE["run"],
+                                            "executor_options": {"max_shards_in_flihgt": 2}}})
+    with pytest.raises(RecipeError) as err:
+        Pipeline(recipe, host=core_host).run(tmp_path / "run")
+    assert err.value.problems == [
+        "[run] executor_options.max_shards_in_flihgt: unknown option for plugin 'local'; check "
+        "the spelling against its Config (`curate validate RECIPE --explain` lists the options "
+        "it takes)"]
+    assert not (tmp_path / "run").exists()

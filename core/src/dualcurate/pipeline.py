@@ -148,9 +148,18 @@ class Pipeline:
             problems.extend(f"[{spec.name}] {p}" for p in stage.preflight(self.host))
             resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
         self._builders = self._validate_models(problems)
-        if self.recipe.run.executor not in self.host.executors():
-            problems.append(f"[run] executor: {self.recipe.run.executor!r} is not registered; "
-                            f"registered: {', '.join(self.host.executors())}")
+        executors = self.host.executors()
+        executor = self.recipe.run.executor
+        if executor not in executors:
+            problems.append(f"[run] executor: {executor!r} is not registered; "
+                            f"registered: {', '.join(executors)}")
+        else:  # its options now, not when the first map stage starts
+            try:
+                executors[executor].Config(**self.recipe.run.executor_options)
+            except ValidationError as exc:
+                problems.extend(
+                    line.replace("[run.executor_options] ", "[run] executor_options.", 1)
+                    for line in format_validation("run.executor_options", exc, executor))
         if len(resolved) == len(self.recipe.stages):
             problems.extend(self._check_chain(resolved))
         if problems:
