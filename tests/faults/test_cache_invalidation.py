@@ -44,7 +44,10 @@ MISSES: dict[str, Callable[[Recipe, Path], None]] = {
     "max_tokens": lambda r, _: distill(r, max_tokens=65),
     "seed": lambda r, _: distill(r, seed=1),
     "stop": lambda r, _: distill(r, stop=["</answer>"]),
-    "sampling extra": lambda r, _: distill(r, sampling_extra={"top_k": 5}),
+    "top_k": lambda r, _: distill(r, top_k=5),
+    "min_p": lambda r, _: distill(r, min_p=0.05),
+    "repetition_penalty": lambda r, _: distill(r, repetition_penalty=1.05),
+    "sampling extra": lambda r, _: distill(r, sampling_extra={"presence_penalty": 0.5}),
 }
 
 

@@ -72,8 +72,10 @@ class TeacherConfig(StageConfig):
     ``engine``: the engine that runs the teacher, with its options (``model`` at least):
     ``engine = { use = "vllm", model = "..." }``; the older ``engine_options = {...}`` is
     merged into it (a distiller with a default engine fills ``use``). Sampling:
-    ``temperature``, ``top_p``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop``,
-    ``sampling_extra`` (engine-specific, e.g. ``top_k``). ``template``: a Jinja file for the
+    ``temperature``, ``top_p``, ``top_k`` (0: every token), ``min_p``,
+    ``repetition_penalty``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop`` — each
+    applied as given, whatever the checkpoint's generation config says — and
+    ``sampling_extra`` (engine-specific, e.g. ``chat_template_kwargs``). ``template``: a Jinja file for the
     user prompt (default: the four-phase prompt); ``system_prompt``: an optional system
     message. Both are part of the rendered request and so of the cache key.
     ``include_caption`` shows the teacher the row's caption too; ``include_images = false``
@@ -94,6 +96,9 @@ class TeacherConfig(StageConfig):
     samples_per_question: int = Field(1, ge=1)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
     max_tokens: int = Field(16384, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
@@ -261,7 +266,8 @@ class TeacherDistiller(Distiller):
     # prompts --------------------------------------------------------------------------------
     def sampling(self, ctx: StageContext) -> SamplingParams:
         cfg = self.config
-        return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+        return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                              min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
                               max_tokens=cfg.max_tokens,
                               seed=cfg.seed if cfg.seed is not None else ctx.seed,
                               stop=cfg.stop, extra=dict(cfg.sampling_extra))

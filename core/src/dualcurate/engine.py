@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate.cache import RequestCache, canonical_json, request_key
 from dualcurate.config import StageConfig
@@ -46,17 +46,44 @@ SEED_SPACE = 2**30
 OnResult = Callable[..., None]
 
 
+#: Sampling settings every engine applies itself, whatever the checkpoint's own generation
+#: config or the server's defaults say: they are fields of :class:`SamplingParams`, never
+#: ``extra`` keys.
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                   "max_tokens", "seed", "stop")
+
+
 class SamplingParams(BaseModel):
-    """Sampling settings; all of them are part of the cache key."""
+    """Sampling settings; all of them are part of the cache key.
+
+    Complete on purpose: every engine applies each field as given, so a checkpoint's own
+    ``generation_config`` (Qwen2.5-VL-Instruct ships ``top_k = 1`` and
+    ``repetition_penalty = 1.05``) or a server's defaults (``vllm serve`` applies the model's
+    generation config) never change what the recipe asked for. ``top_k = 0`` keeps every
+    token, ``min_p = 0`` and ``repetition_penalty = 1`` turn those off; ``temperature = 0`` is
+    greedy. ``extra`` holds engine-specific options only (``chat_template_kwargs``, a
+    server's own parameters); a field's name there is refused."""
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 1024
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    max_tokens: int = Field(1024, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
     extra: dict[str, Any] = {}
+
+    @field_validator("extra")
+    @classmethod
+    def _no_fields_in_extra(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(value) & set(SAMPLING_FIELDS))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} in the engine-specific extras: "
+                             f"set {' and '.join(clash)} as a sampling option of its own")
+        return value
 
     def seed_for(self, sample_index: int, request: ChatRequest | None = None) -> int | None:
         """The seed of one sample: the request's base seed (from ``seed`` and the request's

@@ -13,7 +13,7 @@ import pytest
 
 from dualcurate.engine import ChatRequest, Completion, SamplingParams
 from dualcurate.errors import DualcurateError
-from dualcurate_hf.engine import HFEngine, _Call, _Row, batch_seed
+from dualcurate_hf.engine import HFEngine, _Call, _Row
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -44,7 +44,7 @@ class Recorder:
         self.release = threading.Event()
         engine._generate_batch = self  # type: ignore[method-assign]
 
-    def __call__(self, prompts, sampling, seed=None, stop=None) -> list[Completion]:
+    def __call__(self, prompts, sampling, seeds=None, stop=None) -> list[Completion]:
         texts = [p[0] for p in prompts]
         self.batches.append((texts, sampling))
         if any("hold" in t for t in texts):
@@ -52,7 +52,7 @@ class Recorder:
             assert self.release.wait(WAIT)
         if any("explode" in t for t in texts):
             raise RuntimeError("boom")
-        return self.original(prompts, sampling, seed, stop)
+        return self.original(prompts, sampling, seeds, stop)
 
 
 @pytest.fixture
@@ -143,13 +143,7 @@ def test_take_batch_starts_from_the_oldest_row_and_fills_by_length(tiny_lm_dir):
     assert taken == [[100, 99], [5, 6], [100], [7]]
 
 
-def test_batch_of_one_row_uses_the_samples_own_seed():
-    assert batch_seed([123]) == 123
-    assert batch_seed([None]) is None
-    assert batch_seed([1, 2]) == batch_seed([1, 2]) != batch_seed([2, 1])
-
-
-def test_batch_size_one_sample_does_not_depend_on_its_batch_mates(tiny_lm_dir):
+def test_a_sample_does_not_depend_on_its_batch_mates(tiny_lm_dir):
     sampling = SamplingParams(max_tokens=12, seed=5, temperature=1.0)
     question = "Count the red squares."
     engine = HFEngine({"model": str(tiny_lm_dir), "batch_size": 1})
@@ -163,11 +157,13 @@ def test_batch_size_one_sample_does_not_depend_on_its_batch_mates(tiny_lm_dir):
         engine.close()
     assert len({c.text for c in all_three}) > 1  # the samples do differ
     assert all_three[2].text == alone.text == with_others.text
-    # a batch holding a single row is seeded with that row's own seed at any batch_size
+    # at any batch_size, batched with anything
     wide = HFEngine({"model": str(tiny_lm_dir), "batch_size": 4})
     wide.setup()
     try:
         assert wide.generate([ask(question, sample_indices=[2])], sampling)[0][0].text == alone.text
+        mixed = wide.generate([ask("Which option (A) (B)?", n=2), ask(question, n=3)], sampling)
+        assert [c.text for c in mixed[1]] == [c.text for c in all_three]
     finally:
         wide.close()
 

@@ -62,8 +62,11 @@ class DifficultyConfig(StageConfig):
     round_size: int = Field(1, ge=1)
     stop_rule: Literal["exact", "predictive"] = "exact"
     stop_risk: float = Field(0.02, gt=0.0, lt=0.5)
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
     max_tokens: int = Field(1024, ge=1)
     seed: int = 0
     system_prompt: str = ""
@@ -128,7 +131,8 @@ class DifficultyConfig(StageConfig):
         return self.keep
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p,
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              min_p=self.min_p, repetition_penalty=self.repetition_penalty,
                               max_tokens=self.max_tokens, seed=self.seed)
 
 

@@ -23,26 +23,32 @@ An exception while generating a batch becomes ``Completion(error=...)`` for that
 the worker (a batch in progress stops at its next token) and makes every ``generate`` call
 still waiting raise ``DualcurateError``.
 
-Seeds: sample ``i`` of request ``r`` has seed ``sampling.seed_for(i, r)``. transformers samples
-a whole batch from torch's one global generator, so per-sample seeds can only be exact for a
-batch of one row: such a batch is seeded with its row's own seed, and with ``batch_size = 1``
-every sample's text depends only on its prompt, the sampling settings and its seed, never on
-what else was cached, requested or batched with it. A batch of several rows is seeded with a
-hash of its rows' seeds (in queue order): it reproduces when the same rows form the same batch
-(the same requests in one call to an idle engine, same ``batch_size``), but a sample may come
-out differently when it is batched with other rows (other cached samples, overlapping calls).
-Sampling batches hold a process-wide lock around seeding and generation, so two ``hf`` engines
-in one process do not draw from each other's random stream.
+Sampling is batch-invariant: sample ``i`` of request ``r`` draws its tokens from its own
+``torch.Generator`` seeded with ``sampling.seed_for(i, r)`` (one uniform number per step,
+turned into a token through the row's own distribution), so which rows share a batch, the
+batch size, how many threads call the engine and what was cached never change which random
+numbers a sample uses. The numbers it samples from must not change either: rows are left
+padded with their attention mask (transformers derives position ids from it), and on the CPU
+the default ``dtype = "auto"`` computes in float64, where the batch moves a row's logits by
+float64 rounding at most (~1e-16: a draw would flip about once in 10^15); in float32 they
+move in the 7th digit with the batch's shape, which flips about one draw in a million. On CUDA, ``auto`` is bfloat16: draws are
+still per sample, but the kernels' rounding depends on the batch, so a sample can differ
+with its batch mates; ``batch_size = 1`` makes it a function of its request alone there too.
+
+The sampling settings are the request's, complete: generation runs with an explicit
+configuration (temperature, top-k, top-p, min-p, repetition penalty from
+:class:`SamplingParams`; ``no_repeat_ngram_size`` from ``extra``), never the checkpoint's
+``generation_config`` sampling defaults, and the first call logs which of those defaults it
+overrode.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import heapq
 import io
 import itertools
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,13 +73,15 @@ if TYPE_CHECKING:
     from dualcurate.context import StageContext
     from dualcurate.engine import ImageResolver
 
-#: ``sampling.extra`` keys passed on to ``model.generate``.
-GENERATE_EXTRA = ("top_k", "min_p", "repetition_penalty", "no_repeat_ngram_size", "typical_p")
-
-#: torch samples from one global generator per device: seeding it and generating must not
-#: interleave with another engine's sampling in this process.
-_RNG_LOCK = threading.Lock()
-_NO_LOCK = contextlib.nullcontext()
+#: ``sampling.extra`` keys this engine takes (anything else is refused, never ignored).
+ENGINE_EXTRA = ("chat_template_kwargs", "no_repeat_ngram_size")
+#: Checkpoint ``generation_config`` fields that shape what is sampled: generation sets each
+#: of them explicitly, so a checkpoint's value never applies (the run log names overrides).
+SAMPLING_DEFAULTS = ("do_sample", "num_beams", "temperature", "top_k", "top_p", "min_p",
+                     "typical_p", "epsilon_cutoff", "eta_cutoff", "repetition_penalty",
+                     "no_repeat_ngram_size", "encoder_repetition_penalty", "min_new_tokens",
+                     "min_length", "length_penalty", "bad_words_ids", "sequence_bias",
+                     "suppress_tokens", "begin_suppress_tokens")
 #: Put on a call's queue by ``close()``: the call raises instead of waiting.
 _CLOSED = ENGINE_CLOSED
 
@@ -81,9 +89,10 @@ _CLOSED = ENGINE_CLOSED
 class HFEngineConfig(LocalModelConfig):
     """``model``: local directory or hub id; ``revision``: branch, tag or commit;
     ``trust_remote_code`` runs the model repository's own Python, so it needs a pinned commit
-    (40 hex digits) unless ``model`` is a local directory."""
+    (40 hex digits) unless ``model`` is a local directory. ``dtype = "auto"``: float64 on the
+    CPU (batch-invariant sampling, see the module docstring), bfloat16 on CUDA."""
 
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float64", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
 
@@ -137,15 +146,110 @@ def _stop_criterion_class() -> type:
     return StopOnClose
 
 
-def batch_seed(seeds: Sequence[int | None]) -> int | None:
-    """The torch seed of a batch: its row's own seed for one row, else a hash of the rows'
-    seeds (in batch order); None when the sampling has no seed."""
-    if not seeds or any(s is None for s in seeds):
+def sample_rows(scores: Any, generators: Sequence[Any], sampling: SamplingParams) -> Any:
+    """One token per row of ``scores`` (batch × vocab), row ``j`` drawn with
+    ``generators[j]`` alone: temperature, top-k, top-p and min-p applied in float64 (as
+    transformers and vLLM order them), then one uniform number from the row's generator
+    picks a token through the row's cumulative distribution. A row's token depends only on its
+    own scores and generator, never on the other rows."""
+    import torch
+
+    logits = scores.to(torch.float64) / sampling.temperature
+    vocab = logits.shape[-1]
+    if 0 < sampling.top_k < vocab:
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        before = ordered.cumsum(-1) - ordered  # the mass of the tokens ranked above each one
+        probs = probs.masked_fill(torch.zeros_like(probs, dtype=torch.bool).scatter(
+            -1, order, before >= sampling.top_p), 0.0)
+    if sampling.min_p > 0.0:
+        probs = probs.masked_fill(probs < sampling.min_p * probs.amax(-1, keepdim=True), 0.0)
+    draws = torch.tensor([float(torch.rand((), generator=g, dtype=torch.float64))
+                          for g in generators], dtype=torch.float64, device=probs.device)
+    cdf = probs.cumsum(-1)
+    tokens = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1), right=True)
+    tokens = tokens.clamp(max=vocab - 1)
+    return torch.full_like(scores, float("-inf")).scatter(-1, tokens, 0.0)
+
+
+def row_generators(seeds: Sequence[int | None]) -> list[Any]:
+    """One CPU ``torch.Generator`` per row, seeded with the row's seed (unseeded rows draw
+    from fresh entropy)."""
+    import torch
+
+    generators = []
+    for seed in seeds:
+        gen = torch.Generator()
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(seed)
+        generators.append(gen)
+    return generators
+
+
+@functools.cache
+def _row_sampler_class() -> type:
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        """Samples each row with its own generator (:func:`sample_rows`); generation then
+        runs greedy over the one token it leaves."""
+
+        def __init__(self, seeds: Sequence[int | None], sampling: SamplingParams):
+            self.generators = row_generators(seeds)
+            self.sampling = sampling
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            return sample_rows(scores, self.generators, self.sampling)
+
+    return RowSampler
+
+
+def _split_generation_config(shipped: Any) -> tuple[dict[str, Any], Any]:
+    """A checkpoint's generation config split into its sampling settings (the fields of
+    :data:`SAMPLING_DEFAULTS` it sets to other than transformers' defaults) and a config
+    holding only its token ids, which replaces it on the model so none of those settings can
+    fill a field a call leaves unset."""
+    from transformers import GenerationConfig
+
+    blank = GenerationConfig()
+    defaults = {**GenerationConfig._get_default_generation_params(), "repetition_penalty": 1.0,
+                "no_repeat_ngram_size": 0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+                "eta_cutoff": 0.0, "encoder_repetition_penalty": 1.0, "min_new_tokens": None,
+                "length_penalty": 1.0}
+    settings = {}
+    for name in SAMPLING_DEFAULTS:
+        value = getattr(shipped, name, None)
+        if value is not None and value != defaults.get(name, getattr(blank, name, None)):
+            settings[name] = value
+    ids = {name: getattr(shipped, name, None) for name in
+           ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")}
+    return settings, GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+
+
+def checkpoint_overrides(shipped: dict[str, Any], sampling: SamplingParams) -> str | None:
+    """A note naming the checkpoint's generation_config sampling settings (``shipped``: its
+    non-default values of :data:`SAMPLING_DEFAULTS`) and what the request's sampling uses
+    instead; None when the checkpoint sets none."""
+    if not shipped:
         return None
-    if len(seeds) == 1:
-        return seeds[0]
-    digest = hashlib.sha256(canonical_json(list(seeds)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
+    ours = {"temperature": sampling.temperature, "top_k": sampling.top_k,
+            "top_p": sampling.top_p, "min_p": sampling.min_p,
+            "repetition_penalty": sampling.repetition_penalty,
+            "do_sample": sampling.temperature > 0,
+            "no_repeat_ngram_size": sampling.extra.get("no_repeat_ngram_size", 0)}
+    theirs = ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items()))
+    used = ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped) if k in ours)
+    ignored = sorted(k for k in shipped if k not in ours)
+    note = f"the checkpoint's generation_config sets {theirs}; this run uses "
+    note += used or "the recipe's sampling"
+    if ignored:
+        note += f" ({', '.join(ignored)} not applied)"
+    return note
 
 
 class HFEngine(Engine):
@@ -171,10 +275,15 @@ class HFEngine(Engine):
         self._seq = itertools.count()
         self._worker: threading.Thread | None = None
         self._stop: threading.Event | None = None  # the running worker's stop signal
+        self._shipped_sampling: dict[str, Any] = {}  # the checkpoint's sampling defaults
+        self._noted: set[str] = set()
+        self._log = logging.getLogger("dualcurate")
 
     # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
+        if ctx is not None:
+            self._log = ctx.log
         with self._load_lock:  # two threads' first generate() must not load the model twice
             if self.model is None:
                 self._load()
@@ -208,10 +317,12 @@ class HFEngine(Engine):
         self.device = torch.device(device)
         dtype = cfg.dtype
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+            dtype = {"cuda": "bfloat16", "cpu": "float64"}.get(self.device.type, "float32")
         model_cls = AutoModelForImageTextToText if self.is_vlm else AutoModelForCausalLM
         model = model_cls.from_pretrained(cfg.model, dtype=getattr(torch, dtype), **common)
         model.to(self.device).eval()
+        self._shipped_sampling, model.generation_config = _split_generation_config(
+            model.generation_config)
         if self.is_vlm:
             self.processor = AutoProcessor.from_pretrained(cfg.model, **common)
             self.tokenizer = self.processor.tokenizer
@@ -222,6 +333,16 @@ class HFEngine(Engine):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = model  # last: generate() takes a model that is set as fully loaded
+
+    def _note_overrides(self, sampling: SamplingParams) -> None:
+        """Log once per sampling setting which checkpoint defaults the request's overrode."""
+        key = canonical_json(sampling.model_dump(mode="json", exclude={"seed", "stop"}))
+        if key in self._noted:
+            return
+        self._noted.add(key)
+        note = checkpoint_overrides(self._shipped_sampling, sampling)
+        if note:
+            self._log.info("engine hf: model %s: %s", self.config.model, note)
 
     def close(self) -> None:
         """Stop the worker (a batch in progress ends at its next token), make every
@@ -294,6 +415,12 @@ class HFEngine(Engine):
             return []
         if self.model is None:
             self.setup()
+        unknown = sorted(set(sampling.extra) - set(ENGINE_EXTRA))
+        if unknown:
+            raise DualcurateError(f"engine hf: sampling extras {', '.join(unknown)} are not "
+                                  f"options of this engine (it takes {', '.join(ENGINE_EXTRA)} "
+                                  f"there); remove them from sampling_extra")
+        self._note_overrides(sampling)
         template_kwargs = dict(sampling.extra.get("chat_template_kwargs") or {})
         prompts = [self._render(r, template_kwargs) for r in requests]
         call = _Call(requests=requests, sampling=sampling, prompts=prompts,
@@ -405,9 +532,9 @@ class HFEngine(Engine):
                                           f"{type(exc).__name__}: {exc}")
         if ready:
             sampling = batch[0].call.sampling
-            seed = batch_seed([batch[i].seed for i in ready])
+            seeds = [batch[i].seed for i in ready]
             try:
-                comps = self._generate_batch(prompts, sampling, seed, stop)
+                comps = self._generate_batch(prompts, sampling, seeds, stop)
             except Exception as exc:
                 self._after_failure()
                 comps = [Completion(error=f"engine hf: a batch of {len(ready)} rows failed: "
@@ -426,11 +553,12 @@ class HFEngine(Engine):
             pass
 
     def _generate_batch(self, prompts: list[tuple[str, list]], sampling: SamplingParams,
-                        seed: int | None = None,
+                        seeds: Sequence[int | None] | None = None,
                         stop: threading.Event | None = None) -> list[Completion]:
-        """Generate one batch: ``prompts`` are (rendered text, PIL images) pairs, ``seed``
-        seeds torch first (see the module docstring)."""
+        """Generate one batch: ``prompts`` are (rendered text, PIL images) pairs, ``seeds`` the
+        rows' own seeds (see the module docstring)."""
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         texts = [p[0] for p in prompts]
         images = [img for p in prompts for img in p[1]]
@@ -441,24 +569,25 @@ class HFEngine(Engine):
             enc = self.tokenizer(texts, padding=True, return_tensors="pt",
                                  add_special_tokens=False)
         enc = enc.to(self.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
-        sample = sampling.temperature > 0
-        if sample:
-            kwargs.update(do_sample=True, temperature=sampling.temperature,
-                          top_p=sampling.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        kwargs.update({k: v for k, v in sampling.extra.items() if k in GENERATE_EXTRA})
+        if enc.get("pixel_values") is not None and enc["pixel_values"].is_floating_point():
+            enc["pixel_values"] = enc["pixel_values"].to(self.model.dtype)
+        # Greedy over what the row sampler leaves: every sampling setting is explicit here
+        # (the model's generation_config holds token ids only, see _split_generation_config).
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_tokens, "do_sample": False, "num_beams": 1,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": sampling.repetition_penalty,
+            "no_repeat_ngram_size": int(sampling.extra.get("no_repeat_ngram_size") or 0)}
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:
+            processors.append(_row_sampler_class()(
+                list(seeds) if seeds is not None else [None] * len(texts), sampling))
+        kwargs["logits_processor"] = processors
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         if stop is not None:
-            from transformers import StoppingCriteriaList
-
             kwargs["stopping_criteria"] = StoppingCriteriaList([_stop_criterion_class()(stop)])
-        with _RNG_LOCK if sample else _NO_LOCK, torch.inference_mode():
-            if sample and seed is not None:
-                torch.manual_seed(seed)
+        with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
