@@ -55,16 +55,54 @@ class TestOpenAIEngineContract(EngineContract):
 def test_sends_model_sampling_and_one_request_for_k_samples(server):
     request = ChatRequest(messages=[{"role": "user", "content": "q"}], n=3)
     sampling = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12, seed=5, stop=["X"],
-                              extra={"top_k": 20})
+                              top_k=20, extra={"chat_template_kwargs": {"x": 1}})
     out = run(make(server, n_per_request="always"), [request], sampling)
     (body,) = [s.body for s in server.seen]
     assert body["model"] == "scripted-model" and body["n"] == 3
     assert body["temperature"] == 0.7 and body["top_p"] == 0.9 and body["max_tokens"] == 12
     assert body["stop"] == ["X"] and body["top_k"] == 20
+    assert body["chat_template_kwargs"] == {"x": 1}
     assert body["seed"] == sampling.seed_for(0, request)
     # sample i is drawn with seed + i, as vLLM does: the scripted answer names the seed it got
     assert [c.text.split("<answer>")[1].split("<")[0] for c in out[0]] == \
            [str(sampling.seed_for(i, request)) for i in range(3)]
+
+
+def test_every_sampling_setting_is_stated_so_server_defaults_never_apply(server):
+    """A served Qwen2.5-VL would otherwise sample with its generation_config's top_k = 1
+    (vllm serve applies it by default): the body states top_k, min_p and repetition_penalty
+    even at their defaults."""
+    run(make(server), SAY, SamplingParams(max_tokens=4, seed=1))
+    (body,) = [s.body for s in server.seen]
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (0, 0.0, 1.0)
+    server.reset()
+    run(make(server), SAY, SamplingParams(max_tokens=4, seed=1, top_k=5, min_p=0.1,
+                                          repetition_penalty=1.1))
+    (body,) = [s.body for s in server.seen]
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (5, 0.1, 1.1)
+
+
+def test_transformers_dialect_states_them_in_the_generation_config(server):
+    import json
+
+    sampling = SamplingParams(max_tokens=4, seed=1, top_k=7,
+                              extra={"generation_config": {"max_time": 5}})
+    run(make(server, sampling_dialect="transformers"), SAY, sampling)
+    (body,) = [s.body for s in server.seen]
+    assert "top_k" not in body
+    assert json.loads(body["generation_config"]) == {
+        "do_sample": True, "max_time": 5, "min_p": 0.0, "repetition_penalty": 1.0, "top_k": 7}
+    with pytest.raises(DualcurateError, match="generation_config sets top_k"):
+        run(make(server, sampling_dialect="transformers"), SAY,
+            SamplingParams(extra={"generation_config": {"top_k": 1}}))
+
+
+def test_openai_dialect_sends_only_the_schema_and_refuses_what_it_cannot_send(server):
+    run(make(server, sampling_dialect="openai"), SAY, SamplingParams(max_tokens=4, seed=1))
+    (body,) = [s.body for s in server.seen]
+    assert not {"top_k", "min_p", "repetition_penalty", "generation_config"} & set(body)
+    with pytest.raises(DualcurateError, match="top_k=3"):
+        run(make(server, sampling_dialect="openai"), SAY, SamplingParams(top_k=3))
 
 
 @pytest.mark.parametrize("n_mode", ["native", "ignore", "reject"])

@@ -29,7 +29,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve(tiny_lm_dir: Path, tmp_path_factory) -> Iterator[str]:
+def served_model(tmp_path_factory) -> Path:
+    """The served model ships Qwen2.5-VL-Instruct's sampling defaults in its
+    generation_config (top_k = 1, repetition_penalty = 1.05), which a request must override."""
+    from transformers import GenerationConfig
+
+    from dualcurate.testing.tiny import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path_factory.mktemp("qwen-like") / "model")
+    config = GenerationConfig.from_pretrained(model)
+    config.update(do_sample=True, top_k=1, repetition_penalty=1.05)
+    config.save_pretrained(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def serve(served_model: Path, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -37,7 +52,7 @@ def serve(tiny_lm_dir: Path, tmp_path_factory) -> Iterator[str]:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from transformers.cli.transformers import main; "
              "sys.argv[0] = 'transformers'; sys.exit(main())",
-             "serve", str(tiny_lm_dir), "--host", "127.0.0.1", "--port", str(port),
+             "serve", str(served_model), "--host", "127.0.0.1", "--port", str(port),
              "--device", "cpu", "--log-level", "warning"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -62,9 +77,9 @@ def serve(tiny_lm_dir: Path, tmp_path_factory) -> Iterator[str]:
             proc.kill()
 
 
-def test_engine_against_transformers_serve(serve, tiny_lm_dir):
-    engine = OpenAIEngine({"model": str(tiny_lm_dir), "base_url": serve, "max_concurrency": 2,
-                           "timeout": 120})
+def test_engine_against_transformers_serve(serve, served_model):
+    engine = OpenAIEngine({"model": str(served_model), "base_url": serve, "max_concurrency": 2,
+                           "timeout": 120, "sampling_dialect": "transformers"})
     engine.setup()
     try:
         requests = [ChatRequest(messages=[{"role": "user", "content": f"What is {i} + {i}?"}],
@@ -82,9 +97,10 @@ def test_engine_against_transformers_serve(serve, tiny_lm_dir):
             assert comp.completion_tokens >= 1 and comp.prompt_tokens > 0
 
 
-def test_distiller_against_transformers_serve_reruns_from_cache(serve, tiny_lm_dir,
+def test_distiller_against_transformers_serve_reruns_from_cache(serve, served_model,
                                                                  stage_context):
-    config = {"engine_options": {"model": str(tiny_lm_dir), "base_url": serve, "timeout": 120},
+    config = {"engine": {"use": "openai", "model": str(served_model), "base_url": serve,
+                         "timeout": 120, "sampling_dialect": "transformers"},
               "max_tokens": 6, "seed": 0, "samples_per_question": 2}
     rows = default_rows(2)
     stage = OpenAIDistiller(config)
@@ -98,3 +114,19 @@ def test_distiller_against_transformers_serve_reruns_from_cache(serve, tiny_lm_d
     assert again.process(rows, stage_context) == out
     again.teardown()
     assert stage_context.stats.sent == 4  # nothing sent the second time
+
+
+
+def test_a_checkpoint_top_k_of_one_does_not_apply(serve, served_model):
+    """The samples of a question differ although the checkpoint says top_k = 1: the request
+    states every sampling setting."""
+    engine = OpenAIEngine({"model": str(served_model), "base_url": serve, "max_concurrency": 2,
+                           "timeout": 120, "sampling_dialect": "transformers"})
+    engine.setup()
+    try:
+        out = engine.generate([ChatRequest(messages=[{"role": "user", "content": "Count."}],
+                                           n=4)], SamplingParams(max_tokens=8, seed=3))
+    finally:
+        engine.close()
+    assert all(c.ok for c in out[0]), [c.error for c in out[0]]
+    assert len({c.text for c in out[0]}) > 1

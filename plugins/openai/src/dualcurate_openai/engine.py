@@ -29,6 +29,7 @@ to ``batch_completion_window`` to answer): see :mod:`dualcurate_openai.batch`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
@@ -84,6 +85,12 @@ class OpenAIEngineConfig(EngineConfig):
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(60.0, ge=0)
     token_limit_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: How the sampling settings the OpenAI schema lacks (top_k, min_p, repetition_penalty)
+    #: reach the server, so its generation-config defaults never apply in their place:
+    #: "vllm" as top-level fields (vLLM, SGLang, LMDeploy, llama.cpp), "transformers" in
+    #: the ``generation_config`` JSON (``transformers serve``), "openai" not at all (hosted
+    #: APIs; a request that sets them is refused, since the server would not apply them).
+    sampling_dialect: Literal["vllm", "transformers", "openai"] = "vllm"
     http_client: Literal["aiohttp", "openai-sdk"] = "aiohttp"
     n_per_request: Literal["auto", "always", "never"] = "auto"
     #: Batch API mode (:mod:`dualcurate_openai.batch`): jobs go into batches of at most
@@ -419,13 +426,41 @@ class OpenAIEngine(Engine):
         return results
 
     def _base_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        """The request body's fields shared by every sample: every sampling setting stated
+        (see ``sampling_dialect``), then the engine-specific extras."""
         kwargs: dict[str, Any] = {"model": self.config.model,
                                   "temperature": sampling.temperature, "top_p": sampling.top_p,
                                   self.config.token_limit_param: sampling.max_tokens}
         if sampling.stop:
             kwargs["stop"] = sampling.stop
-        if sampling.extra:  # server-specific options (top_k, chat_template_kwargs...)
-            kwargs.update(sampling.extra)
+        extra = dict(sampling.extra)  # server-specific options (chat_template_kwargs...)
+        beyond = {"top_k": sampling.top_k, "min_p": sampling.min_p,
+                  "repetition_penalty": sampling.repetition_penalty}
+        dialect = self.config.sampling_dialect
+        if dialect == "vllm":
+            kwargs.update(beyond)
+        elif dialect == "transformers":
+            given = extra.pop("generation_config", None) or {}
+            if isinstance(given, str):
+                given = json.loads(given)
+            clash = sorted(set(given) & {*beyond, "do_sample", "temperature", "top_p"})
+            if clash:
+                raise DualcurateError(
+                    f"engine openai: sampling_extra.generation_config sets {', '.join(clash)}: "
+                    f"set them as sampling options of their own")
+            kwargs["generation_config"] = json.dumps(
+                {**given, "do_sample": sampling.temperature > 0, **beyond}, sort_keys=True)
+        else:
+            asked = {k: v for k, v in beyond.items()
+                     if v != SamplingParams.model_fields[k].default}
+            if asked:
+                raise DualcurateError(
+                    f"engine openai: sampling_dialect = 'openai' sends only the OpenAI "
+                    f"schema's sampling fields, so the server would not apply "
+                    f"{', '.join(f'{k}={v}' for k, v in sorted(asked.items()))}; leave them "
+                    f"at their defaults, or set sampling_dialect = 'vllm' or 'transformers' "
+                    f"for a server that takes them")
+        kwargs.update(extra)
         return kwargs
 
     def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,10 @@ with the number of requests queued (shard size, shards in flight).
 
 Chat prompts are rendered by the path ``LLM.chat`` takes (its chat preprocessing, with
 ``chat_template_kwargs`` from ``sampling.extra``), so a prompt is token for token what
-``llm.chat`` would send. The other ``sampling.extra`` keys go to ``vllm.SamplingParams``.
+``llm.chat`` would send. Every sampling setting (temperature, top_p, top_k, min_p,
+repetition_penalty) is set on ``vllm.SamplingParams`` explicitly, so the checkpoint's
+generation_config defaults never apply (the run log names those replaced); the other
+``sampling.extra`` keys go to ``vllm.SamplingParams`` too.
 
 Errors: a request that cannot be read, rendered or added (a missing image, a prompt longer
 than ``max_model_len``) and a request vLLM aborts become ``Completion(error=...)`` for its
@@ -37,6 +40,7 @@ from __future__ import annotations
 import collections
 import io
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -254,10 +258,16 @@ class VLLMEngine(Engine):
         needs the final output."""
         from vllm import SamplingParams as VLLMSamplingParams
 
+        if self.__dict__.get("_noted_sampling") is not sampling:
+            self._noted_sampling = sampling
+            self._note_overrides(sampling)
         extra = {k: v for k, v in sampling.extra.items() if k != "chat_template_kwargs"}
         try:
             params = VLLMSamplingParams(n=1, temperature=sampling.temperature,
-                                        top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                                        top_p=sampling.top_p, top_k=sampling.top_k,
+                                        min_p=sampling.min_p,
+                                        repetition_penalty=sampling.repetition_penalty,
+                                        max_tokens=sampling.max_tokens,
                                         seed=seed, stop=sampling.stop, **extra)
         except TypeError as exc:
             raise DualcurateError(f"engine vllm: sampling_extra {sorted(extra)} has an option "
@@ -269,6 +279,31 @@ class VLLMEngine(Engine):
         except ImportError:  # an older vllm: final outputs are told apart by .finished
             pass
         return params
+
+    def _note_overrides(self, sampling: SamplingParams) -> None:
+        """Log which of the checkpoint's generation_config sampling defaults (what
+        ``LLM.get_default_sampling_params`` reports) the request's explicit settings replace;
+        vLLM applies them only to requests that leave a field unset, and ours set every one."""
+        llm = getattr(self, "llm", None)
+        try:
+            defaults = llm.get_default_sampling_params() if llm is not None else None
+        except Exception:  # an older vllm, or a stand-in without it
+            return
+        if defaults is None:
+            return
+        base = type(defaults)()
+        ours = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                "top_k": sampling.top_k, "min_p": sampling.min_p,
+                "repetition_penalty": sampling.repetition_penalty}
+        shipped = {k: getattr(defaults, k) for k in ours
+                   if getattr(defaults, k, None) != getattr(base, k, None)}
+        shipped = {k: v for k, v in shipped.items() if v != ours[k]}
+        if shipped:
+            logging.getLogger("dualcurate").info(
+                "engine vllm: model %s: the checkpoint's generation_config sets %s; this run "
+                "uses %s", self.config.model,
+                ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items())),
+                ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped)))
 
     def _params_for(self, call: _Call, seeds: list[int | None]) -> list[Any]:
         params = [self.sampling_params(call.sampling, seed) for seed in seeds]
