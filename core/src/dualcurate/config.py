@@ -98,13 +98,14 @@ def _editable_source(dist: str) -> str | None:
 
 
 def code_versions(cls: type) -> dict[str, str | None]:
-    """Distribution -> version of the code behind a stage class: the distribution that ships
-    its module and its ``code_dependencies``. An editable install's version carries a hash
+    """Distribution -> version of the code behind a stage or component class (an engine, a
+    trainer, a verifier): the distribution that ships its module and its
+    ``code_dependencies`` (if it declares any). An editable install's version carries a hash
     of its source files (``0.1.0+src.3f2a...``), so editing a plugin in place recomputes the
     stages it runs, as a new release would."""
     top = cls.__module__.split(".", 1)[0]
     dists = list(_module_distributions().get(top, []))
-    dists.extend(cls.code_dependencies)
+    dists.extend(getattr(cls, "code_dependencies", ()))
     out: dict[str, str | None] = {}
     for dist in sorted(set(dists)):
         version, source = _dist_version(dist), _editable_source(dist)
@@ -167,12 +168,16 @@ class ComponentRef(BaseModel):
     (``engine``, ``trainer``, ``verifier``) is the subclass's; ``curate validate`` resolves
     ``use`` against the plugin registry and validates the options against that component's
     Config before anything runs (:func:`check_refs`). Once resolved, the component's runtime
-    fields (batch sizes, concurrency) stay out of the referring stage's signature."""
+    fields (batch sizes, concurrency) stay out of the referring stage's signature, and the
+    version of its code enters it (:meth:`code_versions`)."""
 
     model_config = ConfigDict(extra="allow")
     kind: ClassVar[str] = ""
     use: str
     _resolved: type | None = PrivateAttr(default=None)
+    #: the references the component's own options hold (a verifier's judge engine), as
+    #: :func:`check_refs` resolved them
+    _nested: list[ComponentRef] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -219,6 +224,16 @@ class ComponentRef(BaseModel):
         if config_cls is not None:
             runtime = getattr(config_cls, "runtime_fields", frozenset())
         return {"use": self.use, **{k: v for k, v in self.options.items() if k not in runtime}}
+
+    def code_versions(self) -> dict[str, str | None]:
+        """Distribution -> version of the code behind the resolved component and the
+        components its options name (:func:`code_versions`); empty while unresolved."""
+        if self._resolved is None:
+            return {}
+        out = code_versions(self._resolved)
+        for nested in self._nested:
+            out.update(nested.code_versions())
+        return out
 
 
 class EngineRef(ComponentRef):
@@ -276,6 +291,16 @@ def component_refs(config: BaseModel) -> list[tuple[str, ComponentRef]]:
     return out
 
 
+def component_code_versions(config: BaseModel) -> dict[str, str | None]:
+    """Distribution -> version of the code behind every resolved component ``config``
+    references (:meth:`ComponentRef.code_versions`): an engine edited in place, or upgraded,
+    changes the signature of every stage that runs it."""
+    out: dict[str, str | None] = {}
+    for _, ref in component_refs(config):
+        out.update(ref.code_versions())
+    return dict(sorted(out.items()))
+
+
 def check_refs(config: BaseModel, host: Any) -> list[str]:
     """Resolve every component reference in ``config`` against ``host`` (a PluginHost) and
     validate its options against that component's Config; one message per problem, naming
@@ -312,4 +337,5 @@ def check_refs(config: BaseModel, host: Any) -> list[str]:
             problems.extend(f"{path}: {p}" for p in stage.preflight(host))
         # a component naming components of its own (a verifier's judge engine)
         problems.extend(f"{path}.{p}" for p in check_refs(component_config, host))
+        ref._nested = [nested for _, nested in component_refs(component_config)]
     return problems

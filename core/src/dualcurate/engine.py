@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate.cache import RequestCache, canonical_json, request_key
-from dualcurate.config import StageConfig
+from dualcurate.config import StageConfig, code_versions
 from dualcurate.errors import DualcurateError
 from dualcurate.fingerprint import model_fingerprint
 from dualcurate.window import GenerationCancelled, GenerationWindow
@@ -252,10 +252,10 @@ class Engine:
 
     def identity(self) -> dict[str, Any]:
         """What, beyond the request, determines the output: part of every cache key. Core adds
-        every option of ``Config`` not declared in ``runtime_fields`` and, for a model loaded
-        in this process (no ``endpoint``), the model's content fingerprint
-        (:func:`engine_identity`); engines override this only to add what their Config does
-        not hold."""
+        every option of ``Config`` not declared in ``runtime_fields``, the version of the
+        engine's code and, for a model loaded in this process (no ``endpoint``), the model's
+        content fingerprint (:func:`engine_identity`); engines override this only to add
+        what their Config does not hold."""
         return {"model": self.config.model, "revision": self.config.revision, "endpoint": None}
 
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
@@ -300,9 +300,13 @@ def map_image_parts(messages: Sequence[dict[str, Any]],
 def engine_identity(engine: Engine) -> dict[str, Any]:
     """Everything about an engine that can change its outputs, computed once per engine
     instance: its ``identity()``, every Config option not in ``runtime_fields`` (dtype,
-    quantization, max_model_len, chat template, llm_kwargs...) under ``options``, and for a
-    model run in this process (no endpoint) its fingerprint under ``weights``: a local folder
-    by the content of its files, a hub id by the commit it resolves to in the local cache."""
+    quantization, max_model_len, chat template, llm_kwargs...) under ``options``, the
+    version of the engine's code under ``code`` (:func:`~dualcurate.config.code_versions`:
+    its distribution's version, with a hash of its source files when installed editable, so
+    an engine edited in place or upgraded is not answered from what the old code generated),
+    and for a model run in this process (no endpoint) its fingerprint under ``weights``: a
+    local folder by the content of its files, a hub id by the commit it resolves to in the
+    local cache."""
     memo = engine.__dict__.get("_dualcurate_identity")
     if memo is not None:
         return memo
@@ -311,6 +315,7 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
     config = engine.config
     runtime = set(type(config).runtime_fields) | {"model", "revision"}
     ident.setdefault("options", config.model_dump(mode="json", exclude=runtime))
+    ident["code"] = code_versions(type(engine))
     model = ident.get("model")
     if model and ident.get("endpoint") is None and "weights" not in ident:
         ident["weights"] = model_fingerprint(str(model), ident.get("revision"))

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dualcurate.config import StageConfig, code_versions, component_refs, signature_inputs
+from dualcurate.config import (
+    StageConfig,
+    code_versions,
+    component_code_versions,
+    component_refs,
+    signature_inputs,
+)
 from dualcurate.context import StageContext
 from dualcurate.kinds import KINDS
 from dualcurate.schema import rows_to_table
@@ -93,9 +99,11 @@ class Stage:
     def signature(self) -> str:
         """Hash of what determines this stage's output: class, version, config minus
         runtime-only fields, the versions of the code that computes it (the class's
-        distribution and ``code_dependencies``), and the contents of what the config names:
-        files (``file_fields``, templates) and models (``weights_fields``). A rerun with the
-        same signature reuses committed shards."""
+        distribution and ``code_dependencies``, and those of every resolved component its
+        options name: engines, trainers, verifiers; an editable install's with a hash of its
+        source), and the contents of what the config names: files (``file_fields``,
+        templates) and models (``weights_fields``). A rerun with the same signature reuses
+        committed shards."""
         cfg = self.config.model_dump(mode="json", exclude=set(self.Config.runtime_fields))
         for path, ref in component_refs(self.config):
             # a component's runtime options never change outputs either
@@ -109,7 +117,7 @@ class Stage:
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": self.version,
             "config": cfg,
-            "code": code_versions(type(self)),
+            "code": {**code_versions(type(self)), **component_code_versions(self.config)},
             "inputs": signature_inputs(self.config),
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
