@@ -105,7 +105,7 @@ class GRPOStage(TRLStage):
         super().__init__(config, **kwargs)
         self._check = check  # a check() for tests; None: the recipe's verifier stage
         # (name, options) of the recipe's verifier, read from the run in prepare(): plain
-        # data, so it survives the pickling of an accelerate launch
+        # data, carried to accelerate-launched processes by launch_state()
         self._verifier: tuple[str, dict[str, Any]] | None = None
 
     def preflight(self, host: PluginHost) -> list[str]:
@@ -121,6 +121,22 @@ class GRPOStage(TRLStage):
 
     def steps_per_generation(self) -> int | None:
         return self.config.steps_per_generation
+
+    def launch_state(self) -> dict[str, Any]:
+        """The recipe's verifier (read in :meth:`prepare`) and a ``check`` given in Python (by
+        import reference), so the launched processes reward as this one would."""
+        from dualcurate_trl.launch import object_reference
+
+        return {"verifier": list(self._verifier) if self._verifier else None,
+                "check": object_reference(self._check, "check") if self._check else None}
+
+    def restore_launch_state(self, state: dict[str, Any]) -> None:
+        from dualcurate_trl.launch import resolve_reference
+
+        verifier = state.get("verifier")
+        self._verifier = (str(verifier[0]), dict(verifier[1])) if verifier else None
+        if state.get("check"):
+            self._check = resolve_reference(state["check"])  # type: ignore[assignment]
 
     def explain_trl_error(self, exc: Exception) -> str:
         text = str(exc)
@@ -186,7 +202,8 @@ class GRPOStage(TRLStage):
         from trl import GRPOTrainer
 
         cfg = self.config
-        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision)
+        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision,
+                                                    dtype=cfg.dtype)
         if not vision:
             processor.padding_side = "left"  # generation pads prompts on the left
         name, options = self._verifier or (None, None)
