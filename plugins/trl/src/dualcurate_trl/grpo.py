@@ -44,6 +44,9 @@ class GRPOStageConfig(TrainConfig):
     max_completion_length: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
     beta: float = 0.0
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -89,6 +92,26 @@ def vllm_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def neutral_generation_config(model: Any) -> Any:
+    """Rollouts sample as the stage's options say, never as the checkpoint's
+    ``generation_config`` does (Qwen2.5-VL ships ``top_k=1``, ``repetition_penalty=1.05``):
+    transformers fills every sampling field the trainer leaves unset from the model's
+    generation config, so during training the model carries one with its special tokens only.
+    Returns the TrainerCallback that puts the checkpoint's own back when training ends,
+    before the model is saved."""
+    from transformers import GenerationConfig, TrainerCallback
+
+    original = model.generation_config
+    model.generation_config = GenerationConfig(**{
+        k: getattr(original, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
+
+    class RestoreGenerationConfig(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            model.generation_config = original
+
+    return RestoreGenerationConfig()
 
 
 class GRPOStage(TRLStage):
@@ -182,6 +205,9 @@ class GRPOStage(TRLStage):
             "max_completion_length": cfg.max_completion_length,
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
+            "top_k": cfg.top_k,
+            "min_p": cfg.min_p,
+            "repetition_penalty": cfg.repetition_penalty,
             "beta": cfg.beta,
             "epsilon": cfg.epsilon,
             "epsilon_high": cfg.epsilon_high,
@@ -206,6 +232,7 @@ class GRPOStage(TRLStage):
                                                     dtype=cfg.dtype)
         if not vision:
             processor.padding_side = "left"  # generation pads prompts on the left
+        callbacks = [*callbacks, neutral_generation_config(model)]
         name, options = self._verifier or (None, None)
         funcs, _ = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check,
                                     verifier=name, verifier_options=options)
