@@ -190,3 +190,43 @@ def test_resuming_with_another_configuration_is_refused(lm_dir: Path, tmp_path: 
     SFTStage({**cfg, "max_steps": 2}).train(ds, ctx)
     with pytest.raises(TrainerError, match="changed: learning_rate"):
         SFTStage({**cfg, "max_steps": 4, "learning_rate": 1e-4}).train(ds, ctx)
+
+
+@pytest.fixture(scope="module")
+def many_token_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaVA whose processor expands one image into 256 tokens (64 px, 4-px patches),
+    as a real VLM expands a large image into thousands."""
+    from dualcurate.testing.tiny import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("llava-256") / "model", image_size=64,
+                            patch_size=4)
+
+
+def test_image_tokens_count_towards_max_length(many_token_llava: Path, tmp_path: Path) -> None:
+    """The over-length check counts what the processor produces (each image as its many
+    tokens), exactly the length TRL's collator builds: an example fits at that length and is
+    dropped, never cut, one token below it."""
+    from dualcurate_trl.sft import drop_over_length, vision_length
+
+    ctx = _ctx(tmp_path)
+    rows = to_hf(colour_rows(ctx))
+    stage = SFTStage({"model": str(many_token_llava), "mode": "short", "max_length": None,
+                      "max_steps": 1, **FAST})
+    ds = stage.prepare(rows, ctx, vision=True)
+    trainer, processor = stage.build_trainer(ds, ctx.workdir, True, [])
+    batch = trainer.data_collator([ds[0]])
+    built = int(batch["attention_mask"][0].sum())
+    assert built > 256, "the image did not expand into its tokens"
+    examples = [dict(ds[i]) for i in range(len(ds))]
+    assert vision_length(examples[0], processor) == built
+    model = str(many_token_llava)
+    assert len(drop_over_length(examples[:1], model, None, built, vision=True)) == 1
+    assert drop_over_length(examples[:1], model, None, built - 1, vision=True) == []
+
+    # a limit the text alone fits but the image does not: every example is dropped, counted
+    short = SFTStage({"model": model, "mode": "short", "max_length": 100, **FAST})
+    assert vision_length(examples[0], processor) - 256 < 100
+    mixed = [*colour_rows(ctx), *arithmetic_rows(1)]  # four with an image, one without
+    kept = short.prepare(to_hf(mixed), ctx, vision=True)
+    assert len(kept) == 1 and kept[0]["images"] == []
+    assert short.build_stats["skipped"] == {"longer than max_length": 4}

@@ -77,6 +77,14 @@ class TRLStage(Trainer):
         """(TRL trainer, tokenizer/processor) ready to ``train()``."""
         raise NotImplementedError
 
+    def launch_state(self) -> dict[str, Any]:
+        """What the stage holds beyond its options (plain JSON data) that the processes an
+        ``accelerate_config`` launch starts need: they rebuild the stage from its options."""
+        return {}
+
+    def restore_launch_state(self, state: dict[str, Any]) -> None:
+        """Take back :meth:`launch_state` in a launched process."""
+
     # flow -------------------------------------------------------------------------------------
     def train(self, dataset: datasets.Dataset, ctx: StageContext) -> Path:
         """Train on ``dataset``; write ``ctx.workdir/model`` (and ``model-merged`` for LoRA with

@@ -4,7 +4,7 @@ TrainingArguments every stage sets and the LoRA config."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,11 @@ class TrainConfig(StageConfig):
     lora_dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     merge_lora: bool = False
+    #: The dtype the weights are loaded and trained in (the optimizer's master weights).
+    #: float32 by default: at GSPO's learning rate of 1e-6 most bf16 updates round away.
+    #: Compute still runs in bf16 on a GPU that has it (mixed precision). "auto" keeps the
+    #: checkpoint's dtype (transformers' default); LoRA adapters stay float32 either way.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     max_steps: int = -1
     num_train_epochs: float = 1.0
     learning_rate: float = 2e-5

@@ -44,6 +44,9 @@ class GRPOStageConfig(TrainConfig):
     max_completion_length: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
     beta: float = 0.0
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -91,6 +94,26 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+def neutral_generation_config(model: Any) -> Any:
+    """Rollouts sample as the stage's options say, never as the checkpoint's
+    ``generation_config`` does (Qwen2.5-VL ships ``top_k=1``, ``repetition_penalty=1.05``):
+    transformers fills every sampling field the trainer leaves unset from the model's
+    generation config, so during training the model carries one with its special tokens only.
+    Returns the TrainerCallback that puts the checkpoint's own back when training ends,
+    before the model is saved."""
+    from transformers import GenerationConfig, TrainerCallback
+
+    original = model.generation_config
+    model.generation_config = GenerationConfig(**{
+        k: getattr(original, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")})
+
+    class RestoreGenerationConfig(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            model.generation_config = original
+
+    return RestoreGenerationConfig()
+
+
 class GRPOStage(TRLStage):
     """GRPO on the rows' questions, rewarded by ``dualcurate_verify.check`` against the gold
     answer plus a format reward; generation by vLLM inside TRL when available."""
@@ -105,7 +128,7 @@ class GRPOStage(TRLStage):
         super().__init__(config, **kwargs)
         self._check = check  # a check() for tests; None: the recipe's verifier stage
         # (name, options) of the recipe's verifier, read from the run in prepare(): plain
-        # data, so it survives the pickling of an accelerate launch
+        # data, carried to accelerate-launched processes by launch_state()
         self._verifier: tuple[str, dict[str, Any]] | None = None
 
     def preflight(self, host: PluginHost) -> list[str]:
@@ -121,6 +144,22 @@ class GRPOStage(TRLStage):
 
     def steps_per_generation(self) -> int | None:
         return self.config.steps_per_generation
+
+    def launch_state(self) -> dict[str, Any]:
+        """The recipe's verifier (read in :meth:`prepare`) and a ``check`` given in Python (by
+        import reference), so the launched processes reward as this one would."""
+        from dualcurate_trl.launch import object_reference
+
+        return {"verifier": list(self._verifier) if self._verifier else None,
+                "check": object_reference(self._check, "check") if self._check else None}
+
+    def restore_launch_state(self, state: dict[str, Any]) -> None:
+        from dualcurate_trl.launch import resolve_reference
+
+        verifier = state.get("verifier")
+        self._verifier = (str(verifier[0]), dict(verifier[1])) if verifier else None
+        if state.get("check"):
+            self._check = resolve_reference(state["check"])  # type: ignore[assignment]
 
     def explain_trl_error(self, exc: Exception) -> str:
         text = str(exc)
@@ -166,6 +205,9 @@ class GRPOStage(TRLStage):
             "max_completion_length": cfg.max_completion_length,
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
+            "top_k": cfg.top_k,
+            "min_p": cfg.min_p,
+            "repetition_penalty": cfg.repetition_penalty,
             "beta": cfg.beta,
             "epsilon": cfg.epsilon,
             "epsilon_high": cfg.epsilon_high,
@@ -186,9 +228,11 @@ class GRPOStage(TRLStage):
         from trl import GRPOTrainer
 
         cfg = self.config
-        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision)
+        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision,
+                                                    dtype=cfg.dtype)
         if not vision:
             processor.padding_side = "left"  # generation pads prompts on the left
+        callbacks = [*callbacks, neutral_generation_config(model)]
         name, options = self._verifier or (None, None)
         funcs, _ = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check,
                                     verifier=name, verifier_options=options)

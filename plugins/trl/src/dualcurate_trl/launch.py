@@ -41,6 +41,7 @@ def launch(stage: TRLStage, train_dataset: datasets.Dataset, workdir: Path,
     spec = workdir / "launch.json"
     spec.write_text(json.dumps({
         "stage": f"{cls.__module__}:{cls.__qualname__}", "config": config,
+        "state": stage.launch_state(),
         "data": str(data_dir), "workdir": str(workdir), "vision": vision,
     }, indent=2), encoding="utf-8")
     cmd = launch_command(str(stage.config.accelerate_config), spec)
@@ -53,6 +54,31 @@ def launch(stage: TRLStage, train_dataset: datasets.Dataset, workdir: Path,
     return SavedModel(model=workdir / "model", merged=merged if merged.is_dir() else None)
 
 
+def object_reference(obj: object, what: str) -> str:
+    """``module:qualname`` of a module-level object that a launched process can import, or
+    a TrainerError saying why ``obj`` cannot travel."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        raise TrainerError(
+            f"{what} {obj!r} cannot travel to the processes accelerate_config launches: they "
+            f"import it by name, so give a function defined at module level in an importable "
+            f"module (not __main__, not a lambda or a nested function)")
+    if resolve_reference(f"{module}:{qualname}") is not obj:
+        raise TrainerError(f"{what} {obj!r}: importing {module}:{qualname} gives another "
+                           f"object; give a module-level function")
+    return f"{module}:{qualname}"
+
+
+def resolve_reference(ref: str) -> object:
+    """The object a ``module:qualname`` reference names."""
+    module, _, qualname = ref.partition(":")
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     """Child process: load the spec and the prepared examples, train."""
     import datasets
@@ -62,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m dualcurate_trl.launch SPEC.json", file=sys.stderr)
         return 2
     spec: dict[str, Any] = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    module, _, qualname = spec["stage"].partition(":")
-    cls = getattr(importlib.import_module(module), qualname)
+    cls = resolve_reference(spec["stage"])
     stage = cls(spec["config"])
+    stage.restore_launch_state(spec.get("state") or {})
     train_dataset = datasets.load_from_disk(spec["data"])
     stage.fit(train_dataset, Path(spec["workdir"]), bool(spec["vision"]))
     return 0

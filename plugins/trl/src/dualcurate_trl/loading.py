@@ -17,9 +17,12 @@ def is_vision_model(model: str, revision: str | None = None) -> bool:
 
 
 def load_model_and_processor(model: str, revision: str | None, vision: bool,
-                             dtype: Any = None) -> tuple[Any, Any]:
+                             dtype: str = "float32") -> tuple[Any, Any]:
     """The model (safetensors only: a ``.bin``-only checkpoint is refused) and its tokenizer or
-    processor."""
+    processor. ``dtype`` is the dtype the weights are loaded in (``"auto"``: the checkpoint's,
+    transformers' default): float32 unless told otherwise, so the optimizer updates float32
+    master weights even for a bf16 checkpoint (mixed precision runs the compute in bf16)."""
+    import torch
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForImageTextToText,
@@ -32,9 +35,8 @@ def load_model_and_processor(model: str, revision: str | None, vision: bool,
             path.glob("*.safetensors.index.json")):
         raise TrainerError(f"model {model}: no *.safetensors weights; dualcurate never loads "
                            f"pickled (.bin) weights; convert the checkpoint to safetensors")
-    kwargs: dict[str, Any] = {"revision": revision, "use_safetensors": True}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    kwargs: dict[str, Any] = {"revision": revision, "use_safetensors": True,
+                              "dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     cls = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     try:
         loaded = cls.from_pretrained(model, **kwargs)

@@ -28,10 +28,54 @@ class SFTStageConfig(TrainConfig):
     drop_over_length: bool = False
 
 
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content or [] if isinstance(p, dict))
+
+
+def text_length(example: dict[str, Any], tokenizer: Any) -> int:
+    """Tokens of a text example: prompt plus completion through the chat template."""
+    messages = [{"role": m["role"], "content": _text_of(m.get("content"))}
+                for m in [*example["prompt"], *example["completion"]]]
+    try:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return len(ids)
+    except Exception:  # no chat template: count the texts
+        return len(tokenizer("".join(m["content"] for m in messages))["input_ids"])
+
+
+def vision_length(example: dict[str, Any], processor: Any) -> int:
+    """Tokens of a vision-language example as TRL's collator builds it: the prompt rendered
+    by the chat template and run through the processor with its images (each image becomes
+    as many tokens as the processor expands it into), then the completion."""
+    import copy
+
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    images = list(example.get("images") or [])
+    rendered = apply_chat_template(
+        {"prompt": prepare_multimodal_messages(copy.deepcopy(example["prompt"]), images=images),
+         "completion": prepare_multimodal_messages(copy.deepcopy(example["completion"]))},
+        processor)
+    prompt = processor(images=[images] if images else None, text=[rendered["prompt"]],
+                       add_special_tokens=False)
+    completion = processor(text=[rendered["completion"]], add_special_tokens=False)
+    return len(prompt["input_ids"][0]) + len(completion["input_ids"][0])
+
+
 def drop_over_length(examples: list[dict[str, Any]], model: str, revision: str | None,
-                     max_length: int) -> list[dict[str, Any]]:
-    """The examples whose prompt plus completion, as the model's chat template renders and
-    its tokenizer counts them (text only: image tokens come on top), fit ``max_length``."""
+                     max_length: int, vision: bool = False) -> list[dict[str, Any]]:
+    """The examples whose prompt plus completion, counted as the trainer will see them, fit
+    ``max_length``: for a text model the chat template through its tokenizer; for a
+    vision-language model the tokens its processor produces, image tokens included."""
+    if vision:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(model, revision=revision)
+        return [ex for ex in examples if vision_length(ex, processor) <= max_length]
     from transformers import AutoTokenizer
 
     try:
@@ -40,26 +84,7 @@ def drop_over_length(examples: list[dict[str, Any]], model: str, revision: str |
         from transformers import AutoProcessor
 
         tokenizer = AutoProcessor.from_pretrained(model, revision=revision).tokenizer
-
-    def text_of(content: Any) -> str:
-        if isinstance(content, str):
-            return content
-        return "".join(p.get("text") or "" for p in content or [] if isinstance(p, dict))
-
-    kept = []
-    for example in examples:
-        messages = [{"role": m["role"], "content": text_of(m.get("content"))}
-                    for m in [*example["prompt"], *example["completion"]]]
-        try:
-            ids = tokenizer.apply_chat_template(messages, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-            length = len(ids)
-        except Exception:  # no chat template: count the texts
-            length = len(tokenizer("".join(m["content"] for m in messages))["input_ids"])
-        if length <= max_length:
-            kept.append(example)
-    return kept
+    return [ex for ex in examples if text_length(ex, tokenizer) <= max_length]
 
 
 class SFTStage(TRLStage):
@@ -100,14 +125,14 @@ class SFTStage(TRLStage):
         if self.config.max_length is not None and examples:
             before = len(examples)
             examples = drop_over_length(examples, self.config.model, self.config.revision,
-                                        self.config.max_length)
+                                        self.config.max_length, vision=vision)
             cut = before - len(examples)
             if cut:
                 stats.skipped["longer than max_length"] = cut
                 stats.examples = len(examples)
                 ctx.log.warning("sft: %d of %d examples are longer than max_length=%d tokens "
-                                "and were dropped (never cut: the answer is at the end)", cut,
-                                before, self.config.max_length)
+                                "(image tokens included) and were dropped (never cut: the "
+                                "answer is at the end)", cut, before, self.config.max_length)
         self.build_stats = {"rows": stats.rows, "examples": stats.examples,
                             "skipped": stats.skipped, "images_dropped": stats.images_dropped}
         warn_dropped_images(ctx, stats.images_dropped, self.config.model)
@@ -130,7 +155,8 @@ class SFTStage(TRLStage):
         from trl import SFTTrainer
 
         cfg = self.config
-        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision)
+        model, processor = load_model_and_processor(cfg.model, cfg.revision, vision,
+                                                    dtype=cfg.dtype)
         trainer = SFTTrainer(model=model, args=self.trl_config(workdir),
                              train_dataset=train_dataset, processing_class=processor,
                              peft_config=lora_config(cfg), callbacks=callbacks)
