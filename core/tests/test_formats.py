@@ -110,18 +110,19 @@ def _first_close_split(text: str) -> tuple[str | None, str | None]:
 blank = st.text(" \n\t", max_size=3)
 
 
-@given(blank, plain, plain, st.sampled_from(["model", "template", "truncated", "none"]))
+@given(blank, plain, plain | plain.map(lambda a: "\n" + render_answer(a)),
+       st.sampled_from(["model", "template", "truncated", "none"]))
 def test_ordinary_responses_split_as_before(lead: str, reasoning: str, rest: str,
                                             opened_by: str) -> None:
     # (a) at most one <think>, at the start, and one </think> after it: vLLM's split, unchanged
     text = {"model": lead + render_think(reasoning, rest),
             "template": reasoning + THINK_CLOSE + rest,
             "truncated": lead + THINK_OPEN + reasoning,
-            "none": reasoning}[opened_by]
-    assert split_think(text) == _first_close_split(text)
-    assert split_trace(text) == tuple(
-        (part or "").strip() for part in (_first_close_split(text)[0],
-                                          last_answer(_first_close_split(text)[1] or "")))
+            "none": reasoning + rest}[opened_by]
+    before = _first_close_split(text)
+    assert split_think(text) == before
+    answer = last_answer(before[1]) if before[1] is not None else None
+    assert split_trace(text) == ((before[0] or "").strip(), (answer or "").strip())
 
 
 # what thinking models write when they restate the prompt's instructions in their reasoning
