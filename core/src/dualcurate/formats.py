@@ -37,7 +37,9 @@ What the rule gives up: text between a ``</think>`` and a later one, with no ``<
 between, is reasoning, so ``<think>a</think> 3 </think> 5`` answers 5 (vLLM would show `` 3
 </think> 5``); only the last answer is scored either way. A reasoning that quotes
 ``</think>`` alone and later ``<think>`` reads as two blocks; one that quotes ``<think>``
-alone reads a second block after it as part of the first. Whether a response with
+alone reads a second block after it as part of the first. A preamble before the model's own
+``<think>`` (``Sure.\n<think>r</think>…``) cannot be told from a quote and stays in the
+reasoning. Whether a response with
 more than one think block is acceptable is the verifier's rule (``rule-verify`` rejects it),
 not the format's.
 
