@@ -8,23 +8,40 @@ traces, the verifier and the demo's models all use these bytes: changing them ch
 trained models write and misses every request cache entry.
 
 The split rule, one for every reader (the distiller, the verifier, rewards, rollouts,
-captions):
+captions). Thinking models restate the prompt's instructions in their reasoning ("I put my
+reasoning in <think> … </think> and after </think> write the answer"), so a ``<think>`` or
+``</think>`` inside the reasoning is read as quoted text, not as the block's edge:
 
-1. The think block opens at the first ``<think>`` and closes at the first ``</think>`` after it,
-   as vLLM's reasoning parsers do (``text.partition(end_token)``). Text before that ``<think>``
-   is dropped; everything after the close is the *rest*, where the answer is.
-2. Only a ``</think>`` (a chat template that opened the think block in the prompt): everything
-   before the first ``</think>`` is reasoning.
-3. A ``<think>`` that never closes (a response cut off at the token limit): everything after it
-   is reasoning and there is no rest (no answer).
-4. Neither tag: no reasoning; the whole text is the rest.
+1. Where the block opens: at a ``<think>`` that begins the response (after whitespace).
+   Otherwise, when the response holds a think tag anywhere, the chat template opened the block
+   in the prompt and it opens at the response's start: a ``<think>`` later in the text is
+   quoted reasoning, and nothing before it is dropped. Neither tag: no reasoning; the whole
+   text is the *rest*, where the answer is.
+2. Where it closes: the tags after the opening are read in order, each ``<think>`` one level
+   deeper into the block (a quote), each ``</think>`` one level out (never past the outside).
+   The block closes at the last ``</think>`` before a ``<think>`` met outside it (which opens
+   a second block), or at the text's last ``</think>`` when none comes. Everything after the
+   close is the rest. So quoted pairs (``<think></think>``), a quoted ``<think>`` alone and a
+   quoted ``</think>`` alone are all reasoning, while ``<think>a</think> 3 <think>b</think>
+   5`` is still two blocks with an answer between them (its rest is `` 3 <think>b</think> 5``).
+3. A block with no ``</think>`` after its opening (a response cut off at the token limit):
+   everything after the opening is reasoning and there is no rest (no answer).
 
-The first close, not the last, because whatever follows the think block is the response's
-answer and a reader must see all of it: a second ``</think>`` written after the block (``…
-</think><answer>3</answer></think><answer>5</answer>``) cannot hide the answer before it from a
-verifier, so a candidate enumeration stays an enumeration. A later ``<think>`` or ``</think>``
-is plain text of the rest; whether a response with more than one think block is acceptable is
-the verifier's rule (``rule-verify`` rejects it), not the format's.
+For an ordinary response (at most one ``<think>``, at the start, and one ``</think>`` after
+it) this is vLLM's split: ``text.partition("</think>")`` after the opening. vLLM's reasoning
+parsers differ on quoted tags: they drop everything before the first ``<think>`` anywhere and
+end the reasoning at the first ``</think>``, deciding while streaming, without the text that
+follows; a reader of a whole response can tell a quote from the close by what follows it.
+
+What the rule gives up: text between a ``</think>`` and a later one, with no ``<think>``
+between, is reasoning, so ``<think>a</think> 3 </think> 5`` answers 5 (vLLM would show `` 3
+</think> 5``); only the last answer is scored either way. A reasoning that quotes
+``</think>`` alone and later ``<think>`` reads as two blocks; one that quotes ``<think>``
+alone reads a second block after it as part of the first. A preamble before the model's own
+``<think>`` (``Sure.\n<think>r</think>…``) cannot be told from a quote and stays in the
+reasoning. Whether a response with
+more than one think block is acceptable is the verifier's rule (``rule-verify`` rejects it),
+not the format's.
 
 The answer is the inside of the last ``<answer>…</answer>`` in the rest (several: the last
 wins), ``""`` when there is none. :func:`split_trace` and :func:`strip_reasoning` strip
@@ -52,6 +69,7 @@ MODE_PREFIXES: Mapping[str, str] = MappingProxyType({"short": "Answer directly."
                                                    "long": "Think step by step."})
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_THINK_TAG = re.compile(f"{re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)}")
 
 
 def render_trace(reasoning: str, answer: str) -> str:
@@ -79,17 +97,34 @@ def render_mode_prompt(question: str, prefix: str) -> str:
 def split_think(text: str) -> tuple[str | None, str | None]:
     """``(reasoning, rest)`` of a response, unstripped, by the module's split rule.
 
-    ``reasoning`` is None when there is no think block; ``rest`` is None when the think block
+    ``reasoning`` is None when there is no think tag; ``rest`` is None when the think block
     never closes (a truncated response: no answer).
     """
-    open_at = text.find(THINK_OPEN)
-    start = open_at + len(THINK_OPEN) if open_at >= 0 else 0
-    close_at = text.find(THINK_CLOSE, start)
-    if close_at >= 0:
-        return text[start:close_at], text[close_at + len(THINK_CLOSE):]
-    if open_at >= 0:
+    body = text.lstrip()
+    if body.startswith(THINK_OPEN):
+        start = len(text) - len(body) + len(THINK_OPEN)
+    elif THINK_OPEN in text or THINK_CLOSE in text:
+        start = 0  # the chat template opened the block in the prompt
+    else:
+        return None, text
+    close_at = _block_close(text, start)
+    if close_at is None:
         return text[start:], None
-    return None, text
+    return text[start:close_at], text[close_at + len(THINK_CLOSE):]
+
+
+def _block_close(text: str, start: int) -> int | None:
+    """Where the think block opened at ``start`` closes: the last ``</think>`` before a
+    ``<think>`` that reopens it (rule 2 of the module docstring), None when none follows."""
+    depth, close_at = 1, None
+    for tag in _THINK_TAG.finditer(text, start):
+        if tag.group() == THINK_CLOSE:
+            close_at, depth = tag.start(), max(depth - 1, 0)
+        elif depth == 0:
+            break  # after the block closed: a second block
+        else:
+            depth += 1  # a quoted <think> inside the reasoning
+    return close_at
 
 
 def last_answer(text: str) -> str | None:

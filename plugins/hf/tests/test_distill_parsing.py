@@ -16,10 +16,18 @@ plain = st.text(max_size=60).filter(lambda s: not any(t in s for t in TAGS)
                                                 for i in range(1, len(t))))
 
 
-@given(plain, plain, plain, plain, plain)
+@given(st.text(" \n\t", max_size=3), plain, plain, plain, plain)
 def test_well_formed_responses_round_trip(before, reasoning, middle, answer, after):
     text = f"{before}<think>{reasoning}</think>{middle}<answer>{answer}</answer>{after}"
     assert split_response(text) == (reasoning.strip(), answer.strip())
+
+
+@given(plain.filter(str.strip), plain, plain)
+def test_text_before_a_later_think_is_reasoning(before, reasoning, answer):
+    # a response that does not begin with <think> was opened by the chat template: a <think>
+    # inside it is quoted, and nothing the model wrote before it is dropped (the trace format)
+    text = f"{before}<think>{reasoning}</think><answer>{answer}</answer>"
+    assert split_response(text) == (f"{before}<think>{reasoning}".strip(), answer.strip())
 
 
 @given(plain, plain, plain)

@@ -71,25 +71,44 @@ def test_reasoning_never_counts(reasoning: str, hidden: str) -> None:
 @given(text=st.text(max_size=300) | st.lists(st.sampled_from(
     ["<think>", "</think>", "<answer>", "</answer>", "41", "42", " "]), max_size=12).map("".join))
 def test_split_think_answer_part_follows_the_think_block(text: str) -> None:
-    # the one split rule (dualcurate.formats): the block closes at the first </think> after the
-    # first <think>; the answer part is what follows it, so no reasoning is ever in it
-    part = split_think(text).answer_part
-    assert text.endswith(part)
-    opened = text.find("<think>")
-    closed = text.find("</think>", opened + len("<think>") if opened >= 0 else 0)
-    if closed >= 0:
-        assert len(part) <= len(text) - closed - len("</think>")
+    # the one split rule (dualcurate.formats): the answer part is what follows the think block,
+    # so no reasoning is ever in it; a block reopened in it is one more block
+    split = split_think(text)
+    assert text.endswith(split.answer_part)
+    assert (split.blocks == 0) == ("<think>" not in text and "</think>" not in text)
+    if split.blocks == 0:
+        assert split.answer_part == text and split.reasoning is None
+    elif split.answer_part:
+        assert text.endswith(f"{split.reasoning}</think>{split.answer_part}")
+        assert split.blocks == 1 + split.answer_part.count("<think>")
+    if split.unterminated:
+        assert split.answer_part == ""
+
+
+@pytest.mark.parametrize("response", [
+    "<think>r</think><answer>41</answer><think>s</think><answer>42</answer>",
+    "<think>r</think>\\boxed{41}<think>s</think>\\boxed{42}",
+    "r</think>\\boxed{41}\n<think>s</think>\\boxed{42}",
+])
+def test_a_second_think_block_hides_nothing(response: str) -> None:
+    # text written after the think block is all answer: a second block opened after it cannot
+    # turn an earlier candidate into "reasoning" and leave only the gold to be seen
+    split = split_think(response)
+    assert "41" in split.answer_part and split.blocks == 2
+    assert check("42", response).verdict != "correct"
 
 
 @pytest.mark.parametrize("response", [
     "<think>r</think><answer>41</answer></think><answer>42</answer>",
     "<think>r</think>\\boxed{41}</think>\\boxed{42}",
 ])
-def test_a_second_think_close_hides_nothing(response: str) -> None:
-    # text written after the think block is all answer: a </think> in it cannot turn an earlier
-    # candidate into "reasoning" and leave only the gold to be seen
-    assert "41" in split_think(response).answer_part
-    assert check("42", response).verdict != "correct"
+def test_a_later_think_close_ends_the_block(response: str) -> None:
+    # with no <think> between two </think>s, the text between them is reasoning (a quoted tag,
+    # by the trace format's rule): only the answer after the last close is scored, like any
+    # candidate written in the reasoning
+    assert "41" not in split_think(response).answer_part
+    assert check("42", response).verdict == "correct"
+    assert check("41", response).verdict != "correct"
 
 
 @given(n=st.integers(min_value=-10**12, max_value=10**12))

@@ -67,6 +67,40 @@ def test_structure_rules(stage_context) -> None:
         [_row("42", [{"text": "<answer>42</answer>"}])], stage_context)[0]["n_verified"] == 1
 
 
+def test_think_tags_quoted_in_the_reasoning(stage_context) -> None:
+    # thinking models restate the prompt ("reason in <think></think>, after </think> write
+    # <answer>X</answer>"): that is reasoning, not a second block; real second blocks and
+    # responses with nothing after the block still fail
+    words = " ".join(f"step{i}" for i in range(30))
+    cases = {
+        "quoted-pair": f"<think>I reason in <think> ... </think> tags. {words}</think>\n"
+                       "<answer>42</answer>",
+        "quoted-close": f"<think>After </think>, write a short solution and end with "
+                        f"<answer>X</answer>. {words}</think>\n<answer>42</answer>",
+        "template-quoted-open": f"Okay, inside the <think> block: {words}\n</think>\n\n"
+                                "<answer>42</answer>",
+        "template-quoted-both": f"Put it in <think></think>; after </think> the answer. {words}"
+                                "</think><answer>42</answer>",
+        "two-blocks": f"<think>{words}</think><answer>41</answer><think>{words}</think>"
+                      "<answer>42</answer>",
+        "template-two-blocks": f"{words}</think>41\n<think>{words}</think><answer>42</answer>",
+        "quoting-two-blocks": f"<think>use <think></think>, {words}</think>41<think>after "
+                              "</think> comes</think><answer>42</answer>",
+        "nothing-after": f"<think>I use <think></think>. {words} <answer>42</answer></think>",
+        "reopened-cut-off": f"<think>{words}</think><answer>42</answer><think>more",
+    }
+    out = RuleVerifier(min_words=20).process([_row("42", [{"text": t} for t in cases.values()])],
+                                             stage_context)[0]
+    got = dict(zip(cases, out["traces"], strict=True))
+    for name in ("quoted-pair", "quoted-close", "template-quoted-open", "template-quoted-both"):
+        assert (got[name]["verdict"], got[name]["label"]) == ("correct", "number"), name
+    for name in ("two-blocks", "template-two-blocks", "quoting-two-blocks", "reopened-cut-off"):
+        assert (got[name]["verdict"], got[name]["label"]) == ("invalid", "think"), name
+        assert got[name]["reason"].startswith("2 think blocks"), name
+    assert (got["nothing-after"]["verdict"], got["nothing-after"]["label"]) == \
+        ("invalid", "no-answer")
+
+
 def test_engine_separated_reasoning_counts_as_the_think_block(stage_context) -> None:
     trace = Trace(text="<answer>42</answer>", reasoning="six times seven", finish_reason="stop")
     out = RuleVerifier().process([_row("42", [trace])], stage_context)[0]

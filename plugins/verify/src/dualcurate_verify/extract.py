@@ -1,9 +1,10 @@
 """Final-answer extraction. The reasoning inside ``<think>`` never counts as the answer.
 
 The think block is found by :func:`dualcurate.formats.split_think`, the one split rule of the
-trace format: it closes at the first ``</think>`` after the first ``<think>``, so everything a
-response writes after its think block is read (a second ``</think>`` in the answer hides
-nothing). Order (first that applies wins), applied to the text after the think block:
+trace format: ``<think>``/``</think>`` quoted inside the reasoning are reasoning, and the block
+closes at its last ``</think>`` before a second block opens, so everything a response writes
+after its think block is read (a second block's answer is not hidden: the response is two
+blocks). Order (first that applies wins), applied to the text after the think block:
 
 1. the ``<answer>…</answer>`` content (a ``\\boxed{}`` inside it is unwrapped);
 2. the last ``\\boxed{…}`` (or ``\\fbox{…}``);
@@ -54,28 +55,29 @@ MAX_CANDIDATES = 16
 
 @dataclass(frozen=True)
 class ThinkSplit:
-    """A response split at its think block. ``answer_part`` is what may hold the answer."""
+    """A response split at its think block. ``answer_part`` is what may hold the answer;
+    ``blocks`` counts think blocks (0: no think tag; more than 1: a block reopened after the
+    first one closed); ``unterminated``: the first block, or one reopened after it, never
+    closes (the response was cut off)."""
 
     reasoning: str | None
     answer_part: str
-    opens: int
-    closes: int
-
-    @property
-    def unterminated(self) -> bool:
-        return self.opens > self.closes
+    blocks: int
+    unterminated: bool
 
 
 def split_think(text: str) -> ThinkSplit:
-    """Split by :func:`dualcurate.formats.split_think`: at the first ``</think>`` after the
-    first ``<think>``; a missing opening tag (chat templates that open the think block in the
-    prompt) is accepted. No answer part when the think block never closes, or when more blocks
-    open than close (one reopened after the answer: the response was cut off)."""
+    """Split by :func:`dualcurate.formats.split_think` (quoted tags in the reasoning are
+    reasoning; a missing opening tag, a chat template that opened the block in the prompt, is
+    accepted). The rest after the block holds any further block, so a ``<think>`` in it is one
+    more block. No answer part when a block never closes."""
     reasoning, rest = formats.split_think(text)
-    opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
-    if rest is None or opens > closes:
-        return ThinkSplit(reasoning, "", opens, closes)
-    return ThinkSplit(reasoning, rest, opens, closes)
+    if rest is None:
+        return ThinkSplit(reasoning, "", 1, True)
+    blocks = int(reasoning is not None) + rest.count(THINK_OPEN)
+    if rest.rfind(THINK_OPEN) > rest.rfind(THINK_CLOSE):  # reopened, then cut off
+        return ThinkSplit(reasoning, "", blocks, True)
+    return ThinkSplit(reasoning, rest, blocks, False)
 
 
 @dataclass(frozen=True)

@@ -121,12 +121,12 @@ class RuleVerifier(Verifier):
         if marker is not None:
             return _invalid("error", f"the response contains the error marker {marker!r}")
         split = split_think(response)
-        if split.opens > 1 or split.closes > 1:
-            return _invalid("think", f"{max(split.opens, split.closes)} think blocks; "
-                            "exactly one is allowed")
+        if split.blocks > 1:
+            return _invalid("think", f"{split.blocks} think blocks; exactly one is allowed "
+                            "(a <think> after the block's </think> opens another)")
         if split.unterminated:
             return _invalid("think", "the <think> block is never closed")
-        if self.config.require_think and split.closes == 0:
+        if self.config.require_think and split.blocks == 0:
             return _invalid("think", "no <think>…</think> block before the answer")
         if not split.answer_part.strip():
             return _invalid("no-answer", "nothing after the think block")
