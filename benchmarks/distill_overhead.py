@@ -30,7 +30,11 @@ Targets: throughput_ratio and in_flight_ratio >= 0.95 (minimum over the matrix),
 cpu_ms_per_req <= 1.0 (maximum), rerun_fraction <= 0.05, rerun_requests == 0,
 resent_after_kill <= C. Last line: one JSON object.
 
-Run: .venv/bin/python benchmarks/distill_overhead.py [--questions N] [--concurrency C]
+Run: .venv/bin/python benchmarks/distill_overhead.py [--questions N] [--concurrency C] [--smoke]
+
+``--smoke``: 64 questions, C=16, median latency 0.02 s, ``[run] shard_size`` 16 (the only
+run that changes the default: many shards at tiny sizes), seconds; checks that the script runs
+and prints its keys (``make test-bench``), its figures are not measurements.
 """
 
 from __future__ import annotations
@@ -54,22 +58,28 @@ from typing import Any
 
 from dualcurate.formats import render_answer, render_think
 
+KEYS = ("throughput_ratio", "in_flight_ratio", "cpu_ms_per_req", "rerun_fraction",
+        "rerun_requests", "resent_after_kill", "sent_before_kill", "sent_after_kill",
+        "rows_identical_after_kill", "shard_size", "concurrency", "cells", "smoke")
+KILL_FIGURES = KEYS[3:9]  # None when the k=1, sigma=0.5 cell did not run (--cells)
 MEDIAN = 0.5
+SMOKE = {"questions": 64, "concurrency": 16, "median": 0.02, "shard_size": 16}
 ANSWER = render_think("The sum of the two numbers is computed digit by digit.",
                       " " + render_answer("4"))
 
 
-def latency_for(key: str, sigma: float) -> float:
+def latency_for(key: str, sigma: float, median: float = MEDIAN) -> float:
     """A log-normal latency (median 0.5 s) drawn deterministically from ``key``."""
     u = (int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") + 0.5) / 2**64
-    return MEDIAN * math.exp(sigma * NormalDist().inv_cdf(u))
+    return median * math.exp(sigma * NormalDist().inv_cdf(u))
 
 
 class LognormalHandler:
     """Answers each sample after its own latency, drawn from its prompt and seed."""
 
-    def __init__(self, sigma: float):
+    def __init__(self, sigma: float, median: float = MEDIAN):
         self.sigma = sigma
+        self.median = median
 
     def __call__(self, body: dict[str, Any], headers: dict[str, str], number: int) -> Any:
         from dualcurate_openai.testing import Reply, chat_response
@@ -78,22 +88,22 @@ class LognormalHandler:
         text = content if isinstance(content, str) else content[-1]["text"]
         return Reply(body=chat_response(f"{ANSWER} seed {body.get('seed')}",
                                         model=body.get("model", ""), completion_tokens=20),
-                     delay=latency_for(f"{text}|{body.get('seed')}", self.sigma))
+                     delay=latency_for(f"{text}|{body.get('seed')}", self.sigma, self.median))
 
 
-def serve(sigma: float, ready: Any) -> None:
+def serve(sigma: float, ready: Any, median: float = MEDIAN) -> None:
     from dualcurate_openai.testing import ScriptedServer
 
-    server = ScriptedServer(LognormalHandler(sigma), record_bodies=True).start(0)
+    server = ScriptedServer(LognormalHandler(sigma, median), record_bodies=True).start(0)
     ready.put(server.port)
     while True:
         time.sleep(3600)
 
 
-def start_server(sigma: float) -> tuple[multiprocessing.Process, str]:
+def start_server(sigma: float, median: float = MEDIAN) -> tuple[multiprocessing.Process, str]:
     mp = multiprocessing.get_context("spawn")
     ready = mp.Queue()
-    proc = mp.Process(target=serve, args=(sigma, ready), daemon=True)
+    proc = mp.Process(target=serve, args=(sigma, ready, median), daemon=True)
     proc.start()
     return proc, f"http://127.0.0.1:{ready.get(timeout=60)}"
 
@@ -127,15 +137,18 @@ def question(i: int) -> str:
 
 
 def recipe_dict(n: int, k: int, base_url: str, concurrency: int, out: Path, cache: Path,
-                with_distill: bool) -> dict[str, Any]:
-    # [run] shard_size is left at its default: what users get
-    raw: dict[str, Any] = {"run": {"out": str(out), "cache": str(cache)},
-                           "source": {"use": "bench-questions", "n": n}}
+                with_distill: bool, shard_size: int | None = None) -> dict[str, Any]:
+    # [run] shard_size is left at its default (what users get) but in --smoke runs
+    run: dict[str, Any] = {"out": str(out), "cache": str(cache)}
+    if shard_size is not None:
+        run["shard_size"] = shard_size
+    raw: dict[str, Any] = {"run": run, "source": {"use": "bench-questions", "n": n}}
     if with_distill:
         raw["distill"] = {"use": "openai-distill", "max_tokens": 64, "seed": 0,
-                          "samples_per_question": k, "max_concurrency": concurrency,
-                          "engine_options": {"model": "bench-teacher", "base_url": base_url,
-                                             "timeout": 120}}
+                          "samples_per_question": k,
+                          "engine": {"use": "openai", "model": "bench-teacher",
+                                     "base_url": base_url, "timeout": 120,
+                                     "max_concurrency": concurrency}}
     return raw
 
 
@@ -173,12 +186,12 @@ def run_pipeline(raw: dict[str, Any]) -> Any:
     return Pipeline(recipe_from_dict(raw), host=make_host()).run()
 
 
-def run_framework(n: int, k: int, base_url: str, c: int, out: Path,
-                  cache: Path) -> tuple[float, float]:
+def run_framework(n: int, k: int, base_url: str, c: int, out: Path, cache: Path,
+                  shard_size: int | None = None) -> tuple[float, float]:
     """Source first (untimed), then the distill stage: (wall s, CPU s of every thread)."""
-    run_pipeline(recipe_dict(n, k, base_url, c, out, cache, False))
+    run_pipeline(recipe_dict(n, k, base_url, c, out, cache, False, shard_size))
     wall, cpu = time.perf_counter(), time.process_time()
-    store = run_pipeline(recipe_dict(n, k, base_url, c, out, cache, True))
+    store = run_pipeline(recipe_dict(n, k, base_url, c, out, cache, True, shard_size))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     shards = store.finished_shards("distill")
     traces = sum(sum(t.column("n_traces").to_pylist()) for t in store.iter_tables("distill"))
@@ -198,11 +211,11 @@ def rows_of(out: Path) -> list[tuple[str, list[str]]]:
 def bare_bodies(n: int, k: int) -> list[bytes]:
     """The request bodies openai-distill sends for the same questions: same prompt, same
     per-sample seeds."""
-    from dualcurate.distill import TeacherDistiller
     from dualcurate.engine import ChatRequest, SamplingParams
     from dualcurate.schema import Sample
+    from dualcurate_openai.distill import OpenAIDistiller
 
-    stage = TeacherDistiller({"engine_options": {"model": "bench-teacher"}})
+    stage = OpenAIDistiller({"engine": {"use": "openai", "model": "bench-teacher"}})
     sampling = SamplingParams(seed=0)
     bodies = []
     for i in range(n):
@@ -250,12 +263,13 @@ def sample_keys(root: str) -> list[str]:
     return keys
 
 
-def kill_and_resume(n: int, root: str, c: int, tmp: Path, reference: Path) -> dict[str, Any]:
+def kill_and_resume(n: int, root: str, c: int, tmp: Path, reference: Path,
+                    shard_size: int | None = None) -> dict[str, Any]:
     """SIGKILL the stage at 40 % of its samples, rerun the same command, count re-sends."""
     out, cache = tmp / "killed", tmp / "killed-cache.sqlite"
-    run_pipeline(recipe_dict(n, 1, f"{root}/v1", c, out, cache, False))
+    run_pipeline(recipe_dict(n, 1, f"{root}/v1", c, out, cache, False, shard_size))
     server_reset(root)
-    spec = json.dumps(recipe_dict(n, 1, f"{root}/v1", c, out, cache, True))
+    spec = json.dumps(recipe_dict(n, 1, f"{root}/v1", c, out, cache, True, shard_size))
     child = subprocess.Popen([sys.executable, __file__, "--child", spec],
                              stdout=subprocess.DEVNULL)
     while server_stats(root, "?spans=0")["answered"] < 0.4 * n and child.poll() is None:
@@ -276,6 +290,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=2000, help="questions at k=1")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--cells", default="", help="only these cells, e.g. k8_sigma1.0")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (seconds): checks the script runs, measures nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # the process the kill test SIGKILLs
@@ -283,6 +299,10 @@ def main() -> None:
         return
     from dualcurate.recipe import RunSection
 
+    shard_size, median = None, MEDIAN
+    if args.smoke:
+        args.questions, args.concurrency = SMOKE["questions"], SMOKE["concurrency"]
+        shard_size, median = SMOKE["shard_size"], SMOKE["median"]
     c = args.concurrency
     cells: dict[str, dict[str, Any]] = {}
     figures: dict[str, Any] = {}
@@ -292,7 +312,7 @@ def main() -> None:
         for sigma in (0.5, 1.0):
             if wanted and not any(c.endswith(f"sigma{sigma}") for c in wanted):
                 continue
-            proc, root = start_server(sigma)
+            proc, root = start_server(sigma, median)
             try:
                 run_bare(min(args.questions, 2 * c), 1, root, c)  # warm-up
                 for k in (1, 8):
@@ -305,7 +325,7 @@ def main() -> None:
                     server_reset(root)
                     cell = f"k{k}_sigma{sigma}"
                     out, cache = tmp / cell, tmp / f"{cell}.sqlite"
-                    wall, cpu = run_framework(n, k, f"{root}/v1", c, out, cache)
+                    wall, cpu = run_framework(n, k, f"{root}/v1", c, out, cache, shard_size)
                     stats = server_stats(root)
                     cells[cell] = {
                         "questions": n, "samples": n * k,
@@ -319,10 +339,11 @@ def main() -> None:
                           f"{wall:.2f} s -> {json.dumps(cells[cell])}", flush=True)
                     if k == 1 and sigma == 0.5:
                         server_reset(root)
-                        re_wall, _ = run_framework(n, 1, f"{root}/v1", c, tmp / "rerun", cache)
+                        re_wall, _ = run_framework(n, 1, f"{root}/v1", c, tmp / "rerun", cache,
+                                                   shard_size)
                         figures["rerun_fraction"] = round(re_wall / wall, 4)
                         figures["rerun_requests"] = server_stats(root)["count"]
-                        figures.update(kill_and_resume(n, root, c, tmp, out))
+                        figures.update(kill_and_resume(n, root, c, tmp, out, shard_size))
                         print(f"rerun and kill: {json.dumps(figures)}", flush=True)
             finally:
                 proc.terminate()
@@ -331,12 +352,13 @@ def main() -> None:
         "throughput_ratio": min(v["throughput_ratio"] for v in cells.values()),
         "in_flight_ratio": min(v["in_flight_ratio"] for v in cells.values()),
         "cpu_ms_per_req": max(v["cpu_ms_per_req"] for v in cells.values()),
-        **({"rerun_fraction": None, "rerun_requests": None, "resent_after_kill": None}
-           if not figures else figures),
-        "shard_size": RunSection().shard_size,
+        **{key: figures.get(key) for key in KILL_FIGURES},
+        "shard_size": shard_size or RunSection().shard_size,
         "concurrency": c,
         "cells": cells,
+        "smoke": args.smoke,
     }
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
     print(json.dumps(result))
 
 

@@ -17,6 +17,10 @@ Targets: speedup >= 1.4, distill_ratio_vs_local >= 0.95. The machine is shared: 
 noisy, run it twice before reading much into a few percent.
 
     .venv/bin/python benchmarks/ray_scaling.py [--traces 200000] [--questions 4000] [--concurrency 64]
+
+``--smoke``: 2,000 traces, 40 questions at C=8, median latency 0.02 s (Ray still starts), tens
+of seconds; checks that the script runs and prints its keys (``make test-bench``), its figures
+are not measurements.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 RAY_INIT = {"num_cpus": 2, "object_store_memory": 200 * 1024**2, "include_dashboard": False,
             "logging_level": "warning", "_system_config": {"worker_niceness": 0}}
 TIMINGS: dict[str, Any] = {}
+KEYS = ("startup_s", "traces", "local_s", "ray_s", "speedup", "identical",
+        "verify_actor_start_s", "verify_actor_cpu_share", "verify_local_cpu_share",
+        "verify_shards_per_actor", "questions", "concurrency", "distill_local_s",
+        "distill_ray_s", "distill_actor_start_s", "distill_ratio_vs_local",
+        "distill_ratio_incl_actor_start", "distill_identical", "cpus", "load_avg_1m", "smoke")
 
 
 def trace_row(i: int, rng: random.Random) -> dict[str, Any]:
@@ -161,10 +170,10 @@ def bench_verify(n: int, tmp: Path) -> dict[str, Any]:
             "verify_shards_per_actor": [a["shards"] for a in actors]}
 
 
-def bench_distill(n: int, c: int, tmp: Path) -> dict[str, Any]:
+def bench_distill(n: int, c: int, tmp: Path, median: float = 0.5) -> dict[str, Any]:
     from distill_overhead import question, start_server
 
-    proc, root = start_server(0.5)
+    proc, root = start_server(0.5, median)
     try:
         def q_row(i: int, rng: random.Random) -> dict[str, Any]:
             return {"id": f"d{i:06d}", "question": question(i), "answer": "4", "split": "train"}
@@ -172,9 +181,10 @@ def bench_distill(n: int, c: int, tmp: Path) -> dict[str, Any]:
         host = make_host(q_row, n)
         raw = {"run": {"seed": 0}, "source": {"use": "bench-rows"},
                "distill": {"use": "openai-distill", "samples_per_question": 1,
-                           "max_tokens": 64, "max_concurrency": c, "temperature": 0.7,
-                           "engine_options": {"model": "teacher", "base_url": f"{root}/v1",
-                                              "max_retries": 0}}}
+                           "max_tokens": 64, "temperature": 0.7,
+                           "engine": {"use": "openai", "model": "teacher",
+                                      "base_url": f"{root}/v1", "max_retries": 0,
+                                      "max_concurrency": c}}}
         local = run(raw, tmp / "d-local", host)
         local_s = stage_seconds(local, "distill")
         copy_source(tmp / "d-local", tmp / "d-ray")
@@ -202,7 +212,13 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=200_000)
     parser.add_argument("--questions", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (tens of seconds): checks the script runs, "
+                             "measures nothing")
     args = parser.parse_args()
+    median = 0.5
+    if args.smoke:
+        args.traces, args.questions, args.concurrency, median = 2000, 40, 8, 0.02
     import ray
 
     started = time.monotonic()
@@ -212,11 +228,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
     try:
         result = {"startup_s": round(startup_s, 2), **bench_verify(args.traces, tmp),
-                  **bench_distill(args.questions, args.concurrency, tmp),
-                  "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+                  **bench_distill(args.questions, args.concurrency, tmp, median),
+                  "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+                  "smoke": args.smoke}
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
     print(json.dumps(result))
 
 

@@ -21,10 +21,16 @@ whatever else the machine is doing; rows per CPU-second are printed beside them.
 Prints one line per measurement, then as its last line a JSON object with keys ``rows_per_s``
 and ``peak_rss_mb`` (the 200k run), ``near_dedup_rows_per_s`` and ``near_dedup_peak_rss_mb``
 (200k rows with near-duplicate removal) plus the other figures.
+
+    .venv/bin/python benchmarks/source_throughput.py [--smoke]
+
+``--smoke``: every size divided by 100 (2,000 rows over 50 images, ...), seconds; checks that
+the script runs and prints its keys (``make test-bench``), its figures are not measurements.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -32,8 +38,16 @@ import tempfile
 import time
 from pathlib import Path
 
+KEYS = ("rows_per_s", "peak_rss_mb", "rows", "rows_out", "images_decoded", "peak_rss_mb_50k",
+        "peak_rss_ratio_200k_vs_50k", "rows_per_cpu_s", "rows_per_s_every_row_decoded",
+        "rows_per_cpu_s_every_row_decoded", "near_dedup_rows_per_s", "near_dedup_peak_rss_mb",
+        "near_dedup_peak_rss_mb_50k", "near_dedup_peak_rss_ratio_200k_vs_50k",
+        "near_dedup_rows_per_cpu_s", "near_dedup_near_duplicates", "near_dedup_conflicts",
+        "near_dedup_text_only_scan_rows_per_s_per_20k",
+        "near_dedup_text_only_hnsw_rows_per_s_per_20k", "smoke")
 N_ROWS = 200_000
 N_IMAGES = 5_000
+SMOKE_DIVISOR = 100  # --smoke: every size divided by this
 
 CHILD = r"""
 import json, resource, sys, time
@@ -139,23 +153,29 @@ def text_only(how: str, n: int = 60_000, window: int = 20_000) -> list[float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="sizes / 100 (seconds): checks the script runs, measures nothing")
+    args = parser.parse_args()
+    d = SMOKE_DIVISOR if args.smoke else 1
     with tempfile.TemporaryDirectory(prefix="bench-source-") as name:
         tmp = Path(name)
         t0 = time.perf_counter()
         shared = tmp / "shared.parquet"
-        build(shared, N_ROWS, N_IMAGES)
+        build(shared, N_ROWS // d, N_IMAGES // d)
         distinct = tmp / "distinct.parquet"
-        build(distinct, 10_000, 10_000)
-        print(f"built {N_ROWS} rows / {N_IMAGES} images "
+        build(distinct, 10_000 // d, 10_000 // d)
+        print(f"built {N_ROWS // d} rows / {N_IMAGES // d} images "
               f"({shared.stat().st_size / 2**20:.0f} MB Parquet) in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         full = measure(shared, tmp, "200k", 0)
-        part = measure(shared, tmp, "50k", 50_000)
+        part = measure(shared, tmp, "50k", 50_000 // d)
         uncached = measure(distinct, tmp, "10k-distinct", 0)
         near_full = measure(shared, tmp, "near-200k", 0, near=True)
-        near_part = measure(shared, tmp, "near-50k", 50_000, near=True)
-        scan, hnsw = text_only("scan"), text_only("hnsw")
-    print(json.dumps({
+        near_part = measure(shared, tmp, "near-50k", 50_000 // d, near=True)
+        scan = text_only("scan", 60_000 // d, 20_000 // d)
+        hnsw = text_only("hnsw", 60_000 // d, 20_000 // d)
+    result = {
         "rows_per_s": round(full["rows_per_s"], 1),
         "peak_rss_mb": round(full["peak_rss_mb"], 1),
         "rows": full["rows_in"],
@@ -176,7 +196,10 @@ def main() -> None:
         "near_dedup_conflicts": near_full["conflicts"],
         "near_dedup_text_only_scan_rows_per_s_per_20k": [round(r, 1) for r in scan],
         "near_dedup_text_only_hnsw_rows_per_s_per_20k": [round(r, 1) for r in hnsw],
-    }))
+        "smoke": args.smoke,
+    }
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ model dir, the curve) is printed too, for information.
 Run: ``.venv/bin/python benchmarks/trainer_overhead.py [--reps 7]``. Last line: JSON with
 ``sft_step_ratio`` and ``gspo_step_ratio`` (stage / direct; target ≤ 1.05), plus the ratio
 of the best runs and end-to-end wall ratios.
+
+``--smoke``: one repetition of 2 steps each, no warm-up, seconds; checks that the script runs
+and prints its keys (``make test-bench``), its figures are not measurements.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from transformers import TrainerCallback
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
+KEYS = ("sft_step_ratio_best_run", "sft_step_ratio", "sft_wall_ratio",
+        "gspo_step_ratio_best_run", "gspo_step_ratio", "gspo_wall_ratio", "reps", "clock",
+        "smoke")
 SFT_STEPS = 40
 GSPO_STEPS = 20
 COMMON = {"learning_rate": 1e-3, "per_device_train_batch_size": 4, "seed": 0,
@@ -181,7 +187,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="step time as process CPU time (default) or wall time")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 repetition of 2 steps (seconds): checks the script runs, "
+                             "measures nothing")
     opts = parser.parse_args()
+    if opts.smoke:
+        global SFT_STEPS, GSPO_STEPS
+        SFT_STEPS = GSPO_STEPS = 2
+        opts.reps = 1
 
     import torch
     import transformers.trainer
@@ -201,7 +214,7 @@ def main() -> None:
     times: dict[str, dict[str, list[tuple[list[float], float]]]] = {
         k: {"stage": [], "direct": []} for k in pairs}
     # warm-up (imports, first-call caches) on both sides, not timed
-    for name, (stage_fn, direct_fn) in pairs.items():
+    for name, (stage_fn, direct_fn) in ({} if opts.smoke else pairs).items():
         stage_fn(model, rows, root / f"warm-{name}-s")
         direct_fn(model, rows, root / f"warm-{name}-d")
     for rep in range(opts.reps):
@@ -212,7 +225,7 @@ def main() -> None:
             for side, fn in order:
                 times[name][side].append(fn(model, rows, root / f"{name}-{side}-{rep}"))
 
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     for name in pairs:
         sides = ("stage", "direct")
         step = {s: statistics.median(x for t in times[name][s] for x in t[0]) for s in sides}
@@ -230,7 +243,9 @@ def main() -> None:
         result[f"{name}_wall_ratio"] = round(wall["stage"] / wall["direct"], 4)
     result["reps"] = opts.reps
     result["clock"] = opts.clock
+    result["smoke"] = opts.smoke
     tmp.cleanup()
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
     print(json.dumps(result))
 
 

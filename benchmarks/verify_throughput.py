@@ -23,7 +23,10 @@ when (verdict == "correct") equals math-verify's True/False. Then the fidelity f
 
 Last line: JSON with ``speedup``, ``agreement`` and those three.
 
-    .venv/bin/python benchmarks/verify_throughput.py [--n 20000] [--seed 0]
+    .venv/bin/python benchmarks/verify_throughput.py [--n 20000] [--seed 0] [--smoke]
+
+``--smoke``: 200 pairs (the fidelity figures in full: they are small), seconds; checks that the
+script runs and prints its keys (``make test-bench``), its figures are not measurements.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+KEYS = ("speedup", "agreement", "rule_verify_per_s", "math_verify_per_s", "decided", "n",
+        "suite_agreement", "suite_cases", "benign_false_invalid", "benign_n",
+        "attack_false_positive", "attack_n", "smoke")
 LETTERS = "ABCDE"
 
 
@@ -195,7 +201,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true",
+                        help="200 pairs (seconds): checks the script runs, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.n = 200
     logging.disable(logging.WARNING)
 
     import math_verify  # noqa: F401 - warm: import cost is not throughput
@@ -229,11 +239,12 @@ def main() -> None:
     for gold, response, m, r in disagreements[:10]:
         print(f"  differs: gold {gold!r} response {response!r}: math-verify {m}, rule-verify {r}")
     figures = fidelity()
-    print(json.dumps({"speedup": round(rv_rate / mv_rate, 2),
-                      "agreement": round(agree / max(1, len(decided)), 5),
-                      "rule_verify_per_s": round(rv_rate, 1),
-                      "math_verify_per_s": round(mv_rate, 1),
-                      "decided": len(decided), "n": len(pairs), **figures}))
+    result = {"speedup": round(rv_rate / mv_rate, 2),
+              "agreement": round(agree / max(1, len(decided)), 5),
+              "rule_verify_per_s": round(rv_rate, 1), "math_verify_per_s": round(mv_rate, 1),
+              "decided": len(decided), "n": len(pairs), **figures, "smoke": args.smoke}
+    assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

