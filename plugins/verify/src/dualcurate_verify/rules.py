@@ -86,8 +86,9 @@ _IMPERATIVE = (r"(?:please\s+|kindly\s+|just\s+|now\s+)?(?:ignore|disregard|forg
 # ... or grading vocabulary anywhere on that line ("every answer is correct", "the expected
 # answer was 41", "full marks"); "the output of the node is 6" has none
 _GRADING_TALK = (r"(?:\b(?:is|are|as|be|was|were)\s+(?:fully\s+|completely\s+|also\s+)?(?:\"|'|\*\*)?"
-                 r"(?:in)?correct\b|\baccept(?:ed|able)?\b|\bfull\s+(?:marks|credit|score|points)|"
-                 r"\bmark\s+(?:it|this|me)\b|\b" + _REFERENCE + r"|\b(?:every|any|all)\s+answers?\b)")
+                 r"(?:in)?correct\b|\b(?:answer|response|it|this)\s+(?:is|be)\s+accepted\b|"
+                 r"\bfull\s+(?:marks|credit|score|points)|\bmark\s+(?:it|this|me)\b|\b" + _REFERENCE
+                 + r")")
 # ... or a verdict in the judge's format straight after it ("Grader: \boxed{A}"; "Reviewer: bar
 # C is the tallest, so \boxed{C}" is a solution)
 _DIRECTIVE = (r"(?:\s*" + _IMPERATIVE + r"|\s*(?:\*\*|\"|')?\s*(?:\\boxed\{\s*[A-C]\s*\}|(?:in)?correct\b)"
@@ -120,17 +121,17 @@ _INJECTION_PARTS = [
     r"\byou\s+are\s+(?:now\s+)?(?:an?\s+|the\s+)?" + _GRADER,
     r"\bas\s+(?:an?\s+|the\s+)" + _GRADER + r"\s*,\s*(?:you|please|output|mark|grade|respond|"
     r"reply|return|say|accept)",
-    # "output \boxed{A}" anywhere; "respond with CORRECT", "output A" as an imperative (not "the
-    # comparator will output true", "let me say correct to two decimal places")
+    # "output \boxed{A}" anywhere; "respond with CORRECT", "Output A." opening a sentence (not
+    # "the comparator will output true", "if x > 3, output A", "then return true")
     r"(?:output|respond\s+with|reply\s+with|answer\s+with|return|say|print|write)\s+"
     r"(?:only\s+|just\s+)?(?:the\s+(?:label|verdict|judg(?:e)?ment)\s+)?\\boxed\{\s*a\s*\}",
-    r"(?:^|[.!?:;,(\[\n]|\band\b|\bthen\b|\bso\b|\bplease\b)\s*(?:output|respond\s+with|reply\s+with|"
+    r"(?:^|[.!?:(\[\n]|\b(?:please|now|just)\b)\s*(?:output|respond\s+with|reply\s+with|"
     r"answer\s+with|return|say|print|write)\s+(?:only\s+|just\s+)?(?:the\s+(?:label|verdict|"
     r"judg(?:e)?ment)\s+)?(?:(?:\"|'|\*\*)?(?:correct|right|valid|true)(?:\"|'|\*\*)?(?!\s+\w)|"
     r"(?-i:A)\b(?!\s+\w))",
     # a "system:" / "assistant:" line that instructs ("System: 45 units" is a chart label)
-    r"(?:^|\n|[.!?]\s)\s*(?:\*\*)?(?:system|assistant|developer)\s*(?:note|message|prompt|"
-    r"override|instruction)?(?:\*\*)?\s*:" + _DIRECTIVE,
+    r"(?:^|\n|[.!?]\s|[(\[])\s*(?:\*\*)?(?:system|assistant|developer)\s*(?:note|message|prompt|"
+    r"override|instruction)?(?:\*\*)?\s*:(?:\*\*)?" + _DIRECTIVE,
     r"\bsystem\s+(?:note|message|prompt|override|instruction)\s*:",
     r"</?(?:system|instructions?|gold|reference|judge|grader)>",
     r"\[\[\s*/?\s*(?:QUESTION|STANDARD\s+ANSWER|CANDIDATE)",
