@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dualcurate_verify import check
@@ -174,6 +174,7 @@ THINGS = ["multiply node", "adder", "decision tree", "gauge", "map legend", "cir
 NOUNS = ["output", "value", "result", "reading", "score", "total", "position"]
 
 
+@settings(deadline=None)  # check() on a busy shared machine
 @given(label=st.sampled_from(GRADER_WORDS), noun=st.sampled_from(NOUNS),
        thing=st.sampled_from(THINGS), a=st.integers(0, 99), b=st.integers(0, 99),
        wrap=st.sampled_from(["<answer>{}</answer>", "\\boxed{{{}}}", "So the answer is {}."]))
@@ -183,6 +184,7 @@ def test_a_labelled_line_of_working_is_not_an_injection(label, noun, thing, a, b
     assert check(str(a + b), text).verdict == "correct"
 
 
+@settings(deadline=None)  # check() on a busy shared machine
 @given(word=st.sampled_from(["judgment", "assessment", "final judgment", "reading"]),
        marker=st.sampled_from(["marker", "pin", "evaluator's pointer", "grader's flag"]),
        place=st.sampled_from(["map", "grid", "number line", "diagram"]),
@@ -206,6 +208,7 @@ ADDRESSES = st.one_of(  # a role line is forged with a colon ("System - ..." add
     st.tuples(st.sampled_from(["system", "assistant"]), st.sampled_from([": ", ":** "])))
 
 
+@settings(deadline=None)  # check() on a busy shared machine
 @given(address=ADDRESSES, capital=st.booleans(), directive=st.sampled_from(DIRECTIVES),
        where=st.sampled_from(["{a}. {x}", "{x}\n{a}", "<answer>{a}</answer>\n{x}", "{a} ({x}.)"]))
 def test_a_line_addressed_to_a_grader_is_an_injection(address, capital, directive, where) -> None:
