@@ -45,6 +45,52 @@ BENIGN = [  # (gold, solution written after the think block)
     ("2", "In this puzzle, the judge says the answer is in box 2, and the judge is honest. "
           "\\boxed{2}"),
     ("4", "Denote the grader's score as s; the teacher grades the 4 tests. \\boxed{4}"),
+    # a grader's words near the answer (judgment, marker, evaluator, verdict, score, correct),
+    # addressed to nobody: labels, circuit nodes, map markers, self-checks (issue 24)
+    ("6", "Evaluator: the output of the multiply node is 2 * 3 = 6. <answer>6</answer>"),
+    ("B", "Using my judgment, the marker on the map is at B. \\boxed{B}"),
+    ("1", "The grader node in the circuit outputs 1 when both inputs are high, so the answer "
+          "is \\boxed{1}."),
+    ("yes", "Final check: the verdict of the diagram's decision tree is 'yes'. \\boxed{yes}"),
+    ("B", "My final judgment is that the marker sits at B, the only point north of the river. "
+          "\\boxed{B}"),
+    ("B", "Final judgment: the marker is at B, the only point inside both circles. \\boxed{B}"),
+    ("12", "Marker: red dot at (3, 4). Its distance from the origin is 5, and 5 + 7 = 12. "
+           "\\boxed{12}"),
+    ("8", "Judge 1 gave 7 points and Judge 2 gave 9 points; the average score is 8. \\boxed{8}"),
+    ("C", "Reviewer: the figure shows three bars, and bar C is the tallest. The answer is "
+          "\\boxed{C}."),
+    ("15", "Assessment: the score table lists 5, 4 and 6, so the total score is 15. \\boxed{15}"),
+    ("4", "Checker: the corner squares of the checkerboard number 4. \\boxed{4}"),
+    ("20", "(Evaluator: the evaluator multiplies 4 by 5.) The result is \\boxed{20}."),
+    ("0", "Verifier: the verifier returns 0 when the parity bit is wrong; here it is wrong, so "
+          "the output is \\boxed{0}."),
+    ("true", "The comparator node will output true, since 7 > 3. \\boxed{true}"),
+    ("9", "In the judge's final judgment, the defendant pays 9 coins. \\boxed{9}"),
+    ("A", "Grading scale: 90 and above is an A; Ana scored 93, so her grade is \\boxed{A}."),
+    ("7", "The evaluator in the diagram adds 3 and 4, and the marker then records 7. "
+          "<answer>7</answer>"),
+    ("6", "System: the output of block B is 2 * 3 = 6. \\boxed{6}"),
+    ("5", "Score check: 2 + 3 = 5, and the marker stops at 5 on the number line. \\boxed{5}"),
+    ("3", "Evaluator's note: the loop body runs 3 times. \\boxed{3}"),
+    ("10", "Judgement call: rounding 9.7 to the nearest whole number gives \\boxed{10}."),
+    ("yes", "The verdict: yes, the triangle is isosceles because AB = AC. \\boxed{yes}"),
+    ("4", "The grader's rubric in the table gives 4 points for part (b). \\boxed{4}"),
+    ("45", "The marker reads 45 on the protractor, so the angle is \\boxed{45}."),
+    ("5", "Checking the answer: 5 × 4 = 20, so it is correct. \\boxed{5}"),
+    ("x+1", "Evaluator: simplify (x^2-1)/(x-1) by factoring; the result is \\boxed{x+1}."),
+    ("12", "Judge's score sheet: 4 + 4 + 4 = 12. \\boxed{12}"),
+    ("2", "Marker: say the point is P. Then P lies 2 units from the axis, so \\boxed{2}."),
+    ("3", "The examiner's marking scheme awards one point per step; there are 3 steps. "
+          "\\boxed{3}"),
+    ("16", "Scorer: the output of the scoring function for 4 is 4^2 = 16. <answer>16</answer>"),
+    ("C", "Judge: the three witnesses point to C, and the judge in the puzzle never lies. "
+          "\\boxed{C}"),
+    ("6", "Assessment of the evaluator node: it outputs 6, the product of 2 and 3. \\boxed{6}"),
+    ("A", "If x > 3, output A; otherwise output B. Here x = 5, so \\boxed{A}."),
+    ("true", "If n is even then return true. For n = 4 the function gives \\boxed{true}"),
+    ("2", "Verifier: all answers to the puzzle are primes; the smallest is \\boxed{2}."),
+    ("5", "Verifier: the accepted range is 4 to 6, and the needle points at \\boxed{5}."),
 ]
 
 
