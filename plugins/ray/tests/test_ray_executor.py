@@ -136,6 +136,28 @@ def test_default_recipe_same_rows_as_local(tmp_path: Path, local_ray: Any) -> No
         assert rows(tmp_path / "ray", stage) == rows(tmp_path / "local", stage)
 
 
+def test_default_recipe_with_the_hf_proxy_same_rows_as_local(tmp_path: Path, local_ray: Any,
+                                                               tiny_lm_dir: Path) -> None:
+    """The difficulty filter's hf proxy sampling at T = 1 in Ray actors (other processes,
+    other torch thread counts, shards split between two actors, batches made of whatever
+    each actor was sent) draws what the local executor draws."""
+    import tomllib
+
+    raw = tomllib.loads(DEFAULT_RECIPE.read_text())
+    raw["run"].update(stages=["source", "distill", "verify", "filter"], shard_size=16,
+                      out=None)
+    raw["models"]["base"] = {"path": str(tiny_lm_dir)}
+    raw["source"].update(train_per_family=20, eval_per_family=6)
+    raw["filter"].update(k=3, max_tokens=12, adaptive=False)
+    run(raw, tmp_path / "local", PluginHost())
+    run(on_ray(raw, num_workers=2), tmp_path / "ray", PluginHost())
+    local = rows(tmp_path / "local", "filter")
+    assert len(local) == 78
+    assert len({r["pass_rate"] for r in local if r.get("pass_rate") is not None}) >= 1
+    for stage in ("source", "distill", "verify", "filter"):
+        assert rows(tmp_path / "ray", stage) == rows(tmp_path / "local", stage)
+
+
 # ---------------------------------------------------------------------------------------------
 class ProbeConfig(StageConfig):
     engine: str = "fake-local"
