@@ -467,7 +467,9 @@ class VLLMEngine(Engine):
                 self._finish(call, item.index, pos, Completion(error=error))
             return
         for pos, rid in enumerate(rids):
-            self._inflight[rid] = (call, item.index, pos)
+            # enqueue_chat returns vLLM's internal ids: the LLM's own (a number) with a random
+            # suffix ("12-3fa4b0c1"); outputs and abort_request use the LLM's own
+            self._inflight[rid.partition("-")[0]] = (call, item.index, pos)
 
     def _step(self, engine: Any) -> None:
         if not engine.has_unfinished_requests():
