@@ -20,9 +20,11 @@ The engine is an option, a typed reference resolved and validated by ``curate va
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -33,7 +35,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
 from dualcurate.config import EngineRef, fold_options
-from dualcurate.engine import ChatRequest, Completion, Engine, SamplingParams
+from dualcurate.engine import ChatRequest, Completion, Engine, LocalModelConfig, SamplingParams
 from dualcurate.errors import DualcurateError, UnknownComponentError
 
 # the trace format is dualcurate.formats'; split_response and strip_reasoning stay importable here
@@ -188,6 +190,65 @@ def make_trace(completion: Completion, sample_index: int, model: str, engine: st
             "model": model, "engine": engine, "sample_index": sample_index, "error": None}
 
 
+class EngineSwitch:
+    """Holds at most one engine of several that cannot share the accelerator (a caption model
+    and the teacher, each loading weights in this process): :meth:`acquire` for another
+    engine waits until no call uses the current one, closes it, then builds the new one.
+
+    The current engine is kept while anyone uses it, so the shards in flight caption
+    together, then all wait for the teacher, which loads once for all of them (the streaming
+    executor's ``max_shards_in_flight`` bounds how many shards one load serves; the sequential
+    executor switches twice per shard)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._key: str | None = None
+        self._engine: Engine | None = None
+        self._users = 0
+        self._switching = False
+        #: how many times an engine was built (for tests and logs)
+        self.builds: collections.Counter[str] = collections.Counter()
+
+    def acquire(self, key: str, build: Callable[[], Engine]) -> Engine:
+        """The engine ``key`` names, built by ``build()`` unless it is the current one; pair
+        with :meth:`release`."""
+        with self._cond:
+            while self._switching or (self._key not in (None, key) and self._users):
+                self._cond.wait()
+            self._users += 1
+            if self._key == key:
+                assert self._engine is not None
+                return self._engine
+            old, self._engine, self._key = self._engine, None, key
+            self._switching = True
+        engine: Engine | None = None
+        try:
+            if old is not None:
+                old.close()  # before the next one loads: the two never hold memory together
+            engine = build()
+            self.builds[key] += 1
+            return engine
+        finally:
+            with self._cond:
+                self._switching = False
+                self._engine = engine
+                if engine is None:  # the build failed: nothing is current
+                    self._key = None
+                    self._users -= 1
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            self._users -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            engine, self._engine, self._key = self._engine, None, None
+        if engine is not None:
+            engine.close()
+
+
 class TeacherDistiller(Distiller):
     """Distils k reasoning traces per row from a teacher model behind any engine, registered
     as ``teacher``: ``engine = { use = "...", ...options }`` says which.
@@ -220,6 +281,8 @@ class TeacherDistiller(Distiller):
                                                DEFAULT_CAPTION_TEMPLATE)
         self._own_engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()  # shards in flight share the engines
+        self._switch = EngineSwitch()  # caption and teacher engines that take turns
+        self._take_turns: bool | None = None
         for ref in (self.config.engine, self.config.caption_engine):
             # the default engine is known without a plugin host (its runtime options then
             # stay out of the signature in library use too)
@@ -251,6 +314,57 @@ class TeacherDistiller(Distiller):
                 self._own_engines[key] = engine
             return self._own_engines[key]
 
+    def _engine_class(self, ctx: StageContext, ref: EngineRef) -> type[Engine]:
+        try:
+            return ctx.resolve(ref)
+        except UnknownComponentError:
+            cls = self.engine_class() if ref.use == self.default_engine else None
+            if cls is None:
+                raise
+            return cls
+
+    def engines_take_turns(self, ctx: StageContext) -> bool:
+        """True when the caption pass runs its own engine and both it and the teacher's
+        engine load weights in this process (``LocalModelConfig``: vllm, hf): then the two
+        take turns (:class:`EngineSwitch`), one closed before the other is built, instead of
+        both holding the accelerator (two vLLM engines at 0.9 memory utilisation each)."""
+        if self._take_turns is None:
+            cfg = self.config
+            caption = cfg.caption_engine
+            self._take_turns = bool(
+                cfg.caption_enabled and caption is not None
+                and caption.use + canonical_json(caption.options)
+                != cfg.engine.use + canonical_json(cfg.engine.options)
+                and all(issubclass(getattr(self._engine_class(ctx, ref), "Config", object),
+                                   LocalModelConfig) for ref in (caption, cfg.engine)))
+        return self._take_turns
+
+    @contextmanager
+    def using(self, ctx: StageContext, ref: EngineRef) -> Iterator[Engine]:
+        """The engine ``ref`` names, for one pass over a shard's rows (see
+        :meth:`engines_take_turns`)."""
+        if not self.engines_take_turns(ctx):
+            yield self._engine(ctx, ref)
+            return
+
+        def build() -> Engine:
+            cls = self._engine_class(ctx, ref)
+            try:
+                engine = cls(ref.options)
+            except ValidationError as exc:
+                raise DualcurateError(f"{self.name}: engine {ref.use!r}: options do not "
+                                      f"validate: {exc}") from exc
+            ctx.log.info("%s: loading engine %s (%s); the caption and teacher engines take "
+                         "turns", ctx.stage_name, ref.use, ref.options.get("model"))
+            engine.setup(ctx)
+            return engine
+
+        engine = self._switch.acquire(ref.use + canonical_json(ref.options), build)
+        try:
+            yield engine
+        finally:
+            self._switch.release()
+
     # lifecycle ------------------------------------------------------------------------------
     def setup(self, ctx: StageContext) -> None:
         # The pipeline counts rows; announce the requests still to come so done/total and
@@ -259,6 +373,7 @@ class TeacherDistiller(Distiller):
         ctx.progress.reserve(remaining * (2 if self.config.caption_enabled else 1))
 
     def teardown(self) -> None:
+        self._switch.close()
         for engine in self._own_engines.values():
             engine.close()
         self._own_engines.clear()
@@ -314,16 +429,17 @@ class TeacherDistiller(Distiller):
         ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
             return rows
-        engine = self._engine(ctx, self.config.engine)
         k = self.config.samples_per_question
-        requests, results = self._generate_rows(
-            ctx, engine, todo, self.sampling(ctx),
-            lambda row: ChatRequest(messages=self.messages(row), n=k,
-                                    request_id=str(row.get("id"))))
-        model = str(engine.identity().get("model") or "")
+        with self.using(ctx, self.config.engine) as engine:
+            requests, results = self._generate_rows(
+                ctx, engine, todo, self.sampling(ctx),
+                lambda row: ChatRequest(messages=self.messages(row), n=k,
+                                        request_id=str(row.get("id"))))
+            model = str(engine.identity().get("model") or "")
+            engine_name = engine.name
         errors = truncated = 0
         for row, request, completions in zip(todo, requests, results, strict=True):
-            traces = [make_trace(c, idx, model, engine.name)
+            traces = [make_trace(c, idx, model, engine_name)
                       for idx, c in zip(request.indices(), completions, strict=True)]
             row["traces"] = traces
             row["n_traces"] = sum(1 for t in traces if t["error"] is None)
@@ -373,14 +489,15 @@ class TeacherDistiller(Distiller):
         ctx.progress.release(len(rows) - len(todo))  # reserved in setup, one per row
         if not todo:
             return
-        engine = self._engine(ctx, cfg.caption_engine or cfg.engine)
         sampling = SamplingParams(temperature=cfg.caption_temperature, top_p=1.0,
                                   max_tokens=cfg.caption_max_tokens,
                                   seed=cfg.seed if cfg.seed is not None else ctx.seed)
-        _, results = self._generate_rows(
-            ctx, engine, todo, sampling,
-            lambda r: ChatRequest(messages=self.messages(r, self._caption_template, system=False),
-                                  n=1, request_id=f"caption:{r.get('id')}"))
+        with self.using(ctx, cfg.caption_engine or cfg.engine) as engine:
+            _, results = self._generate_rows(
+                ctx, engine, todo, sampling,
+                lambda r: ChatRequest(messages=self.messages(r, self._caption_template,
+                                                              system=False),
+                                      n=1, request_id=f"caption:{r.get('id')}"))
         failed = 0
         for row, completions in zip(todo, results, strict=True):
             if completions and completions[0].ok:

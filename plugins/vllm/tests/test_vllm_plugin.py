@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dualcurate.config import check_refs
@@ -117,3 +119,58 @@ def test_each_distinct_image_of_a_question_is_decoded_once():
     assert parts[0]["image_pil"] is parts[2]["image_pil"] and parts[0]["image_pil"].mode == "RGB"
     assert parts[1] == {"type": "text", "text": "x"}
     assert messages[0]["content"][0] == {"type": "image", "image": "a"}  # not modified
+
+
+# the supported vLLM range -----------------------------------------------------------------------
+def test_validation_names_an_unsupported_vllm_and_the_range(monkeypatch, plugin_host):
+    monkeypatch.setattr(engine_module, "vllm_available", lambda: True)
+    monkeypatch.setattr(engine_module, "installed_vllm_version", lambda: "0.34.0")
+    problems = check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config, plugin_host)
+    assert len(problems) == 1
+    assert problems[0].startswith("engine: vLLM 0.34.0 is installed")
+    assert "vllm>=0.32,<0.33" in problems[0] and "pip install" in problems[0]
+    monkeypatch.setattr(engine_module, "installed_vllm_version", lambda: "0.32.0+cpu")
+    assert check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+                      plugin_host) == []
+
+
+def test_setup_refuses_an_unsupported_vllm_before_loading(monkeypatch):
+    import sys
+    import types
+
+    built: list[dict] = []
+    fake = types.ModuleType("vllm")
+    fake.__version__ = "0.31.0"
+    fake.LLM = lambda **kwargs: built.append(kwargs)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    with pytest.raises(DualcurateError, match=r"engine vllm: vLLM 0\.31\.0 is installed.*"
+                                              r"vllm>=0\.32,<0\.33"):
+        VLLMEngine({"model": "m"}).setup()
+    assert built == []
+    fake.__version__ = "0.32.0"
+    monkeypatch.setattr(engine_module, "_on_cpu", lambda: False)
+    engine = VLLMEngine({"model": "m"})
+    engine.setup()
+    assert built and built[0]["model"] == "m"
+
+
+@given(st.integers(0, 3), st.integers(0, 60), st.integers(0, 9),
+       st.sampled_from(["", "+cpu", ".post2", "rc1", ".dev3+g1234"]))
+def test_the_supported_range_is_major_minor(major, minor, patch, suffix):
+    low, high = engine_module.SUPPORTED_VLLM
+    why = engine_module.unsupported_vllm(f"{major}.{minor}.{patch}{suffix}")
+    assert (why is None) == (low <= (major, minor) < high)
+    if why is not None:
+        assert f"{major}.{minor}.{patch}{suffix}" in why
+
+
+def test_the_extra_pins_the_supported_range():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert extras["vllm"] == [engine_module.SUPPORTED_VLLM_SPEC]
+    low, high = engine_module.SUPPORTED_VLLM
+    assert engine_module.SUPPORTED_VLLM_SPEC == (f"vllm>={low[0]}.{low[1]},"
+                                                 f"<{high[0]}.{high[1]}")

@@ -121,13 +121,13 @@ def test_calls_share_one_engine_and_finish_on_their_own(engine, monkeypatch):
     runs, and it returns without waiting for the long call."""
     monkeypatch.setattr(engine, "admission_limit", lambda: 4)
     admitted: list[tuple[float, str]] = []
-    render = engine.render
+    convert = engine._convert  # called as the loop admits a request
 
-    def recording_render(messages, template_kwargs=None):
+    def recording_convert(messages):
         admitted.append((time.monotonic(), messages[0]["content"][0]["text"]))
-        return render(messages, template_kwargs)
+        return convert(messages)
 
-    monkeypatch.setattr(engine, "render", recording_render)
+    monkeypatch.setattr(engine, "_convert", recording_convert)
     engine.peak_unfinished = 0
     done: dict[str, float] = {}
     long_results: list[float] = []

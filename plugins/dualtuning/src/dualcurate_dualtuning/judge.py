@@ -9,11 +9,19 @@ help this base model, and which data hurts either way?
 
 Also: an inference-only estimate from step 2 alone, and (``validate = true``) retraining on
 the curated mix, on everything and on the detrimental groups, each compared with the base.
+
+Memory: one phase at a time holds the accelerator. Each evaluation builds the engine for its
+model and closes it before anything else runs; a training run's trainer and model are released
+(collected, and the GPU cache emptied) before the next engine is built. So the judge needs room
+for the larger of one engine (its own setting: vLLM takes ``gpu_memory_utilization`` of the
+device) and one training run, never both (docs/efficacy.md).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -177,13 +185,20 @@ class DualTuningJudge(EfficacyJudge):
         ctx.workdir.mkdir(parents=True, exist_ok=True)
 
         def evaluate(model: str) -> ModelScores:
-            return evaluate_model(ctx, cfg.engine, model, eval_rows, prompts, max_tokens, seed)
+            try:  # the engine is closed when evaluate_model returns
+                return evaluate_model(ctx, cfg.engine, model, eval_rows, prompts, max_tokens,
+                                      seed)
+            finally:
+                release_memory()
 
         def train(tag: str, modes: dict[str, str]) -> Path:
             train_rows = [r for s in splits for r in s.train]
             examples = training_examples(train_rows, modes, cfg.group_by, prompts,
                                          cfg.max_traces_per_sample)
-            return train_model(ctx, tag, cfg.trainer, examples, seed)
+            try:
+                return train_model(ctx, tag, cfg.trainer, examples, seed)
+            finally:  # the trainer and its model, before the next evaluation engine loads
+                release_memory()
 
         ctx.log.info("dual-tuning: evaluating the base model %s", cfg.base_model)
         base = evaluate(cfg.base_model)
@@ -295,6 +310,17 @@ class DualTuningJudge(EfficacyJudge):
         return table, {"rows": len(indices), "by_region": by_region,
                        "dropped_detrimental": dropped, "dropped_no_verified_trace": no_trace,
                        "eval_rows_included": self.config.include_eval_rows}
+
+
+def release_memory() -> None:
+    """Free what a finished phase (a training run, an evaluation engine) left behind: collect
+    its objects (a trainer, its model and optimizer hold each other in cycles, so dropping the
+    last reference is not enough) and hand the GPU blocks torch still caches back to the
+    device, so the next phase's engine finds them free. torch is not imported for this."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def budget_warnings(models: dict[str, ModelScores], max_tokens: dict[Mode, int]) -> list[str]:

