@@ -227,6 +227,28 @@ def test_finish_reason_tokens_and_reasoning_content(server):
     assert comp.text == "<think>2+2</think><answer>4</answer>"
 
 
+def test_reasoning_a_parser_cut_at_a_quoted_tag_is_put_back_whole(server):
+    """vLLM's reasoning parser ends the reasoning at the first </think>, also one the model
+    quotes: the rest of the reasoning arrives in the content, and nothing is lost."""
+    from dualcurate.formats import split_trace
+
+    written = ("<think>The prompt says to reason inside <think> and </think> tags. "
+               "2 + 2 = 4.</think>\n<answer>4</answer>")
+    reasoning, _, content = written[len("<think>"):].partition("</think>")
+    body = chat_response(content)
+    body["choices"][0]["message"]["reasoning_content"] = reasoning
+    server.handler = lambda b, h, n: Reply(body=body)
+    comp = run(make(server), SAY)[0][0]
+    assert comp.text == written
+    think, answer = split_trace(comp.text)[:2]
+    assert "reason inside <think> and </think> tags. 2 + 2 = 4." in think and answer == "4"
+    # a server that returns the whole text and the reasoning too is not doubled
+    body = chat_response(written)
+    body["choices"][0]["message"]["reasoning_content"] = "The prompt says ..."
+    server.handler = lambda b, h, n: Reply(body=body)
+    assert run(make(server), SAY)[0][0].text == written
+
+
 def _flaky(first: Reply):
     def handler(body, headers, n):
         return first if n == 1 else Reply(body=chat_response("fine"))

@@ -46,9 +46,37 @@ def vctx(tmp_path_factory) -> Iterator[StageContext]:
 
 
 @pytest.fixture(scope="module")
-def engine(vctx, tiny_lm_dir):
+def qwen_like_dir(tiny_lm_dir: Path, tmp_path_factory) -> Path:
+    """The tiny model with Qwen2.5-VL-Instruct's sampling defaults in its generation_config
+    (top_k = 1, repetition_penalty = 1.05), which vLLM applies to any field a request leaves
+    unset (and ``vllm serve`` by default): every test below runs against them."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    out = Path(shutil.copytree(tiny_lm_dir, tmp_path_factory.mktemp("qwen-like") / "model"))
+    config = GenerationConfig.from_pretrained(out)
+    config.update(do_sample=True, top_k=1, repetition_penalty=1.05)
+    config.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(vctx, qwen_like_dir):
     """One vLLM instance for the module (loading takes ~30-60 s on a CPU)."""
-    return vctx.engine("vllm", {"model": str(tiny_lm_dir), **OPTIONS})
+    return vctx.engine("vllm", {"model": str(qwen_like_dir), **OPTIONS})
+
+
+def test_the_checkpoints_top_k_does_not_apply_and_is_logged(engine, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="dualcurate"):
+        out = engine.generate([ask(f"What is {i} + 1?", n=4) for i in range(3)],
+                              SamplingParams(max_tokens=8, seed=2, temperature=1.0))
+    for comps in out:
+        assert len({c.text for c in comps}) > 1  # top_k = 1 would make the four the same
+    notes = [r.getMessage() for r in caplog.records if "generation_config" in r.getMessage()]
+    assert notes and "top_k=1" in notes[0] and "top_k=0" in notes[0]
 
 
 def ask(text: str, n: int = 1, sample_indices: list[int] | None = None) -> ChatRequest:
@@ -209,10 +237,10 @@ class TestVLLMEngineContract(EngineContract):
         return other
 
 
-def test_vllm_distill_traces_and_cached_rerun(engine, vctx, tiny_lm_dir):
+def test_vllm_distill_traces_and_cached_rerun(engine, vctx, qwen_like_dir):
     from dualcurate_vllm.distill import VLLMDistiller
 
-    config = {"engine_options": {"model": str(tiny_lm_dir), **OPTIONS},
+    config = {"engine": {"use": "vllm", "model": str(qwen_like_dir), **OPTIONS},
               "samples_per_question": 2, "max_tokens": 8, "seed": 0}
     rows = default_rows(3)
     sent_before = vctx.stats.sent
@@ -224,7 +252,7 @@ def test_vllm_distill_traces_and_cached_rerun(engine, vctx, tiny_lm_dir):
     assert vctx.stats.sent - sent_before == 6
     for row in out:
         assert row["n_traces"] == 2
-        assert all(t["engine"] == "vllm" and t["model"] == str(tiny_lm_dir)
+        assert all(t["engine"] == "vllm" and t["model"] == str(qwen_like_dir)
                    for t in row["traces"])
     again = VLLMDistiller(config)
     again.setup(vctx)
@@ -239,13 +267,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_lm_dir: Path, tmp_path_factory) -> Iterator[str]:
+def vllm_server(qwen_like_dir: Path, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-             str(tiny_lm_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+             str(qwen_like_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
              "--max-model-len", "512", "--enforce-eager"],
             stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     base = f"http://127.0.0.1:{port}"
@@ -270,10 +298,12 @@ def vllm_server(tiny_lm_dir: Path, tmp_path_factory) -> Iterator[str]:
             proc.kill()
 
 
-def test_openai_engine_against_vllm_serve(vllm_server, tiny_lm_dir):
+def test_openai_engine_against_vllm_serve(vllm_server, qwen_like_dir):
+    """vllm serve applies the checkpoint's top_k = 1 to requests that do not state top_k
+    (--generation-config auto): the openai engine states it, so the samples differ."""
     from dualcurate_openai.engine import OpenAIEngine
 
-    engine = OpenAIEngine({"model": str(tiny_lm_dir), "base_url": vllm_server, "timeout": 120})
+    engine = OpenAIEngine({"model": str(qwen_like_dir), "base_url": vllm_server, "timeout": 120})
     engine.setup()
     try:
         out = engine.generate([ask("What is 3 + 3?", n=3)], SamplingParams(max_tokens=6, seed=4))

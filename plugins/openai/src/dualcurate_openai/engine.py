@@ -53,7 +53,7 @@ from dualcurate.engine import (
     map_image_parts,
 )
 from dualcurate.errors import DualcurateError
-from dualcurate.formats import THINK_CLOSE, render_think
+from dualcurate.formats import THINK_OPEN, render_think
 from dualcurate.store import image_data_url
 from dualcurate.store import image_mime as store_image_mime
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
@@ -543,9 +543,13 @@ class OpenAIEngine(Engine):
     def _completion(choice: dict[str, Any], prompt_tokens: int) -> Completion:
         message = choice.get("message") or {}
         text = message.get("content") or ""
-        # Servers with a reasoning parser (vLLM, SGLang) split the think block off.
+        # Servers with a reasoning parser (vLLM, SGLang) split the think block off, at the
+        # first </think>: when the reasoning quoted the tag, the content goes on with the
+        # rest of the reasoning and the real </think>. Putting the two back together gives
+        # the response as written (dualcurate.formats reads quoted tags as reasoning); only a
+        # content that opens a think block of its own already holds its reasoning.
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if reasoning and THINK_CLOSE not in text:
+        if reasoning and not text.lstrip().startswith(THINK_OPEN):
             text = render_think(reasoning, text)
         return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
                           prompt_tokens=prompt_tokens)
