@@ -56,8 +56,10 @@ def test_grpo_defaults_are_token_level_and_trl_args_pass_through(tmp_path: Path)
 
 def test_gspo_trains_off_policy_with_sequence_ratio_and_logs_clip_metrics(
         lm_dir: Path, tmp_path: Path) -> None:
+    # One prompt per step with 4 rollouts: a step without an update (every rollout rewarded
+    # alike, so no advantage) has odds 1/8, not 1/4 as with 2 prompts x 2 rollouts.
     ctx = StageContext.ephemeral(stage_name="train", root=tmp_path / "run")
-    stage = GSPOStage({"model": str(lm_dir), "max_steps": 4, "num_generations": 2,
+    stage = GSPOStage({"model": str(lm_dir), "max_steps": 4, "num_generations": 4,
                        "per_device_train_batch_size": 4, "max_completion_length": 8,
                        "learning_rate": 5e-2, "trl_args": {"gradient_checkpointing": False}},
                       check=parity_check)

@@ -6,6 +6,9 @@ OpenMMReasoner settings: ``importance_sampling_level="sequence"``, ``loss_type="
 ``beta=0``, clip ``epsilon=3e-4`` / ``epsilon_high=4e-4``, and ``steps_per_generation >
 gradient_accumulation_steps`` so that later optimiser steps reuse rollouts off-policy and the
 clipped ratio actually does something.
+
+Rollouts generated with transformers (``use_vllm`` off) are row-seeded
+(:mod:`dualcurate_trl.rollouts`): each depends on its prompt, sample index, seed and step only.
 """
 
 from __future__ import annotations
@@ -225,7 +228,7 @@ class GRPOStage(TRLStage):
 
     def build_trainer(self, train_dataset: datasets.Dataset, workdir: Path, vision: bool,
                       callbacks: list[Any]) -> tuple[Any, Any]:
-        from trl import GRPOTrainer
+        from dualcurate_trl.rollouts import row_seeded_trainer_class
 
         cfg = self.config
         model, processor = load_model_and_processor(cfg.model, cfg.revision, vision,
@@ -236,9 +239,10 @@ class GRPOStage(TRLStage):
         name, options = self._verifier or (None, None)
         funcs, _ = reward_functions(cfg.accuracy_weight, cfg.format_weight, self._check,
                                     verifier=name, verifier_options=options)
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=self.trl_config(workdir),
-                              train_dataset=train_dataset, processing_class=processor,
-                              peft_config=lora_config(cfg), callbacks=callbacks)
+        trainer_class = row_seeded_trainer_class()
+        trainer = trainer_class(model=model, reward_funcs=funcs, args=self.trl_config(workdir),
+                                train_dataset=train_dataset, processing_class=processor,
+                                peft_config=lora_config(cfg), callbacks=callbacks)
         return trainer, processor
 
 
