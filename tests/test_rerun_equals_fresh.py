@@ -325,3 +325,34 @@ def test_multi_shard_streaming_runs_equal_whatever_the_sizes_and_timing(model_va
     assert run(tmp_path / "b") == first
     assert run(tmp_path / "c", kill_after=3) == first
     assert run(tmp_path / "d", shard_size=7, batch_size=3) == first
+
+
+def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tiny_lm_dir, tmp_path):
+    """The embedded default recipe (the demo) up to the difficulty filter, its hf proxy
+    sampling at T = 1: two fresh runs (own run directories and caches) and a run with another
+    shard size and proxy batch size hold the same rows in every stage."""
+    import tomllib
+
+    from dualcurate.recipe import DEFAULT_RECIPE
+
+    def recipe(shard_size: int, batch_size: int) -> dict:
+        raw = tomllib.loads(DEFAULT_RECIPE.read_text())
+        raw["run"].update(stages=["source", "distill", "verify", "filter"],
+                          shard_size=shard_size, out=None)
+        raw["models"]["base"] = {"path": str(tiny_lm_dir)}
+        raw["source"].update(train_per_family=16, eval_per_family=4)
+        raw["filter"].update(k=3, max_tokens=12)
+        raw["filter"]["engine"]["batch_size"] = batch_size
+        return raw
+
+    def rows(run_dir: Path, shard_size: int = 16, batch_size: int = 64) -> dict:
+        Pipeline(load_recipe(recipe(shard_size, batch_size))).run(run_dir)
+        store = RunStore(run_dir, create=False)
+        return {s: store.dataset(s).to_list() for s in ("source", "distill", "verify", "filter")}
+
+    first = rows(tmp_path / "a")
+    assert len(first["filter"]) == 60
+    drawn = [r["pass_drawn"] for r in first["filter"] if r.get("pass_drawn")]
+    assert drawn  # the proxy did sample
+    assert rows(tmp_path / "b") == first
+    assert rows(tmp_path / "c", shard_size=7, batch_size=5) == first
