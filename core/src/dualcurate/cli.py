@@ -298,6 +298,61 @@ def run_cmd(state: State, recipe: str | None, out: str | None, overrides: tuple[
     run_recipe(state, recipe, out, (*overrides, *extra), report=not no_report)
 
 
+@cli.command("sweep")
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.option("--grid", "grid", multiple=True, metavar="SECTION.KEY=[V1, V2]",
+              help="Values to sweep (TOML, as --set); several --grid form their product. "
+                   "Default: the recipe's [sweep] grid.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Sweep directory: one run directory per variant, sweep.json, the report.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a recipe value in every variant.")
+@click.option("--executor", metavar="NAME", help="Run map stages with this executor (`local`, "
+              "`ray`): the same as --set run.executor=NAME.")
+@click.option("--address", metavar="ADDR", help="With --executor ray: the cluster to join.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html / report.md.")
+@click.pass_obj
+def sweep_cmd(state: State, recipe: str | None, grid: tuple[str, ...], out: str,
+              overrides: tuple[str, ...], executor: str | None, address: str | None,
+              no_report: bool) -> None:
+    """Run RECIPE once per point of a grid of overrides, each variant a run directory under
+    OUT; stages with the same signature are computed once and shared, and all variants share
+    one request cache. Rerunning resumes. Ends with OUT/report.html comparing the variants."""
+    from dualcurate.quiet import LOG_NAME, held_warnings, third_party_to_log
+    from dualcurate.sweep import Sweep, plan_sweep
+    from dualcurate.sweep_report import sweep_tables, write_sweep_report
+
+    extra = [f"run.executor={json.dumps(executor)}"] if executor else []
+    if address:
+        extra.append(f"run.executor_options.address={json.dumps(address)}")
+    verbose = getattr(state, "verbose", False)
+    with held_warnings(verbose) as held:
+        plan = plan_sweep(recipe, grid, [*overrides, *extra], host=state.host,
+                          selected=state.selected)
+    err_console.print(f"sweep: {len(plan.variants)} variant(s) into {escape(out)}",
+                      highlight=False)
+    sweep = Sweep(plan, out, host=state.host, selected=state.selected)
+    log_path = Path(out) / LOG_NAME
+
+    def announce(variant: Any, i: int, n: int) -> None:
+        err_console.print(f"[bold]variant {i + 1}/{n}: {escape(variant.name)}[/bold]",
+                          highlight=False)
+
+    with _make_progress() as progress, _stage_log_to_console(), \
+            third_party_to_log(log_path, [err_console, out_console], verbose, held):
+        sweep.run(progress_factory=_progress_factory(progress),
+                  log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"),
+                  on_variant=announce)
+    from dualcurate.report_sections import SummaryTable
+
+    index = json.loads((Path(out) / "sweep.json").read_text())
+    for title, columns, rows in sweep_tables(index)[:2]:
+        err_console.print(summary_renderable(SummaryTable(title, columns, rows)))
+    if not no_report:
+        html_path, md_path = write_sweep_report(out)
+        err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
+
+
 @cli.command("report")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.pass_obj

@@ -247,6 +247,20 @@ class Pipeline:
                             rs.stage.check_upstream([r.stage for r in resolved[:i]]))
         return problems
 
+    def signatures(self) -> list[tuple[ResolvedStage, str]]:
+        """Every stage with its signature, in run order: its plugin, its own signature
+        (:meth:`Stage.signature`) and the run seed, chained with the stage before it. Two
+        runs whose stage has the same signature compute the same rows (what ``curate sweep``
+        shares); call it after :meth:`build_models`, as models are fingerprinted by content."""
+        out: list[tuple[ResolvedStage, str]] = []
+        upstream = ""
+        for rs in self.validate():
+            # the run seed is part of it: stages without their own seed use it
+            upstream = hashlib.sha256(f"{upstream}|{rs.plugin}|{rs.stage.signature()}|"
+                                      f"{self.recipe.run.seed}".encode()).hexdigest()[:16]
+            out.append((rs, upstream))
+        return out
+
     def explain(self) -> list[dict[str, Any]]:
         """Every stage's effective options and where each comes from: ``default``, the stage
         table ``[stage]``, its plugin table ``[stage.plugins.NAME]`` or ``--set``."""
@@ -308,14 +322,10 @@ class Pipeline:
         merge_segments(cache)
         progress_factory = progress_factory or (lambda name: NullProgress())
         log = log or (lambda msg: None)
-        upstream_sig = ""
         upstream: str | None = None
         self._order = [rs.name for rs in stages]
         try:
-            for rs in stages:
-                # the run seed is part of it: stages without their own seed use it
-                sig = hashlib.sha256(f"{upstream_sig}|{rs.plugin}|{rs.stage.signature()}|"
-                                     f"{self.recipe.run.seed}".encode()).hexdigest()[:16]
+            for rs, sig in self.signatures():
                 rec = store.stage_record(rs.name)
                 if rec.get("signature") not in (None, sig):
                     log(f"{rs.name}: configuration, code, files it reads or upstream changed; "
@@ -325,7 +335,6 @@ class Pipeline:
                     rec.pop("stale_shards", None)
                     rec.pop("retry_shards", None)
                 rec.update(signature=sig, plugin=rs.plugin, kind=rs.kind)
-                upstream_sig = sig
                 # Shards to redo: those with failed requests, and those whose upstream shard
                 # was rewritten since they were computed (marked, durably, before the rewrite:
                 # whatever was killed or failed in between).
@@ -350,6 +359,14 @@ class Pipeline:
                     log(f"{rs.name}: done already, skipped")
                     upstream = rec.get("rows_stage", rs.name)
                     continue
+                if rec.pop("shared_from", None) is not None:
+                    # a stage another run computed (`curate sweep`): its folder holds hard
+                    # links to that run's files, never to be written into; recompute it here
+                    # (model calls come from the cache)
+                    store.clear_stage(rs.name)
+                    for key in ("retry_shards", "stale_shards", "rows_stage", "report",
+                                "artifacts"):
+                        rec.pop(key, None)
                 rec["status"] = "running"
                 store.save_manifest()
                 ctx = StageContext(stage_name=rs.name, workdir=store.artifacts_dir(rs.name),

@@ -42,8 +42,8 @@ from dualcurate.kinds import BY_SECTION, STAGE_KINDS
 #: recipe section -> stage kind (derived from :data:`dualcurate.kinds.KINDS`)
 SECTION_KINDS = {section: k.name for section, k in BY_SECTION.items()}
 RESERVED_STAGE_KEYS = {"use", "kind", "plugins"}
-#: top-level tables that are not stages
-RESERVED_SECTIONS = {"run", "models"}
+#: top-level tables that are not stages (``[sweep]``: the grid of ``curate sweep``)
+RESERVED_SECTIONS = {"run", "models", "sweep"}
 _MODEL_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_.-]*)")
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.toml"
 
