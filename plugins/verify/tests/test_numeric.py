@@ -129,6 +129,16 @@ def test_the_reader_reads_as_math_verify_does(expr: str) -> None:
     assert abs(ours - theirs) <= 1e-6 * max(1.0, abs(ours)), (expr, ours, theirs)
 
 
+def test_a_mixed_number_is_left_to_math_verify() -> None:
+    """``1\\frac{1}{2}`` is 1 + 1/2 to math-verify (a mixed number), not 1 * 1/2: the fast
+    reader does not read it (hypothesis found ``(1\\frac{1}{1})``)."""
+    assert compile_expression("(1\\frac{1}{1})") is None
+    assert compile_expression("2\\frac{1}{2}") is None
+    assert compile_expression("(2)\\frac{1}{2}") is None
+    assert compile_expression("\\frac{1}{1}\\frac{1}{1}") is None
+    assert compile_expression("x\\frac{1}{2}") is not None
+
+
 def test_implicit_products_bind_tighter_than_division() -> None:
     assert check("\\frac{1}{2x}", "\\boxed{1/2x}").verdict == "correct"
     assert check("\\frac{1}{2}x", "\\boxed{1/2x}").verdict == "incorrect"

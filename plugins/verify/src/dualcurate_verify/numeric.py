@@ -112,6 +112,10 @@ class _Parser:
             previous = self.tokens[self.pos - 1]
             if token[0].isdigit() and (previous[0].isdigit() or previous[0] == "."):
                 raise _Unsupported("two numbers side by side")
+            if token == "\\frac" and not (previous.isalpha() or previous == "\\pi"):
+                # math-verify reads a \frac after anything that comes out a whole number as a
+                # mixed number: 1\frac{1}{2}, (2)\frac{1}{2}, \frac{1}{1}\frac{1}{1} are sums
+                raise _Unsupported("a possible mixed number: 1\\frac{1}{2} is 1 + 1/2")
             if token[0].isdigit() and previous in ("}", ")"):
                 raise _Unsupported("a number after a group: x^{2}3 or \\frac{1}{2}3")
             if token == "(" and (previous.isalpha() or previous == "\\pi"):
