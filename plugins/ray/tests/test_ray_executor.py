@@ -343,7 +343,7 @@ max_tokens = 64
 samples_per_question = 1
 temperature = 1.0
 max_concurrency = 8
-[distill.engine_options]
+[distill.engine]
 model = "teacher"
 base_url = "{server.base_url}"
 max_retries = 0
