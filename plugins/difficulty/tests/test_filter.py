@@ -272,7 +272,7 @@ def test_references_are_resolved_and_validated() -> None:
     assert check_refs(ok.config, host) == [] and ok.preflight(host) == []
 
 
-def test_verifier_options_are_validated_against_its_config() -> None:
+def test_a_verifiers_options_are_validated_against_its_config() -> None:
     stage = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
                               "verifier_stage": [{"use": "answer-judge", "strict": True}]})
     # answer-judge takes no options
