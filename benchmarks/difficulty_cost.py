@@ -122,7 +122,7 @@ def run_rule(name: str, rows: list[dict[str, Any]], base: dict[str, Any],
         ctx.cache.close()
     k = base["k"]
     adaptive, full = results["adaptive"], results["full"]
-    used = sum(r["rollouts_used"] for r in adaptive["rows"])
+    used = sum(r["pass_drawn"] for r in adaptive["rows"])
     agree = sum(a["keep"] == f["keep"] for a, f in zip(adaptive["rows"], full["rows"],
                                                      strict=True))
     return {"ratio": used / (k * len(rows)), "agreement": agree / len(rows),

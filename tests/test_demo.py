@@ -9,7 +9,7 @@ import pytest
 
 SMALL = ["source.train_per_family=12", "source.eval_per_family=6",
          "models.base.build.steps=20", "models.base.build.examples_per_family=10",
-         "filter.k=2", "train.max_steps=2", "judge.trainer_options.max_steps=10"]
+         "filter.k=2", "train.max_steps=2", "judge.trainer.max_steps=10"]
 
 
 def small_overrides(base: str) -> list[str]:
@@ -72,10 +72,7 @@ def test_vllm_distill_without_vllm_stops_at_validation(run_cli):
 
 
 def _engine_model(options):
-    engine = options["engine"]
-    if isinstance(engine, dict) and "model" in engine:  # engine = { use, model, ... }
-        return engine["model"]
-    return options["engine_options"]["model"]  # the older spelling
+    return options["engine"]["model"]
 
 
 def _tables(run, stage):

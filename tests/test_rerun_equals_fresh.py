@@ -138,7 +138,7 @@ def test_a_rerun_after_any_edit_equals_a_fresh_run(model_variants, tmp_path_fact
                 "run": {"shard_size": 2, "seed": 0},
                 "source": {"use": "sm-questions"},
                 "distill": {"use": "hf-distill", "template": str(self.template),
-                            "engine_options": {"model": str(self.model), "batch_size": 1,
+                            "engine": {"model": str(self.model), "batch_size": 1,
                                                "dtype": "float32"},
                             "samples_per_question": 1, "temperature": 1.0,
                             "plugins": {"hf-distill": {"max_tokens": 6}}},
@@ -227,7 +227,7 @@ def test_each_edit_then_a_rerun_equals_a_fresh_run(model_variants, tmp_path):
     template.write_text(TEMPLATES[0])
     recipe = {"run": {"shard_size": 2, "seed": 0}, "source": {"use": "sm-questions"},
               "distill": {"use": "hf-distill", "template": str(template),
-                          "engine_options": {"model": str(model), "batch_size": 1,
+                          "engine": {"model": str(model), "batch_size": 1,
                                              "dtype": "float32"},
                           "samples_per_question": 1, "temperature": 1.0,
                           "plugins": {"hf-distill": {"max_tokens": 6}}},

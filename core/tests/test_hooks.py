@@ -208,6 +208,21 @@ def test_registering_a_class_of_no_kind_is_an_error(plugin_host, register_plugin
         plugin_host.get("engine", "plain")
 
 
+def test_a_stage_defining_check_instead_of_preflight_is_refused(plugin_host, register_plugin):
+    """``check(host)`` is preflight's old name: nothing would call it, so registering it
+    fails, naming the hook, rather than skipping the plugin's checks in silence."""
+    from dualcurate.plugins import RegistrationError
+
+    def check(self, host):
+        return ["never seen"]
+
+    old = type("OldHook", (Source,), {"name": "old-hook", "check": check})
+    register_plugin(_plugin("dualcurate_register_sources", old), name="old-hook-plugin")
+    with pytest.raises(RegistrationError, match=r"'old-hook'.*defines check\(host\).*"
+                                                r"preflight\(host\): rename it"):
+        plugin_host.get("source", "old-hook")
+
+
 def test_one_plugin_registering_one_class_twice_is_fine(plugin_host, register_plugin):
     cls = type("Twice", (Source,), {"name": "twice"})
 

@@ -20,7 +20,7 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
-from dualcurate.config import EngineRef, check_refs, fold_options
+from dualcurate.config import EngineRef, check_refs
 from dualcurate.distill import TeacherDistiller
 from dualcurate.formats import render_trace
 
@@ -109,15 +109,17 @@ def test_validate_names_the_engine_option_and_the_fix(host):
     assert any(p.startswith("[distill] engine: required option missing") for p in problems)
 
 
-def test_a_string_names_the_engine_with_its_defaults_and_engine_options_still_work(host):
-    by_name = Pipeline(recipe(engine="echo", engine_options={"model": "m"}),
+def test_a_string_names_the_engine_with_its_defaults_and_a_default_engine_fills_use(host):
+    by_name = TeacherDistiller({"engine": "echo"})
+    assert by_name.config.engine.use == "echo" and by_name.config.engine.options == {}
+    default = Pipeline(load_recipe({"source": {"use": "counting"},
+                                    "distill": {"use": "echo-distill",
+                                                "engine": {"model": "m"},
+                                                "caption_engine": {"model": "c"}}}),
                        host=host).validate()[1].stage
-    assert by_name.config.engine.use == "echo" and by_name.config.engine.options == {"model": "m"}
-    legacy = Pipeline(load_recipe({"source": {"use": "counting"},
-                                   "distill": {"use": "echo-distill",
-                                               "engine_options": {"model": "m"}}}),
-                      host=host).validate()[1].stage
-    assert legacy.config.engine.use == "echo" and legacy.config.engine.options == {"model": "m"}
+    assert default.config.engine.use == "echo" and default.config.engine.options == {"model": "m"}
+    assert default.config.caption_engine.use == "echo"
+    assert default.config.caption_engine.options == {"model": "c"}
 
 
 def test_plugin_selects_the_teacher_with_its_engine(host, tmp_path):
@@ -174,11 +176,8 @@ options = st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).fil
     lambda k: k != "use"), st.integers() | st.text(max_size=5), max_size=4)
 
 
-@given(use=st.from_regex(r"[a-z][a-z-]{0,8}", fullmatch=True), own=options, legacy=options)
-def test_older_spelling_folds_into_the_reference(use, own, legacy):
-    folded = fold_options({"engine": {"use": use, **own}, "engine_options": legacy},
-                          "engine", "engine_options")
-    ref = EngineRef(**folded["engine"])
-    assert "engine_options" not in folded
-    assert ref.use == use and ref.options == {**own, **legacy}
+@given(use=st.from_regex(r"[a-z][a-z-]{0,8}", fullmatch=True), own=options)
+def test_a_reference_holds_its_options_beside_use(use, own):
+    ref = EngineRef(**{"use": use, **own})
+    assert ref.use == use and ref.options == own
     assert EngineRef.model_validate(use).use == use

@@ -30,6 +30,7 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
+from dualcurate.config import EngineRef
 from dualcurate.engine import ChatRequest, Engine, EngineConfig, SamplingParams, cache_keys
 from dualcurate.errors import UnknownComponentError
 from dualcurate.plugins import PluginHost
@@ -84,7 +85,7 @@ def test_a_model_retrained_in_place_changes_every_cache_key(tmp_path):
     assert keys(model=str(model)) == current
 
 
-def test_engine_options_that_change_outputs_are_in_the_key_runtime_ones_not(tmp_path):
+def test_engine_settings_that_change_outputs_are_in_the_key_runtime_ones_not(tmp_path):
     model = str(make_model(tmp_path / "m"))
     base = keys(model=model)
     for option in ({"dtype": "float32"}, {"max_model_len": 512},
@@ -134,7 +135,7 @@ def test_file_hashes_are_computed_once_per_size_and_mtime(tmp_path, monkeypatch)
 # 2. signatures cover files, models and code ------------------------------------------------------
 class PromptConfig(StageConfig):
     template: str
-    engine_options: dict = {}
+    engine: EngineRef | None = None
 
 
 class PromptStage(MapStage):
@@ -182,7 +183,7 @@ def test_signatures_cover_models_and_code_versions(tmp_path, monkeypatch):
     template.write_text("x")
     model = make_model(tmp_path / "m")
     stage = lambda: PromptStage({"template": str(template),  # noqa: E731
-                                 "engine_options": {"model": str(model)}})
+                                 "engine": {"use": "any", "model": str(model)}})
     first = stage().signature()
     (model / "model.safetensors").write_bytes(b"z" * 64)
     second = stage().signature()

@@ -82,10 +82,10 @@ jsonl = "{data}"
 use = "openai-distill"
 max_tokens = 64
 seed = 0
-max_concurrency = 4
 {distill}
-[distill.engine_options]
+[distill.engine]
 model = "teacher"
+max_concurrency = 4
 base_url = "{base_url}"
 api_key_env = "FAULT_TEST_API_KEY"
 backoff_initial = 0.01
@@ -176,8 +176,7 @@ def base_recipe(data: Path, base_url: str, n_verify: bool = True) -> dict[str, A
         "run": {"shard_size": 8},
         "source": {"use": "hf-dataset", "sources": [{"name": "items", "jsonl": str(data)}]},
         "distill": {"use": "openai-distill", "max_tokens": 64, "seed": 0,
-                    "engine_options": {"model": "teacher", "base_url": base_url,
-                                       "max_retries": 0}},
+                    "engine": {"model": "teacher", "base_url": base_url, "max_retries": 0}},
     }
     if n_verify:
         recipe["verify"] = {"use": "rule-verify", "workers": 1}

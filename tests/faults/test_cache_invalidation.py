@@ -25,7 +25,7 @@ def distill(recipe: Recipe, **options: Any) -> None:
 
 
 def engine(recipe: Recipe, **options: Any) -> None:
-    recipe["distill"]["engine_options"].update(options)
+    recipe["distill"]["engine"].update(options)
 
 
 def template(recipe: Recipe, tmp_path: Path) -> None:
@@ -110,8 +110,8 @@ def test_another_base_url_is_a_miss(first_run, server, tmp_path: Path) -> None:
 def test_runtime_settings_are_not_a_miss(first_run, server) -> None:
     recipe, run_dir = first_run
     changed = copy.deepcopy(recipe)
-    distill(changed, max_concurrency=1, batch_size=3)
-    engine(changed, timeout=30.0, max_retries=4, http_client="openai-sdk")
+    distill(changed, chunk_size=3)
+    engine(changed, max_concurrency=1, timeout=30.0, max_retries=4, http_client="openai-sdk")
     changed["verify"]["workers"] = 2
     log = run_pipeline(changed, run_dir)
     assert server.count == 0

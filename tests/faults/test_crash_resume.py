@@ -70,7 +70,7 @@ def kill_after(gate: Gate, server, cmd: list[str], run_dir: Path, cwd: Path,
 
 @pytest.mark.parametrize("rerun_args", [
     pytest.param([], id="same-settings"),
-    pytest.param(["--set", "distill.max_concurrency=1", "--set", "source.batch_size=7"],
+    pytest.param(["--set", "distill.engine.max_concurrency=1", "--set", "source.batch_size=7"],
                  id="other-concurrency-and-batch-size"),
 ])
 def test_sigkill_after_37_of_100_requests_then_resume(tmp_path: Path, rerun_args: list[str]):

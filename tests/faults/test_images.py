@@ -70,7 +70,7 @@ parquet = "{data}"
 [distill]
 use = "openai-distill"
 max_tokens = 64
-[distill.engine_options]
+[distill.engine]
 model = "teacher"
 base_url = "{server.base_url}"
 """)

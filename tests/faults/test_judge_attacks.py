@@ -226,9 +226,9 @@ def cascade(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, An
     judge = ObedientJudge()
     server = start_server(judge)
     try:
-        stage = CompassJudge({"workers": 2, "engine": "openai", "retries": 0,
-                              "engine_options": {"model": "judge", "base_url": server.base_url,
-                                                 "max_retries": 0}})
+        stage = CompassJudge({"workers": 2, "retries": 0,
+                              "engine": {"use": "openai", "model": "judge",
+                                         "base_url": server.base_url, "max_retries": 0}})
         rows = stage.process(attacks() + controls(), context)
     finally:
         server.stop()

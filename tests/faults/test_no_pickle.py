@@ -146,7 +146,7 @@ def test_trust_remote_code_needs_a_pinned_commit_in_the_recipe(run_cli, tmp_path
 use = "hello"
 [distill]
 use = "hf-distill"
-[distill.engine_options]
+[distill.engine]
 model = "some-org/custom-model"
 trust_remote_code = true
 {pin}

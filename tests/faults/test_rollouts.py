@@ -23,7 +23,7 @@ def distil(tiny_lm_dir: Path, root: Path) -> list[list[str]]:
     from dualcurate_hf.distill import HFDistiller
 
     ctx = StageContext.ephemeral("distill", root=root)
-    stage = HFDistiller({"engine_options": {"model": str(tiny_lm_dir), "device": "cpu"},
+    stage = HFDistiller({"engine": {"model": str(tiny_lm_dir), "device": "cpu"},
                          "samples_per_question": K, "temperature": 1.0, "top_p": 1.0,
                          "max_tokens": 12, "seed": 1234})
     stage.setup(ctx)
@@ -49,7 +49,7 @@ def test_difficulty_rollouts_differ(tiny_lm_dir: Path, tmp_path: Path) -> None:
     from dualcurate_difficulty.filter import DifficultyFilter
 
     ctx = StageContext.ephemeral("filter", root=tmp_path / "run")
-    stage = DifficultyFilter({"engine_options": {"model": str(tiny_lm_dir), "device": "cpu"},
+    stage = DifficultyFilter({"engine": {"use": "hf", "model": str(tiny_lm_dir), "device": "cpu"},
                               "k": K, "adaptive": False, "max_tokens": 12, "seed": 1234,
                               "keep": "pass_rate <= 1", "report": False})
     stage.setup(ctx)
@@ -61,5 +61,5 @@ def test_difficulty_rollouts_differ(tiny_lm_dir: Path, tmp_path: Path) -> None:
         ctx.cache.close()
     distinct = [len({r["text"] for r in row["rollouts"]}) for row in out]
     print(f"item 7: difficulty rollouts, k={K}, seed fixed: distinct per question {distinct}")
-    assert all(row["rollouts_used"] == K for row in out)
+    assert all(row["pass_drawn"] == K for row in out)
     assert all(d > 1 for d in distinct)

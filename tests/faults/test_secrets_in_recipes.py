@@ -22,7 +22,7 @@ n = 2
 [distill]
 use = "openai-distill"
 {distill}
-[distill.engine_options]
+[distill.engine]
 model = "teacher"
 base_url = "http://127.0.0.1:9/v1"
 max_retries = 0
@@ -31,7 +31,7 @@ max_retries = 0
     return path
 
 
-def test_an_api_key_option_in_engine_options_is_refused_without_echo(run_cli, tmp_path):
+def test_an_api_key_option_in_the_engine_is_refused_without_echo(run_cli, tmp_path):
     result = run_cli("validate", str(recipe(tmp_path, engine=f'api_key = "{SECRET}"')))
     assert result.exit_code == 2
     assert "api_key" in result.stderr and SECRET not in result.stdout + result.stderr

@@ -32,9 +32,19 @@ class StageConfig(BaseModel):
     file_fields: ClassVar[frozenset[str]] = frozenset()
     #: Options naming a model (hub id or local folder), or engine options holding ``model``
     #: (and ``revision``): the model's fingerprint enters the signature, so a model retrained
-    #: in the same folder recomputes the stage. ``model``, ``base_model``, ``*_model`` and
-    #: ``*engine_options`` count without listing.
+    #: in the same folder recomputes the stage. ``model``, ``base_model`` and ``*_model``
+    #: count without listing (an engine reference's ``model`` always counts).
     weights_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+def coerce_config(config_cls: type[BaseModel], config: BaseModel | dict[str, Any] | None,
+                  overrides: dict[str, Any]) -> BaseModel:
+    """A component's config from what its constructor got (stages, engines, executors): a
+    Config instance (a copy with ``overrides`` set, when given), a dict of options validated
+    with ``overrides`` over it, or None (``overrides`` alone)."""
+    if isinstance(config, BaseModel):
+        return config.model_copy(update=overrides) if overrides else config
+    return config_cls(**{**(config or {}), **overrides})
 
 
 @functools.cache
@@ -114,8 +124,7 @@ def code_versions(cls: type) -> dict[str, str | None]:
 
 
 def _is_model_field(name: str) -> bool:
-    return name in ("model", "base_model") or name.endswith("_model") or \
-        name.endswith("engine_options")
+    return name in ("model", "base_model") or name.endswith("_model")
 
 
 def _is_template_field(name: str) -> bool:
@@ -254,26 +263,37 @@ class VerifierRef(ComponentRef):
     kind: ClassVar[str] = "verifier"
 
 
-def fold_options(data: Any, ref_field: str, options_field: str,
-                 default_use: str | None = None) -> Any:
-    """Accept the older spelling ``ref_field = "name"`` plus ``options_field = {...}`` for
-    ``ref_field = { use = "name", ... }`` (a config's ``mode="before"`` validator): the options
-    are merged over the reference's own, ``default_use`` fills a missing ``use``."""
-    if not isinstance(data, dict) or options_field not in data:
-        return data
-    data = dict(data)
-    legacy = data.pop(options_field)
-    if not isinstance(legacy, dict):
-        raise ValueError(f"{options_field} must be a table of options for {ref_field}; write "
-                         f"{ref_field} = {{ use = \"...\", ... }} instead")
-    ref = data.get(ref_field)
-    if isinstance(ref, BaseModel):
-        ref = ref.model_dump()
-    ref = {"use": ref} if isinstance(ref, str) else dict(ref or {})
-    if default_use is not None:
-        ref.setdefault("use", default_use)
-    data[ref_field] = {**ref, **legacy}
-    return data
+#: Options spelt differently before 1.0, by their old name: what to write instead. Used only to
+#: word the "unknown option" error (:func:`renamed_hint`); none of these keys is accepted.
+RENAMED_OPTIONS: dict[str, str] = {
+    "engine_options": 'engine = { use = "...", model = "...", ... } (the options go inside '
+                      'the reference)',
+    "caption_engine_options": 'caption_engine = { use = "...", model = "...", ... }',
+    "verifier_options": 'verifier_stage = [{ use = "<verifier>", ... }] (each verifier '
+                        'with its options)',
+    "trainer_options": 'trainer = { use = "...", ... } (the options go inside the reference)',
+    "llm_clean_options": 'llm_clean_engine = { use = "...", model = "...", ... }',
+    "batch_size": "engine = { ..., batch_size = N } when the stage runs an engine (an "
+                  "engine's runtime option)",
+    "max_concurrency": "engine = { ..., max_concurrency = N } when the stage runs an engine "
+                       "(an engine's runtime option)",
+}
+#: Options removed without a replacement, by name: why, for the same error.
+REMOVED_OPTIONS: dict[str, str] = {
+    "num_perm": "it has had no effect since SimHash replaced MinHash: delete it",
+    "max_bucket": "it has had no effect since SimHash replaced MinHash: delete it",
+}
+
+
+def renamed_hint(loc: Any) -> str:
+    """``"; did you mean ...?"`` for an unknown option ``loc`` (a name or a pydantic error
+    location) that an earlier spelling used, else ``""``."""
+    key = str(loc[-1] if isinstance(loc, tuple | list) and loc else loc)
+    if key in RENAMED_OPTIONS:
+        return f"; did you mean {RENAMED_OPTIONS[key]}?"
+    if key in REMOVED_OPTIONS:
+        return f"; {REMOVED_OPTIONS[key]}"
+    return ""
 
 
 def component_refs(config: BaseModel) -> list[tuple[str, ComponentRef]]:
@@ -320,7 +340,8 @@ def check_refs(config: BaseModel, host: Any) -> list[str]:
         except ValidationError as exc:
             for err in exc.errors():
                 loc = ".".join(str(p) for p in err["loc"])
-                msg = ("unknown option" if err["type"] == "extra_forbidden" else
+                msg = (f"unknown option{renamed_hint(err['loc'])}"
+                       if err["type"] == "extra_forbidden" else
                        "required option missing" if err["type"] == "missing" else err["msg"])
                 problems.append(f"{path}.{loc}: {msg} ({ref.kind} {ref.use!r}; "
                                 f"`curate validate --explain` lists its options)")

@@ -47,7 +47,6 @@ class StageContext:
     seed: int = 0
     progress: StageProgress = field(default_factory=NullProgress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("dualcurate"))
-    options: dict[str, Any] = field(default_factory=dict)
     #: the run's ``[run] strict`` (``curate run --strict``): fail where a stage would warn
     strict: bool = False
     stats: GenerationStats = field(default_factory=GenerationStats)

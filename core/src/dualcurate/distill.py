@@ -14,8 +14,7 @@ The engine is an option, a typed reference resolved and validated by ``curate va
     engine = { use = "vllm", model = "Qwen/Qwen3-VL-235B-A22B-Thinking", tensor_parallel_size = 8 }
 
 ``hf-distill``, ``openai-distill`` and ``vllm-distill`` are this class with a default engine
-(``default_engine``), so ``curate --plugin vllm-distill`` and their older spelling
-``engine_options = { model = ... }`` keep working.
+(``default_engine``): ``engine = { model = ... }`` without ``use`` runs that engine.
 """
 
 from __future__ import annotations
@@ -34,13 +33,10 @@ import jinja2
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
-from dualcurate.config import EngineRef, fold_options
+from dualcurate.config import EngineRef
 from dualcurate.engine import ChatRequest, Completion, Engine, LocalModelConfig, SamplingParams
 from dualcurate.errors import DualcurateError, UnknownComponentError
-
-# the trace format is dualcurate.formats'; split_response and strip_reasoning stay importable here
-from dualcurate.formats import split_trace as split_response
-from dualcurate.formats import strip_reasoning
+from dualcurate.formats import split_trace, strip_reasoning
 from dualcurate.stages import Distiller, Row, StageConfig
 
 if TYPE_CHECKING:
@@ -48,9 +44,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPLATE = "four_phase.jinja"
 DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
-#: Older distiller-level options that belong to the engine: moved into ``engine`` when the
-#: engine's Config takes them (and dropped when it does not, as they always were).
-LEGACY_ENGINE_OPTIONS = ("batch_size", "max_concurrency")
 
 
 def load_template(path: str | None, default: str) -> jinja2.Template:
@@ -72,8 +65,8 @@ class TeacherConfig(StageConfig):
     """Options of a teacher distiller.
 
     ``engine``: the engine that runs the teacher, with its options (``model`` at least):
-    ``engine = { use = "vllm", model = "..." }``; the older ``engine_options = {...}`` is
-    merged into it (a distiller with a default engine fills ``use``). Sampling:
+    ``engine = { use = "vllm", model = "..." }`` (a distiller with a default engine fills
+    ``use``). Sampling:
     ``temperature``, ``top_p``, ``top_k`` (0: every token), ``min_p``,
     ``repetition_penalty``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop`` — each
     applied as given, whatever the checkpoint's generation config says — and
@@ -84,8 +77,8 @@ class TeacherConfig(StageConfig):
     leaves the images out of the request (a text-only teacher reading captions; the rows keep
     their images). ``splits`` limits distillation to rows of those splits (e.g.
     ``["train"]``); other rows pass through without requests. The caption pass
-    (``caption_enabled``) asks ``caption_engine`` (default: ``engine``) for a dense caption
-    of each row with images and no caption yet. Runtime only (not in the signature):
+    (``caption_enabled``) asks ``caption_engine`` (default: ``engine``; without ``use``, the
+    teacher's engine kind) for a dense caption of each row with images and no caption yet. Runtime only (not in the signature):
     ``chunk_size`` (rows per generate call for engines that take concurrent calls, so the
     first requests go out while the rest are still being prepared) and the engines' own
     runtime options (``batch_size``, ``max_concurrency``...).
@@ -122,40 +115,24 @@ class TeacherConfig(StageConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _older_spellings(cls, data: Any) -> Any:
+    def _default_engine(cls, data: Any) -> Any:
+        """A distiller with a default engine fills a missing ``use`` (``engine = { model =
+        ... }``); ``caption_engine`` without ``use`` runs the teacher's engine kind."""
         if not isinstance(data, dict):
             return data
-        default = cls.default_engine
-        data = fold_options(data, "engine", "engine_options", default)
-        if "caption_engine_options" in data:
-            caption = data.pop("caption_engine_options")
-            if caption:  # empty meant "the teacher's engine"
-                engine = data.get("engine")
-                use = engine.get("use") if isinstance(engine, dict) else \
-                    getattr(engine, "use", engine)
-                data = fold_options({**data, "caption_engine_options": caption},
-                                    "caption_engine", "caption_engine_options", use or default)
-        if default is not None and data.get("engine") is None:
-            data["engine"] = {"use": default}
-        elif default is not None and isinstance(data.get("engine"), dict):
-            data["engine"] = {"use": default, **data["engine"]}
-        legacy = {k: data.pop(k) for k in LEGACY_ENGINE_OPTIONS if k in data}
-        engine_cls = cls.engine_class_for_legacy()
-        fields = engine_cls.Config.model_fields if engine_cls is not None else {}
-        for key, value in legacy.items():
-            if value is None or key not in fields:
-                continue
-            for ref_key in ("engine", "caption_engine"):
-                ref = data.get(ref_key)
-                if isinstance(ref, dict):
-                    data[ref_key] = {key: value, **ref}
+        data = dict(data)
+        engine = data.get("engine")
+        if cls.default_engine is not None:
+            if engine is None:
+                engine = data["engine"] = {"use": cls.default_engine}
+            elif isinstance(engine, dict):
+                engine = data["engine"] = {"use": cls.default_engine, **engine}
+        caption = data.get("caption_engine")
+        if isinstance(caption, dict) and "use" not in caption:
+            use = engine.get("use") if isinstance(engine, dict) else getattr(engine, "use", engine)
+            if isinstance(use, str):
+                data["caption_engine"] = {"use": use, **caption}
         return data
-
-    @classmethod
-    def engine_class_for_legacy(cls) -> type[Engine] | None:
-        """The default engine's class, when the distiller class knows it (see
-        :meth:`TeacherDistiller.engine_class`)."""
-        return None
 
     @field_validator("template", "caption_template")
     @classmethod
@@ -181,7 +158,7 @@ def make_trace(completion: Completion, sample_index: int, model: str, engine: st
                 "truncated": False, "prompt_tokens": 0, "completion_tokens": 0,
                 "model": model, "engine": engine, "sample_index": sample_index,
                 "error": completion.error}
-    reasoning, answer = split_response(completion.text)
+    reasoning, answer = split_trace(completion.text)
     return {"text": completion.text, "reasoning": reasoning, "answer": answer,
             "finish_reason": completion.finish_reason,
             "truncated": completion.finish_reason == "length",
@@ -268,11 +245,9 @@ class TeacherDistiller(Distiller):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "default_engine" in cls.__dict__ and "Config" not in cls.__dict__:
-            owner = cls
             cls.Config = type(f"{cls.__name__}Config", (TeacherConfig,), {
                 "__module__": cls.__module__, "__doc__": TeacherConfig.__doc__,
-                "default_engine": cls.default_engine,
-                "engine_class_for_legacy": classmethod(lambda _c: owner.engine_class())})
+                "default_engine": cls.default_engine})
 
     def __init__(self, config: TeacherConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dualcurate.cache import RequestCache, canonical_json, request_key
-from dualcurate.config import StageConfig, code_versions
+from dualcurate.config import StageConfig, code_versions, coerce_config
 from dualcurate.errors import DualcurateError
 from dualcurate.fingerprint import model_fingerprint
 from dualcurate.window import GenerationCancelled, GenerationWindow
@@ -226,11 +226,7 @@ class Engine:
     concurrent_generate: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig | dict[str, Any] | None = None, **kwargs: Any):
-        if config is None:
-            config = self.Config(**kwargs)
-        elif isinstance(config, dict):
-            config = self.Config(**{**config, **kwargs})
-        self.config = config
+        self.config = coerce_config(self.Config, config, kwargs)
         self.resolve_image: ImageResolver | None = None
 
     @classmethod
@@ -242,8 +238,9 @@ class Engine:
 
     def capacity(self) -> int:
         """How many samples the engine works on at once (requests in flight to a server,
-        sequences in a vLLM batch, rows in an hf batch). The streaming executor keeps about
-        twice this many samples handed to the engine, so it never runs dry between shards."""
+        sequences in a vLLM batch, rows in an hf batch). The streaming executor keeps up to
+        ``depth`` (3 by default) times this many samples handed to the engine, so it never
+        runs dry between shards."""
         for option in ("max_concurrency", "max_num_seqs", "batch_size"):
             value = getattr(self.config, option, None)
             if isinstance(value, int) and value > 0:

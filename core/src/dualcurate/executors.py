@@ -70,7 +70,8 @@ def output_types(stage: MapStage, store: RunStore, upstream: str,
     return {**carried, **type(stage).column_types}
 
 
-def _empty_table() -> pa.Table:
+def empty_shard() -> pa.Table:
+    """The table a shard that kept no rows is written as (every executor's)."""
     return pa.table({"id": pa.array([], pa.string())})
 
 
@@ -109,7 +110,7 @@ class LocalExecutor(Executor):
         for index in job.shards:
             failed = ctx.stats.failed
             rows_in, out = process_shard(stage, ctx, store, job.upstream, index)
-            store.write_shard(job.stage_name, index, out if out else _empty_table(),
+            store.write_shard(job.stage_name, index, out if out else empty_shard(),
                               output_types(stage, store, job.upstream, index))
             yield ShardDone(index, rows_in, len(out), ctx.stats.failed - failed)
 
@@ -195,7 +196,7 @@ class _StreamingRun:
                                          index)
             if not self.stopped:
                 staged = self.store.stage_shard(self.job.stage_name, index,
-                                                out if out else _empty_table(),
+                                                out if out else empty_shard(),
                                                 output_types(self.stage, self.store,
                                                              self.job.upstream, index))
                 outcome = _Finished(staged, rows_in, len(out), shard_ctx.stats.failed)

@@ -189,9 +189,9 @@ def _teacher(store: RunStore) -> tuple[str, list[str]]:
         plugin = str(rec.get("plugin") or opts.get("use") or "")
         plugin_opts = ((opts.get("plugins") or {}).get(plugin) or {})
         # the manifest records the resolved config: the engine reference, {use, model, ...}
-        ref = opts.get("engine") if isinstance(opts.get("engine"), dict) else {}
-        engine = {**(opts.get("engine_options") or {}), **ref,
-                  **(plugin_opts.get("engine_options") or {})}
+        engine = {**(opts.get("engine") if isinstance(opts.get("engine"), dict) else {}),
+                  **(plugin_opts.get("engine") if isinstance(plugin_opts.get("engine"), dict)
+                     else {})}
         models = [str(engine["model"])] if engine.get("model") else []
         for table in store.iter_tables(rec["name"]):
             if "traces" not in table.column_names:

@@ -44,10 +44,6 @@ class ModelBuilder(Stage):
     its :meth:`signature` decides when an existing folder must be rebuilt."""
 
     kind: ClassVar[str] = "model_builder"
-    #: files an earlier version of this builder left in the folders it made (before
-    #: :data:`MARKER`): such a folder is rebuilt; any other folder without the marker is
-    #: someone's model and is never replaced (see :func:`ensure_model`).
-    legacy_markers: ClassVar[tuple[str, ...]] = ()
 
     def build(self, out: Path, ctx: StageContext) -> None:
         """Write the model into the empty folder ``out``."""
@@ -82,8 +78,7 @@ def _someone_elses(out: Path, builder: ModelBuilder) -> bool:
         return False
     if not out.is_dir():
         return True
-    return any(out.iterdir()) and not any((out / legacy).exists()
-                                          for legacy in builder.legacy_markers)
+    return any(out.iterdir())
 
 
 def ensure_model(name: str, out: str | Path, builder: ModelBuilder, ctx: StageContext,

@@ -27,7 +27,7 @@ import pluggy
 
 from dualcurate import hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
-from dualcurate.kinds import BY_NAME, KINDS, STAGE_KINDS, kind_problem
+from dualcurate.kinds import BY_NAME, KINDS, STAGE_KINDS, kind_problem, qualified_name
 
 if TYPE_CHECKING:
     from dualcurate.report_sections import ReportSection, RunView
@@ -114,9 +114,6 @@ class PluginHost:
             eps.setdefault(ep.name, ep)
         return eps
 
-    def installed_names(self) -> list[str]:
-        return sorted({*self.entry_points(), *self.infos})
-
     def load_all(self) -> None:
         for name in self.entry_points():
             if name not in self.blocked and name not in self.infos:
@@ -197,6 +194,12 @@ class PluginHost:
                         problems.append(f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
                                         f"{problem}; register it through the hook of its "
                                         f"kind")
+                        return
+                    if hasattr(cls, "preflight") and callable(getattr(cls, "check", None)):
+                        problems.append(f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
+                                        f"{qualified_name(cls)} defines check(host), which "
+                                        f"nothing calls; the hook is preflight(host): rename "
+                                        f"it")
                         return
                     before = owners.get((_k.name, reg_name))
                     if before is not None and registry[_k.name][reg_name] is not cls:

@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from dualcurate.config import renamed_hint
 from dualcurate.errors import RecipeError
 from dualcurate.kinds import BY_SECTION, STAGE_KINDS
 
@@ -355,7 +356,9 @@ def format_validation(section: str, exc: ValidationError, plugin: str | None = N
         if err["type"] == "extra_forbidden":
             where = f" (set in {origin(str(err['loc'][0]))})" if origin and err["loc"] else ""
             whose = f"plugin {plugin!r}" if plugin else "the plugin"
-            msg = (f"unknown option for {whose}{where}; check the spelling against its "
+            hint = renamed_hint(err["loc"])
+            msg = (f"unknown option for {whose}{where}{hint}" if hint else
+                   f"unknown option for {whose}{where}; check the spelling against its "
                    f"Config (`curate validate RECIPE --explain` lists the options it takes)")
             echo = False
         elif err["type"] == "missing":

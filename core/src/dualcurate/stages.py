@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dualcurate.config import (
     StageConfig,
     code_versions,
+    coerce_config,
     component_code_versions,
     component_refs,
     signature_inputs,
@@ -61,13 +61,7 @@ class Stage:
     code_dependencies: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: StageConfig | dict[str, Any] | None = None, **kwargs: Any):
-        if config is None:
-            config = self.Config(**kwargs)
-        elif isinstance(config, dict):
-            config = self.Config(**{**config, **kwargs})
-        elif kwargs:
-            config = config.model_copy(update=kwargs)
-        self.config = config
+        self.config = coerce_config(self.Config, config, kwargs)
 
     def preflight(self, host: PluginHost) -> list[str]:
         """Problems beyond the Config's own validation, found by ``curate validate`` before
@@ -75,13 +69,6 @@ class Stage:
         is not there). Components the options name (``engine = { use = ... }``) are
         resolved and validated by the pipeline already. Each message names the option and
         the fix."""
-        legacy = type(self).__dict__.get("check") or next(
-            (c.__dict__["check"] for c in type(self).__mro__[1:]
-             if "check" in c.__dict__ and c is not Stage), None)
-        if legacy is not None:  # a plugin written before the rename
-            warnings.warn(f"{type(self).__qualname__}.check(host) is now preflight(host); "
-                          f"rename it", DeprecationWarning, stacklevel=2)
-            return list(legacy(self, host))
         return []
 
     def check_upstream(self, upstream: list[Stage]) -> list[str]:
@@ -292,7 +279,7 @@ class Executor:
     Config: ClassVar[type[StageConfig]] = StageConfig
 
     def __init__(self, config: StageConfig | dict[str, Any] | None = None):
-        self.config = self.Config(**(config or {})) if not isinstance(config, StageConfig) else config
+        self.config = coerce_config(self.Config, config, {})
 
     def run_map(self, job: MapJob, stage: MapStage, ctx: StageContext) -> Iterator[ShardDone]:
         """Process and commit every shard in ``job.shards``; yield each once committed."""

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 
-NAMES = ("pass_rate", "rollouts_used", "domain", "n_verified")
-ROW = {"pass_rate": 0.25, "rollouts_used": 4, "domain": "math", "n_verified": 3,
+NAMES = ("pass_rate", "pass_drawn", "domain", "n_verified")
+ROW = {"pass_rate": 0.25, "pass_drawn": 4, "domain": "math", "n_verified": 3,
        "consistent": True, "split": None}
 
 OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -26,7 +26,7 @@ def numbers() -> st.SearchStrategy[tuple[str, float]]:
 
 
 def numeric_operand() -> st.SearchStrategy[tuple[str, object]]:
-    names = st.sampled_from(["pass_rate", "rollouts_used", "n_verified"]).map(
+    names = st.sampled_from(["pass_rate", "pass_drawn", "n_verified"]).map(
         lambda n: (n, ROW[n]))
     return st.one_of(names, numbers())
 

@@ -38,8 +38,8 @@ CONTRACT_ROWS = default_rows()
 class TestDifficultyContract(FilterContract):
     stage_cls = DifficultyFilter
     plugin = plugin.difficulty
-    config = {"engine": "scripted", "k": 3,
-              "engine_options": scripted_options(CONTRACT_ROWS, probabilities=[0.5] * 4)}
+    config = {"engine": {"use": "scripted",
+                         **scripted_options(CONTRACT_ROWS, probabilities=[0.5] * 4)}, "k": 3}
 
     @pytest.fixture(autouse=True)
     def _scripted_engine(self, register_plugin) -> None:
@@ -74,10 +74,10 @@ def test_adaptive_decisions_equal_full_k(case: tuple[int, list[list[bool]]], kee
     with tempfile.TemporaryDirectory() as root:
         ctx = fresh_context(root)
         try:
-            adaptive = run_filter(rows, ctx, engine_options=options, k=k, keep=keep,
+            adaptive = run_filter(rows, ctx, options=options, k=k, keep=keep,
                                   round_size=round_size, report=False)
             sent_adaptive = ctx.stats.sent
-            full = run_filter(rows, ctx, engine_options=options, k=k, keep=keep,
+            full = run_filter(rows, ctx, options=options, k=k, keep=keep,
                               adaptive=False, report=False)
         finally:
             ctx.close()
@@ -86,20 +86,20 @@ def test_adaptive_decisions_equal_full_k(case: tuple[int, list[list[bool]]], kee
     exact_keep = [sum(p) == 0 if keep in ("hard", "pass_rate == 0") else sum(p) < k
                   for p in patterns]
     assert [r["keep"] for r in full] == exact_keep
-    used = sum(r["rollouts_used"] for r in adaptive)
+    used = sum(r["pass_drawn"] for r in adaptive)
     assert sent_adaptive == used <= k * len(rows)
     # adaptive rollouts are a prefix of the full-k ones, and the full run re-paid none of them
     assert ctx.stats.cached == used
     assert ctx.stats.sent == k * len(rows)
     for a, f in zip(adaptive, full, strict=True):
         assert [t["text"] for t in a["rollouts"]] == \
-            [t["text"] for t in f["rollouts"][:a["rollouts_used"]]]
-        assert [t["sample_index"] for t in a["rollouts"]] == list(range(a["rollouts_used"]))
-        assert f["rollouts_used"] == k
+            [t["text"] for t in f["rollouts"][:a["pass_drawn"]]]
+        assert [t["sample_index"] for t in a["rollouts"]] == list(range(a["pass_drawn"]))
+        assert f["pass_drawn"] == k
         assert f["pass_rate"] == pytest.approx(sum(t["verdict"] == "correct"
                                                    for t in f["rollouts"]) / k)
         # what adaptive sampling stores is what it observed, never a rate of fewer draws
-        drawn = a["rollouts_used"]
+        drawn = a["pass_drawn"]
         assert a["pass_drawn"] == drawn
         assert a["pass_correct"] == sum(t["verdict"] == "correct" for t in f["rollouts"][:drawn])
         assert a["pass_rate"] == (f["pass_rate"] if drawn == k else None)
@@ -118,8 +118,8 @@ def test_stops_at_first_settling_rollout(stage_context: StageContext,
     register_plugin(scripted_plugin, name="scripted")
     rows = make_rows(3)
     patterns = [[False, False, True, False], [True] * 4, [False] * 4]
-    out = run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
-    assert [r["rollouts_used"] for r in out] == [3, 1, 4]
+    out = run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
+    assert [r["pass_drawn"] for r in out] == [3, 1, 4]
     assert [r["keep"] for r in out] == [False, False, True]
     # observed counts are stored as observed; a pass rate only for the k-rollout figure
     assert [(r["pass_correct"], r["pass_drawn"]) for r in out] == [(1, 3), (1, 1), (0, 4)]
@@ -144,7 +144,7 @@ def test_progress_total_counts_rows_and_requests(stage_context: StageContext,
     rows = make_rows(3)
     patterns = [[False, False, True, False], [True] * 4, [False] * 4]
     progress.start(len(rows), unit="rows")  # as the pipeline does
-    run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
+    run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
     progress.advance(len(rows))  # the pipeline, once the shard is committed
     assert progress.total == 3 + 3 + 2 + 2 + 1  # rows, then requests per round (3, 2, 2, 1)
     assert progress.done == progress.total
@@ -156,13 +156,13 @@ def test_band_and_expression_rules(stage_context: StageContext, register_plugin)
     patterns = [[True, False, False, False], [True, True, False, False],
                 [True, True, True, True], [False, False, False, False]]
     options = scripted_options(rows, patterns)
-    band = run_filter(rows, stage_context, engine_options=options, k=4, keep="band",
+    band = run_filter(rows, stage_context, options=options, k=4, keep="band",
                       band=(0.25, 0.5))
     assert [r["keep"] for r in band] == [True, True, False, False]
-    expr = run_filter(rows, stage_context, engine_options=options, k=4,
+    expr = run_filter(rows, stage_context, options=options, k=4,
                       keep="domain == 'math' or pass_rate == 1")
     assert [r["keep"] for r in expr] == [True, False, True, True]
-    assert expr[0]["rollouts_used"] == 0  # decided by the domain alone
+    assert expr[0]["pass_drawn"] == 0  # decided by the domain alone
     assert expr[0]["pass_rate"] is None
 
 
@@ -189,8 +189,8 @@ def test_failed_rollouts_fail_loudly_by_default(stage_context: StageContext,
     rows = make_rows(2)
     with pytest.raises(DualcurateError, match=rf"{rows[0]['id']}.*server said no.*on_error"):
         run_filter(rows, stage_context, engine="failing",
-                   engine_options=scripted_options(rows), k=2)
-    out = run_filter(rows, stage_context, engine="failing", engine_options=scripted_options(rows),
+                   options=scripted_options(rows), k=2)
+    out = run_filter(rows, stage_context, engine="failing", options=scripted_options(rows),
                      k=2, on_error="incorrect", adaptive=False)
     assert [r["pass_rate"] for r in out] == [0.0, 0.0]
     assert all(t["verdict"] == "invalid" and t["error"] for r in out for t in r["rollouts"])
@@ -202,13 +202,13 @@ def test_verifier_stage_cascade(stage_context: StageContext, register_plugin) ->
     register_plugin(answer_judge_plugin, name="judge")
     rows = make_rows(2)
     options = scripted_options(rows, [[True, False], [False, True]])
-    only_judge = run_filter(rows, stage_context, engine_options=options, k=2, adaptive=False,
+    only_judge = run_filter(rows, stage_context, options=options, k=2, adaptive=False,
                             use_check=False, verifier_stage=["answer-judge"])
     assert [r["pass_rate"] for r in only_judge] == [0.5, 0.5]
     assert {t["method"] for r in only_judge for t in r["rollouts"]} == {"answer-judge"}
 
     # check first; what it leaves undecided goes to the judge
-    stage = DifficultyFilter({"engine": "scripted", "engine_options": options, "k": 2,
+    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "k": 2,
                               "adaptive": False, "verifier_stage": ["answer-judge"]})
     stage.check_fn = lambda gold, response, question=None: \
         "correct" if "rollout 0" in response else "undecided"
@@ -230,9 +230,9 @@ def test_rollouts_use_the_recipes_verifier(stage_context: StageContext,
     stage_context.store.manifest["recipe"] = {
         "run": {}, "verify": {"kind": "verifier", "use": "answer-judge"}}
     rows = make_rows(2)
-    stage = DifficultyFilter({"engine": "scripted", "k": 2, "adaptive": False,
-                              "engine_options": scripted_options(rows, [[True, False],
-                                                                        [False, False]])})
+    options = scripted_options(rows, [[True, False], [False, False]])
+    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "k": 2,
+                              "adaptive": False})
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
     stage.teardown()
@@ -249,13 +249,12 @@ def test_rollouts_use_the_recipes_verifier(stage_context: StageContext,
     ({"prompt_template": "{question.__class__}"}, "prompt_template"),
     ({"prompt_template": "{answer}"}, "not one of"),
     ({"use_check": False}, "verifier_stage"),
-    ({"verifier_options": {"x": {}}}, "not in verifier_stage"),
     ({"k": 0}, "k"),
     ({"surely_not": 1}, "surely_not"),
 ])
 def test_config_errors(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        DifficultyFilter({"engine_options": {"model": "m"}, **config})
+        DifficultyFilter({"engine": {"use": "hf", "model": "m"}, **config})
 
 
 def test_references_are_resolved_and_validated() -> None:
@@ -264,7 +263,7 @@ def test_references_are_resolved_and_validated() -> None:
     problems = "\n".join(check_refs(stage.config, host))
     assert "engine.use: engine 'nope': nothing registered under that name" in problems
     assert "verifier_stage[0].use: verifier 'nojudge'" in problems
-    misspelt = DifficultyFilter({"engine": "scripted", "engine_options": {"answerz": {}}})
+    misspelt = DifficultyFilter({"engine": {"use": "scripted", "answerz": {}}})
     assert [p.split(" (")[0] for p in check_refs(misspelt.config, host)] == \
         ["engine.answerz: unknown option"]
     ok = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
@@ -273,20 +272,13 @@ def test_references_are_resolved_and_validated() -> None:
     assert check_refs(ok.config, host) == [] and ok.preflight(host) == []
 
 
-def test_older_spellings_fold_into_references() -> None:
-    older = DifficultyFilter({"engine": "scripted", "engine_options": {"model": "m"},
-                              "verifier_stage": ["answer-judge"],
-                              "verifier_options": {"answer-judge": {"strict": True}}})
-    newer = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
+def test_a_verifiers_options_are_validated_against_its_config() -> None:
+    stage = DifficultyFilter({"engine": {"use": "scripted", "model": "m"},
                               "verifier_stage": [{"use": "answer-judge", "strict": True}]})
-    assert older.config == newer.config
-    assert older.signature() == newer.signature()
-    # the verifier's options are validated against its Config (answer-judge takes none)
-    assert [p.split(" (")[0] for p in check_refs(older.config, scripted_host())] == \
+    # answer-judge takes no options
+    assert [p.split(" (")[0] for p in check_refs(stage.config, scripted_host())] == \
         ["verifier_stage[0].strict: unknown option"]
-    assert (newer.config.engine.use, newer.config.engine.options) == ("scripted", {"model": "m"})
-    default = DifficultyFilter({"engine_options": {"model": "m"}}).config.engine
-    assert (default.use, default.options) == ("hf", {"model": "m"})
+    assert (stage.config.engine.use, stage.config.engine.options) == ("scripted", {"model": "m"})
     assert DifficultyFilter().config.engine.use == "hf"
 
 
@@ -325,8 +317,8 @@ def test_a_misspelt_engine_option_fails_recipe_validation() -> None:
     host = scripted_host()
     host.load("hello")
     recipe = {"source": {"use": "hello"},
-              "filter": {"use": "difficulty", "engine": "scripted",
-                         "engine_options": {"model": "m", "answerz": {}}}}
+              "filter": {"use": "difficulty",
+                         "engine": {"use": "scripted", "model": "m", "answerz": {}}}}
     with pytest.raises(RecipeError, match=r"\[filter\] engine.answerz: unknown option"):
         Pipeline(load_recipe(recipe), host=host).validate()
 
@@ -336,7 +328,7 @@ def test_prompt_carries_images_and_caption(stage_context: StageContext,
     register_plugin(scripted_plugin, name="scripted")
     digest = stage_context.images.put(b"not really a png")
     rows = [{**make_rows(1)[0], "images": [digest], "caption": "two red dots"}]
-    run_filter(rows, stage_context, engine_options=scripted_options(rows, [[True]]), k=1,
+    run_filter(rows, stage_context, options=scripted_options(rows, [[True]]), k=1,
                include_caption=True, system_prompt="be brief")
     engine = stage_context.engine("scripted", scripted_options(rows, [[True]]))
     messages = engine.messages[rows[0]["id"]]
@@ -352,11 +344,11 @@ def test_report_written_with_histograms_and_budget(stage_context: StageContext,
     rows = make_rows(6, sources=2)
     patterns = [[False] * 4, [True] * 4, [True, False, False, False], [False] * 4,
                 [False, True, True, True], [True, True, False, False]]
-    run_filter(rows, stage_context, engine_options=scripted_options(rows, patterns), k=4)
+    run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
     report = json.loads((stage_context.workdir / "difficulty_report.json").read_text())
     assert report["samples"] == 6 and report["kept"] == 2
     assert report["rollouts_full_k"] == 24
-    assert report["rollouts_used"] == 4 + 1 + 1 + 4 + 2 + 1
+    assert report["pass_drawn"] == 4 + 1 + 1 + 4 + 2 + 1
     assert report["rollout_ratio"] == round(13 / 24, 4)
     assert set(report["by_source"]) == {"src0", "src1"}
     assert set(report["by_domain"]) == {"math", "chart", "spatial"}

@@ -16,8 +16,8 @@ def test_default_verifier_is_the_rule_verify_stage(stage_context: StageContext,
     register_plugin(scripted_plugin, name="scripted")
     rows = make_rows(3)
     patterns = [[True, False, True, False], [False] * 4, [True] * 4]
-    stage = DifficultyFilter({"engine": "scripted", "k": 4, "adaptive": False,
-                              "engine_options": scripted_options(rows, patterns)})
+    stage = DifficultyFilter({"engine": {"use": "scripted", **scripted_options(rows, patterns)},
+                              "k": 4, "adaptive": False})
     assert stage.check_fn is None
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
@@ -42,18 +42,18 @@ def hf_host(plugin_host, register_plugin):
 def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
                                       tiny_lm_dir) -> None:
     rows = make_rows(3)
-    config = {"engine": "hf", "k": 3, "max_tokens": 6, "keep": "nontrivial",
-              "engine_options": {"model": str(tiny_lm_dir), "batch_size": 4}}
+    config = {"engine": {"use": "hf", "model": str(tiny_lm_dir), "batch_size": 4}, "k": 3,
+              "max_tokens": 6, "keep": "nontrivial"}
     adaptive = DifficultyFilter(config)
     assert check_refs(adaptive.config, hf_host) == [] and adaptive.preflight(hf_host) == []
     adaptive.setup(stage_context)
     first = adaptive.process(rows, stage_context)
     adaptive.teardown()
-    used = sum(r["rollouts_used"] for r in first)
+    used = sum(r["pass_drawn"] for r in first)
     assert used < 3 * len(rows)  # a random tiny model is never right: the first rollout settles
     assert stage_context.stats.sent == used
     for row in first:
-        assert 1 <= row["rollouts_used"] <= 3
+        assert 1 <= row["pass_drawn"] <= 3
         for i, trace in enumerate(row["rollouts"]):
             assert trace["engine"] == "hf" and trace["model"] == str(tiny_lm_dir)
             assert trace["sample_index"] == i
@@ -70,6 +70,6 @@ def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
     assert [r["keep"] for r in second] == [r["keep"] for r in first]
     for a, f in zip(first, second, strict=True):
         assert [t["text"] for t in a["rollouts"]] == \
-            [t["text"] for t in f["rollouts"][:a["rollouts_used"]]]
+            [t["text"] for t in f["rollouts"][:a["pass_drawn"]]]
     assert (stage_context.workdir / "pass_rate_histogram.svg").exists()
     assert report["samples"] == len(rows) and report["rollouts_full_k"] == 3 * len(rows)

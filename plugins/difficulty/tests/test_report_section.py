@@ -31,8 +31,7 @@ def rows() -> list[dict]:
         row = {"id": str(i), "source": "s", "domain": domain, "question": f"q{i}",
                "answer": str(i), "pass_rate": rate, "keep": rate != 1.0,
                "pass_drawn": K if rate is not None else 2,
-               "pass_correct": int(rate * K) if rate is not None else 1,
-               "rollouts_used": K if rate is not None else 2}
+               "pass_correct": int(rate * K) if rate is not None else 1}
         out.append(row)
     return out
 

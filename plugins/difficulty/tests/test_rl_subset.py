@@ -86,13 +86,12 @@ n = 20
 
 [filter]
 use = "difficulty"
-engine = "scripted"
+engine = {{ use = "scripted", model = "scripted-proxy", probabilities = {{}} }}
 k = 4
 keep = "pass_rate < 1"
 adaptive = {adaptive}
 use_check = false
 verifier_stage = ["answer-judge"]
-engine_options = {{ model = "scripted-proxy", probabilities = {{}} }}
 
 [rl]
 kind = "filter"
@@ -112,19 +111,19 @@ def test_pipeline_difficulty_then_rl_subset(tmp_path) -> None:
     assert manifest["status"] == "done"
     filtered = store.dataset("filter").to_list()
     assert len(filtered) == 20
-    assert all(r["keep"] and r["rollouts_used"] == 1 for r in filtered)  # all wrong: 1 settles
+    assert all(r["keep"] and r["pass_drawn"] == 1 for r in filtered)  # all wrong: 1 settles
     rl_rows = store.dataset("rl").to_list()
     assert Counter(r["rl_split"] for r in rl_rows) == {"rl": 4, "sft": 16}
     assert all(r["keep"] is (r["rl_split"] == "sft") for r in rl_rows)
     rec = next(s for s in manifest["stages"] if s["name"] == "rl")
     assert rec["report"]["rl"] == 4 and rec["rows_out"] == 16
     report = json.loads((out / "filter" / "artifacts" / "difficulty_report.json").read_text())
-    assert report["samples"] == 20 and report["rollouts_used"] == 20
+    assert report["samples"] == 20 and report["pass_drawn"] == 20
     # turning adaptive off recomputes the stage but pays only for rollouts never drawn
     (tmp_path / "b.toml").write_text(RECIPE.format(adaptive="false"))
     Pipeline(load_recipe(tmp_path / "b.toml"), host=host).run(out)
     report = json.loads((out / "filter" / "artifacts" / "difficulty_report.json").read_text())
-    assert report["rollouts_used"] == 80
+    assert report["pass_drawn"] == 80
     from dualcurate.cache import RequestCache
 
     assert RequestCache(out / "cache.sqlite").count() == 80

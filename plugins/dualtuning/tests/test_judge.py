@@ -22,9 +22,13 @@ GROUP_KEYS = {"group", "B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT", "GAP
               "region", "n_train", "n_eval"}
 
 
-def judge(**overrides) -> DualTuningJudge:
-    config = {"base_model": "base-model", "engine": "scripted",
-              "engine_options": {"script": SCRIPT}, "trainer": "recording",
+def judge(engine: dict | None = None, trainer: dict | None = None,
+          **overrides) -> DualTuningJudge:
+    """The judge on the scripted engine and the recording trainer; ``engine`` and ``trainer``:
+    options of each over the defaults."""
+    config = {"base_model": "base-model",
+              "engine": {"use": "scripted", "script": SCRIPT, **(engine or {})},
+              "trainer": {"use": "recording", **(trainer or {})},
               "eval_fraction": 0.5, **overrides}
     return DualTuningJudge(config)
 
@@ -106,7 +110,7 @@ def test_regions_outputs_and_curated_rows(scripted, stage_context, make_rows):
 def test_detrimental_groups_are_dropped(scripted, stage_context, make_rows):
     script = {"base": {"math": {"S": 2, "L": 2}, "spatial": {"S": 2, "L": 2}},
               "trained": {"math": {"S": 1, "L": 2}, "spatial": {"S": 4, "L": 1}}}
-    result = judge(engine_options={"script": script}).run(
+    result = judge(engine={"script": script}).run(
         dataset(make_rows({"math": 8, "spatial": 8})), stage_context)
     regions = {g["group"]: g["region"] for g in result.report["groups"]}
     assert regions == {"math": "detrimental", "spatial": "direct-benefit"}
@@ -152,7 +156,7 @@ def test_rerun_reuses_the_trained_model(scripted, stage_context, make_rows):
     second = judge().run(data, stage_context)
     assert len(trainer.calls) == 1
     assert second.report["groups"] == first.report["groups"]
-    other = judge(trainer_options={"epochs": 2}).run(data, stage_context)
+    other = judge(trainer={"epochs": 2}).run(data, stage_context)
     assert len(trainer.calls) == 2
     assert other.artifacts["model"] != first.artifacts["model"]
 
@@ -163,7 +167,7 @@ def test_validation_mode_trains_and_compares_three_models(scripted, stage_contex
                        "chart": {"S": 2, "L": 2}},
               "trained": {"math": {"S": 1, "L": 4}, "spatial": {"S": 4, "L": 1},
                           "chart": {"S": 1, "L": 1}}}
-    result = judge(engine_options={"script": script}, validate=True).run(
+    result = judge(engine={"script": script}, validate=True).run(
         dataset(make_rows({"math": 8, "spatial": 8, "chart": 8})), stage_context)
     validation = result.report["validation"]
     models = validation["models"]
@@ -191,8 +195,8 @@ def test_identical_prompts_do_not_validate():
 class TestDualTuningContract(EfficacyJudgeContract):
     stage_cls = DualTuningJudge
     plugin = plugin.dual_tuning
-    config = {"base_model": "base-model", "engine": "scripted", "trainer": "recording",
-              "engine_options": {"script": {
+    config = {"base_model": "base-model", "trainer": "recording",
+              "engine": {"use": "scripted", "script": {
                   t: {g: {"S": 2, "L": 2} for g in ("math", "perception")}
                   for t in ("base", "trained")}}}
 
@@ -233,8 +237,9 @@ def test_runs_as_the_judge_stage_of_a_recipe(scripted, plugin_host, register_plu
     recipe = {"run": {"shard_size": 5, "seed": 3},
               "source": {"use": "sum-rows"},
               "judge": {"use": "dual-tuning", "base_model": "base-model",
-                        "plugins": {"dual-tuning": {"engine": "scripted", "trainer": "recording",
-                                                    "engine_options": {"script": SCRIPT},
+                        "plugins": {"dual-tuning": {"engine": {"use": "scripted",
+                                                               "script": SCRIPT},
+                                                    "trainer": "recording",
                                                     "validate": True}}}}
     store = Pipeline(load_recipe(recipe), host=plugin_host).run(tmp_path / "run")
     record = store.stage_record("judge")
@@ -251,7 +256,7 @@ def test_runs_as_the_judge_stage_of_a_recipe(scripted, plugin_host, register_plu
 
 def test_failed_and_truncated_responses_are_reported(scripted, stage_context, make_rows):
     options = {"script": SCRIPT, "fail_groups": ["spatial"], "finish_reason": "length"}
-    result = judge(engine_options=options).run(dataset(make_rows({"math": 8, "spatial": 8})),
+    result = judge(engine=options).run(dataset(make_rows({"math": 8, "spatial": 8})),
                                                stage_context)
     groups = {g["group"]: g for g in result.report["groups"]}
     # a failed request counts as wrong: spatial scores 0 everywhere, so nothing to gain
@@ -267,7 +272,7 @@ def test_same_examples_reuse_one_model(scripted, stage_context, make_rows):
     _, trainer = scripted
     script = {"base": {"math": {"S": 2, "L": 2}, "spatial": {"S": 2, "L": 2}},
               "trained": {"math": {"S": 1, "L": 4}, "spatial": {"S": 1, "L": 1}}}
-    result = judge(engine_options={"script": script}, validate=True,
+    result = judge(engine={"script": script}, validate=True,
                    validate_everything_mode="dual").run(
         dataset(make_rows({"math": 8, "spatial": 8})), stage_context)
     models = result.report["validation"]["models"]

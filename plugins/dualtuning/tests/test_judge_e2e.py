@@ -44,7 +44,8 @@ def real_context(stage_context, plugin_host, tiny_lm_dir, tmp_path):
 
 def judge(base: Path, **overrides) -> DualTuningJudge:
     return DualTuningJudge(base_model=str(base), max_tokens_long=24,
-                           trainer_options=TRAIN_OPTIONS, engine_options={"batch_size": 16},
+                           trainer={"use": "sft", **TRAIN_OPTIONS},
+                           engine={"use": "hf", "batch_size": 16},
                            **overrides)
 
 

@@ -79,8 +79,9 @@ def phased(scripted, register_plugin, monkeypatch):
 
 
 def run_judge(stage_context, rows, **overrides):
-    judge = DualTuningJudge({"base_model": "base-model", "engine": "phased",
-                             "engine_options": {"script": SCRIPT}, "trainer": "phased-trainer",
+    judge = DualTuningJudge({"base_model": "base-model",
+                             "engine": {"use": "phased", "script": SCRIPT},
+                             "trainer": "phased-trainer",
                              "eval_fraction": 0.5, **overrides})
     return judge.run(datasets.Dataset(rows_to_table(rows)), stage_context)
 

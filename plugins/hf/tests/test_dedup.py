@@ -1,4 +1,4 @@
-"""Exact keys, MinHash + image-hash near duplicates, and the embeddings index (fake encoders)."""
+"""Exact keys, SimHash + thumbnail near duplicates, and the embeddings index (fake encoders)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from dualcurate_hf import plugin
 from dualcurate_hf.distill import HFDistiller
 
 
-def config(model_dir, **extra):
-    return {"engine_options": {"model": str(model_dir)}, "max_tokens": 8, "seed": 0,
-            "batch_size": 4, **extra}
+def config(model_dir, batch_size=4, **extra):
+    return {"engine": {"model": str(model_dir), "batch_size": batch_size}, "max_tokens": 8,
+            "seed": 0, **extra}
 
 
 class TestHFDistillerContract(DistillerContract):

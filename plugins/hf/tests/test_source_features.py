@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from dualcurate import (
     ChatRequest,
@@ -166,7 +165,7 @@ def test_llm_cleaning_pass(tmp_path: Path, stage_context, register_plugin,
         {"question": "GARBLE this", "answer": "2"},
     ])
     config = {"sources": [{"name": "s", "jsonl": str(path)}],
-              "llm_clean_engine": "fake-clean", "llm_clean_options": {"model": "fake"}}
+              "llm_clean_engine": {"use": "fake-clean", "model": "fake"}}
     assert HFDatasetSource(config).preflight(plugin_host) == []
     FakeCleanEngine.calls = 0
     out = read_all(config, stage_context)
@@ -191,17 +190,11 @@ def test_llm_engine_is_a_reference_validated_before_the_run(plugin_host,
                                            "llm_clean_engine": "nobody"}).config, plugin_host)
     assert problems and problems[0].startswith("llm_clean_engine.use: engine 'nobody'")
     register_plugin(FakeEnginePlugin(), name="fake-clean-plugin")
-    older = HFDatasetSource({"sources": sources, "llm_clean_engine": "fake-clean",
-                             "llm_clean_options": {"model": "fake", "temprature": 0}})
-    newer = HFDatasetSource({"sources": sources, "llm_clean_engine": {
+    misspelt = HFDatasetSource({"sources": sources, "llm_clean_engine": {
         "use": "fake-clean", "model": "fake", "temprature": 0}})
-    assert older.config == newer.config
-    assert [p.split(" (")[0] for p in check_refs(older.config, plugin_host)] == \
+    assert [p.split(" (")[0] for p in check_refs(misspelt.config, plugin_host)] == \
         ["llm_clean_engine.temprature: unknown option"]
-    with pytest.raises(ValidationError, match="llm_clean_options is set but llm_clean_engine"):
-        HFDatasetSource({"sources": sources, "llm_clean_options": {"model": "m"}})
-    assert HFDatasetSource({"sources": sources, "llm_clean_options": {}}).config \
-        .llm_clean_engine is None
+    assert HFDatasetSource({"sources": sources}).config.llm_clean_engine is None
 
 
 def test_hub_reader_streams_through_datasets(tmp_path: Path, stage_context) -> None:

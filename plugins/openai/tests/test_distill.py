@@ -18,8 +18,8 @@ from dualcurate_openai.testing import Reply, chat_response
 
 
 def options(server, **extra):
-    return {"engine_options": {"model": "teacher", "base_url": server.base_url,
-                               "backoff_initial": 0.01, "backoff_max": 0.02},
+    return {"engine": {"model": "teacher", "base_url": server.base_url,
+                       "backoff_initial": 0.01, "backoff_max": 0.02},
             "max_tokens": 64, "seed": 0, **extra}
 
 
@@ -185,7 +185,7 @@ def test_caption_pass_fills_captions_first(server, stage_context):
     row["caption"] = ""
     text_row = default_rows(1)[0]
     out = distil(server, stage_context, [row, text_row], caption_enabled=True,
-                 include_caption=True, caption_engine_options={
+                 include_caption=True, caption_engine={
                      "model": "captioner", "base_url": server.base_url})
     assert out[0]["caption"] == "Category: photo. A red tile."
     assert out[1]["caption"] == ""  # no image: no caption request
@@ -212,18 +212,18 @@ def test_progress_counts_requests(server, stage_context):
 
 def test_runtime_options_leave_the_signature_alone(server):
     a = OpenAIDistiller(options(server))
-    b = OpenAIDistiller(options(server, max_concurrency=7))
+    b = OpenAIDistiller(options(server, chunk_size=7))
     c_opts = options(server)
-    c_opts["engine_options"] = {**c_opts["engine_options"], "max_concurrency": 3}
+    c_opts["engine"] = {**c_opts["engine"], "max_concurrency": 3}
     c = OpenAIDistiller(c_opts)
     d = OpenAIDistiller(options(server, temperature=0.3))
     assert a.signature() == b.signature() == c.signature() != d.signature()
 
 
-def test_bad_engine_options_are_found_before_anything_runs(plugin_host):
+def test_bad_engine_settings_are_found_before_anything_runs(plugin_host):
     from dualcurate.config import check_refs
 
-    stage = OpenAIDistiller({"engine_options": {"base_url": "http://127.0.0.1:9"}})
+    stage = OpenAIDistiller({"engine": {"base_url": "http://127.0.0.1:9"}})
     problems = check_refs(stage.config, plugin_host)
     assert any(p.startswith("engine.model: required option missing (engine 'openai'")
                for p in problems), problems
@@ -248,7 +248,7 @@ n = 6
 use = "openai-distill"
 samples_per_question = 2
 max_tokens = 32
-engine_options = {{ model = "teacher", base_url = "{server.base_url}" }}
+engine = {{ model = "teacher", base_url = "{server.base_url}" }}
 """)
     first = run_cli("run", str(recipe), "--out", "out", "--set", "source.n=6")
     assert first.exit_code == 0, first.stderr

@@ -14,8 +14,7 @@ from dualcurate_ray.resources import StageResources, plan
 
 
 class _Cfg(StageConfig):
-    engine: str = "vllm"
-    engine_options: dict[str, Any] = {}
+    engine: dict[str, Any] = {"use": "vllm"}  # a reference, as the pipeline dumps it
 
 
 class _Gen(MapStage):
@@ -69,13 +68,13 @@ def test_cpu_stage_takes_fractional_cpus_never_every_cpu() -> None:
 def test_gpu_stage_one_engine_per_gpu_and_tensor_parallel_groups() -> None:
     one = plan(_job(_Gen), StageResources(), None, {"CPU": 32.0, "GPU": 16.0})
     assert (one.num_workers, one.num_gpus, one.uses_placement_group) == (16, 1.0, False)
-    tp = plan(_job(_Gen, engine_options={"model": "m", "tensor_parallel_size": 8}),
+    tp = plan(_job(_Gen, engine={"use": "vllm", "model": "m", "tensor_parallel_size": 8}),
               StageResources(), None, {"CPU": 32.0, "GPU": 16.0})
     assert (tp.num_workers, tp.num_gpus, tp.tensor_parallel_size) == (2, 8.0, 8)
     assert tp.uses_placement_group and tp.bundles() == [{"GPU": 1.0, "CPU": 1.0}] * 8
     assert tp.actor_options() == {"num_cpus": 1.0, "num_gpus": 0}
     # the stage's table wins over the executor's defaults and the engine options
-    over = plan(_job(_Gen, engine_options={"tensor_parallel_size": 8}),
+    over = plan(_job(_Gen, engine={"use": "vllm", "tensor_parallel_size": 8}),
                 StageResources(num_workers=1), StageResources(tensor_parallel_size=4),
                 {"GPU": 16.0})
     assert (over.num_workers, over.tensor_parallel_size) == (1, 4)
@@ -99,7 +98,7 @@ def test_the_teachers_engine_reference_decides_placement() -> None:
 
 
 def test_http_engines_and_cpu_clusters_take_no_gpu() -> None:
-    remote = plan(_job(_Gen, engine="openai", engine_options={"base_url": "http://x"}),
+    remote = plan(_job(_Gen, engine={"use": "openai", "base_url": "http://x"}),
                   StageResources(), None, {"CPU": 8.0, "GPU": 8.0})
     assert remote.num_gpus == 0 and remote.num_workers == 1
     cpu_only = plan(_job(_Gen), StageResources(), None, {"CPU": 8.0})
@@ -108,7 +107,7 @@ def test_http_engines_and_cpu_clusters_take_no_gpu() -> None:
 
 def test_more_gpus_than_the_cluster_has_is_an_error_naming_the_option() -> None:
     with pytest.raises(ValueError, match="tensor_parallel_size"):
-        plan(_job(_Gen, engine_options={"tensor_parallel_size": 8}), StageResources(), None,
+        plan(_job(_Gen, engine={"use": "vllm", "tensor_parallel_size": 8}), StageResources(), None,
              {"CPU": 8.0, "GPU": 4.0})
 
 

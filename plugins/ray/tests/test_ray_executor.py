@@ -55,9 +55,9 @@ def distill_recipe(data: Path, base_url: str, samples: int = 2) -> dict[str, Any
         "run": {"shard_size": 8, "seed": 3},
         "source": {"use": "hf-dataset", "sources": [{"name": "items", "jsonl": str(data)}]},
         "distill": {"use": "openai-distill", "max_tokens": 64, "samples_per_question": samples,
-                    "temperature": 1.0, "max_concurrency": 8,
-                    "engine_options": {"model": "teacher", "base_url": base_url,
-                                       "max_retries": 0}},
+                    "temperature": 1.0,
+                    "engine": {"model": "teacher", "base_url": base_url, "max_retries": 0,
+                               "max_concurrency": 8}},
         "verify": {"use": "rule-verify", "workers": 1},
     }
 
@@ -160,8 +160,7 @@ def test_default_recipe_with_the_hf_proxy_same_rows_as_local(tmp_path: Path, loc
 
 # ---------------------------------------------------------------------------------------------
 class ProbeConfig(StageConfig):
-    engine: str = "fake-local"
-    engine_options: dict[str, Any] = {}
+    engine: dict[str, Any] = {"use": "fake-local"}  # a plain table: nothing to resolve
     fail: str = ""
 
 
@@ -194,7 +193,7 @@ class GPUProbe(MapStage):
             raise KeyError("a bug in process")
         pg = ray.util.get_current_placement_group()
         children: list[str] = []
-        tp = int(self.config.engine_options.get("tensor_parallel_size", 1))
+        tp = int(self.config.engine.get("tensor_parallel_size", 1))
         if tp > 1:
             child = ray.remote(num_gpus=1, num_cpus=0)(lambda: ray.get_gpu_ids()[0])
             children = sorted(str(g) for g in ray.get([child.remote() for _ in range(tp)]))
@@ -237,7 +236,8 @@ def test_one_gpu_per_actor(tmp_path: Path, local_ray: Any) -> None:
 
 def test_tensor_parallel_actor_gets_a_placement_group(tmp_path: Path, local_ray: Any) -> None:
     data = write_items(tmp_path / "items.jsonl")
-    recipe = probe_recipe(data, engine_options={"model": "m", "tensor_parallel_size": 2})
+    recipe = probe_recipe(data, engine={"use": "fake-local", "model": "m",
+                                           "tensor_parallel_size": 2})
     run(on_ray(recipe), tmp_path / "out", probe_host())
     where = [r["where"] for r in rows(tmp_path / "out", "distill")]
     assert len({w["pid"] for w in where}) == 1  # 2 GPUs / TP 2: one engine
@@ -247,7 +247,8 @@ def test_tensor_parallel_actor_gets_a_placement_group(tmp_path: Path, local_ray:
         assert w["children"] == ["0", "1"]  # and captures the engine's workers
     # TP larger than the cluster: refused before any actor starts, naming the option
     with pytest.raises(StageFailed, match="tensor_parallel_size"):
-        run(on_ray(probe_recipe(data, engine_options={"tensor_parallel_size": 4})),
+        run(on_ray(probe_recipe(data, engine={"use": "fake-local",
+                                                         "tensor_parallel_size": 4})),
             tmp_path / "too-big", probe_host())
 
 
@@ -280,7 +281,7 @@ def test_node_removed_mid_stage_loses_nothing(tmp_path: Path) -> None:
         cluster.wait_for_nodes()
         with ScriptedServer(slow_teacher) as server:
             recipe = distill_recipe(data, server.base_url, samples=1)
-            recipe["distill"]["max_concurrency"] = 4
+            recipe["distill"]["engine"]["max_concurrency"] = 4
             removed = threading.Event()
 
             def remove_when_busy() -> None:
@@ -326,7 +327,7 @@ def test_killed_driver_resumes_with_the_local_executor(tmp_path: Path) -> None:
     data = write_items(tmp_path / "items.jsonl", 200)
     with ScriptedServer(slow_teacher) as server:
         recipe = distill_recipe(data, server.base_url, samples=1)
-        recipe["distill"]["max_concurrency"] = 8
+        recipe["distill"]["engine"]["max_concurrency"] = 8
         toml = tmp_path / "recipe.toml"
         toml.write_text(f"""
 [run]
@@ -342,11 +343,11 @@ use = "openai-distill"
 max_tokens = 64
 samples_per_question = 1
 temperature = 1.0
-max_concurrency = 8
-[distill.engine_options]
+[distill.engine]
 model = "teacher"
 base_url = "{server.base_url}"
 max_retries = 0
+max_concurrency = 8
 [verify]
 use = "rule-verify"
 workers = 1

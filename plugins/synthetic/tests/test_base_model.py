@@ -104,17 +104,6 @@ def test_reused_while_unchanged_and_rebuilt_on_new_options(tmp_path, stage_conte
     assert any("built with other options" in line for line in logs)
 
 
-def test_a_base_model_the_source_built_is_rebuilt_in_place(tmp_path, stage_context):
-    """Caches from before [models] hold dualcurate-base.json: the builder takes them over."""
-    pytest.importorskip("torch")
-    out = tmp_path / "base"
-    out.mkdir()
-    (out / "dualcurate-base.json").write_text("{}")
-    (out / "model.safetensors").write_bytes(b"old")
-    assert ensure_model("base", out, SyntheticBaseBuilder(TINY), stage_context)
-    assert (out / MARKER).exists() and not (out / "dualcurate-base.json").exists()
-
-
 def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is_learned():
     import random
 

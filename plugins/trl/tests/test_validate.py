@@ -50,7 +50,7 @@ def test_curate_validate_exits_2_on_gspo_defaults(run_cli) -> None:
 
 
 def test_sft_max_length_below_teacher_max_tokens_is_refused(tmp_path: Path) -> None:
-    distill = {"use": "hf-distill", "engine_options": {"model": str(tmp_path)},
+    distill = {"use": "hf-distill", "engine": {"model": str(tmp_path)},
                "max_tokens": 16384}
     with pytest.raises(RecipeError) as err:
         Pipeline(load_recipe(_recipe({"use": "sft", "model": "m"}, distill)),

@@ -24,7 +24,7 @@ from dualcurate_verify.judge import (
     render_prompt,
 )
 
-JUDGE = {"engine": "scripted-judge", "engine_options": {"model": "scripted"},
+JUDGE = {"engine": {"use": "scripted-judge", "model": "scripted"},
          "require_think": False}
 prose = st.text(alphabet=st.sampled_from("abcdefgh ijk.,\n"), max_size=120)
 
@@ -248,7 +248,7 @@ def test_a_question_that_addresses_the_grader_is_withheld(stage_context, scripte
 
 def test_validation_reports_unknown_engine_and_missing_model(plugin_host, scripted_engine,
                                                             ) -> None:
-    problems = check_refs(CompassJudge({"engine": "nope", "engine_options": {}}).config,
+    problems = check_refs(CompassJudge({"engine": "nope"}).config,
                           plugin_host)
     assert any(p.startswith("engine.use: engine 'nope'") and "registered" in p
                for p in problems), problems
@@ -257,12 +257,11 @@ def test_validation_reports_unknown_engine_and_missing_model(plugin_host, script
         ["engine.model: required option missing"]
 
 
-def test_older_spelling_folds_into_the_engine_reference() -> None:
-    older = CompassJudge({"engine": "scripted-judge", "engine_options": {"model": "m"}})
-    newer = CompassJudge({"engine": {"use": "scripted-judge", "model": "m"}})
-    assert older.config == newer.config and older.signature() == newer.signature()
-    default = CompassJudge({"engine_options": {"model": "m"}}).config.engine
-    assert (default.use, default.options) == ("openai", {"model": "m"})
+def test_the_engine_reference_holds_its_options_and_defaults_to_openai() -> None:
+    judge = CompassJudge({"engine": {"use": "scripted-judge", "model": "m"}})
+    assert (judge.config.engine.use, judge.config.engine.options) == ("scripted-judge",
+                                                                      {"model": "m"})
+    assert CompassJudge().config.engine.use == "openai"
 
 
 class TestCompassJudgeContract(VerifierContract):
@@ -328,10 +327,10 @@ def test_prompt_file_is_rendered_as_str_format_would(tmp_path, stage_context,
 def test_prompt_file_needs_the_placeholders(tmp_path, plugin_host, register_plugin) -> None:
     path = tmp_path / "p.txt"
     path.write_text("Question: {question}\nAnswer: {gold_answer}\n")
-    problems = CompassJudge({"engine": "nope", "engine_options": {"model": "m"},
+    problems = CompassJudge({"engine": {"use": "nope", "model": "m"},
                              "prompt_file": str(path)}).preflight(plugin_host)
     assert any("{llm_response}" in p and "prompt_file" in p for p in problems)
-    missing = CompassJudge({"engine": "nope", "engine_options": {"model": "m"},
+    missing = CompassJudge({"engine": {"use": "nope", "model": "m"},
                             "prompt_file": str(tmp_path / "none.txt")}).preflight(plugin_host)
     assert any("cannot read" in p for p in missing)
 

@@ -64,9 +64,10 @@ def test_judge_through_transformers_serve(served_tiny_lm: str, tiny_lm_dir: Path
     ctx = StageContext.ephemeral("verify", root=tmp_path / "run", host=host)
     row = Sample(source="t", question="Who was faster?", answer="Evelyn").to_row()
     row["traces"] = [{"text": "<think>compare</think>It was Evelyn, clearly."}]
-    stage = CompassJudge({"engine": "openai", "require_think": False, "max_tokens": 16,
-                          "engine_options": {"model": str(tiny_lm_dir), "base_url": served_tiny_lm,
-                                             "max_retries": 0, "timeout": 120}})
+    stage = CompassJudge({"require_think": False, "max_tokens": 16,
+                          "engine": {"use": "openai", "model": str(tiny_lm_dir),
+                                     "base_url": served_tiny_lm, "max_retries": 0,
+                                     "timeout": 120}})
     assert stage.preflight(host) == []
     try:
         out = stage.process([row], ctx)
@@ -98,10 +99,9 @@ def test_both_formats_parse_or_retry_and_a_rerun_sends_nothing(
     (or retried once, then invalid), and a rerun on the same request cache sends nothing and
     gives the same verdicts."""
     host = PluginHost(autoload=False, select=["openai"])
-    options = {"engine": "openai", "require_think": False, "max_tokens": 12,
-               "judge_format": judge_format,
-               "engine_options": {"model": str(tiny_lm_dir), "base_url": served_tiny_lm,
-                                  "max_retries": 0, "timeout": 120}}
+    options = {"require_think": False, "max_tokens": 12, "judge_format": judge_format,
+               "engine": {"use": "openai", "model": str(tiny_lm_dir),
+                          "base_url": served_tiny_lm, "max_retries": 0, "timeout": 120}}
     if prompt_file:
         path = tmp_path / "cv_prompt.txt"
         path.write_text(CV_STYLE_PROMPT)

@@ -156,7 +156,7 @@ def test_vllm_distill_with_images_through_the_pipeline(vlm, vlm_dir, tmp_path, m
     raw = {"run": {"out": str(tmp_path / "run"), "shard_size": 4},
            "source": {"use": "hello", "n": 22},
            "distill": {"use": "vllm-distill", "samples_per_question": 2, "max_tokens": 6,
-                       "seed": 0, "engine_options": {"model": str(vlm_dir), **OPTIONS}}}
+                       "seed": 0, "engine": {"model": str(vlm_dir), **OPTIONS}}}
     store = Pipeline(recipe_from_dict(raw), host=PluginHost(autoload=False)).run()
     manifest = json.loads((store.root / "manifest.json").read_text())
     assert manifest["status"] == "done"

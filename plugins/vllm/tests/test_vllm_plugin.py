@@ -24,7 +24,7 @@ def no_vllm(monkeypatch):
 
 
 def test_validation_names_the_missing_package(no_vllm, plugin_host):
-    problems = check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+    problems = check_refs(VLLMDistiller({"engine": {"model": "m"}}).config,
                           plugin_host)
     assert problems == [f"engine: {MESSAGE}"]
     assert VLLM_MISSING == MESSAGE
@@ -32,7 +32,7 @@ def test_validation_names_the_missing_package(no_vllm, plugin_host):
 
 def test_validation_passes_when_vllm_is_there(monkeypatch, plugin_host):
     monkeypatch.setattr(engine_module, "vllm_available", lambda: True)
-    assert check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+    assert check_refs(VLLMDistiller({"engine": {"model": "m"}}).config,
                       plugin_host) == []
     bad = VLLMDistiller({"engine": {"use": "vllm", "model": "m", "tensor_parallel_size": 0}})
     assert any(p.startswith("engine.tensor_parallel_size:")
@@ -48,7 +48,7 @@ def test_availability_matches_the_import_system():
 def test_curate_stops_at_validation(no_vllm, run_cli, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[source]\nuse = "hello"\nn = 2\n[distill]\nuse = "openai-distill"\n'
-                      '[distill.plugins.vllm-distill]\nengine_options = { model = "m" }\n')
+                      '[distill.plugins.vllm-distill]\nengine = { model = "m" }\n')
     result = run_cli("--plugin", "vllm-distill", "run", str(recipe), "--out", "out")
     assert result.exit_code == 2
     assert MESSAGE in " ".join(result.stderr.split())
@@ -78,10 +78,10 @@ def test_registered_by_its_entry_points(plugin_host, register_plugin):
 
 
 def test_runtime_options_leave_the_signature_alone():
-    base = {"engine_options": {"model": "m"}}
-    tuned = {"engine_options": {"model": "m", "gpu_memory_utilization": 0.5,
+    base = {"engine": {"model": "m"}}
+    tuned = {"engine": {"model": "m", "gpu_memory_utilization": 0.5,
                                 "max_num_seqs": 64}}
-    other = {"engine_options": {"model": "m", "max_model_len": 4096}}
+    other = {"engine": {"model": "m", "max_model_len": 4096}}
     assert VLLMDistiller(base).signature() == VLLMDistiller(tuned).signature()
     assert VLLMDistiller(base).signature() != VLLMDistiller(other).signature()
 
@@ -125,12 +125,12 @@ def test_each_distinct_image_of_a_question_is_decoded_once():
 def test_validation_names_an_unsupported_vllm_and_the_range(monkeypatch, plugin_host):
     monkeypatch.setattr(engine_module, "vllm_available", lambda: True)
     monkeypatch.setattr(engine_module, "installed_vllm_version", lambda: "0.34.0")
-    problems = check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config, plugin_host)
+    problems = check_refs(VLLMDistiller({"engine": {"model": "m"}}).config, plugin_host)
     assert len(problems) == 1
     assert problems[0].startswith("engine: vLLM 0.34.0 is installed")
     assert "vllm>=0.32,<0.33" in problems[0] and "pip install" in problems[0]
     monkeypatch.setattr(engine_module, "installed_vllm_version", lambda: "0.32.0+cpu")
-    assert check_refs(VLLMDistiller({"engine_options": {"model": "m"}}).config,
+    assert check_refs(VLLMDistiller({"engine": {"model": "m"}}).config,
                       plugin_host) == []
 
 

@@ -13,6 +13,5 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "pass_rate": pa.float64(),
     "pass_correct": pa.int64(),
     "pass_drawn": pa.int64(),
-    "rollouts_used": pa.int64(),
     "rollouts": TRACES_TYPE,
 }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
-from dualcurate.config import EngineRef, VerifierRef, fold_options
+from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
 from dualcurate_difficulty.columns import COLUMN_TYPES
@@ -48,10 +48,8 @@ class DifficultyConfig(StageConfig):
     """Options of the ``difficulty`` filter (see docs/difficulty.md).
 
     ``engine``: the engine that runs the proxy model, with its options (``model`` at least):
-    ``engine = { use = "hf", model = "..." }``; the older ``engine = "hf"`` with
-    ``engine_options = {...}`` beside it is folded into it. ``verifier_stage``: verifiers run
-    on what the recipe's verifier leaves undecided, each a name or ``{ use = "...",
-    ...options }``; the older ``verifier_options = { name = {...} }`` is folded into them.
+    ``engine = { use = "hf", model = "..." }``. ``verifier_stage``: verifiers run on what
+    the recipe's verifier leaves undecided, each a name or ``{ use = "...", ...options }``.
     ``curate validate`` resolves both and validates their options before anything runs."""
 
     engine: EngineRef = Field(default_factory=lambda: EngineRef(use=DEFAULT_ENGINE))
@@ -79,18 +77,6 @@ class DifficultyConfig(StageConfig):
     report: bool = True
 
     runtime_fields = frozenset({"report"})
-
-    @model_validator(mode="before")
-    @classmethod
-    def _older_spellings(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
-        if "verifier_options" in data:
-            data = dict(data)
-            data["verifier_stage"] = fold_verifier_options(data.get("verifier_stage") or [],
-                                                           data.pop("verifier_options"))
-        return data
 
     @field_validator("keep")
     @classmethod
@@ -136,44 +122,20 @@ class DifficultyConfig(StageConfig):
                               max_tokens=self.max_tokens, seed=self.seed)
 
 
-def fold_verifier_options(stages: Any, options: Any) -> list[Any]:
-    """The older ``verifier_stage = ["name"]`` with ``verifier_options = { name = {...} }``
-    as references: each verifier's options merged into its entry."""
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise ValueError("verifier_options must map verifier names to tables of options; "
-                         "write verifier_stage = [{ use = \"...\", ... }] instead")
-    if not isinstance(stages, list):
-        return stages  # pydantic says what is wrong with it
-    names = [s if isinstance(s, str) else s.get("use") if isinstance(s, dict) else
-             getattr(s, "use", None) for s in stages]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"verifier_options names {', '.join(unknown)}, which are not in "
-                         f"verifier_stage {names}")
-    out = []
-    for stage, name in zip(stages, names, strict=True):
-        if name in options:
-            ref = stage.model_dump() if isinstance(stage, VerifierRef) else \
-                {"use": stage} if isinstance(stage, str) else dict(stage)
-            stage = {**ref, **options[name]}
-        out.append(stage)
-    return out
-
-
 class DifficultyFilter(Filter):
     """Keeps samples by the pass rate of a proxy model (MMFineReason's difficulty filter).
 
     Adds ``pass_correct`` and ``pass_drawn`` (rollouts verified correct, rollouts drawn:
     what was observed), ``pass_rate`` (correct / k, only when all ``k`` rollouts were drawn;
     None for a sample adaptive sampling settled earlier, whose decision is exact all the
-    same), ``rollouts_used`` (= ``pass_drawn``), ``rollouts`` (Trace dicts with verdicts) and
+    same), ``rollouts`` (Trace dicts with verdicts) and
     ``keep``.
     """
 
     name = "difficulty"
     Config = DifficultyConfig
     requires = ("id", "question", "answer")
-    provides = ("pass_rate", "pass_correct", "pass_drawn", "rollouts_used", "rollouts", "keep")
+    provides = ("pass_rate", "pass_correct", "pass_drawn", "rollouts", "keep")
     column_types = COLUMN_TYPES
     generates = True  # shards stream: process() keeps its state in locals
     version = "1"
@@ -295,12 +257,11 @@ class DifficultyFilter(Filter):
             # figure (a sample stopped early after 1 of 1 correct is not "1.0").
             pass_rate = correct[i] / cfg.k if used == cfg.k else None
             out.append({**row, "pass_rate": pass_rate, "pass_correct": correct[i],
-                        "pass_drawn": used, "rollouts_used": used,
-                        "rollouts": rollouts[i], "keep": keep})
+                        "pass_drawn": used, "rollouts": rollouts[i], "keep": keep})
             self._summary.append({"source": row.get("source", ""),
                                   "domain": row.get("domain", ""), "pass_rate": pass_rate,
                                   "pass_correct": correct[i], "pass_drawn": used,
-                                  "rollouts_used": used, "keep": keep})
+                                  "keep": keep})
         return out
 
     def _decide(self, row: dict[str, Any], correct: int, drawn: int) -> bool | None:

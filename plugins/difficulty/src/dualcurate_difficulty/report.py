@@ -22,7 +22,7 @@ EARLY_ABOVE_0, EARLY_BELOW_1 = "> 0 (stopped early)", "< 1 (stopped early)"
 BINS = ("0", "(0, 0.25]", "(0.25, 0.5]", "(0.5, 0.75]", "(0.75, 1)", "1", EARLY_ABOVE_0,
         EARLY_BELOW_1, "none")
 SUMMARY_COLUMNS = ("source", "domain", "pass_rate", "pass_correct", "pass_drawn",
-                   "rollouts_used", "keep")
+                   "keep")
 
 
 def known_bin(row: dict[str, Any], k: int) -> str:
@@ -82,12 +82,12 @@ def build_report(rows: Iterable[dict[str, Any]], k: int) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
         for row in rows:
             name = str(row.get(key) or "")
-            g = out.setdefault(name, {"samples": 0, "kept": 0, "rollouts_used": 0,
+            g = out.setdefault(name, {"samples": 0, "kept": 0, "pass_drawn": 0,
                                       "pass_rate_sum": 0.0, "with_rate": 0,
                                       "histogram": dict.fromkeys(BINS, 0)})
             g["samples"] += 1
             g["kept"] += bool(row.get("keep"))
-            g["rollouts_used"] += int(row.get("rollouts_used") or 0)
+            g["pass_drawn"] += int(row.get("pass_drawn") or 0)
             g["histogram"][known_bin(row, k)] += 1
             if row.get("pass_rate") is not None:
                 g["pass_rate_sum"] += float(row["pass_rate"])
@@ -96,16 +96,16 @@ def build_report(rows: Iterable[dict[str, Any]], k: int) -> dict[str, Any]:
             g["mean_pass_rate"] = (round(g.pop("pass_rate_sum") / g["with_rate"], 4)
                                    if g["with_rate"] else None)
             g.pop("with_rate")
-            g["rollout_ratio"] = round(g["rollouts_used"] / (k * g["samples"]), 4)
+            g["rollout_ratio"] = round(g["pass_drawn"] / (k * g["samples"]), 4)
         return dict(sorted(out.items()))
 
-    used = sum(int(r.get("rollouts_used") or 0) for r in rows)
+    used = sum(int(r.get("pass_drawn") or 0) for r in rows)
     full = k * len(rows)
     return {
         "k": k,
         "samples": len(rows),
         "kept": sum(bool(r.get("keep")) for r in rows),
-        "rollouts_used": used,
+        "pass_drawn": used,
         "rollouts_full_k": full,
         "rollout_ratio": round(used / full, 4) if full else None,
         "bins": list(BINS),
@@ -120,7 +120,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "# Difficulty report",
         "",
         f"- samples: {report['samples']}, kept: {report['kept']}",
-        f"- rollouts: {report['rollouts_used']} used of {report['rollouts_full_k']} at full "
+        f"- rollouts: {report['pass_drawn']} used of {report['rollouts_full_k']} at full "
         f"k={report['k']} (ratio {report['rollout_ratio']})",
         "",
         "Pass rates are k-rollout figures. A sample adaptive sampling settled early has no "
@@ -134,7 +134,7 @@ def report_markdown(report: dict[str, Any]) -> str:
                   "|" + "---|" * (6 + len(report["bins"]))]
         for name, g in report[key].items():
             lines.append(f"| {name or '(none)'} | {g['samples']} | {g['kept']} | "
-                         f"{g['mean_pass_rate']} | {g['rollouts_used']} | {g['rollout_ratio']}"
+                         f"{g['mean_pass_rate']} | {g['pass_drawn']} | {g['rollout_ratio']}"
                          f" | " + " | ".join(str(g["histogram"][b]) for b in report["bins"])
                          + " |")
     return "\n".join(lines) + "\n"

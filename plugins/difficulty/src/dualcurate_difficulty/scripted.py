@@ -186,13 +186,13 @@ def scripted_host() -> PluginHost:
     return host
 
 
-def run_filter(rows: list[dict[str, Any]], ctx: StageContext, **config: Any
-               ) -> list[dict[str, Any]]:
-    """Run the difficulty filter once (setup, process, finish, teardown) with
-    :func:`scripted_check` unless ``use_check`` is false."""
+def run_filter(rows: list[dict[str, Any]], ctx: StageContext, engine: str = "scripted",
+               options: dict[str, Any] | None = None, **config: Any) -> list[dict[str, Any]]:
+    """Run the difficulty filter once (setup, process, finish, teardown) on ``engine`` with
+    ``options`` (its options), with :func:`scripted_check` unless ``use_check`` is false."""
     from dualcurate_difficulty.filter import DifficultyFilter
 
-    stage = DifficultyFilter({"engine": "scripted", **config})
+    stage = DifficultyFilter({"engine": {"use": engine, **(options or {})}, **config})
     stage.check_fn = scripted_check
     stage.setup(ctx)
     try:

@@ -52,7 +52,7 @@ class StopRule:
 
     def final_decision(self, row: Mapping[str, Any], correct: int) -> bool:
         """The decision full-k sampling makes when ``correct`` of ``k`` rollouts verify."""
-        final = {"pass_rate": correct / self.k, "rollouts_used": self.k}
+        final = {"pass_rate": correct / self.k, "pass_drawn": self.k}
         return self.keep.evaluate(ChainMap(final, row))  # type: ignore[arg-type]
 
     def decide(self, row: Mapping[str, Any], correct: int, drawn: int) -> bool | None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from dualcurate.config import EngineRef, fold_options
+from dualcurate.config import EngineRef
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import render_answer
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
@@ -69,9 +69,7 @@ class DualTuningConfig(StageConfig):
     """Options of the ``dual-tuning`` judge (``[judge.plugins.dual-tuning]`` or ``[judge]``).
 
     ``engine`` and ``trainer`` are references, ``engine = { use = "vllm", ...options }``,
-    resolved and validated by ``curate validate`` before anything runs; the older
-    ``engine = "hf"`` with ``engine_options = {...}`` (and ``trainer_options``) beside it is
-    folded into them. The judge owns the model both start from: ``base_model`` is the
+    resolved and validated by ``curate validate`` before anything runs. The judge owns the model both start from: ``base_model`` is the
     engine's ``model`` (each trained model replaces it in turn) and the trainer's
     ``model_field`` option (see :class:`BaseModelTrainerRef`)."""
 
@@ -103,11 +101,9 @@ class DualTuningConfig(StageConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _older_spellings(cls, data: Any) -> Any:
+    def _base_model_into_refs(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
-        data = fold_options(data, "trainer", "trainer_options", DEFAULT_TRAINER)
         base = data.get("base_model")
         if not isinstance(base, str):
             return data  # pydantic says base_model is missing

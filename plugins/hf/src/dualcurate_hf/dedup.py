@@ -2,7 +2,7 @@
 
 * exact (default): the normalised question (NFKC, case-folded, whitespace collapsed), the
   choices and the image hashes.
-* near (optional), offline by default (``method = "minhash"``, the name kept for recipes):
+* near (optional), offline by default (``method = "simhash"``):
 
   - images: a 32x32 RGB thumbnail per distinct stored image, compared pixel by pixel with a
     one-pixel shift tolerance (each pixel is matched to its best neighbour in the other
@@ -49,16 +49,10 @@ class DedupOptions(BaseModel):
 
     exact: bool = True
     near: bool = False
-    method: Literal["minhash", "embeddings"] = "minhash"
+    method: Literal["simhash", "embeddings"] = "simhash"
     text_threshold: float = Field(0.9, gt=0, le=1)
     image_threshold: float = Field(0.98, gt=0, le=1)
     shingle: int = Field(3, ge=1, le=10)
-    #: no effect: left from the MinHash comparison SimHash and thumbnails replaced; accepted
-    #: so older recipes still validate
-    num_perm: int = Field(64, ge=8, le=512, deprecated="no effect since SimHash replaced "
-                          "MinHash; remove it")
-    max_bucket: int = Field(1000, ge=1, deprecated="no effect since SimHash replaced MinHash; "
-                            "remove it")
     #: Nearest images (8x8 thumbnails) checked per new image before the exact comparison.
     candidates: int = Field(16, ge=1, le=256)
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"

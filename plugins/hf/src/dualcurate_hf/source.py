@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import DualcurateError, Sample, Source, StageConfig
-from dualcurate.config import EngineRef, fold_options
+from dualcurate.config import EngineRef
 from dualcurate.schema import sample_id
 from dualcurate_hf.cleaning import CleaningOptions, clean_item
 from dualcurate_hf.dedup import (
@@ -80,20 +80,6 @@ class HFDatasetConfig(StageConfig):
     llm_clean_sampling: dict[str, Any] = {}
     llm_clean_images: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _older_spellings(cls, data: Any) -> Any:
-        # llm_clean_engine = "openai" with llm_clean_options = {...} beside it
-        if not isinstance(data, dict) or "llm_clean_options" not in data:
-            return data
-        if data.get("llm_clean_engine") is None:
-            if data["llm_clean_options"]:
-                raise ValueError("llm_clean_options is set but llm_clean_engine is not: name "
-                                 "the engine, llm_clean_engine = { use = \"openai\", model = "
-                                 "\"...\" }, or drop llm_clean_options")
-            return {k: v for k, v in data.items() if k != "llm_clean_options"}
-        return fold_options(data, "llm_clean_engine", "llm_clean_options")
-
     @model_validator(mode="after")
     def _unique_names(self) -> HFDatasetConfig:
         names = [s.name for s in self.sources]
@@ -129,7 +115,7 @@ class HFDatasetSource(Source):
                 import sentence_transformers  # noqa: F401
             except ImportError:
                 problems.append("dedup.method = \"embeddings\" needs sentence-transformers; "
-                                "pip install sentence-transformers, or use method = \"minhash\"")
+                                "pip install sentence-transformers, or use method = \"simhash\"")
         return problems
 
     def signature(self) -> str:
@@ -178,7 +164,7 @@ class HFDatasetSource(Source):
         drops = DropLog(Path(ctx.workdir) / "drops.jsonl")
         near: NearDuplicateIndex | EmbeddingIndex | None = None
         if cfg.dedup.near:
-            near = (NearDuplicateIndex(cfg.dedup) if cfg.dedup.method == "minhash"
+            near = (NearDuplicateIndex(cfg.dedup) if cfg.dedup.method == "simhash"
                     else EmbeddingIndex(cfg.dedup))
         normaliser = ImageNormaliser(ctx.images, cfg.images,
                                      near=near if isinstance(near, NearDuplicateIndex) else None)

@@ -30,7 +30,7 @@ class StageResources(BaseModel):
     num_cpus: float | None = Field(None, ge=0, description="CPUs reserved per actor")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per actor (TP=1)")
     tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs per engine; "
-                                             "default: engine_options.tensor_parallel_size")
+                                             "default: engine.tensor_parallel_size")
     placement_strategy: str = Field("STRICT_PACK", description="of the placement group when "
                                     "tensor_parallel_size > 1 (PACK lets one engine span nodes)")
     max_shards_in_flight: int | None = Field(None, ge=1, description="shards one actor of a "
@@ -75,16 +75,13 @@ class Plan:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **extra}
 
 
-def engine_of(job: MapJob) -> tuple[str, dict[str, Any]]:
-    """The engine name and options a stage's config names: its ``engine`` reference
-    (``{use = "vllm", ...options}``, as every stage naming an engine writes it)."""
+def stage_engine(job: MapJob) -> tuple[str, dict[str, Any]]:
+    """The engine name and options of a stage's ``engine`` reference (``{use = "vllm",
+    ...options}`` in the dumped config; ``("", {})`` for a stage without one)."""
     ref = job.stage_config.get("engine")
-    if isinstance(ref, dict):
-        return str(ref.get("use") or ""), {k: v for k, v in ref.items() if k != "use"}
-    # a stage that spells it the older way (a name, and its options beside it)
-    name = ref or getattr(job.stage_cls, "default_engine", "") or ""
-    options = job.stage_config.get("engine_options") or {}
-    return str(name), dict(options) if isinstance(options, dict) else {}
+    if not isinstance(ref, dict):
+        return "", {}
+    return str(ref.get("use") or ""), {k: v for k, v in ref.items() if k != "use"}
 
 
 def uses_local_model(job: MapJob) -> bool:
@@ -92,7 +89,7 @@ def uses_local_model(job: MapJob) -> bool:
     transformers), as opposed to calling a server."""
     if not job.stage_cls.generates:
         return False
-    name, options = engine_of(job)
+    name, options = stage_engine(job)
     return name not in REMOTE_ENGINES and not options.get("base_url")
 
 
@@ -108,8 +105,8 @@ def plan(job: MapJob, defaults: StageResources, override: StageResources | None,
     cpus = float(cluster.get("CPU", 1.0))
     gpus = float(cluster.get("GPU", 0.0))
     notes: list[str] = []
-    _, engine_options = engine_of(job)
-    tp = int(opts.get("tensor_parallel_size") or engine_options.get("tensor_parallel_size") or 1)
+    _, engine = stage_engine(job)
+    tp = int(opts.get("tensor_parallel_size") or engine.get("tensor_parallel_size") or 1)
 
     if "num_gpus" in opts:
         num_gpus = float(opts["num_gpus"])

@@ -23,12 +23,10 @@ import threading
 import time
 from typing import Any
 
-import pyarrow as pa
-
 from dualcurate import hookimpl
 from dualcurate.cache_segments import SegmentedCache
 from dualcurate.context import StageContext
-from dualcurate.executors import output_types, process_shard
+from dualcurate.executors import empty_shard, output_types, process_shard
 from dualcurate.stages import MapJob
 from dualcurate.store import RunStore
 from dualcurate.window import GenerationWindow
@@ -85,10 +83,6 @@ def make_host(registry: Registry | None) -> Any:
     host = PluginHost(autoload=False, builtins=False)
     host.register(_Shipped(registry), name="driver")
     return host
-
-
-def _empty_table() -> pa.Table:
-    return pa.table({"id": pa.array([], pa.string())})
 
 
 class ShardWorker:
@@ -182,7 +176,7 @@ class ShardWorker:
                     self.cpu_s += time.process_time() - cpu
             self.shards += 1
             staged = self.store.stage_shard(self.job.stage_name, index,
-                                            out if out else _empty_table(),
+                                            out if out else empty_shard(),
                                             output_types(self.stage, self.store,
                                                          self.job.upstream, index))
             return index, str(staged), rows_in, len(out), shard_ctx.stats.failed

@@ -82,8 +82,6 @@ class SyntheticBaseBuilder(ModelBuilder):
     name = "synthetic-base"
     Config = BaseModelConfig
     version = str(RECIPE_VERSION)
-    #: the marker of the source-built base models (``base_model_dir``): rebuilt in place
-    legacy_markers = ("dualcurate-base.json",)
 
     def build(self, out: Path, ctx: StageContext) -> None:
         cfg = self.config

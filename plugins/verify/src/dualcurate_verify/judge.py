@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from dualcurate import ChatRequest, SamplingParams
-from dualcurate.config import EngineRef, fold_options
+from dualcurate.config import EngineRef
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, addresses_grader
 from dualcurate_verify.stage import (
@@ -273,8 +273,7 @@ class CompassJudgeConfig(RuleVerifierConfig):
     """Options of ``compass-judge``: the rule options plus the judge's engine and sampling.
 
     ``engine`` is a reference, ``engine = { use = "openai", model = "...", base_url = "..." }``,
-    resolved and validated by ``curate validate``; the older ``engine = "openai"`` with
-    ``engine_options = {...}`` beside it is folded into it."""
+    resolved and validated by ``curate validate``."""
 
     engine: EngineRef = Field(
         default_factory=lambda: EngineRef(use=DEFAULT_ENGINE),
@@ -295,11 +294,6 @@ class CompassJudgeConfig(RuleVerifierConfig):
         "sent alone, without the built-in system message")
 
     file_fields: ClassVar[frozenset[str]] = frozenset({"prompt_file"})
-
-    @model_validator(mode="before")
-    @classmethod
-    def _older_spellings(cls, data: Any) -> Any:
-        return fold_options(data, "engine", "engine_options", DEFAULT_ENGINE)
 
     def template(self) -> str | None:
         """The prompt file's text, or None for the built-in prompt of ``judge_format``."""

@@ -8,8 +8,7 @@ from dualcurate.engine import Engine
 
 class VLLMDistiller(TeacherDistiller):
     """The ``teacher`` distiller with ``engine = { use = "vllm" }`` by default (options:
-    ``model``, ``max_model_len``, ``tensor_parallel_size``...; ``engine_options`` is the older
-    spelling). The engine is fed across
+    ``model``, ``max_model_len``, ``tensor_parallel_size``...). The engine is fed across
     shards (the streaming executor overlaps them), so the default ``run.shard_size`` keeps
     vLLM busy; a shard is only the unit of commit and resume."""
 
