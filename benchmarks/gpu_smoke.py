@@ -39,6 +39,11 @@ from typing import Any
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
+KEYS = ("device", "hf_device", "hf_samples_per_question", "hf_distinct_completions",
+        "sft_param_dtype", "sft_weights_changed_fraction", "sft_step_ms", "sft_direct_step_ms",
+        "sft_step_ratio", "gspo_param_dtype", "gspo_weights_changed_fraction", "gspo_step_ms",
+        "gspo_direct_step_ms", "gspo_step_ratio", "param_dtype", "weights_changed_lr1e6",
+        "smoke")
 QWEN_LIKE = {"top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05,
              "do_sample": True}
 LR = 1e-6
@@ -268,6 +273,7 @@ def main() -> None:
                                           for k in ("sft", "gspo"))
     result["smoke"] = opts.smoke
     tmp.cleanup()
+    assert tuple(result) == KEYS, (tuple(result), KEYS)
     print(json.dumps(result))
 
 
