@@ -65,6 +65,32 @@ def request_key(*, engine: str, model: str, messages: Sequence[Mapping[str, Any]
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def request_keys(*, engine: str, model: str, messages: Sequence[Mapping[str, Any]],
+                 sampling: Mapping[str, Any], sample_indices: Sequence[int],
+                 revision: str | None = None, endpoint: str | None = None,
+                 image_hashes: Sequence[str] = (),
+                 extra: Mapping[str, Any] | None = None) -> list[str]:
+    """``request_key`` of each of ``sample_indices``, the request serialised once: the
+    canonical JSON of the payload is its sorted top-level fields, so everything before and
+    after ``sample_index`` is shared by every sample."""
+    payload = {
+        "v": CACHE_FORMAT, "engine": engine, "model": model, "revision": revision,
+        "endpoint": endpoint, "messages": list(messages), "images": list(image_hashes),
+        "sampling": dict(sampling), "extra": dict(extra or {}),
+    }
+    fields = sorted(payload)
+    cut = sum(1 for name in fields if name < "sample_index")
+    head = ",".join(f"{canonical_json(k)}:{canonical_json(payload[k])}" for k in fields[:cut])
+    tail = ",".join(f"{canonical_json(k)}:{canonical_json(payload[k])}" for k in fields[cut:])
+    prefix = hashlib.sha256(f'{{{head},"sample_index":'.encode())
+    out = []
+    for index in sample_indices:
+        digest = prefix.copy()
+        digest.update(f"{int(index)},{tail}}}".encode())
+        out.append(digest.hexdigest())
+    return out
+
+
 def derived_key(kind: str, version: str, inputs: Mapping[str, Any]) -> str:
     """Key for a parse/verify result: its own kind and version plus its inputs."""
     return hashlib.sha256(canonical_json({"kind": kind, "version": version,
