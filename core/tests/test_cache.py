@@ -150,3 +150,16 @@ def test_derived_values_roundtrip(tmp_path_factory, value):
     cache = RequestCache(tmp_path_factory.mktemp("d") / "c.sqlite")
     cache.put_derived("k", value)
     assert cache.get_derived("k") == value
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages, sampling, st.lists(st.integers(0, 10**6), max_size=5),
+       st.dictionaries(st.text(max_size=8), json_scalars, max_size=3),
+       st.lists(st.text(max_size=8), max_size=2), st.one_of(st.none(), st.text(max_size=10)))
+def test_request_keys_equal_one_request_key_per_sample(msgs, samp, indices, extra, images, rev):
+    from dualcurate.cache import request_keys
+
+    common = dict(engine="openai", model="m", messages=msgs, sampling=samp, revision=rev,
+                  endpoint="http://x", image_hashes=images, extra=extra)
+    assert request_keys(**common, sample_indices=indices) == [
+        request_key(**common, sample_index=i) for i in indices]

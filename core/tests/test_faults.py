@@ -33,7 +33,9 @@ def test_torn_shard_is_invisible_and_swept(core_host, tmp_path):
 def test_torn_cache_row_is_a_miss(tmp_path):
     cache = RequestCache(tmp_path / "c.sqlite")
     cache.put("good", {"text": "x"})
-    cache._db.execute("INSERT INTO outputs VALUES ('torn', '{\"text\": \"unterminated', 0)")
+    cache.put("torn", {"text": "y" * 100})
+    blob = cache._db.execute("SELECT value FROM outputs WHERE key = 'torn'").fetchone()[0]
+    cache._db.execute("UPDATE outputs SET value = ? WHERE key = 'torn'", (blob[:-3],))
     assert cache.get_many(["good", "torn"]) == {"good": {"text": "x"}}
 
 

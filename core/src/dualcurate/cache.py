@@ -6,10 +6,19 @@ option not declared runtime-only, the fully rendered chat messages (system promp
 the sample index. Dict order never matters (canonical JSON). Failed requests are stored in a
 separate table, never as outputs, so the next run retries them. Parsing and verification are
 cached under their own keys (``derived``), so a parser change never re-pays generation.
+
+On disk (``FILE_FORMAT`` 2): ``outputs(key BLOB PRIMARY KEY, value BLOB, dict INTEGER,
+created INTEGER)``, the key the 32 bytes of the sha256 (the same key as the hex digest) and the
+value the canonical JSON of the output compressed with zstd. Reasoning traces of one cache
+share most of their vocabulary, and a 4 KB text compressed alone keeps little of it, so once
+``TRAIN_AFTER`` outputs are stored a zstd dictionary is trained from them, kept in the ``meta``
+table, and every later output is compressed with it (``dict`` names it; 0: none). A cache of
+an older file format is migrated in one pass when opened (its keys are unchanged in meaning).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -19,7 +28,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
+from dualcurate.errors import DualcurateError
+
 CACHE_FORMAT = 3  # 2: per-question seeds (seed_for(i, request)); 3: model fingerprints, engine options
+#: The layout of the file (not of the keys): 1 text values, 2 zstd values with a trained dictionary.
+FILE_FORMAT = 2
+#: Outputs stored before the dictionary is trained from them.
+TRAIN_AFTER = 512
+DICT_SIZE = 112 * 1024
+LEVEL = 3
 
 
 def canonical_json(obj: Any) -> str:
@@ -46,10 +65,132 @@ def request_key(*, engine: str, model: str, messages: Sequence[Mapping[str, Any]
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def request_keys(*, engine: str, model: str, messages: Sequence[Mapping[str, Any]],
+                 sampling: Mapping[str, Any], sample_indices: Sequence[int],
+                 revision: str | None = None, endpoint: str | None = None,
+                 image_hashes: Sequence[str] = (),
+                 extra: Mapping[str, Any] | None = None) -> list[str]:
+    """``request_key`` of each of ``sample_indices``, the request serialised once: the
+    canonical JSON of the payload is its sorted top-level fields, so everything before and
+    after ``sample_index`` is shared by every sample."""
+    payload = {
+        "v": CACHE_FORMAT, "engine": engine, "model": model, "revision": revision,
+        "endpoint": endpoint, "messages": list(messages), "images": list(image_hashes),
+        "sampling": dict(sampling), "extra": dict(extra or {}),
+    }
+    fields = sorted(payload)
+    cut = sum(1 for name in fields if name < "sample_index")
+    head = ",".join(f"{canonical_json(k)}:{canonical_json(payload[k])}" for k in fields[:cut])
+    tail = ",".join(f"{canonical_json(k)}:{canonical_json(payload[k])}" for k in fields[cut:])
+    prefix = hashlib.sha256(f'{{{head},"sample_index":'.encode())
+    out = []
+    for index in sample_indices:
+        digest = prefix.copy()
+        digest.update(f"{int(index)},{tail}}}".encode())
+        out.append(digest.hexdigest())
+    return out
+
+
 def derived_key(kind: str, version: str, inputs: Mapping[str, Any]) -> str:
     """Key for a parse/verify result: its own kind and version plus its inputs."""
     return hashlib.sha256(canonical_json({"kind": kind, "version": version,
                                           "inputs": dict(inputs)}).encode()).hexdigest()
+
+
+class _Codec:
+    """zstd with the cache's dictionaries: output values in, blobs out, and back."""
+
+    def __init__(self) -> None:
+        self.dicts: dict[int, zstandard.ZstdCompressionDict] = {}
+        self.current = 0  # the dictionary new values are compressed with (0: none)
+        self._compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+
+    def load(self, db: sqlite3.Connection) -> None:
+        try:
+            rows = list(db.execute("SELECT name, value FROM meta WHERE name LIKE 'dict:%'"))
+        except sqlite3.OperationalError:  # no meta table (a file written before format 2)
+            return
+        for name, value in rows:
+            number = int(name.split(":", 1)[1])
+            if number not in self.dicts:
+                self.dicts[number] = zstandard.ZstdCompressionDict(bytes(value))
+        self.current = max(self.dicts, default=0)
+
+    def compress(self, value: Mapping[str, Any]) -> tuple[bytes, int]:
+        number = self.current
+        comp = self._compressors.get(number)
+        if comp is None:
+            comp = self._compressors[number] = zstandard.ZstdCompressor(
+                level=LEVEL, dict_data=self.dicts.get(number), write_content_size=True,
+                write_checksum=False, write_dict_id=False)
+        return comp.compress(canonical_json(value).encode()), number
+
+    def decompress(self, blob: bytes, number: int) -> dict[str, Any] | None:
+        """The value, or None when it cannot be read (a torn row, an unknown dictionary): a
+        miss, asked again."""
+        dec = self._decompressors.get(number)
+        if dec is None:
+            if number and number not in self.dicts:
+                return None
+            dec = self._decompressors[number] = zstandard.ZstdDecompressor(
+                dict_data=self.dicts.get(number))
+        try:
+            value = json.loads(dec.decompress(blob))
+        except (zstandard.ZstdError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def encode_key(key: str) -> bytes | str:
+    """A key as stored: a sha256 hex digest as its 32 bytes, anything else as text (SQLite
+    never finds a text value equal to a blob, so the two cannot collide)."""
+    if len(key) == 64 and _HEX.issuperset(key):
+        return bytes.fromhex(key)
+    return key
+
+
+def decode_key(stored: bytes | str) -> str:
+    return stored.hex() if isinstance(stored, bytes) else stored
+
+
+def read_outputs(db: sqlite3.Connection, codec: _Codec, keys: Sequence[str]
+                 ) -> dict[str, dict[str, Any]]:
+    """The outputs stored under ``keys`` (hex digests) in an open cache file."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = [encode_key(k) for k in keys[start:start + 500]]
+        q = f"SELECT key, value, dict FROM outputs WHERE key IN ({','.join('?' * len(chunk))})"
+        for key, blob, number in db.execute(q, chunk):
+            if number and number not in codec.dicts:
+                codec.load(db)  # trained by another process since this one read them
+            value = codec.decompress(blob, number)
+            if value is not None:
+                found[decode_key(key)] = value
+    return found
+
+
+def _file_format(db: sqlite3.Connection) -> int | None:
+    """The cache file's format: None for a new (empty) file, 1 for the text-valued layout."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+        return int(row[0]) if row is not None else None
+    return 1 if "outputs" in tables else None
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    # key: 32 bytes (a digest) or text; dict: the dictionary value was compressed with
+    "CREATE TABLE IF NOT EXISTS outputs (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
+    "dict INTEGER NOT NULL, created INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS failures (key TEXT NOT NULL, error TEXT NOT NULL, "
+    "created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS derived (key BLOB PRIMARY KEY, value TEXT NOT NULL)",
+)
 
 
 class RequestCache:
@@ -60,20 +201,89 @@ class RequestCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, value TEXT NOT NULL,
-                                                created REAL NOT NULL);
-            CREATE TABLE IF NOT EXISTS failures (key TEXT NOT NULL, error TEXT NOT NULL,
-                                                 created REAL NOT NULL);
-            CREATE TABLE IF NOT EXISTS derived (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            """
-        )
+        self._codec = _Codec()
+        self._open()
+        self._undicted = 0 if self._codec.current else self._db.execute(
+            "SELECT COUNT(*) FROM outputs").fetchone()[0]
         self.hits = 0
         self.misses = 0
+
+    def _open(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")  # one process creates or migrates the file
+        try:
+            fmt = _file_format(self._db)
+            if fmt is not None and fmt > FILE_FORMAT:
+                raise DualcurateError(
+                    f"request cache {self.path}: written by cache format {fmt}, this dualcurate "
+                    f"reads format {FILE_FORMAT}; use another cache file ([run] cache) or "
+                    f"upgrade dualcurate")
+            if fmt == 1:
+                self._db.execute("ALTER TABLE outputs RENAME TO outputs_v1")
+                self._db.execute("ALTER TABLE derived RENAME TO derived_v1")
+            for statement in SCHEMA:  # not executescript: it would commit the transaction
+                self._db.execute(statement)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FILE_FORMAT,))
+            self._codec.load(self._db)
+            if fmt == 1:
+                self._migrate()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if fmt == 1:
+            self._db.execute("VACUUM")  # give back the pages the text values held
+
+    def _migrate(self) -> None:
+        """Format 1 (text values, hex keys) to 2, in one pass: the first ``TRAIN_AFTER``
+        outputs train the dictionary, then every output is compressed with it."""
+        old = self._db.execute("SELECT value FROM outputs_v1 LIMIT ?", (TRAIN_AFTER,))
+        samples = [v.encode() for (v,) in old]
+        if len(samples) >= TRAIN_AFTER:
+            self._store_dict(samples)
+        rows = self._db.execute("SELECT key, value, created FROM outputs_v1")
+        while batch := rows.fetchmany(2000):
+            out = []
+            for key, text, created in batch:
+                with contextlib.suppress(json.JSONDecodeError, ValueError):
+                    blob, number = self._codec.compress(json.loads(text))
+                    out.append((encode_key(key), blob, number, int(created)))
+            self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", out)
+        pairs = [(encode_key(k), v)
+                 for k, v in self._db.execute("SELECT key, value FROM derived_v1")]
+        self._db.executemany("INSERT OR REPLACE INTO derived VALUES (?, ?)", pairs)
+        self._db.execute("DROP TABLE outputs_v1")
+        self._db.execute("DROP TABLE derived_v1")
+
+    def _store_dict(self, samples: list[bytes]) -> None:
+        """Train dictionary 1 from ``samples`` unless another writer stored one; load it."""
+        try:
+            trained = zstandard.train_dictionary(DICT_SIZE, samples, level=LEVEL)
+        except zstandard.ZstdError:  # too little (or too uniform) text to train on
+            return
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dict:1', ?)",
+                         (trained.as_bytes(),))
+        self._codec.load(self._db)
+
+    def _maybe_train(self) -> None:
+        """Called under the lock after a write: train the dictionary once enough is stored."""
+        if self._codec.current or self._undicted < TRAIN_AFTER:
+            return
+        self._codec.load(self._db)  # another process may have trained it
+        if self._codec.current:
+            return
+        rows = self._db.execute("SELECT value, dict FROM outputs LIMIT ?", (TRAIN_AFTER * 2,))
+        samples = []
+        for blob, number in rows:
+            value = self._codec.decompress(blob, number)
+            if value is not None:
+                samples.append(canonical_json(value).encode())
+        self._store_dict(samples)
+        if not self._codec.current:
+            self._undicted = 0  # could not train: try again after as many more
 
     def close(self) -> None:
         with self._lock:
@@ -82,16 +292,8 @@ class RequestCache:
     # outputs ------------------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         keys = list(keys)
-        found: dict[str, dict[str, Any]] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                q = f"SELECT key, value FROM outputs WHERE key IN ({','.join('?' * len(chunk))})"
-                for key, value in self._db.execute(q, chunk):
-                    try:
-                        found[key] = json.loads(value)
-                    except json.JSONDecodeError:
-                        continue  # a torn row is a miss
+            found = read_outputs(self._db, self._codec, keys)
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
@@ -103,14 +305,18 @@ class RequestCache:
         self.put_many([(key, value)])
 
     def put_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-        now = time.time()
-        rows = [(k, canonical_json(v), now) for k, v in items]
-        if not rows:
+        items = list(items)
+        if not items:
             return
+        now = int(time.time())
         with self._lock:
+            rows = [(encode_key(k), *self._codec.compress(v), now) for k, v in items]
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
+            if not self._codec.current:
+                self._undicted += len(rows)
+                self._maybe_train()
 
     def record_failure(self, key: str, error: str) -> None:
         with self._lock:
@@ -127,10 +333,11 @@ class RequestCache:
     # derived (parse / verify) -------------------------------------------------------------
     def get_derived(self, key: str) -> Any | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM derived WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute("SELECT value FROM derived WHERE key = ?",
+                                   (encode_key(key),)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def put_derived(self, key: str, value: Any) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO derived VALUES (?, ?)",
-                             (key, canonical_json(value)))
+                             (encode_key(key), canonical_json(value)))

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dualcurate.cache import RequestCache, canonical_json
+from dualcurate.cache import RequestCache, _Codec, canonical_json, encode_key, read_outputs
 
 __all__ = ["SegmentedCache", "checkpoint", "merge_segments", "read_segment", "segment_dir"]
 
@@ -206,11 +206,13 @@ class SegmentedCache:
         self._own = _SegmentIndex(self.segment)
         self._attached: dict[Path, _SegmentIndex] = {}
         self._main: sqlite3.Connection | None = None
+        self._codec = _Codec()
         if self.path.exists():
             # immutable: no locks, no WAL, no shared memory; correct because the main file
             # does not change while workers run (the driver merges only between stages)
             self._main = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True,
                                          check_same_thread=False)
+            self._codec.load(self._main)
         self.hits = 0
         self.misses = 0
         self.attach(attach)
@@ -286,17 +288,8 @@ class SegmentedCache:
                 else:
                     rest.append(key)
             if self._main is not None and rest:
-                for start in range(0, len(rest), 500):
-                    chunk = rest[start:start + 500]
-                    q = (f"SELECT key, value FROM outputs WHERE key IN "
-                         f"({','.join('?' * len(chunk))})")
-                    try:
-                        rows = list(self._main.execute(q, chunk))
-                    except sqlite3.OperationalError:  # no table yet
-                        rows = []
-                    for key, value in rows:
-                        with contextlib.suppress(json.JSONDecodeError):
-                            found[key] = json.loads(value)
+                with contextlib.suppress(sqlite3.OperationalError):  # no table yet
+                    found.update(read_outputs(self._main, self._codec, rest))
         self.hits += len(found)
         self.misses += len(keys) - len(found)
         return found
@@ -320,7 +313,7 @@ class SegmentedCache:
                 return value
             try:
                 row = self._main.execute("SELECT value FROM derived WHERE key = ?",
-                                         (key,)).fetchone()
+                                         (encode_key(key),)).fetchone()
             except sqlite3.OperationalError:
                 return None
         return None if row is None else json.loads(row[0])

@@ -21,13 +21,13 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dualcurate.cache import RequestCache, canonical_json, request_key
+from dualcurate.cache import RequestCache, canonical_json, request_keys
 from dualcurate.config import StageConfig, code_versions, coerce_config
 from dualcurate.errors import DualcurateError
 from dualcurate.fingerprint import model_fingerprint
@@ -145,10 +145,10 @@ class Completion:
         return self.error is None
 
     def to_cache(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("cached")
-        data.pop("error")
-        return data
+        # not dataclasses.asdict: it deep-copies every field, on the path of every sample
+        return {"text": self.text, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
 
 
 #: What an engine's worker posts to a call's :class:`ResultMailbox` when the engine closes.
@@ -320,18 +320,18 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
     return ident
 
 
-def cache_keys(engine: Engine, request: ChatRequest, sampling: SamplingParams) -> list[str]:
+def cache_keys(engine: Engine, request: ChatRequest, sampling: SamplingParams,
+               sampling_key: dict[str, Any] | None = None) -> list[str]:
+    """The cache key of each sample of ``request`` (``sampling_key``: ``sampling`` dumped to
+    JSON once by a caller keying many requests)."""
     ident = engine_identity(engine)
-    sampling_key = sampling.model_dump(mode="json")
-    return [
-        request_key(engine=engine.name, model=ident.get("model", ""),
-                    revision=ident.get("revision"), endpoint=ident.get("endpoint"),
-                    messages=request.messages, image_hashes=request.image_hashes(),
-                    sampling=sampling_key, sample_index=idx,
-                    extra={k: v for k, v in ident.items()
-                           if k not in ("model", "revision", "endpoint")})
-        for idx in request.indices()
-    ]
+    if sampling_key is None:
+        sampling_key = sampling.model_dump(mode="json")
+    extra = {k: v for k, v in ident.items() if k not in ("model", "revision", "endpoint")}
+    return request_keys(engine=engine.name, model=ident.get("model", ""),
+                        revision=ident.get("revision"), endpoint=ident.get("endpoint"),
+                        messages=request.messages, image_hashes=request.image_hashes(),
+                        sampling=sampling_key, sample_indices=request.indices(), extra=extra)
 
 
 class GenerationStats:
@@ -382,7 +382,8 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
     if progress is not None:
         progress.expect(len(requests))  # progress counts requests on top of the stage's rows
     results: list[list[Completion | None]] = [[None] * len(r.indices()) for r in requests]
-    keys = [cache_keys(engine, r, sampling) for r in requests]
+    sampling_key = sampling.model_dump(mode="json")
+    keys = [cache_keys(engine, r, sampling, sampling_key) for r in requests]
     found = cache.get_many(k for ks in keys for k in ks) if cache is not None else {}
 
     pending: list[ChatRequest] = []
