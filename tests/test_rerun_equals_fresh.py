@@ -293,8 +293,7 @@ def test_multi_shard_streaming_runs_equal_whatever_the_sizes_and_timing(model_va
                 "distill": {"use": "hf-distill",
                             "engine": {"use": "hf", "model": str(source_model),
                                        "batch_size": batch_size},
-                            "samples_per_question": 3, "temperature": 1.0, "max_tokens": 8,
-                            "chunk_size": 3},
+                            "samples_per_question": 3, "temperature": 1.0, "max_tokens": 8},
                 "filter": {"use": "sm-short", "max_chars": 40}}
 
     def run(run_dir: Path, shard_size: int = 4, batch_size: int = 8,
