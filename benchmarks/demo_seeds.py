@@ -46,8 +46,8 @@ BLOCKS = ("regions", "stages")  # <!-- demo_seeds:NAME:begin --> ... <!-- demo_s
 # --smoke: the demo shrunk to seconds of work (its figures mean nothing)
 SMOKE = ["source.train_per_family=4", "source.eval_per_family=2", "models.base.build.steps=2",
          "models.base.build.examples_per_family=4", "models.base.build.threads=1",
-         "filter.k=2", "filter.max_tokens=16", "train.max_steps=1", "judge.trainer.max_steps=2",
-         "judge.max_tokens_long=16"]
+         "filter.samples_per_question=2", "filter.max_tokens=16", "train.max_steps=1",
+         "judge.trainer.max_steps=2", "judge.max_tokens_long=16"]
 COLUMNS = ("B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT")
 
 

@@ -120,7 +120,7 @@ def run_rule(name: str, rows: list[dict[str, Any]], base: dict[str, Any],
                              "generated": ctx.stats.sent - sent_before}
         ctx.close()
         ctx.cache.close()
-    k = base["k"]
+    k = base["samples_per_question"]
     adaptive, full = results["adaptive"], results["full"]
     used = sum(r["pass_drawn"] for r in adaptive["rows"])
     agree = sum(a["keep"] == f["keep"] for a, f in zip(adaptive["rows"], full["rows"],
@@ -134,7 +134,7 @@ def run_rule(name: str, rows: list[dict[str, Any]], base: dict[str, Any],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-family", type=int, default=40)
-    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--k", type=int, default=8, help="the filter's samples_per_question")
     parser.add_argument("--steps", type=int, default=300, help="proxy pre-training steps")
     parser.add_argument("--proxy", choices=["hf", "scripted"], default="hf")
     parser.add_argument("--smoke", action="store_true",
@@ -154,9 +154,9 @@ def main() -> None:
         proxy = "scripted"
     data_ctx = StageContext.ephemeral(root=tempfile.mkdtemp(prefix="bench-difficulty-data-"))
     rows = synthetic_rows(args.per_family, data_ctx)
-    base: dict[str, Any] = {"k": args.k, "temperature": 1.0, "max_tokens": 16, "seed": 0,
-                            "include_images": False,
-                            "prompt_template": "Answer directly.\n\n{question}"}
+    base: dict[str, Any] = {"samples_per_question": args.k, "temperature": 1.0,
+                            "max_tokens": 16, "seed": 0, "include_images": False,
+                            "template": "Answer directly.\n\n{{ question }}"}
     if proxy == "hf":
         smoke_dir = None
         if args.smoke:

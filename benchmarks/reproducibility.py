@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("source", "distill", "verify", "filter")
 SMOKE = {"source": {"train_per_family": 4, "eval_per_family": 2},
          "build": {"steps": 2, "examples_per_family": 4, "threads": 1},
-         "filter": {"k": 2, "max_tokens": 16}, "train": {"max_steps": 1}}
+         "filter": {"samples_per_question": 2, "max_tokens": 16}, "train": {"max_steps": 1}}
 
 
 def default_recipe() -> dict[str, Any]:

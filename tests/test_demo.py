@@ -9,7 +9,7 @@ import pytest
 
 SMALL = ["source.train_per_family=12", "source.eval_per_family=6",
          "models.base.build.steps=20", "models.base.build.examples_per_family=10",
-         "filter.k=2", "train.max_steps=2", "judge.trainer.max_steps=10"]
+         "filter.samples_per_question=2", "train.max_steps=2", "judge.trainer.max_steps=10"]
 
 
 def small_overrides(base: str) -> list[str]:

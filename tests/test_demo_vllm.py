@@ -11,7 +11,7 @@ import os
 import pytest
 
 SMALL = ["source.train_per_family=8", "source.eval_per_family=4",
-         "models.base.build.steps=10", "models.base.build.examples_per_family=8", "filter.k=2",
+         "models.base.build.steps=10", "models.base.build.examples_per_family=8", "filter.samples_per_question=2",
          "judge.trainer.max_steps=4"]
 pytestmark = pytest.mark.vllm
 

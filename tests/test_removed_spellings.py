@@ -62,6 +62,15 @@ def problems(raw: dict) -> str:
     pytest.param({"source": {**HF_SOURCE, "dedup": {"max_bucket": 1000}}},
                  "[source] dedup.max_bucket: unknown option for plugin 'hf-dataset'; it has "
                  "had no effect", id="max_bucket"),
+    pytest.param({"source": SOURCE, "filter": {**FILTER, "k": 4}},
+                 "[filter] k: unknown option for plugin 'difficulty'; did you mean "
+                 "samples_per_question", id="difficulty-k"),
+    pytest.param({"source": SOURCE, "filter": {**FILTER, "prompt_template": "{question}"}},
+                 "[filter] prompt_template: unknown option for plugin 'difficulty'; did you "
+                 "mean template (a Jinja file or text", id="difficulty-prompt_template"),
+    pytest.param({"source": SOURCE, "distill": {**DISTILL, "chunk_size": 64}},
+                 "[distill] chunk_size: unknown option for plugin 'hf-distill'; the streaming "
+                 "executor's shard window", id="distiller-chunk_size"),
     pytest.param({"source": {**HF_SOURCE, "dedup": {"near": True, "method": "minhash"}}},
                  "[source] dedup.method: Input should be 'simhash' or 'embeddings' "
                  "(got 'minhash')", id="method-minhash"),

@@ -293,8 +293,7 @@ def test_multi_shard_streaming_runs_equal_whatever_the_sizes_and_timing(model_va
                 "distill": {"use": "hf-distill",
                             "engine": {"use": "hf", "model": str(source_model),
                                        "batch_size": batch_size},
-                            "samples_per_question": 3, "temperature": 1.0, "max_tokens": 8,
-                            "chunk_size": 3},
+                            "samples_per_question": 3, "temperature": 1.0, "max_tokens": 8},
                 "filter": {"use": "sm-short", "max_chars": 40}}
 
     def run(run_dir: Path, shard_size: int = 4, batch_size: int = 8,
@@ -341,7 +340,7 @@ def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tiny_lm_
                           shard_size=shard_size, out=None)
         raw["models"]["base"] = {"path": str(tiny_lm_dir)}
         raw["source"].update(train_per_family=16, eval_per_family=4)
-        raw["filter"].update(k=3, max_tokens=12)
+        raw["filter"].update(samples_per_question=3, max_tokens=12)
         raw["filter"]["engine"]["batch_size"] = batch_size
         return raw
 

@@ -76,10 +76,56 @@ def test_the_base_models_prompts_are_dual_tunings() -> None:
 
 
 def test_format_instruction_is_byte_identical() -> None:
-    from dualcurate_difficulty.rollouts import DEFAULT_TEMPLATE
-
     assert formats.FORMAT_INSTRUCTION == INSTRUCTION
     assert export_formats.RL_SYSTEM_PROMPT == FORMAT_SYSTEM_PROMPT == INSTRUCTION
-    assert DEFAULT_TEMPLATE == "{question}\n\n" + INSTRUCTION
     assert (export_formats.SHORT_PREFIX, export_formats.LONG_PREFIX) == \
         ("Answer directly.", "Think step by step.")
+
+
+def _rollout_text(row: dict, **options: object) -> str:
+    from dualcurate_difficulty.filter import DifficultyFilter
+    from dualcurate_difficulty.rollouts import build_messages
+
+    stage = DifficultyFilter({"engine": {"use": "hf", "model": "m"}, **options})
+    cfg = stage.config
+    (message,) = build_messages(row, stage._template, cfg.system_prompt, cfg.include_caption,
+                                cfg.include_images)
+    return message["content"][-1]["text"]
+
+
+def test_the_difficulty_default_prompt_is_byte_identical() -> None:
+    # as the former str.format template "{question}\n\n" + INSTRUCTION rendered it, with
+    # "Image description: {caption}\n\n" in front under include_caption
+    row = {"question": "What is {3} + 4?\n(a line)", "caption": "A {chart}."}
+    assert _rollout_text(row) == row["question"] + "\n\n" + INSTRUCTION
+    assert _rollout_text(row, include_caption=True) == \
+        "Image description: A {chart}.\n\n" + row["question"] + "\n\n" + INSTRUCTION
+    assert _rollout_text({**row, "caption": ""}, include_caption=True) == \
+        row["question"] + "\n\n" + INSTRUCTION
+
+
+def test_the_demos_difficulty_prompts_and_seeds_are_unchanged() -> None:
+    """The default recipe's filter renders every demo row as the former str.format template
+    "Think step by step.\n\n{question}" did, and samples with the former fixed seed 0 (the
+    run's seed, now that ``seed`` is unset): the demo's rollouts and their cache keys stay."""
+    import tomllib
+    from importlib import resources
+
+    from dualcurate import StageContext
+    from dualcurate_synthetic.source import SyntheticSource
+
+    recipe = tomllib.loads(resources.files("dualcurate").joinpath("recipes", "default.toml")
+                           .read_text("utf-8"))
+    source = {k: v for k, v in recipe["source"].items() if k != "use"}
+    source.update(train_per_family=40, eval_per_family=10)
+    rows = [r for batch in SyntheticSource(source).read(StageContext.ephemeral("source"))
+            for r in batch]
+    options = {k: v for k, v in recipe["filter"].items() if k not in ("use", "engine")}
+    assert len(rows) == 150
+    for row in rows:
+        assert _rollout_text(row, **options) == "Think step by step.\n\n" + row["question"]
+    from dualcurate_difficulty.filter import DifficultyConfig
+
+    config = DifficultyConfig(**options)
+    assert config.seed is None and recipe["run"]["seed"] == 0
+    assert config.sampling(recipe["run"]["seed"]).seed == 0

@@ -14,8 +14,8 @@ ROOT = Path(dualcurate.__file__).parent
 #: lowest first
 LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
-    {"errors", "kinds", "hookspecs", "formats", "schema", "cache", "fingerprint", "progress",
-     "quiet", "window"},
+    {"errors", "kinds", "hookspecs", "formats", "prompts", "schema", "cache", "fingerprint",
+     "progress", "quiet", "window"},
     # configs, the run store, recipes, what a plugin adds to a report
     {"config", "store", "cache_segments", "recipe", "report_sections"},
     # engines and the plugin host

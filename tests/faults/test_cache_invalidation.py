@@ -110,7 +110,6 @@ def test_another_base_url_is_a_miss(first_run, server, tmp_path: Path) -> None:
 def test_runtime_settings_are_not_a_miss(first_run, server) -> None:
     recipe, run_dir = first_run
     changed = copy.deepcopy(recipe)
-    distill(changed, chunk_size=3)
     engine(changed, max_concurrency=1, timeout=30.0, max_retries=4, http_client="openai-sdk")
     changed["verify"]["workers"] = 2
     log = run_pipeline(changed, run_dir)

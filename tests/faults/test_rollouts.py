@@ -50,7 +50,7 @@ def test_difficulty_rollouts_differ(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
     ctx = StageContext.ephemeral("filter", root=tmp_path / "run")
     stage = DifficultyFilter({"engine": {"use": "hf", "model": str(tiny_lm_dir), "device": "cpu"},
-                              "k": K, "adaptive": False, "max_tokens": 12, "seed": 1234,
+                              "samples_per_question": K, "adaptive": False, "max_tokens": 12, "seed": 1234,
                               "keep": "pass_rate <= 1", "report": False})
     stage.setup(ctx)
     try:

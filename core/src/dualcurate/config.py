@@ -277,11 +277,18 @@ RENAMED_OPTIONS: dict[str, str] = {
                   "engine's runtime option)",
     "max_concurrency": "engine = { ..., max_concurrency = N } when the stage runs an engine "
                        "(an engine's runtime option)",
+    "k": "samples_per_question (the difficulty filter's rollouts per sample, as the "
+         "teacher's samples per question)",
+    "prompt_template": 'template (a Jinja file or text, as the teacher\'s: "{{ question }}" '
+                       'where "{question}" was)',
 }
 #: Options removed without a replacement, by name: why, for the same error.
 REMOVED_OPTIONS: dict[str, str] = {
     "num_perm": "it has had no effect since SimHash replaced MinHash: delete it",
     "max_bucket": "it has had no effect since SimHash replaced MinHash: delete it",
+    "chunk_size": "the streaming executor's shard window and the engine's admission keep "
+                  "requests in flight: delete it (a smaller [run] shard_size starts the "
+                  "first requests sooner)",
 }
 
 

@@ -74,14 +74,17 @@ class StageContext:
                    cache=RequestCache(root / "cache.sqlite"), host=host, seed=seed)
 
     # engines --------------------------------------------------------------------------------
-    def engine(self, name: str, config: dict[str, Any]) -> Engine:
-        """An engine by registered name, set up once and reused for the rest of the stage."""
+    def engine(self, name: str, config: dict[str, Any],
+               cls: type[Engine] | None = None) -> Engine:
+        """An engine by registered name (or built from ``cls``, the class a reference
+        resolved to), set up once and reused for the rest of the stage."""
         key = name + canonical_json(config)
         with self._engines_lock:  # shards in flight share one engine
             if key not in self._engines:
-                if self.host is None:
-                    self.host = PluginHost()
-                cls = self.host.get("engine", name)
+                if cls is None:
+                    if self.host is None:
+                        self.host = PluginHost()
+                    cls = self.host.get("engine", name)
                 engine = cls(config)
                 engine.setup(self)
                 self._engines[key] = engine

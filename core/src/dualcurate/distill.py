@@ -22,11 +22,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from importlib import resources
-from itertools import pairwise
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jinja2
@@ -36,7 +32,8 @@ from dualcurate.cache import canonical_json
 from dualcurate.config import EngineRef
 from dualcurate.engine import ChatRequest, Completion, Engine, LocalModelConfig, SamplingParams
 from dualcurate.errors import DualcurateError, UnknownComponentError
-from dualcurate.formats import split_trace, strip_reasoning
+from dualcurate.formats import make_trace, strip_reasoning
+from dualcurate.prompts import load_template, render_template, template_problems, user_messages
 from dualcurate.stages import Distiller, Row, StageConfig
 
 if TYPE_CHECKING:
@@ -44,21 +41,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPLATE = "four_phase.jinja"
 DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
-
-
-def load_template(path: str | None, default: str) -> jinja2.Template:
-    """A Jinja template from a user file, or one of the defaults shipped in ``prompts/``."""
-    if path is None:
-        source = resources.files("dualcurate").joinpath("prompts", default).read_text("utf-8")
-        name = f"prompts/{default}"
-    else:
-        source = Path(path).expanduser().read_text("utf-8")
-        name = path
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                             autoescape=False)
-    template = env.from_string(source)
-    template.name = name
-    return template
 
 
 class TeacherConfig(StageConfig):
@@ -70,8 +52,8 @@ class TeacherConfig(StageConfig):
     ``temperature``, ``top_p``, ``top_k`` (0: every token), ``min_p``,
     ``repetition_penalty``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop`` — each
     applied as given, whatever the checkpoint's generation config says — and
-    ``sampling_extra`` (engine-specific, e.g. ``chat_template_kwargs``). ``template``: a Jinja file for the
-    user prompt (default: the four-phase prompt); ``system_prompt``: an optional system
+    ``sampling_extra`` (engine-specific, e.g. ``chat_template_kwargs``). ``template``: the user prompt, a Jinja
+    file or text (:mod:`dualcurate.prompts`; default: the four-phase prompt); ``system_prompt``: an optional system
     message. Both are part of the rendered request and so of the cache key.
     ``include_caption`` shows the teacher the row's caption too; ``include_images = false``
     leaves the images out of the request (a text-only teacher reading captions; the rows keep
@@ -79,9 +61,7 @@ class TeacherConfig(StageConfig):
     ``["train"]``); other rows pass through without requests. The caption pass
     (``caption_enabled``) asks ``caption_engine`` (default: ``engine``; without ``use``, the
     teacher's engine kind) for a dense caption of each row with images and no caption yet. Runtime only (not in the signature):
-    ``chunk_size`` (rows per generate call for engines that take concurrent calls, so the
-    first requests go out while the rest are still being prepared) and the engines' own
-    runtime options (``batch_size``, ``max_concurrency``...).
+    the engines' own runtime options (``batch_size``, ``max_concurrency``...).
     """
 
     #: the engine a distiller class runs when the recipe names none (``vllm-distill``: vllm)
@@ -109,10 +89,6 @@ class TeacherConfig(StageConfig):
     caption_max_tokens: int = Field(1024, ge=1)
     caption_temperature: float = Field(0.0, ge=0.0)
     caption_overwrite: bool = False
-    chunk_size: int = Field(256, ge=1)
-
-    runtime_fields: ClassVar[frozenset[str]] = frozenset({"chunk_size"})
-
     @model_validator(mode="before")
     @classmethod
     def _default_engine(cls, data: Any) -> Any:
@@ -136,35 +112,11 @@ class TeacherConfig(StageConfig):
 
     @field_validator("template", "caption_template")
     @classmethod
-    def _template_exists(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ValueError(f"template file {value!r} not found; give the path of a Jinja "
-                             f"file, or leave it unset for the default prompt")
-        try:
-            load_template(value, "")
-        except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"template {value!r}: Jinja syntax error at line {exc.lineno}: "
-                             f"{exc.message}; fix the template") from None
+    def _template_ok(cls, value: str | None) -> str | None:
+        problems = template_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
-
-
-def make_trace(completion: Completion, sample_index: int, model: str, engine: str) -> dict[str, Any]:
-    """One trace dict (keys of :class:`dualcurate.schema.Trace`) from one completion."""
-    if not completion.ok:
-        return {"text": "", "reasoning": "", "answer": "", "finish_reason": None,
-                "truncated": False, "prompt_tokens": 0, "completion_tokens": 0,
-                "model": model, "engine": engine, "sample_index": sample_index,
-                "error": completion.error}
-    reasoning, answer = split_trace(completion.text)
-    return {"text": completion.text, "reasoning": reasoning, "answer": answer,
-            "finish_reason": completion.finish_reason,
-            "truncated": completion.finish_reason == "length",
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "model": model, "engine": engine, "sample_index": sample_index, "error": None}
 
 
 class EngineSwitch:
@@ -254,8 +206,6 @@ class TeacherDistiller(Distiller):
         self._template = load_template(self.config.template, DEFAULT_TEMPLATE)
         self._caption_template = load_template(self.config.caption_template,
                                                DEFAULT_CAPTION_TEMPLATE)
-        self._own_engines: dict[str, Engine] = {}
-        self._engines_lock = threading.Lock()  # shards in flight share the engines
         self._switch = EngineSwitch()  # caption and teacher engines that take turns
         self._take_turns: bool | None = None
         for ref in (self.config.engine, self.config.caption_engine):
@@ -272,22 +222,14 @@ class TeacherDistiller(Distiller):
         return None
 
     def _engine(self, ctx: StageContext, ref: EngineRef) -> Engine:
-        with self._engines_lock:
-            try:
-                return ctx.engine(ref.use, ref.options)
-            except UnknownComponentError:
-                cls = self.engine_class() if ref.use == self.default_engine else None
-                if cls is None:
-                    raise
-            except ValidationError as exc:
-                raise DualcurateError(f"{self.name}: engine {ref.use!r}: options do not "
-                                      f"validate: {exc}") from exc
-            key = ref.use + canonical_json(ref.options)
-            if key not in self._own_engines:
-                engine = cls(ref.options)
-                engine.setup(ctx)
-                self._own_engines[key] = engine
-            return self._own_engines[key]
+        """The run's engine for ``ref`` (``ctx.engine``: one per stage, shared by the shards
+        in flight)."""
+        cls = self._engine_class(ctx, ref)
+        try:
+            return ctx.engine(ref.use, ref.options, cls)
+        except ValidationError as exc:
+            raise DualcurateError(f"{self.name}: engine {ref.use!r}: options do not "
+                                  f"validate: {exc}") from exc
 
     def _engine_class(self, ctx: StageContext, ref: EngineRef) -> type[Engine]:
         try:
@@ -349,9 +291,6 @@ class TeacherDistiller(Distiller):
 
     def teardown(self) -> None:
         self._switch.close()
-        for engine in self._own_engines.values():
-            engine.close()
-        self._own_engines.clear()
 
     # prompts --------------------------------------------------------------------------------
     def sampling(self, ctx: StageContext) -> SamplingParams:
@@ -362,37 +301,14 @@ class TeacherDistiller(Distiller):
                               seed=cfg.seed if cfg.seed is not None else ctx.seed,
                               stop=cfg.stop, extra=dict(cfg.sampling_extra))
 
-    def _variables(self, row: Row) -> dict[str, Any]:
-        return {"question": row.get("question") or "", "choices": list(row.get("choices") or []),
-                "answer_type": row.get("answer_type") or "open",
-                "domain": row.get("domain") or "", "n_images": len(row.get("images") or []),
-                "caption": (row.get("caption") or "") if self.config.include_caption else "",
-                "row": row}
-
-    def _render(self, template: jinja2.Template, row: Row) -> str:
-        env = template.environment
-        try:
-            # render() without its per-call ChainMap over the globals (a third of its cost)
-            context = template.new_context({**env.globals, **self._variables(row)}, shared=True)
-            return env.concat(template.root_render_func(context)).strip()  # type: ignore[attr-defined]
-        except jinja2.UndefinedError as exc:
-            raise DualcurateError(f"template {template.name}: {exc.message} while rendering row "
-                                  f"{row.get('id')}; available variables: question, choices, "
-                                  f"answer_type, domain, n_images, caption, row") from exc
-
     def messages(self, row: Row, template: jinja2.Template | None = None,
                  system: bool = True) -> list[dict[str, Any]]:
         """The chat messages for one row: optional system prompt, then the user turn with the
         row's images (by hash) followed by the rendered prompt."""
-        text = self._render(template or self._template, row)
-        images = (row.get("images") or []) if self.config.include_images else []
-        parts: list[dict[str, Any]] = [{"type": "image", "image": h} for h in images]
-        parts.append({"type": "text", "text": text})
-        out: list[dict[str, Any]] = []
-        if system and self.config.system_prompt:
-            out.append({"role": "system", "content": self.config.system_prompt})
-        out.append({"role": "user", "content": parts})
-        return out
+        cfg = self.config
+        text = render_template(template or self._template, row, cfg.include_caption)
+        return user_messages(text, (row.get("images") or []) if cfg.include_images else [],
+                             cfg.system_prompt if system else None)
 
     # the stage ------------------------------------------------------------------------------
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
@@ -426,37 +342,15 @@ class TeacherDistiller(Distiller):
                             len(todo) * k, truncated, self.config.max_tokens)
         return rows
 
-    def _generate_rows(self, ctx: StageContext, engine: Engine, rows: list[Row],
+    @staticmethod
+    def _generate_rows(ctx: StageContext, engine: Engine, rows: list[Row],
                        sampling: SamplingParams, make_request: Callable[[Row], ChatRequest],
                        ) -> tuple[list[ChatRequest], list[list[Completion]]]:
-        """Build one request per row and generate them through the cache. An engine that
-        takes concurrent generate calls (``concurrent_generate``) gets the rows in chunks,
-        each submitted as soon as it is rendered, so requests are on the wire while later
-        ones are still being prepared and the engine's concurrency limit stays filled."""
-        chunk = self.config.chunk_size
-        if not getattr(engine, "concurrent_generate", False) or len(rows) <= chunk:
-            requests = [make_request(r) for r in rows]
-            return requests, ctx.generate(engine, requests, sampling)
-        requests: list[ChatRequest] = []
-        futures = []
-        # A small first chunk puts requests on the wire at once; later chunks are queued on
-        # a few threads (the engine's own limit decides how many are in flight).
-        bounds = [0, min(32, chunk), *range(min(32, chunk) + chunk, len(rows), chunk), len(rows)]
-        bounds = sorted(set(b for b in bounds if b <= len(rows)))
-        pool = ThreadPoolExecutor(max_workers=min(len(bounds) - 1, 8),
-                                  thread_name_prefix="dualcurate-generate")
-        try:
-            for start, end in pairwise(bounds):
-                part = [make_request(r) for r in rows[start:end]]
-                requests.extend(part)
-                futures.append(pool.submit(ctx.generate, engine, part, sampling))
-            results = [comps for future in futures for comps in future.result()]
-        except BaseException:
-            # Interrupted: drop chunks not started; those in flight end when the engine closes.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        return requests, results
+        """One request per row, generated through the run's cache in one call: the streaming
+        executor's shard window keeps the engine fed across shards and the engine's own
+        admission (``max_concurrency``, ``batch_size``) decides how many are in flight."""
+        requests = [make_request(r) for r in rows]
+        return requests, ctx.generate(engine, requests, sampling)
 
     def _caption(self, rows: list[Row], ctx: StageContext) -> None:
         cfg = self.config

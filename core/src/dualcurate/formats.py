@@ -53,6 +53,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dualcurate.engine import Completion
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -157,3 +161,24 @@ def strip_reasoning(text: str) -> str:
     when it never closes. For captions from models that think before they answer."""
     _, rest = split_think(text)
     return (rest or "").strip()
+
+
+def make_trace(completion: Completion, sample_index: int, model: str,
+               engine: str) -> dict[str, Any]:
+    """One trace (the keys of :class:`dualcurate.schema.Trace`, verdict not yet set) from one
+    completion: the teacher's traces and the difficulty filter's rollouts alike. Reasoning and
+    answer by :func:`split_trace`; a failed completion keeps its error and no text."""
+    if not completion.ok:
+        return {"text": "", "reasoning": "", "answer": "", "finish_reason": None,
+                "truncated": False, "prompt_tokens": 0, "completion_tokens": 0,
+                "model": model, "engine": engine, "sample_index": sample_index,
+                "error": completion.error, "verdict": None, "method": None, "label": None,
+                "reason": None}
+    reasoning, answer = split_trace(completion.text)
+    return {"text": completion.text, "reasoning": reasoning, "answer": answer,
+            "finish_reason": completion.finish_reason,
+            "truncated": completion.finish_reason == "length",
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "model": model, "engine": engine, "sample_index": sample_index, "error": None,
+            "verdict": None, "method": None, "label": None, "reason": None}

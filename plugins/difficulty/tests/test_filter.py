@@ -39,7 +39,7 @@ class TestDifficultyContract(FilterContract):
     stage_cls = DifficultyFilter
     plugin = plugin.difficulty
     config = {"engine": {"use": "scripted",
-                         **scripted_options(CONTRACT_ROWS, probabilities=[0.5] * 4)}, "k": 3}
+                         **scripted_options(CONTRACT_ROWS, probabilities=[0.5] * 4)}, "samples_per_question": 3}
 
     @pytest.fixture(autouse=True)
     def _scripted_engine(self, register_plugin) -> None:
@@ -74,10 +74,10 @@ def test_adaptive_decisions_equal_full_k(case: tuple[int, list[list[bool]]], kee
     with tempfile.TemporaryDirectory() as root:
         ctx = fresh_context(root)
         try:
-            adaptive = run_filter(rows, ctx, options=options, k=k, keep=keep,
+            adaptive = run_filter(rows, ctx, options=options, samples_per_question=k, keep=keep,
                                   round_size=round_size, report=False)
             sent_adaptive = ctx.stats.sent
-            full = run_filter(rows, ctx, options=options, k=k, keep=keep,
+            full = run_filter(rows, ctx, options=options, samples_per_question=k, keep=keep,
                               adaptive=False, report=False)
         finally:
             ctx.close()
@@ -118,7 +118,7 @@ def test_stops_at_first_settling_rollout(stage_context: StageContext,
     register_plugin(scripted_plugin, name="scripted")
     rows = make_rows(3)
     patterns = [[False, False, True, False], [True] * 4, [False] * 4]
-    out = run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
+    out = run_filter(rows, stage_context, options=scripted_options(rows, patterns), samples_per_question=4)
     assert [r["pass_drawn"] for r in out] == [3, 1, 4]
     assert [r["keep"] for r in out] == [False, False, True]
     # observed counts are stored as observed; a pass rate only for the k-rollout figure
@@ -144,7 +144,7 @@ def test_progress_total_counts_rows_and_requests(stage_context: StageContext,
     rows = make_rows(3)
     patterns = [[False, False, True, False], [True] * 4, [False] * 4]
     progress.start(len(rows), unit="rows")  # as the pipeline does
-    run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
+    run_filter(rows, stage_context, options=scripted_options(rows, patterns), samples_per_question=4)
     progress.advance(len(rows))  # the pipeline, once the shard is committed
     assert progress.total == 3 + 3 + 2 + 2 + 1  # rows, then requests per round (3, 2, 2, 1)
     assert progress.done == progress.total
@@ -156,10 +156,10 @@ def test_band_and_expression_rules(stage_context: StageContext, register_plugin)
     patterns = [[True, False, False, False], [True, True, False, False],
                 [True, True, True, True], [False, False, False, False]]
     options = scripted_options(rows, patterns)
-    band = run_filter(rows, stage_context, options=options, k=4, keep="band",
+    band = run_filter(rows, stage_context, options=options, samples_per_question=4, keep="band",
                       band=(0.25, 0.5))
     assert [r["keep"] for r in band] == [True, True, False, False]
-    expr = run_filter(rows, stage_context, options=options, k=4,
+    expr = run_filter(rows, stage_context, options=options, samples_per_question=4,
                       keep="domain == 'math' or pass_rate == 1")
     assert [r["keep"] for r in expr] == [True, False, True, True]
     assert expr[0]["pass_drawn"] == 0  # decided by the domain alone
@@ -189,9 +189,9 @@ def test_failed_rollouts_fail_loudly_by_default(stage_context: StageContext,
     rows = make_rows(2)
     with pytest.raises(DualcurateError, match=rf"{rows[0]['id']}.*server said no.*on_error"):
         run_filter(rows, stage_context, engine="failing",
-                   options=scripted_options(rows), k=2)
+                   options=scripted_options(rows), samples_per_question=2)
     out = run_filter(rows, stage_context, engine="failing", options=scripted_options(rows),
-                     k=2, on_error="incorrect", adaptive=False)
+                     samples_per_question=2, on_error="incorrect", adaptive=False)
     assert [r["pass_rate"] for r in out] == [0.0, 0.0]
     assert all(t["verdict"] == "invalid" and t["error"] for r in out for t in r["rollouts"])
     assert stage_context.cache.failures()  # recorded, not cached
@@ -202,13 +202,13 @@ def test_verifier_stage_cascade(stage_context: StageContext, register_plugin) ->
     register_plugin(answer_judge_plugin, name="judge")
     rows = make_rows(2)
     options = scripted_options(rows, [[True, False], [False, True]])
-    only_judge = run_filter(rows, stage_context, options=options, k=2, adaptive=False,
+    only_judge = run_filter(rows, stage_context, options=options, samples_per_question=2, adaptive=False,
                             use_check=False, verifier_stage=["answer-judge"])
     assert [r["pass_rate"] for r in only_judge] == [0.5, 0.5]
     assert {t["method"] for r in only_judge for t in r["rollouts"]} == {"answer-judge"}
 
     # check first; what it leaves undecided goes to the judge
-    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "k": 2,
+    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "samples_per_question": 2,
                               "adaptive": False, "verifier_stage": ["answer-judge"]})
     stage.check_fn = lambda gold, response, question=None: \
         "correct" if "rollout 0" in response else "undecided"
@@ -231,7 +231,7 @@ def test_rollouts_use_the_recipes_verifier(stage_context: StageContext,
         "run": {}, "verify": {"kind": "verifier", "use": "answer-judge"}}
     rows = make_rows(2)
     options = scripted_options(rows, [[True, False], [False, False]])
-    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "k": 2,
+    stage = DifficultyFilter({"engine": {"use": "scripted", **options}, "samples_per_question": 2,
                               "adaptive": False})
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
@@ -246,10 +246,11 @@ def test_rollouts_use_the_recipes_verifier(stage_context: StageContext,
     ({"band": (0.2, 0.8)}, "set keep = 'band'"),
     ({"keep": "__import__('os')"}, "keep expression"),
     ({"keep": "pass_rate.real > 0"}, "Attribute"),
-    ({"prompt_template": "{question.__class__}"}, "prompt_template"),
-    ({"prompt_template": "{answer}"}, "not one of"),
+    ({"template": "{{ answer }}"}, "unknown variable answer; the variables are question"),
+    ({"template": "{{ question "}, "Jinja syntax error at line 1"),
+    ({"template": "no/such/prompt.jinja"}, "file 'no/such/prompt.jinja' not found"),
     ({"use_check": False}, "verifier_stage"),
-    ({"k": 0}, "k"),
+    ({"samples_per_question": 0}, "samples_per_question"),
     ({"surely_not": 1}, "surely_not"),
 ])
 def test_config_errors(config: dict[str, Any], message: str) -> None:
@@ -328,7 +329,7 @@ def test_prompt_carries_images_and_caption(stage_context: StageContext,
     register_plugin(scripted_plugin, name="scripted")
     digest = stage_context.images.put(b"not really a png")
     rows = [{**make_rows(1)[0], "images": [digest], "caption": "two red dots"}]
-    run_filter(rows, stage_context, options=scripted_options(rows, [[True]]), k=1,
+    run_filter(rows, stage_context, options=scripted_options(rows, [[True]]), samples_per_question=1,
                include_caption=True, system_prompt="be brief")
     engine = stage_context.engine("scripted", scripted_options(rows, [[True]]))
     messages = engine.messages[rows[0]["id"]]
@@ -344,7 +345,7 @@ def test_report_written_with_histograms_and_budget(stage_context: StageContext,
     rows = make_rows(6, sources=2)
     patterns = [[False] * 4, [True] * 4, [True, False, False, False], [False] * 4,
                 [False, True, True, True], [True, True, False, False]]
-    run_filter(rows, stage_context, options=scripted_options(rows, patterns), k=4)
+    run_filter(rows, stage_context, options=scripted_options(rows, patterns), samples_per_question=4)
     report = json.loads((stage_context.workdir / "difficulty_report.json").read_text())
     assert report["samples"] == 6 and report["kept"] == 2
     assert report["rollouts_full_k"] == 24
@@ -358,3 +359,52 @@ def test_report_written_with_histograms_and_budget(stage_context: StageContext,
     assert svg.count('class="hist"') == 5 and "source: src0" in svg and "domain: math" in svg
     markdown = (stage_context.workdir / "difficulty_report.md").read_text()
     assert "| src0 |" in markdown and "## By domain" in markdown
+
+
+def test_seed_unset_is_the_runs_seed(stage_context: StageContext, register_plugin,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    rows = make_rows(2)
+    seen: list[int | None] = []
+    generate = StageContext.generate
+
+    def recording(self, engine, requests, sampling):
+        seen.append(sampling.seed)
+        return generate(self, engine, requests, sampling)
+
+    monkeypatch.setattr(StageContext, "generate", recording)
+    stage_context.seed = 7
+    run_filter(rows, stage_context, options=scripted_options(rows), samples_per_question=2)
+    run_filter(rows, stage_context, options=scripted_options(rows), samples_per_question=2,
+               seed=3)
+    assert seen and set(seen[:len(seen) // 2]) == {7} and set(seen[len(seen) // 2:]) == {3}
+
+
+def test_template_has_the_teachers_variables(stage_context: StageContext,
+                                             register_plugin) -> None:
+    register_plugin(scripted_plugin, name="scripted")
+    rows = [{**make_rows(1)[0], "choices": ["1", "0"], "caption": "dots"}]
+    template = ("{{ domain }} ({{ answer_type }}, {{ n_images }} images, {{ row.source }}): "
+                "{{ question }}{% for c in choices %} [{{ c }}]{% endfor %} {{ caption }}")
+    run_filter(rows, stage_context, options=scripted_options(rows, [[True]]),
+               samples_per_question=1, template=template, include_caption=True)
+    engine = stage_context.engine("scripted", scripted_options(rows, [[True]]))
+    (message,) = engine.messages[rows[0]["id"]]
+    assert message["content"][-1]["text"] == \
+        "math (number, 0 images, src0): What is 0 + 0? [1] [0] dots"
+
+
+@given(st.text(max_size=40), st.sampled_from(["stop", "length", None]))
+def test_rollouts_are_traces_as_the_teachers(text: str, finish: str | None) -> None:
+    from dualcurate.formats import make_trace, split_trace
+    from dualcurate_difficulty.rollouts import rollout_trace
+
+    completion = Completion(text=text, finish_reason=finish, completion_tokens=3)
+    trace = rollout_trace(completion, 2, "m", "e")
+    assert trace == make_trace(completion, 2, "m", "e")
+    assert (trace["reasoning"], trace["answer"]) == split_trace(text)
+    failed = rollout_trace(Completion(error="boom"), 1, "m", "e")
+    assert {k: v for k, v in failed.items() if k not in ("verdict", "method", "reason")} == \
+        {k: v for k, v in make_trace(Completion(error="boom"), 1, "m", "e").items()
+         if k not in ("verdict", "method", "reason")}
+    assert (failed["verdict"], failed["error"]) == ("invalid", "boom")

@@ -17,7 +17,7 @@ def test_default_verifier_is_the_rule_verify_stage(stage_context: StageContext,
     rows = make_rows(3)
     patterns = [[True, False, True, False], [False] * 4, [True] * 4]
     stage = DifficultyFilter({"engine": {"use": "scripted", **scripted_options(rows, patterns)},
-                              "k": 4, "adaptive": False})
+                              "samples_per_question": 4, "adaptive": False})
     assert stage.check_fn is None
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
@@ -42,7 +42,7 @@ def hf_host(plugin_host, register_plugin):
 def test_tiny_model_through_hf_engine(hf_host, stage_context: StageContext,
                                       tiny_lm_dir) -> None:
     rows = make_rows(3)
-    config = {"engine": {"use": "hf", "model": str(tiny_lm_dir), "batch_size": 4}, "k": 3,
+    config = {"engine": {"use": "hf", "model": str(tiny_lm_dir), "batch_size": 4}, "samples_per_question": 3,
               "max_tokens": 6, "keep": "nontrivial"}
     adaptive = DifficultyFilter(config)
     assert check_refs(adaptive.config, hf_host) == [] and adaptive.preflight(hf_host) == []

@@ -87,7 +87,7 @@ n = 20
 [filter]
 use = "difficulty"
 engine = {{ use = "scripted", model = "scripted-proxy", probabilities = {{}} }}
-k = 4
+samples_per_question = 4
 keep = "pass_rate < 1"
 adaptive = {adaptive}
 use_check = false

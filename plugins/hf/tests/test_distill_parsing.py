@@ -6,9 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dualcurate.distill import make_trace
 from dualcurate.engine import Completion
-from dualcurate.formats import split_trace, strip_reasoning
+from dualcurate.formats import make_trace, split_trace, strip_reasoning
 from dualcurate.schema import Trace
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")

@@ -148,7 +148,7 @@ def test_default_recipe_with_the_hf_proxy_same_rows_as_local(tmp_path: Path, loc
                       out=None)
     raw["models"]["base"] = {"path": str(tiny_lm_dir)}
     raw["source"].update(train_per_family=20, eval_per_family=6)
-    raw["filter"].update(k=3, max_tokens=12, adaptive=False)
+    raw["filter"].update(samples_per_question=3, max_tokens=12, adaptive=False)
     run(raw, tmp_path / "local", PluginHost())
     run(on_ray(raw, num_workers=2), tmp_path / "ray", PluginHost())
     local = rows(tmp_path / "local", "filter")

@@ -1,6 +1,7 @@
 """The ``difficulty`` filter: pass rates of a small proxy model, with adaptive sampling.
 
-For every sample the proxy model (any registered engine) answers the question ``k`` times; each
+For every sample the proxy model (any registered engine) answers the question k =
+``samples_per_question`` times (the teacher's name for the same count); each
 rollout is verified; ``pass_correct`` / ``pass_drawn`` record what was observed and
 ``pass_rate = correct / k`` is stored only when all ``k`` rollouts were drawn. The keep rule (``pass_rate ==
 0`` by default: MMFineReason's hard subset) decides ``keep``. With ``adaptive`` (the default)
@@ -21,6 +22,7 @@ from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
 from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
+from dualcurate.prompts import load_template, template_problems
 from dualcurate_difficulty.columns import COLUMN_TYPES
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from dualcurate_difficulty.rollouts import (
@@ -29,8 +31,7 @@ from dualcurate_difficulty.rollouts import (
     RolloutVerifier,
     build_messages,
     make_verifier,
-    parse_rollout,
-    template_problems,
+    rollout_trace,
     verifier_problems,
 )
 from dualcurate_difficulty.stopping import StopRule
@@ -50,10 +51,14 @@ class DifficultyConfig(StageConfig):
     ``engine``: the engine that runs the proxy model, with its options (``model`` at least):
     ``engine = { use = "hf", model = "..." }``. ``verifier_stage``: verifiers run on what
     the recipe's verifier leaves undecided, each a name or ``{ use = "...", ...options }``.
-    ``curate validate`` resolves both and validates their options before anything runs."""
+    ``curate validate`` resolves both and validates their options before anything runs.
+    ``samples_per_question`` (k): rollouts per sample at most. ``template``: the prompt, a
+    Jinja file or text with the teacher's variables (:mod:`dualcurate.prompts`; default: the
+    question and the trace format's instruction). ``seed`` (None: the run's seed, as the
+    teacher's)."""
 
     engine: EngineRef = Field(default_factory=lambda: EngineRef(use=DEFAULT_ENGINE))
-    k: int = Field(4, ge=1, le=1024)
+    samples_per_question: int = Field(4, ge=1, le=1024)
     keep: str = "pass_rate == 0"
     band: tuple[float, float] | None = None
     adaptive: bool = True
@@ -66,9 +71,9 @@ class DifficultyConfig(StageConfig):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
     max_tokens: int = Field(1024, ge=1)
-    seed: int = 0
+    seed: int | None = None
     system_prompt: str = ""
-    prompt_template: str = DEFAULT_TEMPLATE
+    template: str | None = None
     include_caption: bool = False
     include_images: bool = True
     use_check: bool = True
@@ -85,9 +90,9 @@ class DifficultyConfig(StageConfig):
             parse_keep(value)  # KeepExpressionError is a ValueError: pydantic reports it
         return value
 
-    @field_validator("prompt_template")
+    @field_validator("template")
     @classmethod
-    def _template_fields(cls, value: str) -> str:
+    def _template_ok(cls, value: str | None) -> str | None:
         problems = template_problems(value)
         if problems:
             raise ValueError("; ".join(problems))
@@ -116,10 +121,12 @@ class DifficultyConfig(StageConfig):
             return f"{self.band[0]!r} <= pass_rate <= {self.band[1]!r}"
         return self.keep
 
-    def sampling(self) -> SamplingParams:
+    def sampling(self, run_seed: int) -> SamplingParams:
+        """The rollouts' sampling; ``seed`` None: the run's seed (as the teacher's)."""
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                               min_p=self.min_p, repetition_penalty=self.repetition_penalty,
-                              max_tokens=self.max_tokens, seed=self.seed)
+                              max_tokens=self.max_tokens,
+                              seed=self.seed if self.seed is not None else run_seed)
 
 
 class DifficultyFilter(Filter):
@@ -148,8 +155,9 @@ class DifficultyFilter(Filter):
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         cfg: DifficultyConfig = self.config  # type: ignore[assignment]
-        self.rule = StopRule(keep=parse_keep(cfg.keep_expression()), k=cfg.k,
+        self.rule = StopRule(keep=parse_keep(cfg.keep_expression()), k=cfg.samples_per_question,
                              mode=cfg.stop_rule, risk=cfg.stop_risk)
+        self._template = load_template(cfg.template, DEFAULT_TEMPLATE)
         self._ctx: StageContext | None = None
         self._engine: Engine | None = None
         self._verifier: RolloutVerifier | None = None
@@ -195,8 +203,8 @@ class DifficultyFilter(Filter):
                     else self._summary)
         if not rows:
             return {}
-        paths = write_report(rows, ctx.workdir, k=cfg.k)
-        return {**build_report(rows, cfg.k), "files": paths}
+        paths = write_report(rows, ctx.workdir, k=cfg.samples_per_question)
+        return {**build_report(rows, cfg.samples_per_question), "files": paths}
 
     def teardown(self) -> None:
         if self._verifier is not None:
@@ -216,31 +224,32 @@ class DifficultyFilter(Filter):
             self.setup(ctx)
         assert self._engine is not None and self._verifier is not None
         cfg: DifficultyConfig = self.config  # type: ignore[assignment]
-        engine, verifier, sampling = self._engine, self._verifier, cfg.sampling()
+        engine, verifier, sampling = self._engine, self._verifier, cfg.sampling(ctx.seed)
+        k = cfg.samples_per_question
         model = str(engine.identity().get("model", ""))
-        messages = [build_messages(row, cfg.prompt_template, cfg.system_prompt,
+        messages = [build_messages(row, self._template, cfg.system_prompt,
                                    cfg.include_caption, cfg.include_images) for row in rows]
         rollouts: list[list[dict[str, Any]]] = [[] for _ in rows]
         correct = [0] * len(rows)
         decision: list[bool | None] = [None] * len(rows)
-        step = cfg.round_size if cfg.adaptive else cfg.k
+        step = cfg.round_size if cfg.adaptive else k
         drawn = 0
         pending = list(range(len(rows)))
         while pending:
-            if cfg.adaptive or drawn >= cfg.k:
+            if cfg.adaptive or drawn >= k:
                 for i in pending:
                     decision[i] = self._decide(rows[i], correct[i], drawn)
                 pending = [i for i in pending if decision[i] is None]
                 if not pending:
                     break
-            upto = min(drawn + step, cfg.k)
+            upto = min(drawn + step, k)
             indices = list(range(drawn, upto))
             requests = [ChatRequest(messages=messages[i], n=len(indices), sample_indices=indices,
                                     request_id=str(rows[i].get("id", i))) for i in pending]
             results = ctx.generate(engine, requests, sampling)
             new = []
             for i, completions in zip(pending, results, strict=True):
-                traces = [parse_rollout(c, idx, model, engine.name)
+                traces = [rollout_trace(c, idx, model, engine.name)
                           for c, idx in zip(completions, indices, strict=True)]
                 new.append((rows[i], traces))
                 rollouts[i].extend(traces)
@@ -255,7 +264,7 @@ class DifficultyFilter(Filter):
             keep = bool(decision[i])
             # What was observed is stored as observed; a pass rate is only the k-rollout
             # figure (a sample stopped early after 1 of 1 correct is not "1.0").
-            pass_rate = correct[i] / cfg.k if used == cfg.k else None
+            pass_rate = correct[i] / k if used == k else None
             out.append({**row, "pass_rate": pass_rate, "pass_correct": correct[i],
                         "pass_drawn": used, "rollouts": rollouts[i], "keep": keep})
             self._summary.append({"source": row.get("source", ""),

@@ -1,115 +1,54 @@
 """Rollout prompts, parsing and verification for the difficulty filter.
 
 A prompt is the sample's images (as ``{"type": "image", "image": sha256}`` parts) followed by
-the question rendered through a template; the caption is added when asked for. A rollout is
-parsed into a :class:`dualcurate.Trace` dict and verified by registered verifier stages, by
+the row rendered through a Jinja template, as the teacher's (:mod:`dualcurate.prompts`). A
+rollout becomes a trace as the teacher's do (:func:`dualcurate.formats.make_trace`) and is
+verified by registered verifier stages, by
 name: the recipe's verifier (``rule-verify`` when the recipe has none), answer rules only, then
 the ``verifier_stage`` cascade (each later stage sees only what is still undecided).
 """
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dualcurate import Completion, Trace
 from dualcurate.context import DEFAULT_VERIFIER
-from dualcurate.formats import FORMAT_INSTRUCTION, last_answer, split_think, split_trace
+from dualcurate.formats import FORMAT_INSTRUCTION, make_trace
+from dualcurate.prompts import render_template, user_messages
 
 if TYPE_CHECKING:
-    from dualcurate import StageContext, Verifier
+    import jinja2
+
+    from dualcurate import Completion, StageContext, Verifier
     from dualcurate.config import VerifierRef
     from dualcurate.plugins import PluginHost
 
-TEMPLATE_FIELDS = ("question", "caption", "choices")
-DEFAULT_TEMPLATE = "{question}\n\n" + FORMAT_INSTRUCTION
-
-_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+#: The prompt when ``template`` is unset: the caption (with ``include_caption``), the question
+#: and the trace format's instruction.
+DEFAULT_TEMPLATE = ("{% if caption %}Image description: {{ caption }}\n\n{% endif %}"
+                    "{{ question }}\n\n" + FORMAT_INSTRUCTION)
 
 CheckFn = Callable[..., Any]
 
 
-def template_problems(template: str) -> list[str]:
-    """What is wrong with a prompt template (unknown or indexed fields, bad braces)."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        return [f"prompt_template: {exc}; write literal braces as {{{{ and }}}}"]
-    problems = []
-    for _, field, _, _ in parsed:
-        if field is None:
-            continue
-        if field not in TEMPLATE_FIELDS:
-            problems.append(f"prompt_template: field {{{field}}} is not one of "
-                            f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
-    return problems
-
-
-def build_messages(row: dict[str, Any], template: str = DEFAULT_TEMPLATE,
-                   system_prompt: str = "", include_caption: bool = False,
+def build_messages(row: dict[str, Any], template: jinja2.Template, system_prompt: str = "",
+                   include_caption: bool = False,
                    include_images: bool = True) -> list[dict[str, Any]]:
-    """The chat messages of one sample's rollout request."""
-    choices = row.get("choices") or []
-    text = template.format(
-        question=row.get("question", ""),
-        caption=row.get("caption") or "",
-        choices="\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(choices)),
-    )
-    caption = row.get("caption") or ""
-    if include_caption and caption and "{caption}" not in template:
-        text = f"Image description: {caption}\n\n{text}"
-    content: list[dict[str, Any]] = []
-    if include_images:
-        content.extend({"type": "image", "image": h} for h in row.get("images") or [])
-    content.append({"type": "text", "text": text})
-    messages: list[dict[str, Any]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.append({"role": "user", "content": content})
-    return messages
+    """The chat messages of one sample's rollout request (the teacher's rendering)."""
+    text = render_template(template, row, include_caption)
+    return user_messages(text, (row.get("images") or []) if include_images else [],
+                         system_prompt)
 
 
-def extract_answer(text: str) -> str:
-    """The final answer of a response: the last ``<answer>`` block after the think block (as
-    :mod:`dualcurate.formats` splits it), else the last ``\\boxed{}``, else the last non-empty
-    line after the think block; ``""`` when the think block never closes."""
-    _, after = split_think(text)
-    if after is None:
-        return ""
-    found = last_answer(after)
-    if found is not None:
-        return found.strip()
-    boxed = _BOXED.findall(after)
-    if boxed:
-        return boxed[-1].strip()
-    lines = [line.strip() for line in after.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def parse_rollout(completion: Completion, sample_index: int, model: str,
+def rollout_trace(completion: Completion, sample_index: int, model: str,
                   engine: str) -> dict[str, Any]:
-    """A completion as a Trace dict (verdict not yet set)."""
-    if not completion.ok:
-        return Trace(error=completion.error, sample_index=sample_index, model=model,
-                     engine=engine, verdict="invalid", method="error",
-                     reason="generation failed").model_dump()
-    reasoning, _ = split_trace(completion.text)
-    return Trace(
-        text=completion.text,
-        reasoning=reasoning,
-        answer=extract_answer(completion.text),
-        finish_reason=completion.finish_reason,
-        truncated=completion.finish_reason == "length",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        model=model,
-        engine=engine,
-        sample_index=sample_index,
-    ).model_dump()
-
-
+    """A completion as a trace (:func:`dualcurate.formats.make_trace`, as the teacher's), a
+    failed one marked invalid."""
+    trace = make_trace(completion, sample_index, model, engine)
+    if trace["error"] is not None:
+        trace.update(verdict="invalid", method="error", reason="generation failed")
+    return trace
 
 
 def verifier_problems(host: PluginHost) -> list[str]:

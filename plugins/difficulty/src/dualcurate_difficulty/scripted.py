@@ -27,7 +27,7 @@ from dualcurate import (
 )
 from dualcurate.cache import canonical_json
 from dualcurate.engine import OnResult
-from dualcurate.formats import render_answer, render_think
+from dualcurate.formats import render_answer, render_think, split_trace
 
 if TYPE_CHECKING:
     from dualcurate import PluginHost, StageContext
@@ -142,9 +142,7 @@ answer_judge_plugin = _AnswerJudgePlugin()
 
 def scripted_check(gold: str, response: str, question: str | None = None) -> str:
     """A stand-in for ``dualcurate_verify.check`` that compares the ``<answer>`` exactly."""
-    from dualcurate_difficulty.rollouts import extract_answer
-
-    return "correct" if extract_answer(response) == gold.strip() else "incorrect"
+    return "correct" if split_trace(response)[1] == gold.strip() else "incorrect"
 
 
 # helpers for tests and the benchmark ---------------------------------------------------------
