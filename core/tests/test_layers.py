@@ -28,8 +28,8 @@ LAYERS: list[set[str]] = [
     {"executors", "models", "distill"},
     {"builtins"},
     # what users call: pipeline, reports, exports, the CLI, the testing kit
-    {"pipeline", "report", "export", "export_formats", "hub", "docgen",
-     "cli", "testing", "testing.contracts", "testing.plugin", "testing.tiny",
+    {"pipeline", "report", "export", "export_formats", "hub", "docgen", "sweep",
+     "sweep_report", "cli", "testing", "testing.contracts", "testing.plugin", "testing.tiny",
      "testing.fake_hub"},
     {"__init__"},
 ]
