@@ -44,6 +44,7 @@ RECIPE = {
 
 def run(variant: str, recipe: dict, out: Path) -> dict:
     import pyarrow.parquet as pq
+
     from dualcurate import Pipeline, RunStore, load_recipe
     from dualcurate import store as store_mod
     from dualcurate_difficulty.scripted import scripted_host
