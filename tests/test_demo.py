@@ -76,6 +76,6 @@ def _engine_model(options):
 
 
 def _tables(run, stage):
-    import pyarrow.parquet as pq
+    from dualcurate import RunStore
 
-    return [pq.read_table(p).to_pylist() for p in sorted((run / stage).glob("shard-*.parquet"))]
+    return [t.to_pylist() for t in RunStore(run, create=False).iter_tables(stage)]

@@ -32,10 +32,9 @@ def test_default_recipe_with_vllm_distill_and_gspo(run_cli):
     assert manifest["status"] == "done"
     plugins = {s["name"]: s["plugin"] for s in manifest["stages"]}
     assert plugins["distill"] == "vllm-distill" and plugins["train"] == "gspo"
-    import pyarrow.parquet as pq
+    from dualcurate import RunStore
 
-    rows = [r for p in sorted((run / "distill").glob("shard-*.parquet"))
-            for r in pq.read_table(p).to_pylist()]
+    rows = RunStore(run, create=False).dataset("distill").to_list()
     traces = [t for r in rows if r["split"] == "train" for t in r["traces"]]
     assert traces and all(t["engine"] == "vllm" for t in traces)
     assert all(not r["traces"] for r in rows if r["split"] == "eval")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dualcurate import (
@@ -90,11 +89,12 @@ def test_all_none_shards_keep_the_declared_type(plugin_host, register_plugin, tm
     register_plugin(TypedPlugin(), name="typed")
     store = Pipeline(load_recipe(copy.deepcopy(RECIPE)), host=plugin_host).run(tmp_path / "r")
     for stage in ("distill", "filter"):  # written by the stage, then carried through
-        types = {pq.read_schema(p).field("score").type for p in store.shard_files(stage)}
+        types = {store.shard_schema(stage, i).field("score").type
+                 for i in store.finished_shards(stage)}
         assert types == {pa.float64()}, stage
         assert store.read_shard(stage, 0).column("score").null_count == 4
-    assert {pq.read_schema(p).field("label").type for p in store.shard_files("judge")} == \
-        {pa.string()}
+    assert {store.shard_schema("judge", i).field("label").type
+            for i in store.finished_shards("judge")} == {pa.string()}
     assert len(store.dataset("filter")) == 10  # the shards read back as one table
 
 

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from dualcurate_openai.testing import Reply, ScriptedServer, chat_response
 
 CURATE = Path(sys.executable).parent / "curate"
@@ -114,9 +112,11 @@ def curate(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def rows(run_dir: Path, stage: str) -> list[dict[str, Any]]:
-    """Every committed row of a stage, shard by shard."""
-    return [r for f in sorted((run_dir / stage).glob("shard-*.parquet"))
-            for r in pq.read_table(f).to_pylist()]
+    """Every committed row of a stage, shard by shard (read through the store: a map stage's
+    shard holds only the columns it changed)."""
+    from dualcurate import RunStore
+
+    return [r for t in RunStore(run_dir, create=False).iter_tables(stage) for r in t.to_pylist()]
 
 
 def cached_outputs(cache: Path) -> int:

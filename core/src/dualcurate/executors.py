@@ -62,11 +62,9 @@ def output_types(stage: MapStage, store: RunStore, upstream: str,
     """The Arrow types a map stage's output shard is written with: the upstream shard's
     (columns carried through keep their type even where this shard's values are all None)
     and the stage's own ``column_types``."""
-    import pyarrow.parquet as pq
-
     from dualcurate.schema import schema_types
 
-    carried = schema_types(pq.read_schema(store.shard_path(upstream, index)))
+    carried = schema_types(store.shard_schema(upstream, index))
     return {**carried, **type(stage).column_types}
 
 
@@ -111,7 +109,8 @@ class LocalExecutor(Executor):
             failed = ctx.stats.failed
             rows_in, out = process_shard(stage, ctx, store, job.upstream, index)
             store.write_shard(job.stage_name, index, out if out else empty_shard(),
-                              output_types(stage, store, job.upstream, index))
+                              output_types(stage, store, job.upstream, index),
+                              base=(job.upstream, index))
             yield ShardDone(index, rows_in, len(out), ctx.stats.failed - failed)
 
     def _stream(self, job: MapJob, stage: MapStage, ctx: StageContext,
@@ -198,7 +197,8 @@ class _StreamingRun:
                 staged = self.store.stage_shard(self.job.stage_name, index,
                                                 out if out else empty_shard(),
                                                 output_types(self.stage, self.store,
-                                                             self.job.upstream, index))
+                                                             self.job.upstream, index),
+                                                base=(self.job.upstream, index))
                 outcome = _Finished(staged, rows_in, len(out), shard_ctx.stats.failed)
         except BaseException as exc:  # handed to the committing thread, raised there
             outcome = exc

@@ -199,8 +199,8 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _export_schema(store: RunStore, stage: str, mode: str) -> pa.Schema:
     """One schema for every shard of an export (later stages may add columns to some shards
     only; ``datasets`` refuses Parquet files whose columns differ)."""
-    schema = pa.unify_schemas([pq.read_schema(p) for p in store.shard_files(stage)],
-                              promote_options="permissive")
+    schema = store.stage_schema(stage)
+    assert schema is not None, "called with committed shards only"
     if "images" not in schema.names:
         return schema
     i = schema.get_field_index("images")

@@ -339,6 +339,10 @@ class Pipeline:
                 # was rewritten since they were computed (marked, durably, before the rewrite:
                 # whatever was killed or failed in between).
                 stale = set(rec.get("stale_shards", []))
+                if isinstance(rs.stage, MapStage):
+                    # delta shards whose upstream shard is no longer the one they were
+                    # computed from (rewritten or removed): never joined, recomputed
+                    stale |= set(store.stale_deltas(rs.name))
                 redo = set(rec.get("retry_shards", [])) | stale
                 if redo and rs.kind != "source":
                     if isinstance(rs.stage, MapStage):

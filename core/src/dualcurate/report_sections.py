@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dualcurate.store import RunStore, image_data_url
 
@@ -140,17 +139,17 @@ class RunView:
 
     def columns(self, stage: str) -> list[str]:
         """The columns of ``stage``'s first committed shard (empty: no shard yet)."""
-        files = self._store.shard_files(stage)
-        return list(pq.read_schema(files[0]).names) if files else []
+        shards = self._store.finished_shards(stage)
+        return list(self._store.shard_schema(stage, shards[0]).names) if shards else []
 
     def tables(self, stage: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """``stage``'s committed shards, in order, each with those of ``columns`` it has."""
-        for path in self._store.shard_files(stage):
+        for i in self._store.finished_shards(stage):
             if columns is None:
-                yield pq.read_table(path)
+                yield self._store.read_shard(stage, i)
                 continue
-            have = set(pq.read_schema(path).names)
-            yield pq.read_table(path, columns=[c for c in columns if c in have])
+            have = set(self._store.shard_schema(stage, i).names)
+            yield self._store.read_shard(stage, i, [c for c in columns if c in have])
 
     def rows(self, stage: str | None, columns: list[str] | None = None,
              limit: int = MAX_ROWS_READ) -> list[dict[str, Any]]:

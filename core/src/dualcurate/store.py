@@ -4,6 +4,14 @@ an image store addressed by content hash.
 Durability rules: every file becomes visible only by ``os.replace`` of a fully written and
 fsynced temporary file in the same folder, so a crash leaves either the old state or the new
 one, never half a shard. Temporary files (``.tmp-*``) are ignored and swept on open.
+
+Column deltas: a map stage's shard holds only the row ids and the columns it adds or changes
+(a ``list<struct>`` column whose lists keep their lengths, such as ``traces`` given a verdict
+per trace, holds only the struct fields that changed), aligned with the kept rows of the
+upstream shard it was computed from; the rest is read from the upstream chain, by column, on
+read (:meth:`RunStore.read_shard`). Every shard records a content id in its footer, and a
+delta shard the id of the upstream shard it was compared with: it is never joined with
+another one (:meth:`RunStore.stale_deltas`, and a read refuses).
 """
 
 from __future__ import annotations
@@ -28,8 +36,14 @@ import pyarrow.parquet as pq
 from dualcurate.errors import StoreError
 from dualcurate.schema import rows_to_table, type_table
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
+
+#: Parquet footer keys (schema metadata): every shard's content id, and a delta shard's
+#: description (its upstream shard, the full schema its rows are read with).
+SHARD_ID_KEY = b"dualcurate.shard"
+DELTA_KEY = b"dualcurate.delta"
+_OWN_KEYS = (SHARD_ID_KEY, DELTA_KEY)
 
 
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
@@ -241,27 +255,79 @@ class RunStore:
         return self.stage_dir(stage) / f"shard-{index:05d}.parquet"
 
     def write_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table,
-                    types: Mapping[str, pa.DataType] | None = None) -> Path:
-        """Write and commit shard ``index`` of ``stage`` at once (``types``: as for
+                    types: Mapping[str, pa.DataType] | None = None,
+                    base: tuple[str, int] | None = None) -> Path:
+        """Write and commit shard ``index`` of ``stage`` at once (``types``, ``base``: as for
         :meth:`stage_shard`)."""
-        return self.commit_staged(self.stage_shard(stage, index, rows, types), stage, index)
+        return self.commit_staged(self.stage_shard(stage, index, rows, types, base), stage,
+                                  index)
 
     def stage_shard(self, stage: str, index: int, rows: list[dict[str, Any]] | pa.Table,
-                    types: Mapping[str, pa.DataType] | None = None) -> Path:
+                    types: Mapping[str, pa.DataType] | None = None,
+                    base: tuple[str, int] | None = None) -> Path:
         """Write shard ``index`` of ``stage`` durably under a hidden name (``.tmp-staged-*``,
         never read, swept on the next open), to be made visible by :meth:`commit_staged`.
         The streaming executor stages shards as they finish, in any order, and commits them
         in order; staged files left by a kill are swept and recomputed from the cache.
         ``types``: Arrow types of columns beyond core's (the stage's ``column_types``), so a
-        column that is all None in this shard keeps its type."""
+        column that is all None in this shard keeps its type. ``base``: (upstream stage,
+        shard index) for a map stage whose rows are the kept rows of that upstream shard:
+        the shard then holds only the ids and the columns that differ from the upstream's
+        (a full copy where the rows do not line up)."""
         table = type_table(rows, types) if isinstance(rows, pa.Table) else \
             rows_to_table(rows, types)
         self.images.sync()  # the images a shard references are durable before it is
+        delta = self._delta(table, base) if base is not None else None
+        if delta is None:
+            stored, meta = table, {}
+        else:
+            stored, description = delta
+            meta = {DELTA_KEY: json.dumps(description, sort_keys=True).encode()}
+        meta[SHARD_ID_KEY] = _content_id(stored, meta.get(DELTA_KEY, b""))
+        stored = stored.replace_schema_metadata({**(stored.schema.metadata or {}), **meta})
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(stored, sink, compression="zstd")
         path = self.stage_dir(stage) / f".tmp-staged-{index:05d}-{os.getpid()}.parquet"
         atomic_write_bytes(path, sink.getvalue().to_pybytes())
         return path
+
+    def _delta(self, table: pa.Table, base: tuple[str, int]
+               ) -> tuple[pa.Table, dict[str, Any]] | None:
+        """``table`` as a delta over the kept rows of shard ``base``: (what to store, its
+        description), or None where the rows do not line up (then it is stored whole)."""
+        up_stage, up_index = base
+        if "id" not in table.column_names or not self.shard_path(up_stage, up_index).exists():
+            return None
+        up_schema = self.shard_schema(up_stage, up_index)
+        if "id" not in up_schema.names:
+            return None
+        shared = [c for c in table.column_names if c in up_schema.names]
+        upstream = kept(self.read_shard(up_stage, up_index, _with_keep(shared, up_schema)))
+        if upstream.num_rows != table.num_rows or not upstream.column("id").equals(
+                table.column("id")):
+            return None
+        names, arrays, partial = ["id"], [table.column("id")], {}
+        for field in table.schema:
+            if field.name == "id":
+                continue
+            column = table.column(field.name)
+            if field.name in upstream.column_names:
+                up_field = upstream.schema.field(field.name)
+                up_column = upstream.column(field.name)
+                if up_field.equals(field) and _same(up_column, column):
+                    continue  # read from upstream
+                fields = _changed_fields(up_field, up_column, field, column)
+                if fields is not None:
+                    partial[field.name] = fields
+                    column = _narrow(column, fields)
+            names.append(field.name)
+            arrays.append(column)
+        description = {"stage": up_stage, "index": up_index,
+                       "shard": self.shard_id(up_stage, up_index),
+                       "schema": base64.b64encode(_as_read(table).serialize().to_pybytes())
+                       .decode(),
+                       "partial": partial}
+        return pa.Table.from_arrays(arrays, names=names), description
 
     def commit_staged(self, staged: Path, stage: str, index: int) -> Path:
         """Make a staged shard visible as shard ``index`` (one atomic rename)."""
@@ -301,26 +367,135 @@ class RunStore:
                 with contextlib.suppress(OSError):
                     entry.unlink()
 
-    def read_shard(self, stage: str, index: int) -> pa.Table:
+    def _footer(self, stage: str, index: int) -> tuple[pq.ParquetFile, dict[bytes, bytes]]:
         path = self.shard_path(stage, index)
         try:
-            return pq.read_table(path)
+            handle = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise StoreError(f"shard {path}: unreadable ({exc}); delete it and rerun, the "
+                             f"stage recomputes it") from None
+        return handle, dict(handle.schema_arrow.metadata or {})
+
+    def shard_id(self, stage: str, index: int) -> str:
+        """The content id shard ``index`` of ``stage`` records in its footer."""
+        return self._footer(stage, index)[1].get(SHARD_ID_KEY, b"").decode()
+
+    def shard_base(self, stage: str, index: int) -> tuple[str, int] | None:
+        """(upstream stage, shard) a delta shard reads its other columns from; None for a
+        shard stored whole."""
+        raw = self._footer(stage, index)[1].get(DELTA_KEY)
+        if raw is None:
+            return None
+        desc = json.loads(raw)
+        return desc["stage"], int(desc["index"])
+
+    def shard_schema(self, stage: str, index: int) -> pa.Schema:
+        """The schema of the rows shard ``index`` of ``stage`` reads as (a delta shard's
+        full schema, not only the columns it stores)."""
+        handle, meta = self._footer(stage, index)
+        raw = meta.get(DELTA_KEY)
+        if raw is None:
+            return _strip(handle.schema_arrow)
+        return _description_schema(json.loads(raw))
+
+    def stale_deltas(self, stage: str) -> list[int]:
+        """Committed delta shards of ``stage`` whose upstream shard is missing or is not the
+        one they were computed from (its content id differs): they must be recomputed."""
+        stale = []
+        for i in self.finished_shards(stage):
+            raw = self._footer(stage, i)[1].get(DELTA_KEY)
+            if raw is None:
+                continue
+            desc = json.loads(raw)
+            if not self._base_matches(desc):
+                stale.append(i)
+        return stale
+
+    def _base_matches(self, desc: dict[str, Any]) -> bool:
+        up_stage, up_index = desc["stage"], int(desc["index"])
+        if not self.shard_path(up_stage, up_index).exists():
+            return False
+        return self.shard_id(up_stage, up_index) == desc["shard"]
+
+    def read_shard(self, stage: str, index: int, columns: list[str] | None = None) -> pa.Table:
+        """Shard ``index`` of ``stage`` as it reads: every column (or ``columns``, which must
+        be among them, in that order), a delta shard's other columns read from its upstream
+        chain."""
+        handle, meta = self._footer(stage, index)
+        path = self.shard_path(stage, index)
+        try:
+            raw = meta.get(DELTA_KEY)
+            if raw is None:
+                table = handle.read(columns=columns)
+                if columns is not None:
+                    table = table.select(columns)
+                return table.replace_schema_metadata(_strip_meta(table.schema.metadata))
+            return self._read_delta(stage, index, handle, json.loads(raw), columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise StoreError(f"shard {path}: unreadable ({exc}); delete it and rerun, the "
                              f"stage recomputes it") from None
 
+    def _read_delta(self, stage: str, index: int, handle: pq.ParquetFile,
+                    desc: dict[str, Any], columns: list[str] | None) -> pa.Table:
+        schema = _description_schema(desc)
+        want = list(schema.names) if columns is None else list(columns)
+        missing = [c for c in want if c not in schema.names]
+        if missing:
+            raise KeyError(f"shard {self.shard_path(stage, index)}: no column(s) {missing}")
+        stored = set(handle.schema_arrow.names)
+        partial: dict[str, list[str]] = desc.get("partial", {})
+        own = handle.read(columns=[c for c in want if c in stored])
+        from_base = [c for c in want if c not in stored or c in partial]
+        up: pa.Table | None = None
+        if from_base:
+            if not self._base_matches(desc):
+                raise StoreError(
+                    f"shard {self.shard_path(stage, index)}: computed from upstream shard "
+                    f"{desc['stage']}/{int(desc['index']):05d}, which has been rewritten or "
+                    f"removed since; rerun the same command (the stage recomputes it)")
+            up_schema = self.shard_schema(desc["stage"], int(desc["index"]))
+            up = kept(self.read_shard(desc["stage"], int(desc["index"]),
+                                      _with_keep(from_base, up_schema)))
+            if up.num_rows != handle.metadata.num_rows:
+                raise StoreError(f"shard {self.shard_path(stage, index)}: holds "
+                                 f"{handle.metadata.num_rows} rows, its upstream's kept rows "
+                                 f"are {up.num_rows}; delete it and rerun")
+        arrays = []
+        for name in want:
+            field = schema.field(name)
+            if name in partial:
+                assert up is not None
+                arrays.append(_widen(up.column(name), own.column(name), field.type))
+            elif name in stored:
+                arrays.append(own.column(name))
+            else:
+                assert up is not None
+                arrays.append(up.column(name))
+        fields = [schema.field(c) for c in want]
+        if not arrays:
+            return pa.Table.from_batches([], schema=pa.schema(fields, metadata=schema.metadata))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=schema.metadata))
+
     def shard_files(self, stage: str) -> list[Path]:
+        """The committed shard files of ``stage``. A map stage's file may hold only some of
+        its columns: read rows with :meth:`read_shard` / :meth:`shard_schema`."""
         return [self.shard_path(stage, i) for i in self.finished_shards(stage)]
 
-    def iter_tables(self, stage: str) -> Iterator[pa.Table]:
+    def iter_tables(self, stage: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """Each committed shard of ``stage`` as :meth:`read_shard` reads it, in order."""
         for i in self.finished_shards(stage):
-            yield self.read_shard(stage, i)
+            yield self.read_shard(stage, i, columns)
+
+    def stage_schema(self, stage: str) -> pa.Schema | None:
+        """One schema for every committed shard of ``stage`` (unified; None without one)."""
+        schemas = [self.shard_schema(stage, i) for i in self.finished_shards(stage)]
+        return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
 
     def count_rows(self, stage: str) -> int:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.shard_files(stage))
 
     def dataset(self, stage: str):  # -> datasets.Dataset
-        """The stage's rows as a memory-mapped ``datasets.Dataset`` (empty if none)."""
+        """The stage's rows as a ``datasets.Dataset`` (empty if none)."""
         import datasets
 
         tables = list(self.iter_tables(stage))
@@ -353,6 +528,138 @@ def kept(table: pa.Table) -> pa.Table:
     if "keep" not in table.column_names:
         return table
     return table.filter(pc.fill_null(table.column("keep"), True))
+
+
+def _with_keep(columns: list[str], schema: pa.Schema) -> list[str]:
+    """``columns`` plus ``keep`` where the shard has it (to select its kept rows)."""
+    return [*columns, "keep"] if "keep" in schema.names and "keep" not in columns else columns
+
+
+def _strip_meta(meta: Mapping[bytes, bytes] | None) -> dict[bytes, bytes] | None:
+    rest = {k: v for k, v in (meta or {}).items() if k not in _OWN_KEYS}
+    return rest or None
+
+
+def _strip(schema: pa.Schema) -> pa.Schema:
+    return schema.remove_metadata().with_metadata(_strip_meta(schema.metadata)) \
+        if _strip_meta(schema.metadata) else schema.remove_metadata()
+
+
+def _description_schema(desc: dict[str, Any]) -> pa.Schema:
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(desc["schema"])))
+    return _strip(schema)
+
+
+def _as_read(table: pa.Table) -> pa.Schema:
+    """The schema a Parquet file of ``table`` reads back with (list items named
+    ``element``, ...): what a shard stored whole reads as."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.slice(0, 0), sink)
+    return pq.read_schema(pa.BufferReader(sink.getvalue()))
+
+
+def _content_id(table: pa.Table, extra: bytes) -> bytes:
+    """A content id for a shard: sha256 over what it stores (Arrow IPC) and its description."""
+    h = hashlib.sha256(extra)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:
+        writer.write_table(table)
+    h.update(sink.getvalue())
+    return h.hexdigest()[:32].encode()
+
+
+def _has_float(dtype: pa.DataType) -> bool:
+    if pa.types.is_floating(dtype):
+        return True
+    return any(_has_float(dtype.field(i).type) for i in range(dtype.num_fields))
+
+
+def _same(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether two columns hold the same values. Arrow's equality calls 0.0 and -0.0 equal
+    and NaN unequal: columns with floats compare by their bytes instead (never a false
+    "same": at worst a column is stored that did not need to be)."""
+    if len(a) != len(b) or a.type != b.type:
+        return False
+    if not _has_float(a.type):
+        return a.equals(b)
+    return _ipc_bytes(a) == _ipc_bytes(b)
+
+
+def _ipc_bytes(column: pa.ChunkedArray | pa.Array) -> bytes:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    batch = pa.record_batch([array], names=["c"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _list_struct(dtype: pa.DataType) -> bool:
+    return pa.types.is_list(dtype) and pa.types.is_struct(dtype.value_type)
+
+
+def _changed_fields(up_field: pa.Field, up: pa.ChunkedArray, field: pa.Field,
+                    column: pa.ChunkedArray) -> list[str] | None:
+    """For a ``list<struct>`` column whose lists keep their lengths, nulls and struct
+    validity, and whose struct keeps the upstream's fields in order (adding some at the end
+    at most): the struct fields that differ (or are new), to store alone. None otherwise."""
+    if not (_list_struct(field.type) and _list_struct(up_field.type)) or \
+            field.nullable != up_field.nullable:
+        return None
+    new_struct, old_struct = field.type.value_type, up_field.type.value_type
+    if field.type.value_field.nullable != up_field.type.value_field.nullable:
+        return None
+    old_names = [old_struct.field(i).name for i in range(old_struct.num_fields)]
+    new_names = [new_struct.field(i).name for i in range(new_struct.num_fields)]
+    if new_names[:len(old_names)] != old_names:
+        return None
+    a, b = up.combine_chunks(), column.combine_chunks()
+    if not a.is_null().equals(b.is_null()) or \
+            not pc.list_value_length(a).equals(pc.list_value_length(b)):
+        return None
+    va, vb = a.flatten(), b.flatten()  # the structs of every list, nulls lists skipped
+    if not va.is_null().equals(vb.is_null()):
+        return None
+    changed = []
+    for i, name in enumerate(new_names):
+        new_f = new_struct.field(i)
+        if name in old_names:
+            old_f = old_struct.field(name)
+            if old_f.equals(new_f) and _same(va.field(name), vb.field(name)):
+                continue
+        changed.append(name)
+    if not changed or len(changed) == len(new_names):
+        return None  # every field changed (or only the column's type): store it whole
+    return changed
+
+
+def _narrow(column: pa.ChunkedArray, fields: list[str]) -> pa.Array:
+    """A ``list<struct>`` column reduced to ``fields`` of its struct (same lists, nulls)."""
+    array = column.combine_chunks()
+    values = array.flatten()
+    struct = pa.StructArray.from_arrays([values.field(f) for f in fields], names=fields,
+                                        mask=values.is_null())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()),
+                                pc.cumulative_sum(pc.list_value_length(array).fill_null(0))
+                                .cast(pa.int32())])
+    return pa.ListArray.from_arrays(offsets, struct, mask=array.is_null())
+
+
+def _widen(up: pa.ChunkedArray, own: pa.ChunkedArray, dtype: pa.DataType) -> pa.Array:
+    """The ``list<struct>`` column ``dtype`` from upstream's lists and the fields a delta
+    stores for them (its own where it has them)."""
+    a, b = up.combine_chunks(), own.combine_chunks()
+    va, vb = a.flatten(), b.flatten()
+    struct_type = dtype.value_type
+    names = [struct_type.field(i).name for i in range(struct_type.num_fields)]
+    own_names = {vb.type.field(i).name for i in range(vb.type.num_fields)}
+    children = [vb.field(n) if n in own_names else va.field(n) for n in names]
+    struct = pa.StructArray.from_arrays(children, fields=list(struct_type),
+                                        mask=vb.is_null())
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()),
+                                pc.cumulative_sum(pc.list_value_length(b).fill_null(0))
+                                .cast(pa.int32())])
+    return pa.ListArray.from_arrays(offsets, struct, mask=b.is_null(), type=dtype)
 
 
 _IMAGE_MAGIC = (

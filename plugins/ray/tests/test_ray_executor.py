@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pyarrow.parquet as pq
 import pytest
 
-from dualcurate import MapStage, Pipeline, PluginHost, StageConfig, load_recipe
+from dualcurate import MapStage, Pipeline, PluginHost, RunStore, StageConfig, load_recipe
 from dualcurate.errors import StageFailed
 from dualcurate.recipe import DEFAULT_RECIPE
 from dualcurate_openai.testing import Reply, ScriptedServer, chat_response
@@ -77,8 +76,7 @@ def run(recipe: dict[str, Any], out: Path, host: PluginHost | None = None) -> An
 
 
 def rows(out: Path, stage: str) -> list[dict[str, Any]]:
-    files = sorted((out / stage).glob("shard-*.parquet"))
-    return [r for f in files for r in pq.read_table(f).to_pylist()]
+    return [r for t in RunStore(out, create=False).iter_tables(stage) for r in t.to_pylist()]
 
 
 def shard_names(out: Path, stage: str) -> list[str]:

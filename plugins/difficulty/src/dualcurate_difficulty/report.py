@@ -63,14 +63,12 @@ def summary_rows_from_store(store: RunStore | None, stage: str) -> list[dict[str
     """The report's columns of every committed shard of ``stage``."""
     if store is None:
         return []
-    import pyarrow.parquet as pq
-
     rows: list[dict[str, Any]] = []
-    for path in store.shard_files(stage):
-        names = set(pq.ParquetFile(path).schema_arrow.names)
+    for i in store.finished_shards(stage):
+        names = set(store.shard_schema(stage, i).names)
         columns = [c for c in SUMMARY_COLUMNS if c in names]
         if "pass_rate" in columns:
-            rows.extend(pq.read_table(path, columns=columns).to_pylist())
+            rows.extend(store.read_shard(stage, i, columns).to_pylist())
     return rows
 
 

@@ -178,7 +178,8 @@ class ShardWorker:
             staged = self.store.stage_shard(self.job.stage_name, index,
                                             out if out else empty_shard(),
                                             output_types(self.stage, self.store,
-                                                         self.job.upstream, index))
+                                                         self.job.upstream, index),
+                                            base=(self.job.upstream, index))
             return index, str(staged), rows_in, len(out), shard_ctx.stats.failed
         finally:
             with self.cond:
