@@ -23,8 +23,9 @@ from dualcurate.cache_segments import merge_segments
 from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
+from dualcurate.kinds import STAGE_KINDS
 from dualcurate.models import ModelBuilder, ensure_model
-from dualcurate.plugins import STAGE_KINDS, PluginHost
+from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.recipe import Recipe, StageSpec, format_validation
 from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
@@ -51,16 +52,8 @@ class Pipeline:
                  selected: Sequence[str] = ()):
         self.recipe = recipe
         self.selected = list(selected)
-        if host is None:
+        if host is None:  # with autoload off, host.get loads the recipe's uses on first need
             host = PluginHost(select=self.selected)
-        if not host.autoload:  # load only what is named: --plugin and the recipe's uses
-            for spec in recipe.stages:
-                if spec.use in host.entry_points() and spec.use not in host.infos:
-                    host.load(spec.use)
-            executor = recipe.run.executor  # the entry point of the same name (ray)
-            if executor not in host.executors() and executor in host.entry_points() and \
-                    executor not in host.infos:
-                host.load(executor)
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
@@ -148,14 +141,14 @@ class Pipeline:
             problems.extend(f"[{spec.name}] {p}" for p in stage.preflight(self.host))
             resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
         self._builders = self._validate_models(problems)
-        executors = self.host.executors()
         executor = self.recipe.run.executor
-        if executor not in executors:
-            problems.append(f"[run] executor: {executor!r} is not registered; "
-                            f"registered: {', '.join(executors)}")
+        try:
+            executor_cls = self.host.get("executor", executor)
+        except DualcurateError as exc:
+            problems.append(f"[run] executor: {exc}")
         else:  # its options now, not when the first map stage starts
             try:
-                executors[executor].Config(**self.recipe.run.executor_options)
+                executor_cls.Config(**self.recipe.run.executor_options)
             except ValidationError as exc:
                 problems.extend(
                     line.replace("[run.executor_options] ", "[run] executor_options.", 1)

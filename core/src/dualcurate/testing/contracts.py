@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from dualcurate.engine import ChatRequest, Engine, SamplingParams
 from dualcurate.formats import THINK_OPEN, render_trace, split_trace
-from dualcurate.plugins import KIND_HOOKS
+from dualcurate.kinds import BY_NAME
 from dualcurate.schema import CANONICAL_SCHEMA, Sample
 from dualcurate.stages import (
     DatasetStage,
@@ -79,7 +79,7 @@ class StageContract:
 
     def test_has_name_and_kind(self) -> None:
         assert self.stage_cls.name, "set a class attribute `name` (the registered name)"
-        assert self.stage_cls.kind in KIND_HOOKS
+        assert self.stage_cls.kind in BY_NAME
 
     def test_config_is_pydantic_and_forbids_unknown_keys(self) -> None:
         assert issubclass(self.stage_cls.Config, BaseModel)

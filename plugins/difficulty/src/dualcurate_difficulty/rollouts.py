@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dualcurate import Completion, Trace
 from dualcurate.context import DEFAULT_VERIFIER
+from dualcurate.errors import DualcurateError
 from dualcurate.formats import FORMAT_INSTRUCTION, last_answer, split_think, split_trace
 
 if TYPE_CHECKING:
@@ -114,8 +115,11 @@ def parse_rollout(completion: Completion, sample_index: int, model: str,
 
 def verifier_problems(host: PluginHost) -> list[str]:
     """Why the default verifier cannot be made (not registered, no entry point)."""
-    if DEFAULT_VERIFIER in host.verifiers() or DEFAULT_VERIFIER in host.entry_points():
+    try:
+        host.get("verifier", DEFAULT_VERIFIER)  # loads its plugin on first need
         return []
+    except DualcurateError:
+        pass
     return [f"the default verifier {DEFAULT_VERIFIER!r} is not installed; pip install "
             f"dualcurate-verify, or set use_check = false and name registered verifiers in "
             f"verifier_stage"]
