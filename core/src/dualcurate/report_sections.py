@@ -129,7 +129,7 @@ class RunView:
     @property
     def stages(self) -> list[dict[str, Any]]:
         """The manifest's stage records, in pipeline order. A record's ``plugin`` is the
-        *component* the stage ran (the registered name its recipe ``use``\ s, or ``--plugin``
+        *component* the stage ran (the registered name its recipe names in ``use``, or ``--plugin``
         chose: ``hello-length``), not the plugin (entry point, ``hello``) that registered it:
         the manifest's ``plugins`` lists those, and a section's ``plugin`` is one."""
         return list(self.manifest.get("stages") or [])

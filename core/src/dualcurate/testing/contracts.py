@@ -69,7 +69,7 @@ def rows_with_traces(n: int = 4) -> list[dict[str, Any]]:
 
 class StageContract:
     """Checks every stage class must pass. Set ``stage_cls`` (the class), ``plugin`` (the
-    object holding its ``@hookimpl``\ s: the module the entry point names) and, optionally,
+    object holding its hook functions: the module the entry point names) and, optionally,
     ``config`` (the options the checks build it with)."""
 
     stage_cls: ClassVar[type[Stage]]
