@@ -106,7 +106,7 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
                               f" (curate -v shows it on the terminal)[/dim]")
         raise
     table = Table(title=f"run {store.root}")
-    for col in ("stage", "plugin", "status", "rows in", "rows out", "seconds"):
+    for col in ("stage", "use", "status", "rows in", "rows out", "seconds"):
         table.add_column(col)
     for rec in store.manifest["stages"]:
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
@@ -267,7 +267,7 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
             click.echo(json.dumps(stages, indent=2, default=str))
             return
         for stage in stages:
-            click.echo(f"[{stage['stage']}] {stage['kind']}: {stage['plugin']}"
+            click.echo(f"[{stage['stage']}] {stage['kind']}: {stage['use']}"
                        f" (chosen by {stage['chosen_by']})")
             width = max((len(o["option"]) for o in stage["options"]), default=0)
             for opt in stage["options"]:

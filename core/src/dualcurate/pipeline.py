@@ -289,7 +289,7 @@ class Pipeline:
                         if key in self._options.get(rs.name, {}) else "default",
                         "runtime": key in runtime}
                        for key, value in values.items()]
-            out.append({"stage": rs.name, "kind": rs.kind, "plugin": rs.plugin,
+            out.append({"stage": rs.name, "kind": rs.kind, "use": rs.plugin,
                         "chosen_by": "--plugin" if rs.plugin != spec.use else "use",
                         "options": options})
         return out

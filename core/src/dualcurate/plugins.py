@@ -200,7 +200,12 @@ class PluginHost:
         """Load the entry point ``name``. Unknown names raise (listing what is installed);
         import errors raise when ``strict`` and are recorded either way."""
         if name in self.infos:
-            return self.infos[name]
+            info = self.infos[name]
+            if strict and info.error is not None:  # autoloaded already, and it failed
+                raise DualcurateError(f"plugin {name!r} ({info.distribution}) failed to load: "
+                                      f"{info.error}. Fix it, or run without it "
+                                      f"(--no-plugin {name}).")
+            return info
         if name in self.blocked:
             raise DualcurateError(f"plugin {name!r} is both selected and blocked (--no-plugin); "
                                   f"drop one of the two")
@@ -366,6 +371,11 @@ class PluginHost:
             failed = [f"plugin {i.name!r} failed to load ({i.error})"
                       for i in self.infos.values() if i.error]
             more = f" Note: {'; '.join(failed)}." if failed else ""
+            unloaded = sorted(n for n in self.entry_points()
+                              if n not in self.infos and n not in self.blocked)
+            if unloaded and not near and name not in self.blocked:
+                more += (f" Plugin autoload is off and installed plugins {', '.join(unloaded)} "
+                         f"are not loaded: select the one providing it with --plugin NAME.")
             raise UnknownComponentError(
                 f"{title} {name!r}: nothing registered under that name. Registered "
                 f"{title}s: {have}. {hint[0].upper()}{hint[1:]}.{more}") from None
