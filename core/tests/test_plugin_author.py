@@ -157,7 +157,7 @@ def test_a_class_with_no_base_is_told_to_subclass_it(plugin_host, register_plugi
 def test_host_get_loads_an_installed_plugin_on_first_need():
     host = PluginHost(autoload=False)
     assert "hello" not in host.infos
-    with pytest.raises(UnknownComponentError, match="autoload is off.*hello.*--plugin NAME"):
+    with pytest.raises(UnknownComponentError, match=r"autoload is off.*hello.*--plugin NAME"):
         host.get("filter", "hello-length")  # no plugin of that name: which one to load?
     assert host.get("source", "hello").__name__ == "HelloSource"  # the plugin `hello`
     assert "hello" in host.infos
@@ -180,5 +180,5 @@ def test_explain_on_an_invalid_recipe_lists_the_options_components_take(run_cli,
 def test_an_engine_contract_naming_stage_cls_says_engine_cls():
     from dualcurate.testing.contracts import EngineContract
 
-    with pytest.raises(TypeError, match="set engine_cls.*sets stage_cls"):
+    with pytest.raises(TypeError, match=r"set engine_cls.*sets stage_cls"):
         type("TestMine", (EngineContract,), {"stage_cls": object})
