@@ -26,7 +26,8 @@ def test_plugins_json(run_cli):
                              "problems", "warnings"}
         assert info["problems"] == [] and info["warnings"] == []
     assert infos["builtins"]["registers"] == {"executor": ["local"], "distiller": ["teacher"]}
-    assert infos["hello"]["registers"] == {"source": ["hello"], "filter": ["hello-length"]}
+    assert infos["hello"]["registers"] == {"source": ["hello"], "filter": ["hello-length"],
+                                           "engine": ["hello-sum"]}
     assert infos["hello"]["distribution"] == "dualcurate-hello"
 
 
