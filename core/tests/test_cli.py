@@ -22,9 +22,12 @@ def test_plugins_json(run_cli):
     assert result.exit_code == 0, result.stderr
     infos = {p["name"]: p for p in json.loads(result.stdout)}
     for info in infos.values():
-        assert set(info) == {"name", "distribution", "version", "hooks", "registers", "error"}
+        assert set(info) == {"name", "distribution", "version", "hooks", "registers", "error",
+                             "problems", "warnings"}
+        assert info["problems"] == [] and info["warnings"] == []
     assert infos["builtins"]["registers"] == {"executor": ["local"], "distiller": ["teacher"]}
-    assert infos["hello"]["registers"] == {"source": ["hello"], "filter": ["hello-length"]}
+    assert infos["hello"]["registers"] == {"source": ["hello"], "filter": ["hello-length"],
+                                           "engine": ["hello-sum"]}
     assert infos["hello"]["distribution"] == "dualcurate-hello"
 
 

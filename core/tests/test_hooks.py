@@ -12,7 +12,8 @@ import click
 import pytest
 
 from dualcurate import hookimpl, hookspecs
-from dualcurate.plugins import KIND_HOOKS
+from dualcurate.kinds import KINDS
+from dualcurate.plugins import HOOK_NAMES as HOST_HOOK_NAMES
 from dualcurate.stages import (
     Distiller,
     EfficacyJudge,
@@ -39,7 +40,7 @@ def _register_one(plugin_host, register_plugin, hook: str, base: type):
 
     setattr(P, hook, hookimpl(impl))
     register_plugin(P(), name=f"probe-{hook}")
-    kind = next(k for k, h in KIND_HOOKS.items() if h == hook)
+    kind = next(k.name for k in KINDS if k.hook == hook)
     assert plugin_host.get(kind, f"probe-{hook}") is cls
     assert plugin_host.stage_kinds_of(f"probe-{hook}") == {kind: [f"probe-{hook}"]}
 
@@ -147,7 +148,8 @@ def test_every_hook_is_documented_with_its_signature(hook):
 
 
 def test_every_kind_has_a_hook():
-    assert set(KIND_HOOKS.values()) <= set(HOOK_NAMES)
+    assert {k.hook for k in KINDS} <= set(HOOK_NAMES)
+    assert list(HOST_HOOK_NAMES) == HOOK_NAMES  # what the host checks a plugin's hooks by
 
 
 def test_every_kind_names_importable_base_classes():
@@ -204,7 +206,7 @@ def test_registering_a_class_of_no_kind_is_an_error(plugin_host, register_plugin
         name = "plain"
 
     register_plugin(_plugin("dualcurate_register_engines", NotAnEngine), name="plain-plugin")
-    with pytest.raises(RegistrationError, match=r"does not derive from dualcurate.engine.Engine"):
+    with pytest.raises(RegistrationError, match=r"NotAnEngine does not subclass Engine: subclass it .*dualcurate.engine.Engine"):
         plugin_host.get("engine", "plain")
 
 

@@ -26,7 +26,7 @@ def test_builtins_are_a_plugin():
     infos = {i.name: i for i in host.plugin_infos(include_unloaded=False)}
     assert infos["builtins"].registers == {"executor": ["local"], "distiller": ["teacher"]}
     assert infos["builtins"].distribution == "dualcurate"
-    assert "local" in host.executors()
+    assert "local" in host.names("executor")
 
 
 def test_autoload_off_loads_only_named(monkeypatch):
@@ -80,8 +80,13 @@ def test_misspelt_hook_fails_loudly(plugin_host):
         def dualcurate_register_sourcez(self, register):
             pass
 
-    with pytest.raises(Exception, match="unknown hook"):
+    from dualcurate.plugins import RegistrationError
+
+    with pytest.raises(RegistrationError, match=r"plugin 'typo': dualcurate_register_sourcez is "
+                                                r"not a dualcurate hook; did you mean "
+                                                r"dualcurate_register_sources\?"):
         plugin_host.register(Typo(), name="typo")
+    assert "typo" not in plugin_host.infos
 
 
 def test_unknown_stage_name_lists_registered(plugin_host):

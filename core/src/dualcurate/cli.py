@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dualcurate.errors import DualcurateError
+from dualcurate.errors import DualcurateError, RecipeError
 from dualcurate.kinds import KINDS
 from dualcurate.plugins import PluginHost, env_plugin_names
 
@@ -106,7 +106,7 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
                               f" (curate -v shows it on the terminal)[/dim]")
         raise
     table = Table(title=f"run {store.root}")
-    for col in ("stage", "plugin", "status", "rows in", "rows out", "seconds"):
+    for col in ("stage", "use", "status", "rows in", "rows out", "seconds"):
         table.add_column(col)
     for rec in store.manifest["stages"]:
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
@@ -220,8 +220,10 @@ def plugins_cmd(state: State, as_json: bool) -> None:
     for info in infos:
         regs = "; ".join(f"{k.title}: {', '.join(info.registers[k.name])}" for k in KINDS
                          if info.registers.get(k.name))
-        status = (f"[red]error: {info.error}[/red]" if info.error
+        status = (f"[red]error: {escape(info.error)}[/red]" if info.error
                   else ("loaded" if info.name in state.host.infos else "[dim]not loaded[/dim]"))
+        status += "".join(f"\n[red]refused: {escape(p)}[/red]" for p in info.problems)
+        status += "".join(f"\n[yellow]warning: {escape(w)}[/yellow]" for w in info.warnings)
         table.add_row(info.name, info.distribution or "", info.version or "", regs, status)
     out_console.print(table)
 
@@ -231,7 +233,8 @@ def plugins_cmd(state: State, as_json: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a recipe value, e.g. --set distill.samples_per_question=4.")
 @click.option("--explain", is_flag=True, help="Print every stage's effective options and where "
-              "each comes from (default, [stage], [stage.plugins.NAME], --set).")
+              "each comes from (default, [stage], [stage.plugins.NAME], --set); on a recipe "
+              "with problems, the options each component it names takes.")
 @click.option("--json", "as_json", is_flag=True, help="With --explain: print JSON.")
 @click.pass_obj
 def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain: bool,
@@ -246,8 +249,13 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
     pipeline = Pipeline(load_recipe(recipe, list(overrides)), host=state.host,
                         selected=state.selected)
     verbose = getattr(state, "verbose", False)
-    with held_warnings(verbose) as held:  # TRL and transformers warn while configs are built
-        resolved = pipeline.validate()
+    try:
+        with held_warnings(verbose) as held:  # TRL and transformers warn while configs are built
+            resolved = pipeline.validate()
+    except RecipeError:
+        if explain:  # the options each component takes, to fix the problems against
+            _print_component_options(pipeline.component_options(), as_json)
+        raise
     if held:
         err_console.print(f"note: {len(held)} third-party warning(s) while building the "
                           f"stages' configs; -v shows them", highlight=False, soft_wrap=True)
@@ -259,7 +267,7 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
             click.echo(json.dumps(stages, indent=2, default=str))
             return
         for stage in stages:
-            click.echo(f"[{stage['stage']}] {stage['kind']}: {stage['plugin']}"
+            click.echo(f"[{stage['stage']}] {stage['kind']}: {stage['use']}"
                        f" (chosen by {stage['chosen_by']})")
             width = max((len(o["option"]) for o in stage["options"]), default=0)
             for opt in stage["options"]:
@@ -269,6 +277,21 @@ def validate_cmd(state: State, recipe: str, overrides: tuple[str, ...], explain:
                 flag = ", runtime only" if opt["runtime"] else ""
                 click.echo(f"  {opt['option']:<{width}} = {value}   ({opt['origin']}{flag})")
     click.echo(f"{recipe}: ok ({', '.join(f'{r.name}={r.plugin}' for r in resolved)})")
+
+
+def _print_component_options(components: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(components, indent=2, default=str))
+        return
+    click.echo("the recipe has problems (below); the options its components take:")
+    for comp in components:
+        click.echo(f"[{comp['stage']}] {comp['kind']}: {comp['use']}")
+        width = max((len(o["option"]) for o in comp["options"]), default=0)
+        for opt in comp["options"]:
+            default = "required" if opt["required"] else \
+                f"default {json.dumps(opt['default'], default=str)}"
+            flag = ", runtime only" if opt["runtime"] else ""
+            click.echo(f"  {opt['option']:<{width}}  {opt['type']}  ({default}{flag})")
 
 
 @cli.command("run")

@@ -211,16 +211,6 @@ class ComponentRef(BaseModel):
         try:
             self._resolved = host.get(self.kind, self.use)
         except Exception:
-            entry_points = getattr(host, "entry_points", dict)()
-            if self.use in entry_points and self.use not in getattr(host, "infos", {}) \
-                    and self.use not in getattr(host, "blocked", ()):
-                try:
-                    host.load(self.use)
-                except Exception:
-                    if self._resolved is None:
-                        raise
-                    return self._resolved
-                return self.resolve(host)
             if self._resolved is None:
                 raise
         return self._resolved

@@ -100,12 +100,16 @@ def kind_problem(cls: object, k: Kind) -> str | None:
     other = BY_NAME.get(declared) if isinstance(declared, str) else None
     if declared != k.name:
         what = f"a {other.title}" if other is not None else f"of kind {declared!r}"
+        fix = (f"register it through {other.hook}" if other is not None else
+               f"set its kind to {k.name!r} or register it through the hook of its kind")
         return (f"registered as a {k.title} through {k.hook}, but {qualified_name(cls)} is "
-                f"{what}")
+                f"{what}; {fix}")
     if derives_from(cls, k) or (k.is_stage and derives_from(cls, _ANY_STAGE)):
         return None
-    return (f"registered as a {k.title} through {k.hook}, but {qualified_name(cls)} does not "
-            f"derive from {' or '.join(k.bases)}")
+    names = " or ".join(b.rsplit(".", 1)[1] for b in k.bases)
+    where = " or ".join(k.bases)
+    return (f"{qualified_name(cls)} does not subclass {names}: subclass it "
+            f"(`class {cls.__name__}({k.bases[0].rsplit('.', 1)[1]})`, from {where})")
 
 
 _ANY_STAGE = Kind("stage", "", ("dualcurate.stages.MapStage", "dualcurate.stages.DatasetStage",

@@ -23,8 +23,9 @@ from dualcurate.cache_segments import merge_segments
 from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
+from dualcurate.kinds import STAGE_KINDS
 from dualcurate.models import ModelBuilder, ensure_model
-from dualcurate.plugins import STAGE_KINDS, PluginHost
+from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.recipe import Recipe, StageSpec, format_validation
 from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
@@ -43,6 +44,28 @@ class ResolvedStage:
     stage: Stage
 
 
+def _type_name(annotation: Any) -> str:
+    name = getattr(annotation, "__name__", None)
+    text = name if name and not getattr(annotation, "__args__", None) else str(annotation)
+    return text.replace("typing.", "").replace("dualcurate.config.", "")
+
+
+def _ref_class(annotation: Any) -> Any:
+    """The ComponentRef subclass an option's type names (``EngineRef``, ``EngineRef | None``,
+    ``list[VerifierRef]``), or None."""
+    import typing
+
+    from dualcurate.config import ComponentRef
+
+    if isinstance(annotation, type) and issubclass(annotation, ComponentRef):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _ref_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
 class Pipeline:
     """Runs a recipe. ``selected`` are plugin (entry-point) names from ``--plugin``: the stage
     kinds they implement run with them, overriding the recipe's ``use``."""
@@ -51,16 +74,8 @@ class Pipeline:
                  selected: Sequence[str] = ()):
         self.recipe = recipe
         self.selected = list(selected)
-        if host is None:
+        if host is None:  # with autoload off, host.get loads the recipe's uses on first need
             host = PluginHost(select=self.selected)
-        if not host.autoload:  # load only what is named: --plugin and the recipe's uses
-            for spec in recipe.stages:
-                if spec.use in host.entry_points() and spec.use not in host.infos:
-                    host.load(spec.use)
-            executor = recipe.run.executor  # the entry point of the same name (ray)
-            if executor not in host.executors() and executor in host.entry_points() and \
-                    executor not in host.infos:
-                host.load(executor)
         self.host = host
         self.overrides = self._overrides()
         self._resolved: list[ResolvedStage] | None = None
@@ -148,14 +163,14 @@ class Pipeline:
             problems.extend(f"[{spec.name}] {p}" for p in stage.preflight(self.host))
             resolved.append(ResolvedStage(spec.name, spec.kind, plugin, stage))
         self._builders = self._validate_models(problems)
-        executors = self.host.executors()
         executor = self.recipe.run.executor
-        if executor not in executors:
-            problems.append(f"[run] executor: {executor!r} is not registered; "
-                            f"registered: {', '.join(executors)}")
+        try:
+            executor_cls = self.host.get("executor", executor)
+        except DualcurateError as exc:
+            problems.append(f"[run] executor: {exc}")
         else:  # its options now, not when the first map stage starts
             try:
-                executors[executor].Config(**self.recipe.run.executor_options)
+                executor_cls.Config(**self.recipe.run.executor_options)
             except ValidationError as exc:
                 problems.extend(
                     line.replace("[run.executor_options] ", "[run] executor_options.", 1)
@@ -274,9 +289,54 @@ class Pipeline:
                         if key in self._options.get(rs.name, {}) else "default",
                         "runtime": key in runtime}
                        for key, value in values.items()]
-            out.append({"stage": rs.name, "kind": rs.kind, "plugin": rs.plugin,
+            out.append({"stage": rs.name, "kind": rs.kind, "use": rs.plugin,
                         "chosen_by": "--plugin" if rs.plugin != spec.use else "use",
                         "options": options})
+        return out
+
+    def component_options(self) -> list[dict[str, Any]]:
+        """The options every component the recipe names takes, read from their Configs,
+        whether or not the recipe validates: each stage's component, and the components its
+        options name (``engine = { use = "hf", ... }``). Each entry: ``stage``, ``kind``,
+        ``use`` and ``options`` (``option``, ``type``, ``default``, ``required``,
+        ``runtime``). What ``curate validate --explain`` prints when the recipe has
+        problems. A name nothing registers is left out (the problems name it)."""
+        out: list[dict[str, Any]] = []
+
+        def describe(stage: str, kind: str, use: str) -> type | None:
+            try:
+                cls = self.host.get(kind, use)
+            except DualcurateError:
+                return None
+            config_cls = getattr(cls, "Config", None)
+            fields = getattr(config_cls, "model_fields", {})
+            runtime = set(getattr(config_cls, "runtime_fields", ()))
+            options = []
+            for key, field in fields.items():
+                required = field.is_required()
+                default = None if required else field.get_default(call_default_factory=True)
+                options.append({"option": key, "type": _type_name(field.annotation),
+                                "default": default, "required": required,
+                                "runtime": key in runtime})
+            out.append({"stage": stage, "kind": kind, "use": use, "options": options})
+            return cls
+
+        for spec in self.recipe.stages:
+            use = self.plugin_for(spec)
+            cls = describe(spec.name, spec.kind, use)
+            fields = getattr(getattr(cls, "Config", None), "model_fields", {})
+            options = spec.options_for(use)
+            for key, field in fields.items():
+                ref_cls = _ref_class(field.annotation)
+                value = options.get(key, None if field.is_required() else field.get_default(
+                    call_default_factory=True))
+                values = value if isinstance(value, list) else [value]
+                for item in values if ref_cls is not None else ():
+                    name = item if isinstance(item, str) else \
+                        item.get("use") if isinstance(item, dict) else \
+                        getattr(item, "use", None)
+                    if isinstance(name, str) and name:
+                        describe(f"{spec.name}.{key}", ref_cls.kind, name)
         return out
 
     def resolved_recipe(self) -> dict[str, Any]:

@@ -7,9 +7,18 @@ and the rest still load. Core code never calls ``pm.hook`` untyped: it asks the 
 
 Which hook fills which registry, and which base class a registered class must have, comes from
 the one table of kinds (:mod:`dualcurate.kinds`). Two plugins registering the same name for
-one kind, or a class of the wrong kind, is an error naming both. Core's own components are a
-plugin like any other, ``builtins``: loaded by module name, as pytest and llm load theirs, so
-the host needs no import of the layers above it.
+one kind, or a class of the wrong kind, is an error naming both, raised by the lookup of that
+name (``host.get``): commands and recipes that never use the name still work, and
+``curate plugins`` lists the problem. ``host.get`` also loads, on first need, the installed
+entry point named like the component (with autoload off). Core's own components are a plugin
+like any other, ``builtins``: loaded by module name, as pytest and llm load theirs, so the host
+needs no import of the layers above it.
+
+Two words: a *plugin* is an entry point (its name is what ``--plugin`` takes, ``curate
+plugins`` lists and the manifest's ``plugins`` records); a *component* is a class a plugin
+registers under a name for one kind (what a recipe's ``use`` names, and a stage record's
+``use`` in the manifest). A plugin may register several components; a distribution may expose
+several plugins.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import importlib
 import importlib.metadata as md
 import os
 import traceback
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +37,7 @@ import pluggy
 
 from dualcurate import hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
-from dualcurate.kinds import BY_NAME, KINDS, STAGE_KINDS, kind_problem, qualified_name
+from dualcurate.kinds import KINDS, kind, kind_problem, qualified_name
 
 if TYPE_CHECKING:
     from dualcurate.report_sections import ReportSection, RunView
@@ -36,14 +46,47 @@ ENTRY_POINT_GROUP = "dualcurate"
 #: core's own plugin modules, registered first under the name ``builtins``
 BUILTIN_PLUGINS = ("dualcurate.builtins",)
 
-#: registry kind -> hook that fills it (derived from :data:`dualcurate.kinds.KINDS`)
-KIND_HOOKS: dict[str, str] = {k.name: k.hook for k in KINDS}
-__all__ = ["KIND_HOOKS", "STAGE_KINDS", "PluginHost", "PluginInfo", "RegistrationError"]
+#: every hook a plugin may implement (the functions of :mod:`dualcurate.hookspecs`)
+HOOK_NAMES: tuple[str, ...] = tuple(sorted(
+    n for n, f in vars(hookspecs).items()
+    if callable(f) and hasattr(f, f"{hookspecs.PROJECT_NAME}_spec")))
+__all__ = ["HOOK_NAMES", "PluginHost", "PluginInfo", "PluginWarning", "RegistrationError",
+           "RegistryPlugin"]
 
 
 class RegistrationError(DualcurateError):
-    """Two plugins register one name for one kind, or a plugin registers a class of the wrong
-    kind. Raised when the registry is built; names the plugins involved."""
+    """Two plugins register one name for one kind, a plugin registers a class of the wrong
+    kind, or a plugin implements a hook that does not exist. Names the plugins involved.
+    Raised by the lookup of the name concerned (a misspelt hook: when the plugin is
+    registered, or selected with ``--plugin``)."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin that probably does not do what its author meant (a method named like a hook
+    but not marked ``@hookimpl``, so pluggy ignores it)."""
+
+
+class RegistryPlugin:
+    """A plugin that registers a fixed registry (kind -> name -> class) through every kind's
+    hook, under the names given: a host in another process (a Ray actor) resolves components
+    exactly as the host that built the registry did. Its hooks come from
+    :data:`dualcurate.kinds.KINDS`, so a new kind is shipped without an edit here."""
+
+    def __init__(self, registry: dict[str, dict[str, type]]):
+        self.registry = registry
+
+
+def _registering(kind_name: str, hook: str) -> Any:
+    def register_all(self: RegistryPlugin, register: Any) -> None:
+        for name, cls in self.registry.get(kind_name, {}).items():
+            register(cls, name)
+
+    register_all.__name__ = register_all.__qualname__ = hook
+    return hookspecs.hookimpl(register_all)
+
+
+for _k in KINDS:
+    setattr(RegistryPlugin, _k.hook, _registering(_k.name, _k.hook))
 
 
 @dataclass
@@ -56,10 +99,42 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registers: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    #: registrations refused: a name two plugins register, a class of the wrong kind
+    problems: list[str] = field(default_factory=list)
+    #: a method named like a hook but not marked ``@hookimpl`` (so nothing calls it)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "hooks": self.hooks, "registers": self.registers, "error": self.error}
+                "hooks": self.hooks, "registers": self.registers, "error": self.error,
+                "problems": self.problems, "warnings": self.warnings}
+
+
+def _hook_problems(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[list[str],
+                                                                                   list[str]]:
+    """(errors, warnings) about ``plugin``'s hooks: a ``@hookimpl`` whose name is no hook
+    (misspelt), and methods named like hooks that are not marked ``@hookimpl`` (ignored)."""
+    errors, unmarked = [], []
+    for attr in dir(plugin):
+        if not attr.startswith(f"{hookspecs.PROJECT_NAME}_"):
+            continue
+        marked = pm.parse_hookimpl_opts(plugin, attr) is not None
+        if marked and attr not in HOOK_NAMES:
+            near = difflib.get_close_matches(attr, HOOK_NAMES, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"the hooks: {', '.join(HOOK_NAMES)}"
+            errors.append(f"plugin {name!r}: {attr} is not a dualcurate hook; {hint} "
+                          f"(docs/plugin-hooks.md lists them)")
+        elif not marked and callable(getattr(plugin, attr, None)) and \
+                not isinstance(getattr(plugin, attr, None), type):
+            unmarked.append(attr)
+    warns = []
+    if unmarked:
+        warns.append(
+            f"plugin {name!r}: {', '.join(unmarked)} "
+            f"{'is' if len(unmarked) == 1 else 'are'} named like a hook but not marked "
+            f"@hookimpl, so nothing calls {'it' if len(unmarked) == 1 else 'them'}; decorate "
+            f"{'it' if len(unmarked) == 1 else 'each'} with @dualcurate.hookimpl")
+    return errors, warns
 
 
 def _core_version() -> str | None:
@@ -95,6 +170,8 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         self._registry: dict[str, dict[str, type]] | None = None
         self._owners: dict[tuple[str, str], str] = {}
+        #: (kind, name) -> why its registration was refused (looking it up raises this)
+        self.refused: dict[tuple[str, str], list[str]] = {}
         if builtins:
             for module in BUILTIN_PLUGINS:
                 self.register(importlib.import_module(module), name="builtins",
@@ -123,7 +200,12 @@ class PluginHost:
         """Load the entry point ``name``. Unknown names raise (listing what is installed);
         import errors raise when ``strict`` and are recorded either way."""
         if name in self.infos:
-            return self.infos[name]
+            info = self.infos[name]
+            if strict and info.error is not None:  # autoloaded already, and it failed
+                raise DualcurateError(f"plugin {name!r} ({info.distribution}) failed to load: "
+                                      f"{info.error}. Fix it, or run without it "
+                                      f"(--no-plugin {name}).")
+            return info
         if name in self.blocked:
             raise DualcurateError(f"plugin {name!r} is both selected and blocked (--no-plugin); "
                                   f"drop one of the two")
@@ -152,16 +234,32 @@ class PluginHost:
                                       f"{info.error}. Reinstall it or run without it "
                                       f"(--no-plugin {name}).") from exc
             return info
-        return self.register(obj, name=name, distribution=dist, version=version)
+        try:
+            return self.register(obj, name=name, distribution=dist, version=version)
+        except RegistrationError as exc:  # a misspelt hook: recorded as an import error is
+            self.infos[name] = PluginInfo(name=name, distribution=dist, version=version,
+                                          error=str(exc))
+            if strict:
+                raise
+            return self.infos[name]
 
     def register(self, plugin: object, name: str | None = None, distribution: str | None = None,
                  version: str | None = None) -> PluginInfo:
-        """Register a plugin object (module or class instance with hookimpls)."""
+        """Register a plugin object (module or class instance with hookimpls). A
+        ``@hookimpl`` named like no hook raises :class:`RegistrationError` naming the nearest
+        hook; a method named like a hook without ``@hookimpl`` warns (:class:`PluginWarning`)
+        and is listed in the plugin's ``problems``."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        errors, warns = _hook_problems(self.pm, plugin, name)
+        if errors:
+            raise RegistrationError("; ".join(errors))
+        for message in warns:
+            warnings.warn(PluginWarning(message), stacklevel=2)
         if self.pm.get_plugin(name) is None:
             self.pm.register(plugin, name=name)
         hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-        info = PluginInfo(name=name, distribution=distribution, version=version, hooks=hooks)
+        info = PluginInfo(name=name, distribution=distribution, version=version, hooks=hooks,
+                          warnings=list(warns))
         self.infos[name] = info
         self._registry = None
         self.pm.check_pending()
@@ -176,9 +274,20 @@ class PluginHost:
 
     # registry --------------------------------------------------------------------------------
     def _build_registry(self) -> dict[str, dict[str, type]]:
+        """Ask every registration hook. A name two plugins register for one kind, or a class
+        registered through the hook of another kind, is refused (recorded in
+        ``self.refused`` and in the plugins' ``problems``), not raised: only its lookup
+        fails, so everything that does not use it still works."""
         registry: dict[str, dict[str, type]] = {k.name: {} for k in KINDS}
         owners: dict[tuple[str, str], str] = {}
-        problems: list[str] = []
+        refused: dict[tuple[str, str], list[str]] = {}
+        blamed: dict[str, list[str]] = {}
+
+        def refuse(key: tuple[str, str], message: str, *plugins: str) -> None:
+            refused.setdefault(key, []).append(message)
+            for plugin in plugins:
+                blamed.setdefault(plugin, []).append(message)
+
         for info in self.infos.values():
             info.registers = {}
         for k in KINDS:
@@ -189,40 +298,44 @@ class PluginHost:
                 def register(cls: type, name: str | None = None, _k=k,
                              _owner: str = plugin_name) -> None:
                     reg_name = name or getattr(cls, "name", "") or getattr(cls, "__name__", "")
+                    key = (_k.name, reg_name)
                     problem = kind_problem(cls, _k)
                     if problem is not None:
-                        problems.append(f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
-                                        f"{problem}; register it through the hook of its "
-                                        f"kind")
+                        refuse(key, f"plugin {_owner!r}: {_k.title} {reg_name!r}: {problem}",
+                               _owner)
                         return
                     if hasattr(cls, "preflight") and callable(getattr(cls, "check", None)):
-                        problems.append(f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
-                                        f"{qualified_name(cls)} defines check(host), which "
-                                        f"nothing calls; the hook is preflight(host): rename "
-                                        f"it")
+                        refuse(key, f"plugin {_owner!r}: {_k.title} {reg_name!r}: "
+                                    f"{qualified_name(cls)} defines check(host), which nothing "
+                                    f"calls; the hook is preflight(host): rename it", _owner)
                         return
-                    before = owners.get((_k.name, reg_name))
+                    before = owners.get(key)
                     if before is not None and registry[_k.name][reg_name] is not cls:
-                        problems.append(
-                            f"{_k.title} {reg_name!r} is registered by two plugins: "
-                            f"{before!r} ({registry[_k.name][reg_name].__module__}) and "
-                            f"{_owner!r} ({cls.__module__}); uninstall one, or run without "
-                            f"one of them (--no-plugin {_owner})")
+                        refuse(key,
+                               f"{_k.title} {reg_name!r} is registered by two plugins: "
+                               f"{before!r} ({registry[_k.name][reg_name].__module__}) and "
+                               f"{_owner!r} ({cls.__module__}); rename one (its class's "
+                               f"`name`), uninstall one, or run without one of them "
+                               f"(--no-plugin {_owner})", before, _owner)
                         return
                     registry[_k.name][reg_name] = cls
-                    owners[(_k.name, reg_name)] = _owner
+                    owners[key] = _owner
                     info = self.infos.get(_owner)
                     if info is not None and reg_name not in info.registers.get(_k.name, []):
                         info.registers.setdefault(_k.name, []).append(reg_name)
 
                 impl.function(register=register)
-        if problems:
-            raise RegistrationError("plugin registry: " + "; ".join(problems))
+        for kind_name, reg_name in refused:  # neither of two colliding classes is used
+            registry[kind_name].pop(reg_name, None)
+        for name, info in self.infos.items():
+            info.problems = blamed.get(name, [])
         self._owners = owners
+        self.refused = refused
         return registry
 
     @property
     def registry(self) -> dict[str, dict[str, type]]:
+        """kind -> name -> class of every component registered without a problem."""
         if self._registry is None:
             self._registry = self._build_registry()
         return self._registry
@@ -230,23 +343,42 @@ class PluginHost:
     def names(self, kind: str) -> list[str]:
         return sorted(self.registry[kind])
 
-    def get(self, kind: str, name: str) -> type:
-        """The class registered under ``name`` for ``kind``; unknown names list the choices."""
-        if kind not in BY_NAME:
-            raise UnknownComponentError(f"kind {kind!r}: not one of {', '.join(BY_NAME)}")
+    def get(self, kind_name: str, name: str) -> type:
+        """The class registered under ``name`` for ``kind_name``. With autoload off, an
+        installed plugin (entry point) of that name not loaded yet is loaded first, so a
+        recipe's ``use = "hello"`` needs no ``--plugin hello``. A refused registration raises
+        :class:`RegistrationError` saying why; an unknown name lists the choices."""
         try:
-            return self.registry[kind][name]
+            title = kind(kind_name).title
+        except KeyError as exc:
+            raise UnknownComponentError(exc.args[0]) from None
+        if name not in self.registry[kind_name] and (kind_name, name) not in self.refused \
+                and name not in self.infos and name not in self.blocked \
+                and name in self.entry_points():
+            self.load(name)
+        registry = self.registry  # (re)built: fills self.refused
+        if (kind_name, name) in self.refused:
+            raise RegistrationError("; ".join(self.refused[(kind_name, name)]))
+        try:
+            return registry[kind_name][name]
         except KeyError:
-            title = BY_NAME[kind].title
-            have = ", ".join(self.names(kind)) or "(none)"
-            near = difflib.get_close_matches(name, self.names(kind), n=3, cutoff=0.6)
-            hint = (f"load the plugin that provides it with --plugin {name}"
-                    if name in self.entry_points() else
+            have = ", ".join(self.names(kind_name)) or "(none)"
+            near = difflib.get_close_matches(name, self.names(kind_name), n=3, cutoff=0.6)
+            hint = (f"plugin {name!r} provides it but is blocked (--no-plugin {name})"
+                    if name in self.blocked else
                     f"did you mean {' or '.join(repr(n) for n in near)}" if near else
                     "install the plugin that provides it, or pick one of those")
+            failed = [f"plugin {i.name!r} failed to load ({i.error})"
+                      for i in self.infos.values() if i.error]
+            more = f" Note: {'; '.join(failed)}." if failed else ""
+            unloaded = sorted(n for n in self.entry_points()
+                              if n not in self.infos and n not in self.blocked)
+            if unloaded and not near and name not in self.blocked:
+                more += (f" Plugin autoload is off and installed plugins {', '.join(unloaded)} "
+                         f"are not loaded: select the one providing it with --plugin NAME.")
             raise UnknownComponentError(
                 f"{title} {name!r}: nothing registered under that name. Registered "
-                f"{title}s: {have}. {hint}.") from None
+                f"{title}s: {have}. {hint[0].upper()}{hint[1:]}.{more}") from None
 
     def owner(self, kind: str, name: str) -> str | None:
         self.registry  # noqa: B018 - builds owners
@@ -255,31 +387,6 @@ class PluginHost:
     def of_kind(self, kind: str) -> dict[str, type]:
         """name -> class of everything registered for ``kind``."""
         return dict(self.registry[kind])
-
-    # one accessor per kind, for readability at call sites
-    def sources(self) -> dict[str, type]:
-        return self.of_kind("source")
-
-    def distillers(self) -> dict[str, type]:
-        return self.of_kind("distiller")
-
-    def verifiers(self) -> dict[str, type]:
-        return self.of_kind("verifier")
-
-    def filters(self) -> dict[str, type]:
-        return self.of_kind("filter")
-
-    def trainers(self) -> dict[str, type]:
-        return self.of_kind("trainer")
-
-    def efficacy_judges(self) -> dict[str, type]:
-        return self.of_kind("efficacy_judge")
-
-    def engines(self) -> dict[str, type]:
-        return self.of_kind("engine")
-
-    def executors(self) -> dict[str, type]:
-        return self.of_kind("executor")
 
     def register_commands(self, cli: Any) -> None:
         self.pm.hook.dualcurate_register_commands(cli=cli)

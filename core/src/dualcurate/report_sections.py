@@ -90,7 +90,8 @@ class ReportSection:
     the figures as JSON-able values, for programs. ``files``: text files written beside the
     report (name relative to the run directory, e.g. ``efficacy.json``) when it is written.
     ``sample_fields``: what the sample browser shows on each sample. ``plugin``: filled in
-    by the host with the name of the plugin that added the section.
+    by the host with the name of the plugin (entry point, as ``--plugin`` takes it) that
+    added the section; the report's ``data-plugin`` attribute.
     """
 
     title: str
@@ -126,8 +127,21 @@ class RunView:
 
     @property
     def stages(self) -> list[dict[str, Any]]:
-        """The manifest's stage records, in pipeline order."""
+        """The manifest's stage records, in pipeline order. A record's ``plugin`` is the
+        *component* the stage ran (the registered name its recipe names in ``use``, or ``--plugin``
+        chose: ``hello-length``), not the plugin (entry point, ``hello``) that registered it:
+        the manifest's ``plugins`` lists those, and a section's ``plugin`` is one."""
         return list(self.manifest.get("stages") or [])
+
+    def stage_options(self, stage: str) -> dict[str, Any]:
+        """The options stage ``stage`` ran with, as validated: defaults filled in, runtime
+        options included, component references as dicts (``{"use": "hf", "model": ...}``);
+        what ``curate validate --explain`` lists. Empty for a stage the run does not have.
+        A report section reads its own stage's options here."""
+        recorded = (self.manifest.get("recipe") or {}).get(stage)
+        if not isinstance(recorded, dict):
+            return {}
+        return {k: v for k, v in recorded.items() if k not in ("kind", "use")}
 
     def stage(self, name: str) -> dict[str, Any] | None:
         """The record of stage ``name``, if the run has one."""

@@ -30,7 +30,6 @@ from dualcurate.config import (
     signature_inputs,
 )
 from dualcurate.context import StageContext
-from dualcurate.kinds import KINDS
 from dualcurate.schema import rows_to_table
 
 if TYPE_CHECKING:
@@ -285,7 +284,3 @@ class Executor:
         """Process and commit every shard in ``job.shards``; yield each once committed."""
         raise NotImplementedError
 
-
-#: stage kind -> its (first) base class, from the table of kinds
-STAGE_KINDS: dict[str, type[Stage]] = {
-    k.name: globals()[k.bases[0].rsplit(".", 1)[1]] for k in KINDS if k.is_stage}

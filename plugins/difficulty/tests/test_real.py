@@ -22,7 +22,7 @@ def test_default_verifier_is_the_rule_verify_stage(stage_context: StageContext,
     stage.setup(stage_context)
     out = stage.process(rows, stage_context)
     stage.teardown()
-    assert "rule-verify" in stage_context.host.verifiers()  # loaded by name, on first need
+    assert "rule-verify" in stage_context.host.names("verifier")  # loaded by name, on first need
     assert [r["pass_rate"] for r in out] == [0.5, 0.0, 1.0]
     assert [r["keep"] for r in out] == [False, True, False]
     traces = out[0]["rollouts"]

@@ -45,7 +45,7 @@ def test_default_is_the_rule_verify_stage(scripted, stage_context, make_rows):
     scores = _evaluate(stage_context, rows)
     # the scripted model answers 1 of 4 directly and 3 of 4 with reasoning, in <answer> tags
     assert scores.accuracy["math"] == {"S": 25.0, "L": 75.0}
-    assert "rule-verify" in stage_context.host.verifiers()  # loaded by name on first need
+    assert "rule-verify" in stage_context.host.names("verifier")  # loaded by name on first need
 
 
 def test_the_recipes_verifier_scores_the_evaluation(scripted, stage_context, make_rows,

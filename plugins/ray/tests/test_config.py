@@ -39,10 +39,10 @@ def test_entry_point_registers_the_ray_executor_without_importing_ray() -> None:
     import sys
 
     host = PluginHost(autoload=False, select=["ray"])
-    assert host.executors()["ray"] is RayExecutor
+    assert host.get("executor", "ray") is RayExecutor
     assert host.owner("executor", "ray") == "ray"
     probe = ("import sys; from dualcurate import PluginHost; "
-             "h = PluginHost(autoload=False, select=['ray']); h.executors(); "
+             "h = PluginHost(autoload=False, select=['ray']); h.names('executor'); "
              "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -125,4 +125,5 @@ def test_cli_executor_flag_reaches_the_recipe(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(tmp_path / "o"),
                                       "--executor", "no-such-executor"])
     assert result.exit_code != 0
-    assert "'no-such-executor' is not registered" in f"{result.output}{result.exception}"
+    assert "executor 'no-such-executor': nothing registered under that name" in \
+        f"{result.output}{result.exception}"

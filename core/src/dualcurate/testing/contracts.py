@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from dualcurate.engine import ChatRequest, Engine, SamplingParams
 from dualcurate.formats import THINK_OPEN, render_trace, split_trace
-from dualcurate.plugins import KIND_HOOKS
+from dualcurate.kinds import BY_NAME
 from dualcurate.schema import CANONICAL_SCHEMA, Sample
 from dualcurate.stages import (
     DatasetStage,
@@ -68,7 +68,9 @@ def rows_with_traces(n: int = 4) -> list[dict[str, Any]]:
 
 
 class StageContract:
-    """Checks every stage class must pass."""
+    """Checks every stage class must pass. Set ``stage_cls`` (the class), ``plugin`` (the
+    object holding its hook functions: the module the entry point names) and, optionally,
+    ``config`` (the options the checks build it with)."""
 
     stage_cls: ClassVar[type[Stage]]
     plugin: ClassVar[object]
@@ -79,7 +81,7 @@ class StageContract:
 
     def test_has_name_and_kind(self) -> None:
         assert self.stage_cls.name, "set a class attribute `name` (the registered name)"
-        assert self.stage_cls.kind in KIND_HOOKS
+        assert self.stage_cls.kind in BY_NAME
 
     def test_config_is_pydantic_and_forbids_unknown_keys(self) -> None:
         assert issubclass(self.stage_cls.Config, BaseModel)
@@ -139,8 +141,10 @@ class MapStageContract(StageContract):
 
     @pytest.fixture
     def rows(self) -> list[dict[str, Any]]:
-        """``input_rows``, else rows with traces for stages that read them (verifiers, and any
-        stage that ``requires`` traces), else :func:`default_rows`."""
+        """The input rows of the map-stage contract checks (a fresh copy per test): the
+        class's ``input_rows``, else canonical rows with teacher traces for stages that read
+        them (verifiers, and any stage that ``requires`` traces), else four canonical rows
+        (``default_rows()``). Override the fixture, or set ``input_rows``, to feed your own."""
         if self.input_rows:
             return [dict(r) for r in self.input_rows]
         reads_traces = self.stage_cls.kind == "verifier" or "traces" in self.stage_cls.requires
@@ -235,13 +239,26 @@ class EfficacyJudgeContract(DatasetStageContract):
 
 
 class EngineContract:
-    """An engine answers every request with n completions and reports each once."""
+    """An engine answers every request with n completions and reports each once.
+
+    Set ``engine_cls`` (the engine class; not ``stage_cls``: an engine is no stage),
+    ``plugin`` and ``config`` (its options; an :class:`~dualcurate.EngineConfig` requires
+    ``model``), or override ``make_engine()``."""
 
     engine_cls: ClassVar[type[Engine]]
     plugin: ClassVar[object]
+    config: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("Test") and not hasattr(cls, "engine_cls"):
+            hint = (" (it sets stage_cls: an engine contract names its class engine_cls)"
+                    if hasattr(cls, "stage_cls") else "")
+            raise TypeError(f"{cls.__name__}: set engine_cls = <your Engine subclass>{hint}")
 
     def make_engine(self) -> Engine:
-        raise NotImplementedError("override make_engine()")
+        """``engine_cls(config)``; override for an engine that needs more (a server)."""
+        return self.engine_cls(dict(self.config))
 
     def test_registered_through_its_hook(self, plugin_host, register_plugin) -> None:
         register_plugin(self.plugin, name=f"contract-{self.engine_cls.name}")

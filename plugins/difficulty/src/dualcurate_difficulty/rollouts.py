@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dualcurate.context import DEFAULT_VERIFIER
+from dualcurate.errors import DualcurateError
 from dualcurate.formats import FORMAT_INSTRUCTION, make_trace
 from dualcurate.prompts import render_template, user_messages
 
@@ -53,8 +54,11 @@ def rollout_trace(completion: Completion, sample_index: int, model: str,
 
 def verifier_problems(host: PluginHost) -> list[str]:
     """Why the default verifier cannot be made (not registered, no entry point)."""
-    if DEFAULT_VERIFIER in host.verifiers() or DEFAULT_VERIFIER in host.entry_points():
+    try:
+        host.get("verifier", DEFAULT_VERIFIER)  # loads its plugin on first need
         return []
+    except DualcurateError:
+        pass
     return [f"the default verifier {DEFAULT_VERIFIER!r} is not installed; pip install "
             f"dualcurate-verify, or set use_check = false and name registered verifiers in "
             f"verifier_stage"]

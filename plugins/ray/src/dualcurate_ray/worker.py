@@ -23,7 +23,6 @@ import threading
 import time
 from typing import Any
 
-from dualcurate import hookimpl
 from dualcurate.cache_segments import SegmentedCache
 from dualcurate.context import StageContext
 from dualcurate.executors import empty_shard, output_types, process_shard
@@ -34,54 +33,17 @@ from dualcurate.window import GenerationWindow
 Registry = dict[str, dict[str, type]]
 
 
-class _Shipped:
-    """A plugin that registers the driver's classes by the names the driver knows them by,
-    so an actor resolves engines (and stages a stage builds) exactly as the driver would,
-    including plugins registered in-process."""
-
-    def __init__(self, registry: Registry):
-        self.registry = registry
-
-    def _register(self, kind: str, register: Any) -> None:
-        for name, cls in self.registry.get(kind, {}).items():
-            register(cls, name)
-
-    @hookimpl
-    def dualcurate_register_sources(self, register: Any) -> None:
-        self._register("source", register)
-
-    @hookimpl
-    def dualcurate_register_distillers(self, register: Any) -> None:
-        self._register("distiller", register)
-
-    @hookimpl
-    def dualcurate_register_verifiers(self, register: Any) -> None:
-        self._register("verifier", register)
-
-    @hookimpl
-    def dualcurate_register_filters(self, register: Any) -> None:
-        self._register("filter", register)
-
-    @hookimpl
-    def dualcurate_register_trainers(self, register: Any) -> None:
-        self._register("trainer", register)
-
-    @hookimpl
-    def dualcurate_register_efficacy_judges(self, register: Any) -> None:
-        self._register("efficacy_judge", register)
-
-    @hookimpl
-    def dualcurate_register_engines(self, register: Any) -> None:
-        self._register("engine", register)
-
-
 def make_host(registry: Registry | None) -> Any:
-    from dualcurate.plugins import PluginHost
+    """The actor's plugin host: the driver's registry registered by the names the driver
+    knows its classes by (every kind, :class:`~dualcurate.plugins.RegistryPlugin`), so an
+    actor resolves engines, model builders and the stages a stage builds exactly as the
+    driver does, including plugins registered in-process; None: every installed plugin."""
+    from dualcurate.plugins import PluginHost, RegistryPlugin
 
     if registry is None:
         return PluginHost()
     host = PluginHost(autoload=False, builtins=False)
-    host.register(_Shipped(registry), name="driver")
+    host.register(RegistryPlugin(registry), name="driver")
     return host
 
 

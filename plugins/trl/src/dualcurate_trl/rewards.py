@@ -85,10 +85,6 @@ class VerifierCheck:
                     from dualcurate.plugins import PluginHost
 
                     ctx.host = PluginHost()
-                host = ctx.host
-                if self.name not in host.verifiers() and self.name in host.entry_points() \
-                        and self.name not in host.infos:
-                    host.load(self.name)
                 stage = ctx.make_stage("verifier", self.name, self.options)
                 if hasattr(stage, "answer_only"):
                     stage.answer_only = True  # rewards score answers, not trace structure
