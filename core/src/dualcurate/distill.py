@@ -30,7 +30,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
 from dualcurate.config import EngineRef
-from dualcurate.engine import ChatRequest, Completion, Engine, LocalModelConfig, SamplingParams
+from dualcurate.engine import (
+    ChatRequest,
+    Completion,
+    Engine,
+    LocalModelConfig,
+    SamplingOptions,
+    SamplingParams,
+)
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.formats import make_trace, strip_reasoning
 from dualcurate.prompts import load_template, render_template, template_problems, user_messages
@@ -43,7 +50,7 @@ DEFAULT_TEMPLATE = "four_phase.jinja"
 DEFAULT_CAPTION_TEMPLATE = "caption.jinja"
 
 
-class TeacherConfig(StageConfig):
+class TeacherConfig(StageConfig, SamplingOptions):
     """Options of a teacher distiller.
 
     ``engine``: the engine that runs the teacher, with its options (``model`` at least):
@@ -69,11 +76,7 @@ class TeacherConfig(StageConfig):
 
     engine: EngineRef
     samples_per_question: int = Field(1, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)  # the sampling options' defaults but these two
     max_tokens: int = Field(16384, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
@@ -295,11 +298,8 @@ class TeacherDistiller(Distiller):
     # prompts --------------------------------------------------------------------------------
     def sampling(self, ctx: StageContext) -> SamplingParams:
         cfg = self.config
-        return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                              min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
-                              max_tokens=cfg.max_tokens,
-                              seed=cfg.seed if cfg.seed is not None else ctx.seed,
-                              stop=cfg.stop, extra=dict(cfg.sampling_extra))
+        return cfg.sampling_params(cfg.seed if cfg.seed is not None else ctx.seed, cfg.stop,
+                                   cfg.sampling_extra)
 
     def messages(self, row: Row, template: jinja2.Template | None = None,
                  system: bool = True) -> list[dict[str, Any]]:

@@ -53,7 +53,26 @@ SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty
                    "max_tokens", "seed", "stop")
 
 
-class SamplingParams(BaseModel):
+class SamplingOptions(BaseModel):
+    """The sampling options every stage that generates takes, under these names (the
+    teacher's and the difficulty filter's Configs derive from it; a stage may change a
+    default by declaring the field again). :meth:`sampling_params` makes the request's
+    :class:`SamplingParams` from them."""
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    max_tokens: int = Field(1024, ge=1)
+
+    def sampling_params(self, seed: int | None, stop: list[str] | None = None,
+                        extra: dict[str, Any] | None = None) -> SamplingParams:
+        options = {name: getattr(self, name) for name in SamplingOptions.model_fields}
+        return SamplingParams(**options, seed=seed, stop=stop, extra=dict(extra or {}))
+
+
+class SamplingParams(SamplingOptions):
     """Sampling settings; all of them are part of the cache key.
 
     Complete on purpose: every engine applies each field as given, so a checkpoint's own
@@ -66,12 +85,6 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0)
-    max_tokens: int = Field(1024, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
     extra: dict[str, Any] = {}

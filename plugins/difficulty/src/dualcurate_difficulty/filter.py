@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
 from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
+from dualcurate.engine import SamplingOptions
 from dualcurate.errors import DualcurateError
 from dualcurate.prompts import load_template, template_problems
 from dualcurate_difficulty.columns import COLUMN_TYPES
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 DEFAULT_ENGINE = "hf"
 
 
-class DifficultyConfig(StageConfig):
+class DifficultyConfig(StageConfig, SamplingOptions):
     """Options of the ``difficulty`` filter (see docs/difficulty.md).
 
     ``engine``: the engine that runs the proxy model, with its options (``model`` at least):
@@ -65,12 +66,6 @@ class DifficultyConfig(StageConfig):
     round_size: int = Field(1, ge=1)
     stop_rule: Literal["exact", "predictive"] = "exact"
     stop_risk: float = Field(0.02, gt=0.0, lt=0.5)
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0)
-    max_tokens: int = Field(1024, ge=1)
     seed: int | None = None
     system_prompt: str = ""
     template: str | None = None
@@ -123,10 +118,7 @@ class DifficultyConfig(StageConfig):
 
     def sampling(self, run_seed: int) -> SamplingParams:
         """The rollouts' sampling; ``seed`` None: the run's seed (as the teacher's)."""
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              min_p=self.min_p, repetition_penalty=self.repetition_penalty,
-                              max_tokens=self.max_tokens,
-                              seed=self.seed if self.seed is not None else run_seed)
+        return self.sampling_params(self.seed if self.seed is not None else run_seed)
 
 
 class DifficultyFilter(Filter):
