@@ -35,10 +35,11 @@ RECIPE = {
     "source": {"use": "synthetic", "train_per_family": 2000, "eval_per_family": 0},
     "distill": {"use": "reference", "samples_per_question": 4},
     "verify": {"use": "rule-verify"},
-    "filter": {"use": "difficulty", "engine": "scripted", "k": 4, "adaptive": False,
+    "filter": {"use": "difficulty",
+               "engine": {"use": "scripted", "model": "scripted-proxy", "probabilities": {}},
+               "samples_per_question": 4, "adaptive": False,
                "keep": "pass_rate < 1", "use_check": False,
-               "verifier_stage": ["answer-judge"],
-               "engine_options": {"model": "scripted-proxy", "probabilities": {}}},
+               "verifier_stage": ["answer-judge"]},
 }
 
 
