@@ -77,6 +77,27 @@ class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs (only finally blocks)."""
 
 
+def run_killed(pipeline: Pipeline, run_dir: Path, after: int, stage: str | None = None) -> None:
+    """Run ``pipeline`` and kill it after ``after`` shard commits (of ``stage`` only, when
+    given): the run must die there."""
+    original = RunStore.commit_staged
+    commits = {"n": 0}
+
+    def dying(store, staged, name, index):
+        counts = stage is None or name == stage
+        if counts and commits["n"] >= after:
+            raise Killed(f"killed after {after} commits")
+        commits["n"] += counts
+        return original(store, staged, name, index)
+
+    RunStore.commit_staged = dying
+    try:
+        with pytest.raises(Killed):
+            pipeline.run(run_dir)
+    finally:
+        RunStore.commit_staged = original
+
+
 TEMPLATES = ["Question: {{ question }}", "Think, then answer.\n{{ question }}"]
 
 
@@ -240,21 +261,7 @@ def test_each_edit_then_a_rerun_equals_a_fresh_run(model_variants, tmp_path):
         if kill_after is None:
             pipeline.run(run_dir)
             return
-        commits = {"n": 0}
-        original = RunStore.commit_staged
-
-        def dying(store, staged, stage, index):
-            if commits["n"] >= kill_after:
-                raise Killed("killed")
-            commits["n"] += 1
-            return original(store, staged, stage, index)
-
-        RunStore.commit_staged = dying
-        try:
-            with pytest.raises(Killed):
-                pipeline.run(run_dir)
-        finally:
-            RunStore.commit_staged = original
+        run_killed(pipeline, run_dir, kill_after)
 
     def check() -> dict:
         run(tmp_path / "run")
@@ -300,21 +307,7 @@ def test_multi_shard_streaming_runs_equal_whatever_the_sizes_and_timing(model_va
             kill_after: int | None = None) -> dict:
         pipeline = Pipeline(load_recipe(recipe(shard_size, batch_size)), host=host())
         if kill_after is not None:
-            original = RunStore.commit_staged
-            commits = {"n": 0}
-
-            def dying(store, staged, stage, index):
-                if stage == "distill" and commits["n"] >= kill_after:
-                    raise Killed("killed")
-                commits["n"] += stage == "distill"
-                return original(store, staged, stage, index)
-
-            RunStore.commit_staged = dying
-            try:
-                with pytest.raises(Killed):
-                    pipeline.run(run_dir)
-            finally:
-                RunStore.commit_staged = original
+            run_killed(pipeline, run_dir, kill_after, stage="distill")
         pipeline.run(run_dir)
         return rows_by_stage(run_dir)
 
