@@ -119,6 +119,7 @@ def test_the_committed_docs_have_a_row_per_family_and_seed():
 
 
 @pytest.mark.demo_docs
+@pytest.mark.timeout(3600)  # the demo with its base model build: ~8 min alone, more when loaded
 def test_docs_regions_match_a_fresh_seed_0_demo(tmp_path):
     # the base model is cached in runs/.cache/demo-base-seed0 (reused when its options match)
     proc = subprocess.run([sys.executable, "benchmarks/demo_seeds.py", "--seeds", "0",
