@@ -110,6 +110,25 @@ class SamplingParams(SamplingOptions):
         return base + sample_index
 
 
+def checkpoint_overrides(shipped: dict[str, Any], sampling: SamplingParams) -> str | None:
+    """The run-log note of an engine whose model ships sampling defaults (``shipped``: the
+    checkpoint's generation_config settings that differ from the library's defaults): what it
+    sets and what the request's sampling uses instead; None when it sets none."""
+    if not shipped:
+        return None
+    ours = {**{name: getattr(sampling, name) for name in SamplingOptions.model_fields},
+            "do_sample": sampling.temperature > 0,
+            "no_repeat_ngram_size": sampling.extra.get("no_repeat_ngram_size", 0)}
+    theirs = ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items()))
+    used = ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped) if k in ours)
+    ignored = sorted(k for k in shipped if k not in ours)
+    note = f"the checkpoint's generation_config sets {theirs}; this run uses "
+    note += used or "the recipe's sampling"
+    if ignored:
+        note += f" ({', '.join(ignored)} not applied)"
+    return note
+
+
 @dataclass
 class ChatRequest:
     """One chat request for ``n`` samples; ``sample_indices`` says which samples they are."""

@@ -66,6 +66,7 @@ from dualcurate.engine import (
     OnResult,
     ResultMailbox,
     SamplingParams,
+    checkpoint_overrides,
 )
 from dualcurate.errors import DualcurateError
 
@@ -229,27 +230,6 @@ def _split_generation_config(shipped: Any) -> tuple[dict[str, Any], Any]:
     ids = {name: getattr(shipped, name, None) for name in
            ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")}
     return settings, GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
-
-
-def checkpoint_overrides(shipped: dict[str, Any], sampling: SamplingParams) -> str | None:
-    """A note naming the checkpoint's generation_config sampling settings (``shipped``: its
-    non-default values of :data:`SAMPLING_DEFAULTS`) and what the request's sampling uses
-    instead; None when the checkpoint sets none."""
-    if not shipped:
-        return None
-    ours = {"temperature": sampling.temperature, "top_k": sampling.top_k,
-            "top_p": sampling.top_p, "min_p": sampling.min_p,
-            "repetition_penalty": sampling.repetition_penalty,
-            "do_sample": sampling.temperature > 0,
-            "no_repeat_ngram_size": sampling.extra.get("no_repeat_ngram_size", 0)}
-    theirs = ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items()))
-    used = ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped) if k in ours)
-    ignored = sorted(k for k in shipped if k not in ours)
-    note = f"the checkpoint's generation_config sets {theirs}; this run uses "
-    note += used or "the recipe's sampling"
-    if ignored:
-        note += f" ({', '.join(ignored)} not applied)"
-    return note
 
 
 class HFEngine(Engine):

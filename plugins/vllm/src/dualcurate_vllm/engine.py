@@ -63,6 +63,7 @@ from dualcurate.engine import (
     OnResult,
     ResultMailbox,
     SamplingParams,
+    checkpoint_overrides,
     map_image_parts,
 )
 from dualcurate.errors import DualcurateError
@@ -340,18 +341,14 @@ class VLLMEngine(Engine):
         if defaults is None:
             return
         base = type(defaults)()
-        ours = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                "top_k": sampling.top_k, "min_p": sampling.min_p,
-                "repetition_penalty": sampling.repetition_penalty}
-        shipped = {k: getattr(defaults, k) for k in ours
-                   if getattr(defaults, k, None) != getattr(base, k, None)}
-        shipped = {k: v for k, v in shipped.items() if v != ours[k]}
-        if shipped:
-            logging.getLogger("dualcurate").info(
-                "engine vllm: model %s: the checkpoint's generation_config sets %s; this run "
-                "uses %s", self.config.model,
-                ", ".join(f"{k}={v!r}" for k, v in sorted(shipped.items())),
-                ", ".join(f"{k}={ours[k]!r}" for k in sorted(shipped)))
+        names = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+        shipped = {k: getattr(defaults, k) for k in names
+                   if getattr(defaults, k, None) != getattr(base, k, None)
+                   and getattr(defaults, k) != getattr(sampling, k)}
+        note = checkpoint_overrides(shipped, sampling)
+        if note:
+            logging.getLogger("dualcurate").info("engine vllm: model %s: %s",
+                                                 self.config.model, note)
 
     def decode_image(self, digest: str) -> Any:
         """One image of the store as a PIL RGB image (called when its request is admitted)."""
