@@ -63,6 +63,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# vLLM logs to stdout by default, and its engine core's shutdown note can come after the figures:
+# its log goes to stderr here (the engine core processes inherit it), so the last line on stdout
+# stays the JSON object.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
 KEYS = ("throughput_ratio", "same_text_fraction", "rss_ratio_4096_vs_64", "rss_mb_64",
         "rss_mb_4096", "stage_rise_mb_64", "stage_rise_mb_4096", "decoded_all_at_once_mb",
         "smoke")
@@ -226,6 +231,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         wall, fw_texts = framework(run)
         fw_times.append(wall)
     loaded.close()
+    del llm, loaded, stage  # the LLM's last references: vLLM shuts its engine core down now
     same = sum(a == b for ra, rb in zip(raw_texts, fw_texts, strict=True)
                for a, b in zip(ra, rb, strict=True))
     tokens = n * k * args.max_tokens
