@@ -18,7 +18,7 @@ from dualcurate_synthetic.base_model import (
     build_tokenizer,
     encode_example,
 )
-from dualcurate_synthetic.families import digit_sum
+from dualcurate_synthetic.families import colour_sum
 from dualcurate_synthetic.source import SyntheticSource
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "layers": 1, "heads": 2, "steps": 2,
@@ -29,7 +29,7 @@ def test_signature_follows_what_changes_the_weights():
     base = SyntheticBaseBuilder(TINY).signature()
     assert SyntheticBaseBuilder({**TINY, "threads": 2}).signature() == base  # runtime only
     for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
-                   {"families": ["digit-sum"]}, {"examples_per_family": 4}):
+                   {"families": ["colour-sum"]}, {"examples_per_family": 4}):
         assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
     assert SyntheticBaseBuilder.version == str(RECIPE_VERSION)
 
@@ -110,7 +110,7 @@ def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is
     from dualcurate_synthetic.families import PHRASES
 
     tok = build_tokenizer()
-    puzzle = digit_sum(random.Random(0))
+    puzzle = colour_sum(random.Random(0))
     ids, labels = encode_example(tok, puzzle, "long")
     learned = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
     assert learned.startswith("<think>") and learned.endswith("</answer><|im_end|>")
