@@ -37,7 +37,7 @@ def test_signature_follows_what_changes_the_weights():
     for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
                    {"families": ["digit-sum"]}, {"examples_per_family": 4}, {"vision": False},
                    {"image_size": 64}, {"patch_size": 4}, {"vision_hidden_size": 64},
-                   {"vision_layers": 2}, {"image_width": 128}, {"image_height": 64}):
+                   {"vision_layers": 2}, {"image_width": 96}, {"image_height": 40}):
         assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
     assert SyntheticBaseBuilder.version == str(RECIPE_VERSION)
 
@@ -56,6 +56,13 @@ def test_builder_options_are_checked():
     with pytest.raises(ValueError, match="vision_hidden_size 30 is not a multiple"):
         BaseModelConfig(vision_hidden_size=30, vision_heads=4)
     assert BaseModelConfig().image_seq_len == 16 and BaseModelConfig(image_size=32).image_seq_len == 4
+
+
+def test_pictures_are_drawn_at_the_sources_size_by_default():
+    from dualcurate_synthetic.source import SyntheticConfig
+
+    base, source = BaseModelConfig(), SyntheticConfig()
+    assert (base.image_width, base.image_height) == (source.image_width, source.image_height)
 
 
 def test_registered_by_the_synthetic_plugin():
