@@ -37,7 +37,7 @@ def test_signature_follows_what_changes_the_weights():
     for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
                    {"families": ["colour-sum"]}, {"examples_per_family": 4}, {"vision": False},
                    {"image_size": 64}, {"patch_size": 4}, {"vision_hidden_size": 64},
-                   {"vision_layers": 2}, {"image_width": 128}, {"image_height": 64}):
+                   {"vision_layers": 2}, {"image_width": 96}, {"image_height": 40}):
         assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
     assert SyntheticBaseBuilder.version == str(RECIPE_VERSION)
 
@@ -56,6 +56,13 @@ def test_builder_options_are_checked():
     with pytest.raises(ValueError, match="vision_hidden_size 30 is not a multiple"):
         BaseModelConfig(vision_hidden_size=30, vision_heads=4)
     assert BaseModelConfig().image_seq_len == 16 and BaseModelConfig(image_size=32).image_seq_len == 4
+
+
+def test_pictures_are_drawn_at_the_sources_size_by_default():
+    from dualcurate_synthetic.source import SyntheticConfig
+
+    base, source = BaseModelConfig(), SyntheticConfig()
+    assert (base.image_width, base.image_height) == (source.image_width, source.image_height)
 
 
 def test_registered_by_the_synthetic_plugin():
@@ -261,3 +268,34 @@ def test_vision_examples_read_the_picture_not_a_caption(mode):
         for token in ("<fake_token_around_image>", "<global-img>", "<image>"):
             assert len(tok(token, add_special_tokens=False)["input_ids"]) == 1
         assert all(len(tok(phrase)["input_ids"]) == 1 for phrase in PHRASES)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (256, 72), (72, 96)])
+def test_saved_processor_keeps_every_shape_where_it_was_drawn(tiny_model, size):
+    """The whole picture is resized, never cropped or padded, whatever the layout: through the
+    saved processor (AutoProcessor), each shape's colour (four distinct colours) lies where the
+    shape was drawn, scaled to the processor's square (its centre within two pixels)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    mean = np.array(processor.image_processor.image_mean)[:, None, None]
+    std = np.array(processor.image_processor.image_std)[:, None, None]
+    for items in _distinct_colour_scenes("shapes", 6):
+        image = Image.open(io.BytesIO(render_png("shapes", items, *size))).convert("RGB")
+        drawn = np.asarray(image).astype(float).transpose(2, 0, 1)  # CHW, 0..255
+        enc = processor(text=["<image>"], images=[[image]], return_tensors="np")
+        assert enc["pixel_attention_mask"].all()
+        seen = (enc["pixel_values"][0, 0] * std + mean) * 255
+        side = seen.shape[1]
+        for item in items:
+            target = np.array(RGB[item["colour"]])[:, None, None]
+            ys, xs = np.nonzero((np.abs(drawn - target) < 30).all(axis=0))
+            ps, qs = np.nonzero((np.abs(seen - target) < 30).all(axis=0))
+            assert len(ps) >= 2, (size, items, item)
+            centre = (ys.mean() / image.height * side, xs.mean() / image.width * side)
+            assert abs(ps.mean() - centre[0]) < 2 and abs(qs.mean() - centre[1]) < 2, (
+                size, item, centre, (ps.mean(), qs.mean()))

@@ -42,6 +42,7 @@ from dualcurate_synthetic.families import (
     student_question,
 )
 from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
+from dualcurate_synthetic.source import SyntheticConfig
 
 if TYPE_CHECKING:
     from dualcurate.context import StageContext
@@ -58,8 +59,8 @@ class BaseModelConfig(StageConfig):
     text model's size, the vision tower's, the pictures' size and the pre-training run.
     ``threads`` (torch CPU threads) is runtime-only.
 
-    ``image_width`` x ``image_height`` is the size the puzzles are drawn at (the synthetic
-    source's defaults); the processor resizes every picture to ``image_size`` square, cut into
+    ``image_width`` x ``image_height`` is the size the puzzles are drawn at (by default the
+    synthetic source's: set both to the source's when a recipe changes them); the processor resizes every picture to ``image_size`` square, cut into
     ``patch_size`` patches: ``(image_size / patch_size)^2 / 4`` image tokens per picture."""
 
     seed: int = 0
@@ -74,8 +75,11 @@ class BaseModelConfig(StageConfig):
     vision_hidden_size: int = Field(default=32, ge=1)
     vision_layers: int = Field(default=1, ge=1)
     vision_heads: int = Field(default=2, ge=1)
-    image_width: int = Field(default=256, ge=32)
-    image_height: int = Field(default=72, ge=16)
+    # the source's picture size by default: the base reads the pictures the demo's rows hold
+    image_width: int = Field(default=SyntheticConfig.model_fields["image_width"].default,
+                             ge=32)
+    image_height: int = Field(default=SyntheticConfig.model_fields["image_height"].default,
+                              ge=16)
     steps: int = Field(default=300, ge=0)
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
