@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from dualcurate import hookspecs
+import dualcurate.hookspecs as hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.kinds import KINDS, kind, kind_problem, qualified_name
 
