@@ -160,8 +160,8 @@ class _StreamingRun:
                 while True:
                     # admit while the engine is hungry and no shard is still preparing its
                     # first requests (its demand is not counted yet); the first shard always
-                    while next_up is not None and len(self.running) < self.limit and (
-                            not self.running or (not self._preparing() and self.window.hungry())):
+                    while next_up is not None and self.window.may_admit(self.running, 0,
+                                                                        self.limit):
                         self._start(next_up)
                         next_up = next(todo, None)
                     if index in self.finished:
@@ -176,9 +176,6 @@ class _StreamingRun:
                 raise done
             self.store.commit_staged(done.staged, self.job.stage_name, index)
             yield ShardDone(index, done.rows_in, done.rows_out, done.failed)
-
-    def _preparing(self) -> bool:
-        return any(i not in self.window.engaged for i in self.running)
 
     def _start(self, index: int) -> None:
         self.running.add(index)

@@ -12,7 +12,7 @@ or the store: it is counting and a condition variable to wait on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 #: The executor keeps about this many times an engine's capacity handed to it: one capacity
 #: working and two queued, so a finished request is replaced at once even while the next
@@ -64,3 +64,17 @@ class GenerationWindow:
         if self.capacity == 0:
             return False  # nothing asked yet: the shard that will ask is still preparing
         return self.outstanding < self.low_water()
+
+    def may_admit(self, running: Collection[Hashable], reserved: int, limit: int,
+                  generating: bool = True) -> bool:
+        """The admission rule both executors follow (call with ``condition`` held): start
+        another shard when fewer than ``limit`` are ``running`` or ``reserved`` and either none
+        is, or the stage does not generate, or no running shard is still preparing its first
+        requests (its demand is not counted yet) and the engines are hungry."""
+        busy = len(running) + reserved
+        if busy >= limit:
+            return False
+        if busy == 0 or not generating:
+            return True
+        preparing = reserved > 0 or any(i not in self.engaged for i in running)
+        return not preparing and self.hungry()
