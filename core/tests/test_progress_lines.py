@@ -44,10 +44,19 @@ def test_a_stage_that_counts_requests_only():
     assert progress.describe("judge").startswith("judge: 0/8 requests, 0% done")
 
 
+def test_a_source_without_a_total_shows_its_count():
+    progress = StageProgress()
+    progress.start(0)
+    progress.advance(256)
+    line = progress.describe("source")
+    assert line.startswith("source: 256 rows, 0 errors, ") and "%" not in line
+
+
 def test_line_progress_says_start_progress_and_end():
     lines: list[str] = []
-    progress = LineProgress("source", lines.append, interval=3600)
-    progress.start(0)
+    progress = LineProgress("source", lines.append, interval=0)
+    progress.start(0)  # nothing counted yet: no line
+    progress.interval = 3600
     progress.add_total(20)
     progress.advance(8)
     assert lines == ["source: started"]  # the interval has not passed: nothing more yet

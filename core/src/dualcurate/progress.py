@@ -115,11 +115,13 @@ class StageProgress:
             rows_done = self.done - self.requests_done
             parts = []
             if self.unit != "requests" or rows_total > 0:
-                parts.append(f"{rows_done:,}/{rows_total:,} {self.unit}")
+                # a source reads on without a total: the count alone
+                known = f"/{rows_total:,}" if rows_total >= max(rows_done, 1) else ""
+                parts.append(f"{rows_done:,}{known} {self.unit}")
             if self.requests_total or self.unit == "requests":
                 cached = f" ({self.cached:,} from the cache)" if self.cached else ""
                 parts.append(f"{self.requests_done:,}/{self.requests_total:,} requests{cached}")
-            if not ended and self.total:
+            if not ended and self.total >= max(self.done, 1):
                 parts.append(f"{100 * self.done // self.total}% done")
             if self.tokens:
                 parts.append(f"{self.tokens_per_s():,.0f} tokens/s")
@@ -159,7 +161,7 @@ class LineProgress(StageProgress):
 
     def _refresh(self) -> None:
         now = time.monotonic()
-        if not self._ended and now - self._last >= self.interval:
+        if not self._ended and now - self._last >= self.interval and (self.total or self.done):
             self._last = now
             self._emit(self.describe(self.name))
 
