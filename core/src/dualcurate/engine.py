@@ -484,7 +484,7 @@ def generate_cached(engine: Engine, requests: Sequence[ChatRequest], sampling: S
         if window is not None:
             window.answered(fresh)
         if progress is not None:
-            progress.advance(1 if finished else 0, tokens=tokens, errors=failed)
+            progress.advance_requests(1 if finished else 0, tokens=tokens, errors=failed)
 
     on_result.accepts_partial = True  # type: ignore[attr-defined]
 
