@@ -139,3 +139,11 @@ def test_the_accuracy_the_images_add(tmp_path):
     make_run(tmp_path / "text")  # no group has blind scores
     plain = report_section(RunView(tmp_path / "text"))
     assert "Img_S" not in plain.html and "Img_S" not in plain.markdown
+
+
+def test_the_summary_adds_the_image_columns_only_with_blind_scores():
+    blind = {"B_S": 10.0, "B_L": 40.0, "DT_S": 2.0, "DT_L": 82.5}
+    summary = summary_table([{**GROUPS[0], "blind": blind}, {**GROUPS[1], "blind": None}])
+    assert summary.columns == [*SUMMARY_COLUMNS, "Img_S", "Img_L"]
+    assert summary.rows[0][-2:] == ["20.0", "-2.5"] and summary.rows[1][-2:] == ["–", "–"]
+    assert summary_table(GROUPS).columns == list(SUMMARY_COLUMNS)

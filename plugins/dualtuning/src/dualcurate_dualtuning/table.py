@@ -111,9 +111,12 @@ def table_markdown(groups: list[dict[str, Any]]) -> str:
 
 def summary_table(groups: list[dict[str, Any]]) -> SummaryTable:
     """The short table printed at the end of ``curate run`` / ``curate report`` (and by
-    ``curate efficacy-table --format table``): scores, gains and region per group."""
-    return SummaryTable(SUMMARY_TITLE, list(SUMMARY_COLUMNS),
-                        table_rows(groups, SUMMARY_COLUMNS))
+    ``curate efficacy-table --format table``, and a sweep's report): scores, gains and region
+    per group, then Img_S and Img_L when a group was evaluated blind."""
+    columns = SUMMARY_COLUMNS
+    if columns_of(groups) != TABLE_COLUMNS:
+        columns = (*SUMMARY_COLUMNS, *IMAGE_COLUMNS)
+    return SummaryTable(SUMMARY_TITLE, list(columns), table_rows(groups, columns))
 
 
 class ScoresFileError(DualcurateError):
