@@ -4,7 +4,9 @@ group, mode) is set by the test, and a trainer that records what it was given.
 Questions look like ``[math#3] What is 4 + 5?``: the engine reads the group and the index,
 answers correctly for the first ``k`` of every 4 indices (``k`` from its script), and knows the
 gold by doing the sum. A model directory the recording trainer wrote lists the groups it saw;
-for those groups the engine uses the script's ``trained`` table, else ``base``.
+for those groups the engine uses the script's ``trained`` table, else ``base``. A request
+with images needs them: the engine reads each through its image resolver, as real engines do,
+records its size, mode and colours, and answers wrong when an image is a single colour.
 """
 
 from __future__ import annotations
@@ -58,14 +60,17 @@ class ScriptedEngine(Engine):
             table = "trained" if group in trained_on else "base"
             k = self.config.script[table][group]["L" if long_mode else "S"]
             gold = int(match["a"]) + int(match["b"])
-            answer = gold if index % 4 < k else gold + 1000
+            images = [_seen(self.image_bytes(p["image"])) for m in request.messages
+                      for p in m["content"] if p.get("type") == "image"]
+            sighted = not any(len(image["colours"]) == 1 for image in images)
+            answer = gold if index % 4 < k and sighted else gold + 1000
             body = f"<answer>{answer}</answer>"
             if long_mode:
                 body = f"<think>{match['a']} plus {match['b']}</think>\n{body}"
             type(self).calls.append({"model": self.config.model, "group": group,
                                      "long": long_mode, "temperature": sampling.temperature,
                                      "max_tokens": sampling.max_tokens,
-                                     "messages": request.messages})
+                                     "messages": request.messages, "images": images})
             completions = [Completion(text=body, finish_reason=self.config.finish_reason,
                                       prompt_tokens=5, completion_tokens=3)] * request.n
             if group in self.config.fail_groups:
@@ -74,6 +79,18 @@ class ScriptedEngine(Engine):
                 on_result(i, completions)
             out.append(completions)
         return out
+
+
+def _seen(data: bytes) -> dict[str, Any]:
+    """What the engine saw of an image: its size, mode and distinct pixel values."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        colours = image.getcolors(maxcolors=1 << 16) or []
+        return {"size": image.size, "mode": image.mode,
+                "colours": sorted(colour for _, colour in colours)}
 
 
 def _trained_groups(model: str) -> set[str]:

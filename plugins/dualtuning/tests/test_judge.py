@@ -19,7 +19,7 @@ from dualcurate_dualtuning.judge import DualTuningJudge
 SCRIPT = {"base": {"math": {"S": 2, "L": 2}, "spatial": {"S": 2, "L": 1}},
           "trained": {"math": {"S": 1, "L": 4}, "spatial": {"S": 4, "L": 2}}}
 GROUP_KEYS = {"group", "B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT", "GAP_B", "GAP_DT",
-              "region", "n_train", "n_eval"}
+              "region", "n_train", "n_eval", "blind"}
 
 
 def judge(engine: dict | None = None, trainer: dict | None = None,
@@ -53,6 +53,10 @@ def test_regions_outputs_and_curated_rows(scripted, stage_context, make_rows):
     assert (spatial["Gain_DA"], spatial["Gain_CoT"], spatial["region"]) == (100.0, 0.0,
                                                                            "direct-benefit")
     assert (math["n_train"], math["n_eval"]) == (4, 4)
+    # text-only rows: no blind evaluation, and it says why
+    assert math["blind"] is None and spatial["blind"] is None
+    assert result.report["blind_evaluation"]["skipped"] == {
+        "math": "no images in its eval rows", "spatial": "no images in its eval rows"}
 
     efficacy = json.loads((stage_context.workdir / "efficacy.json").read_text())
     assert efficacy["groups"] == result.report["groups"]

@@ -128,3 +128,10 @@ def test_tiny_vision_language_model_with_images(stage_context, plugin_host, tiny
     for g in result.report["groups"]:
         assert max(g["DT_S"], g["DT_L"]) > max(g["B_S"], g["B_L"]), g
     assert all(row["images"] for row in result.dataset.to_list())
+    # blind (on by default): both groups' images became the same grey blank, and their
+    # questions are the same, so greedy decoding gives one answer for red and blue case i:
+    # right for at most one of the two groups
+    blind = {g["group"]: g["blind"] for g in result.report["groups"]}
+    assert result.report["blind_evaluation"]["groups"] == ["red", "blue"]
+    for key in ("B_S", "B_L", "DT_S", "DT_L"):
+        assert blind["red"][key] + blind["blue"][key] <= 100.0, blind

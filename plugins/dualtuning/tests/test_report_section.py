@@ -112,3 +112,38 @@ def test_efficacy_table_prints_the_same_table(tmp_path, run_cli):
     line = next(ln for ln in result.stdout.splitlines() if "math" in ln)
     assert re.search(r"math\s+20\.0\s+40\.0\s+22\.0\s+80\.0\s+-45\.0\s+100\.0\s+"
                      r"reasoning-benefit", line)
+
+
+def test_the_accuracy_the_images_add(tmp_path):
+    """Groups evaluated blind show Img_S / Img_L (DT minus blind DT) after GAP_DT, in HTML and
+    markdown; a group without blind scores shows a dash; none at all: no such columns."""
+    blind = {"B_S": 10.0, "B_L": 40.0, "DT_S": 2.0, "DT_L": 82.5}
+    groups = [{**GROUPS[0], "blind": blind}, {**GROUPS[1], "blind": None}]
+    store = RunStore(tmp_path / "run")
+    rec = store.stage_record("judge")
+    rec.update(kind="efficacy_judge", plugin="dual-tuning", status="done")
+    (store.artifacts_dir("judge") / "efficacy.json").write_text(json.dumps({"groups": groups}))
+    store.save_manifest()
+    section = report_section(RunView(tmp_path / "run"))
+
+    header = section.markdown.split("\n\n")[1].splitlines()[0]
+    assert "| GAP_B | GAP_DT | Img_S | Img_L | n_train |" in header
+    assert "| 58.0 | 20.0 | -2.5 | 8 | 4 |" in section.markdown  # 22 − 2, 80 − 82.5
+    assert "| -10.0 | -10.0 | – | – | 8 | 4 |" in section.markdown
+    assert "Img_S = DT_S − DT_S blind" in section.markdown
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", section.html)
+    assert heads[heads.index("GAP_DT") + 1:heads.index("n_train")] == ["Img_S", "Img_L"]
+    cells = re.findall(r"<td>(.*?)</td>", section.html.split("<tr>")[2])
+    assert cells[heads.index("Img_S")] == "20.0" and cells[heads.index("Img_L")] == "-2.5"
+
+    make_run(tmp_path / "text")  # no group has blind scores
+    plain = report_section(RunView(tmp_path / "text"))
+    assert "Img_S" not in plain.html and "Img_S" not in plain.markdown
+
+
+def test_the_summary_adds_the_image_columns_only_with_blind_scores():
+    blind = {"B_S": 10.0, "B_L": 40.0, "DT_S": 2.0, "DT_L": 82.5}
+    summary = summary_table([{**GROUPS[0], "blind": blind}, {**GROUPS[1], "blind": None}])
+    assert summary.columns == [*SUMMARY_COLUMNS, "Img_S", "Img_L"]
+    assert summary.rows[0][-2:] == ["20.0", "-2.5"] and summary.rows[1][-2:] == ["–", "–"]
+    assert summary_table(GROUPS).columns == list(SUMMARY_COLUMNS)

@@ -16,6 +16,7 @@ from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import StageContext, recipe_verifier
 from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
+from dualcurate_dualtuning.blind import BlankImages, blank_messages
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 
 Scorer = Callable[[dict[str, Any], str], bool]
@@ -80,61 +81,96 @@ def default_scorer(ctx: StageContext | None = None) -> VerifierScorer:
 
 @dataclass
 class ModelScores:
-    """Accuracy (percent) per group and mode, with counts and failures."""
+    """Accuracy (percent) per group and mode, with counts and failures; ``blind``: the same
+    with every image blank, for the groups evaluated blind (:mod:`~dualcurate_dualtuning.blind`),
+    with its own failures and truncations."""
 
     model: str
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> S/L -> %
     n_eval: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     truncated: dict[str, int] = field(default_factory=lambda: {"S": 0, "L": 0})
+    blind: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> S/L -> %
+    blind_failed: int = 0
+    blind_truncated: dict[str, int] = field(default_factory=lambda: {"S": 0, "L": 0})
 
     def get(self, group: str, mode: Mode) -> float:
         return self.accuracy[group][SCORE_KEY[mode]]
 
 
+def has_images(rows: list[dict[str, Any]]) -> bool:
+    """Whether any of ``rows`` has an image (so a blind evaluation can tell it something)."""
+    return any(row.get("images") for row in rows)
+
+
 def evaluate_model(ctx: StageContext, engine_ref: EngineRef, model: str,
                    eval_rows: dict[str, list[dict[str, Any]]], prompts: ModePrompts,
                    max_tokens: dict[Mode, int], seed: int,
-                   scorer: Scorer | None = None) -> ModelScores:
+                   scorer: Scorer | None = None, blind: bool = False) -> ModelScores:
     """Evaluate ``model`` in both modes on every group's eval rows, through the engine
     ``engine_ref`` names with its options (``model`` replaced).
+
+    ``blind``: also evaluate, in the same engine session and the same ``generate`` call per
+    mode, every group whose eval rows have images with each image replaced by a blank one of
+    its size (``ModelScores.blind``); a row of such a group without images keeps its verdict.
 
     The engine is built for this model, used for both modes, then closed (a judge evaluates
     several models one after another and must not hold them all in memory).
     """
     own_scorer = scorer is None
     scorer = scorer or default_scorer(ctx)
+    flat = [(group, row) for group, rows in eval_rows.items() for row in rows]
+    blind_groups = {g for g, rows in eval_rows.items() if blind and has_images(rows)}
+    pictured = [i for i, (group, row) in enumerate(flat)
+                if group in blind_groups and row.get("images")]
+    blank = BlankImages(ctx.images)
+    requests: dict[Mode, list[ChatRequest]] = {}
+    for mode in MODES:  # every request before the model loads: an unreadable image fails fast
+        real = [ChatRequest(messages=prompts.messages(row, mode), n=1,
+                            request_id=f"{row['id']}:{mode}") for _, row in flat]
+        requests[mode] = real + [
+            ChatRequest(messages=blank_messages(real[i].messages, blank), n=1,
+                        request_id=f"{flat[i][1]['id']}:{mode}:blind") for i in pictured]
     engine = ctx.resolve(engine_ref)({**engine_ref.options, "model": model})
     engine.setup(ctx)
     scores = ModelScores(model=model)
-    flat = [(group, row) for group, rows in eval_rows.items() for row in rows]
     correct: dict[tuple[str, str], int] = {}
+    blind_correct: dict[tuple[str, str], int] = {}
     try:
         for mode in MODES:
+            key = SCORE_KEY[mode]
             sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens[mode],
                                       seed=seed)
-            requests = [ChatRequest(messages=prompts.messages(row, mode), n=1,
-                                    request_id=f"{row['id']}:{mode}") for _, row in flat]
             ctx.progress.start(0, unit="requests")  # generate counts the requests
-            results = ctx.generate(engine, requests, sampling)
-            answered: list[tuple[tuple[str, str], dict[str, Any], str]] = []
-            for (group, row), completions in zip(flat, results, strict=True):
+            results = ctx.generate(engine, requests[mode], sampling)
+            rows = [row for _, row in flat] + [flat[i][1] for i in pictured]
+            answered: list[tuple[int, dict[str, Any], str]] = []
+            for j, (row, completions) in enumerate(zip(rows, results, strict=True)):
                 completion = completions[0]
-                key = (group, SCORE_KEY[mode])
-                correct.setdefault(key, 0)
+                is_blind = j >= len(flat)
                 if not completion.ok:
-                    scores.failed += 1
+                    if is_blind:
+                        scores.blind_failed += 1
+                    else:
+                        scores.failed += 1
                     continue
                 if completion.finish_reason == "length":
-                    scores.truncated[SCORE_KEY[mode]] += 1
-                answered.append((key, row, completion.text))
+                    (scores.blind_truncated if is_blind else scores.truncated)[key] += 1
+                answered.append((j, row, completion.text))
             if isinstance(scorer, VerifierScorer):  # one batch through the verifier stage
                 verdicts = scorer.score([(row, text) for _, row, text in answered])
             else:
                 verdicts = [scorer(row, text) for _, row, text in answered]
-            for (key, _, _), ok in zip(answered, verdicts, strict=True):
-                if ok:
-                    correct[key] += 1
+            ok = [False] * len(rows)
+            for (j, _, _), verdict in zip(answered, verdicts, strict=True):
+                ok[j] = bool(verdict)
+            blind_ok = ok[:len(flat)]  # a row without images answers blind as it did
+            for i, verdict in zip(pictured, ok[len(flat):], strict=True):
+                blind_ok[i] = verdict
+            for i, (group, _) in enumerate(flat):
+                correct[(group, key)] = correct.get((group, key), 0) + ok[i]
+                if group in blind_groups:
+                    blind_correct[(group, key)] = blind_correct.get((group, key), 0) + blind_ok[i]
     finally:
         engine.close()
         if own_scorer and isinstance(scorer, VerifierScorer):
@@ -145,4 +181,8 @@ def evaluate_model(ctx: StageContext, engine_ref: EngineRef, model: str,
         scores.accuracy[group] = {
             SCORE_KEY[mode]: (100.0 * correct.get((group, SCORE_KEY[mode]), 0) / n if n else 0.0)
             for mode in MODES}
+        if group in blind_groups:
+            scores.blind[group] = {
+                SCORE_KEY[mode]: 100.0 * blind_correct.get((group, SCORE_KEY[mode]), 0) / n
+                for mode in MODES}
     return scores

@@ -5,6 +5,8 @@ help this base model, and which data hurts either way?
 2. evaluate the base model in both modes (B_S, B_L);
 3. train ONE model on S ∪ L of the training rows through the trainer plugin;
 4. evaluate it in both modes (DT_S, DT_L); gains, gaps and regions per group (``metrics``);
+   with ``blind = true`` (the default), steps 2 and 4 also evaluate every group whose eval
+   rows have images with each image blank (``blind``), in the same engine session;
 5. curate: reasoning groups as L, direct groups as S, detrimental groups dropped.
 
 Also: an inference-only estimate from step 2 alone, and (``validate = true``) retraining on
@@ -31,6 +33,7 @@ from dualcurate.config import EngineRef
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import render_answer
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
+from dualcurate_dualtuning.blind import BLANK_DESCRIPTION
 from dualcurate_dualtuning.data import (
     LONG,
     SHORT,
@@ -41,7 +44,7 @@ from dualcurate_dualtuning.data import (
     training_examples,
     verified_traces,
 )
-from dualcurate_dualtuning.evaluate import ModelScores, evaluate_model
+from dualcurate_dualtuning.evaluate import ModelScores, evaluate_model, has_images
 from dualcurate_dualtuning.metrics import (
     DETRIMENTAL,
     DIRECT,
@@ -95,6 +98,10 @@ class DualTuningConfig(StageConfig):
     estimate_margin: float = Field(0.0, ge=0)
     validate_: bool = Field(False, alias="validate")
     validate_everything_mode: Literal["long", "short", "dual"] = "long"
+    blind: bool = Field(True, description="Also evaluate the base and the dual model with "
+                        "every image blank (same size, mid-grey), per group whose eval rows "
+                        "have images: the accuracy the images add. Doubles those groups' "
+                        "evaluations; false turns it off.")
     seed: int | None = None
 
     model_config = {**StageConfig.model_config, "populate_by_name": True}
@@ -180,10 +187,10 @@ class DualTuningJudge(EfficacyJudge):
         prompts = cfg.prompts()
         ctx.workdir.mkdir(parents=True, exist_ok=True)
 
-        def evaluate(model: str) -> ModelScores:
+        def evaluate(model: str, blind: bool = False) -> ModelScores:
             try:  # the engine is closed when evaluate_model returns
                 return evaluate_model(ctx, cfg.engine, model, eval_rows, prompts, max_tokens,
-                                      seed)
+                                      seed, blind=blind)
             finally:
                 release_memory()
 
@@ -197,14 +204,15 @@ class DualTuningJudge(EfficacyJudge):
                 release_memory()
 
         ctx.log.info("dual-tuning: evaluating the base model %s", cfg.base_model)
-        base = evaluate(cfg.base_model)
+        base = evaluate(cfg.base_model, cfg.blind)
         dual_dir = train("dual", {s.group: "dual" for s in splits})
         ctx.log.info("dual-tuning: evaluating the dual model %s", dual_dir)
-        dual = evaluate(str(dual_dir))
+        dual = evaluate(str(dual_dir), cfg.blind)
         metrics = [group_metrics(s.group, base.get(s.group, SHORT), base.get(s.group, LONG),
                                  dual.get(s.group, SHORT), dual.get(s.group, LONG))
                    for s in splits]
-        groups = [{**m.full_row(), "n_train": len(s.train), "n_eval": len(s.eval)}
+        groups = [{**m.full_row(), "n_train": len(s.train), "n_eval": len(s.eval),
+                   "blind": blind_scores(s.group, base, dual)}
                   for m, s in zip(metrics, splits, strict=True)]
         report: dict[str, Any] = {
             "groups": groups,
@@ -217,6 +225,7 @@ class DualTuningJudge(EfficacyJudge):
             "truncated": {"base": base.truncated, "dual": dual.truncated},
             "max_tokens": {"short": max_tokens[SHORT], "long": max_tokens[LONG]},
             "estimate": self.estimate(metrics),
+            "blind_evaluation": blind_report(cfg.blind, splits, base, dual),
             "warnings": budget_warnings({"base": base, "dual": dual}, max_tokens),
         }
         if not any(verified_traces(r) for s in splits for r in s.train):
@@ -319,19 +328,45 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def blind_scores(group: str, base: ModelScores, dual: ModelScores) -> dict[str, float] | None:
+    """A group's blind accuracies (B_S, B_L, DT_S, DT_L in %, 4 decimals), None when it was
+    not evaluated blind."""
+    if group not in base.blind or group not in dual.blind:
+        return None
+    return {f"{prefix}_{key}": round(scores.blind[group][key], 4)
+            for prefix, scores in (("B", base), ("DT", dual)) for key in ("S", "L")}
+
+
+def blind_report(enabled: bool, splits: list[GroupSplit], base: ModelScores,
+                 dual: ModelScores) -> dict[str, Any]:
+    """efficacy.json's ``blind_evaluation``: on or off, the blank image, the groups evaluated
+    blind, why each other group was not, and the blind requests that failed or were cut."""
+    skipped = {s.group: ("blind = false" if not enabled else "no images in its eval rows")
+               for s in splits if not (enabled and has_images(s.eval))}
+    return {"enabled": enabled, "blank_image": BLANK_DESCRIPTION,
+            "groups": [s.group for s in splits if s.group not in skipped],
+            "skipped": skipped,
+            "failed_requests": base.blind_failed + dual.blind_failed,
+            "truncated": {"base": base.blind_truncated, "dual": dual.blind_truncated}}
+
+
 def budget_warnings(models: dict[str, ModelScores], max_tokens: dict[Mode, int]) -> list[str]:
-    """Sentences about responses cut at the token budget and requests that failed."""
+    """Sentences about responses cut at the token budget and requests that failed (blind
+    ones apart)."""
     out = []
-    for label, scores in models.items():
-        for key, mode, option in (("S", SHORT, "max_tokens_short"),
-                                  ("L", LONG, "max_tokens_long")):
-            if scores.truncated[key]:
-                out.append(f"{label} model, {mode} mode: {scores.truncated[key]} response(s) "
-                           f"stopped at {option}={max_tokens[mode]} (scored as given); raise "
-                           f"{option} if answers are cut off")
-        if scores.failed:
-            out.append(f"{label} model: {scores.failed} request(s) failed and count as wrong; "
-                       f"see the run's cache for the errors")
+    for name, scores in models.items():
+        for label, truncated, failed in ((f"{name} model", scores.truncated, scores.failed),
+                                         (f"{name} model (blind)", scores.blind_truncated,
+                                          scores.blind_failed)):
+            for key, mode, option in (("S", SHORT, "max_tokens_short"),
+                                      ("L", LONG, "max_tokens_long")):
+                if truncated[key]:
+                    out.append(f"{label}, {mode} mode: {truncated[key]} response(s) stopped at "
+                               f"{option}={max_tokens[mode]} (scored as given); raise {option} "
+                               f"if answers are cut off")
+            if failed:
+                out.append(f"{label}: {failed} request(s) failed and count as wrong; see the "
+                           f"run's cache for the errors")
     return out
 
 

@@ -11,7 +11,14 @@ import json
 from dualcurate.report_sections import ReportSection, RunView, SampleField
 from dualcurate_dualtuning.plot import scatter_svg
 from dualcurate_dualtuning.results import EFFICACY_FILE, REGION_COLOURS, efficacy_results
-from dualcurate_dualtuning.table import summary_table, table_html, table_markdown
+from dualcurate_dualtuning.table import (
+    IMAGE_EXPLAIN,
+    TABLE_COLUMNS,
+    columns_of,
+    summary_table,
+    table_html,
+    table_markdown,
+)
 
 #: after training (650 sits between a trainer's section and the sample browser)
 ORDER = 650
@@ -32,13 +39,14 @@ def report_section(run: RunView) -> ReportSection | None:
         return section
     basis = results.get("gain_basis") or {}
     absolute = isinstance(basis, dict) and "absolute" in basis.values()
+    explain = EXPLAIN + (f" {IMAGE_EXPLAIN}" if columns_of(groups) != TABLE_COLUMNS else "")
     caption = ("Gain_DA against Gain_CoT per group; shaded: reasoning-benefit (blue), "
                "direct-benefit (green), detrimental (red).")
-    section.html = (f"<p>{html.escape(EXPLAIN)} Source: {html.escape(str(source))}.</p>\n"
+    section.html = (f"<p>{html.escape(explain)} Source: {html.escape(str(source))}.</p>\n"
                     f"{table_html(groups)}\n"
                     f'<figure id="scatter">{scatter_svg(groups, absolute=absolute)}'
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    section.markdown = f"{EXPLAIN} Source: `{source}`.\n\n{table_markdown(groups)}"
+    section.markdown = f"{explain} Source: `{source}`.\n\n{table_markdown(groups)}"
     section.summary = summary_table(groups)
     section.data = {"groups": groups, "source": source}
     section.files = {EFFICACY_FILE: json.dumps({"groups": groups, "source": source},

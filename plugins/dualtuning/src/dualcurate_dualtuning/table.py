@@ -29,12 +29,40 @@ TABLE_COLUMNS = ("group", *SCORE_NAMES, "Gain_DA", "Gain_CoT", "region", "GAP_B"
 #: the columns of the short table at the end of ``curate run`` / ``curate report``
 SUMMARY_COLUMNS = TABLE_COLUMNS[:8]
 SUMMARY_TITLE = "Dual Tuning: reasoning or direct?"
+#: the accuracy the images add, per mode: the dual model's score minus its blind score (every
+#: image blank); shown after GAP_DT when a group of the table was evaluated blind
+IMAGE_COLUMNS = {"Img_S": "DT_S", "Img_L": "DT_L"}
+IMAGE_EXPLAIN = ("Img_S = DT_S − DT_S blind, Img_L = DT_L − DT_L blind: the points the images "
+                 "add (blind: every image replaced by a blank one of its size); near 0, the "
+                 "group is answered as well without its images.")
+
+
+def columns_of(groups: Iterable[dict[str, Any]]) -> tuple[str, ...]:
+    """The table's columns for ``groups``: with Img_S and Img_L after GAP_DT when any group
+    has blind scores."""
+    if not any(isinstance(g.get("blind"), dict) for g in groups):
+        return TABLE_COLUMNS
+    at = TABLE_COLUMNS.index("GAP_DT") + 1
+    return (*TABLE_COLUMNS[:at], *IMAGE_COLUMNS, *TABLE_COLUMNS[at:])
+
+
+def image_gain(group: dict[str, Any], column: str) -> float | None:
+    """A group's Img_S or Img_L (DT minus its blind score, points); None without blind
+    scores."""
+    blind = group.get("blind")
+    key = IMAGE_COLUMNS[column]
+    if not isinstance(blind, dict):
+        return None
+    try:
+        return float(group[key]) - float(blind[key])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def cell(group: dict[str, Any], column: str) -> str:
     """One cell of the table as text: numbers with one decimal, counts as they are, "–" for
     what the group does not have."""
-    value = group.get(column)
+    value = image_gain(group, column) if column in IMAGE_COLUMNS else group.get(column)
     if value is None:
         return "–"
     if isinstance(value, int | float) and not isinstance(value, bool) \
@@ -51,11 +79,15 @@ def table_rows(groups: Iterable[dict[str, Any]],
 
 def table_html(groups: list[dict[str, Any]]) -> str:
     """The table as an HTML ``<table>`` (regions as coloured badges), escaped."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    columns = columns_of(groups)
+    head = "".join(
+        f'<th title="{html.escape(f"{IMAGE_COLUMNS[c]} minus {IMAGE_COLUMNS[c]} blind")}">'
+        f"{html.escape(c)}</th>" if c in IMAGE_COLUMNS else f"<th>{html.escape(c)}</th>"
+        for c in columns)
     body = []
-    for g, cells in zip(groups, table_rows(groups), strict=True):
+    for g, cells in zip(groups, table_rows(groups, columns), strict=True):
         tds = []
-        for column, text in zip(TABLE_COLUMNS, cells, strict=True):
+        for column, text in zip(columns, cells, strict=True):
             text = html.escape(text)
             colour = REGION_COLOURS.get(str(g.get("region"))) if column == "region" else None
             if column == "region":
@@ -69,18 +101,22 @@ def table_html(groups: list[dict[str, Any]]) -> str:
 
 def table_markdown(groups: list[dict[str, Any]]) -> str:
     """The table in markdown."""
-    align = ["---" if c in ("group", "region") else "---:" for c in TABLE_COLUMNS]
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "|".join(align) + "|"]
+    columns = columns_of(groups)
+    align = ["---" if c in ("group", "region") else "---:" for c in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(t.replace("|", "\\|") for t in cells) + " |"
-              for cells in table_rows(groups)]
+              for cells in table_rows(groups, columns)]
     return "\n".join(lines)
 
 
 def summary_table(groups: list[dict[str, Any]]) -> SummaryTable:
     """The short table printed at the end of ``curate run`` / ``curate report`` (and by
-    ``curate efficacy-table --format table``): scores, gains and region per group."""
-    return SummaryTable(SUMMARY_TITLE, list(SUMMARY_COLUMNS),
-                        table_rows(groups, SUMMARY_COLUMNS))
+    ``curate efficacy-table --format table``, and a sweep's report): scores, gains and region
+    per group, then Img_S and Img_L when a group was evaluated blind."""
+    columns = SUMMARY_COLUMNS
+    if columns_of(groups) != TABLE_COLUMNS:
+        columns = (*SUMMARY_COLUMNS, *IMAGE_COLUMNS)
+    return SummaryTable(SUMMARY_TITLE, list(columns), table_rows(groups, columns))
 
 
 class ScoresFileError(DualcurateError):
