@@ -3,7 +3,8 @@
 :class:`ExportSubset`, a ``--subset`` cut over the plugin's own columns, and
 :class:`ExportField`, a field of verl's ``extra_info`` taken from them. Core knows no plugin's
 columns: the difficulty plugin adds the ``hard`` / ``nontrivial`` subsets and the
-``pass_rate`` field this way::
+``pass_rate`` field this way, the rl-subset plugin ``rl`` / ``sft`` and the carve-out's
+``split``::
 
     @hookimpl
     def dualcurate_export_extras(self) -> list[ExportSubset | ExportField]:
@@ -41,13 +42,16 @@ class ExportSubset:
     ``--all-rows``) for which ``keep(row)`` is true. ``column``: the column the exported stage
     must have (else the export is refused, with ``hint`` saying how to get it: "run the
     difficulty filter"); ``help``: what the subset holds, for error messages and docs.
-    ``plugin``: filled in by the host with the plugin that added it."""
+    ``all_rows``: read every row, kept or not (the rl-subset carve-out's ``rl`` rows are
+    ``keep = false`` by design). ``plugin``: filled in by the host with the plugin that added
+    it."""
 
     name: str
     help: str
     column: str
     hint: str
     keep: Callable[[dict[str, Any]], bool]
+    all_rows: bool = False
     plugin: str = ""
 
     def __post_init__(self) -> None:
@@ -57,11 +61,14 @@ class ExportSubset:
 @dataclass
 class ExportField:
     """A field of verl's ``extra_info`` (after core's own): ``value(row)`` of Arrow ``type``
-    (None: null). ``plugin``: filled in by the host with the plugin that added it."""
+    (None: null). ``refines``: the field is one of core's (``split``, of core's type), and
+    ``value(row)``, where not None, takes the place of core's value. ``plugin``: filled in by
+    the host with the plugin that added it."""
 
     name: str
     type: pa.DataType
     value: Callable[[dict[str, Any]], Any]
+    refines: bool = False
     plugin: str = ""
 
     def __post_init__(self) -> None:

@@ -15,13 +15,13 @@ llamafactory|verl [--subset NAME] [--mode row|long|short] [--name NAME]``.
   ``prompt`` (chat messages, ``<image>`` placeholders), ``images`` (bytes, the form verl's
   ``RLHFDataset`` decodes), ``ability`` (the domain), ``reward_model`` (``style = "rule"``,
   ``ground_truth`` = the gold answer) and ``extra_info`` (id, split, index, question, answer,
-  answer type, choices, then the fields plugins add: the difficulty filter's pass rate).
+  answer type, choices, then the fields plugins add: the difficulty filter's pass rate; the
+  rl-subset carve-out's ``rl`` / ``sft`` stands for the split).
 
-``--subset`` picks rows the way RL and SFT mixes are cut: ``rl`` / ``sft`` (the ``rl-subset``
-carve-out's ``rl_split`` column; ``rl`` rows are kept = false by design, so they are read
-regardless of keep), ``eval`` (``split = "eval"``), ``all``, or a subset a plugin adds (hook
-``dualcurate_export_extras``, :mod:`dualcurate.export_extras`: the difficulty plugin's
-``hard`` and ``nontrivial``).
+``--subset`` picks rows the way RL and SFT mixes are cut: ``eval`` (``split = "eval"``),
+``all``, or a subset a plugin adds over its own columns (hook ``dualcurate_export_extras``,
+:mod:`dualcurate.export_extras`): the rl-subset plugin's ``rl`` / ``sft``, the difficulty
+plugin's ``hard`` / ``nontrivial``.
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ TOOL_IMAGES = {"llamafactory": ("copy", ("copy", "link", "none")),
                "verl": ("embed", ("embed", "none"))}
 #: core's own subsets: name -> the column a stage needs for it, and how to get that column
 SUBSETS: dict[str, tuple[str, str] | None] = {
-    "all": None, "rl": ("rl_split", "run the rl-subset filter"),
-    "sft": ("rl_split", "run the rl-subset filter"), "eval": ("split", "a source with eval rows")}
+    "all": None, "eval": ("split", "a source with eval rows")}
 SHORT_PREFIX, LONG_PREFIX = MODE_PREFIXES["short"], MODE_PREFIXES["long"]
 RL_SYSTEM_PROMPT = FORMAT_INSTRUCTION
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -93,24 +92,18 @@ def _subset_rows(store: RunStore, stage: str, subset: str, all_rows: bool,
     for i in shards:
         table = store.read_shard(stage, i)
         columns |= set(table.column_names)
-        if not (all_rows or subset == "rl"):
+        if not (all_rows or (extra is not None and extra.all_rows)):
             table = kept(table)
         if extra is not None:  # a plugin's cut, over rows that have its column
             if extra.column in table.column_names:
                 yield from filter(extra.keep, table.to_pylist())
             continue
         for row in table.to_pylist():
-            if subset == "all" or _in_subset(row, subset):
+            if subset == "all" or row.get("split") == "eval":
                 yield row
     if need and need[0] not in columns:
         raise DualcurateError(f"--subset {subset}: stage {stage!r} has no {need[0]!r} column; "
                               f"export the stage that adds it ({need[1]}), or --subset all")
-
-
-def _in_subset(row: dict[str, Any], subset: str) -> bool:
-    if subset in ("rl", "sft"):  # the rl-subset carve-out's own column
-        return row.get("rl_split") == subset
-    return row.get("split") == "eval"
 
 
 def _judge_prompts(store: RunStore) -> dict[str, str]:
@@ -208,12 +201,17 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
     """Write ``NAME.parquet`` in verl's RL schema into ``target``; return counts.
     ``subsets`` and ``fields``: what plugins add (``extra_info`` gets ``fields`` after core's
     own)."""
-    fields = list(fields or [])
-    clash = sorted({f.name for f in fields} & set(VERL_EXTRA_INFO))
-    if clash:
-        raise DualcurateError(f"export field {clash[0]!r} of plugin "
-                              f"{next(f.plugin for f in fields if f.name == clash[0])!r}: "
-                              f"extra_info has it already; the plugin must name it otherwise")
+    added = [f for f in fields or [] if not f.refines]
+    refining = [f for f in fields or [] if f.refines]
+    for f in added:
+        if f.name in VERL_EXTRA_INFO:
+            raise DualcurateError(f"export field {f.name!r} of plugin {f.plugin!r}: extra_info "
+                                  f"has it already; the plugin must name it otherwise (or "
+                                  f"refine core's)")
+    for f in refining:
+        if VERL_EXTRA_INFO.get(f.name) != f.type:
+            raise DualcurateError(f"export field {f.name!r} of plugin {f.plugin!r} refines "
+                                  f"core's, but extra_info has no {f.name!r} of type {f.type}")
     records = []
     for index, row in enumerate(_subset_rows(store, stage, subset, all_rows, subsets)):
         digests = list(row.get("images") or [])
@@ -224,12 +222,15 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
         prompt = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": content}]
         answer = str(row.get("answer") or "")
-        extra = {"id": str(row.get("id") or ""),
-                 "split": str(row.get("rl_split") or row.get("split") or ""),
+        extra = {"id": str(row.get("id") or ""), "split": str(row.get("split") or ""),
                  "index": index, "question": str(row.get("question") or ""), "answer": answer,
                  "answer_type": str(row.get("answer_type") or ""),
                  "choices": [str(c) for c in row.get("choices") or []],
-                 **{f.name: f.value(row) for f in fields}}
+                 **{f.name: f.value(row) for f in added}}
+        for f in refining:
+            value = f.value(row)
+            if value is not None:
+                extra[f.name] = value
         records.append({"data_source": str(row.get("source") or "dualcurate"),
                         "prompt": prompt, "images": pics,
                         "ability": str(row.get("domain") or "general"),
@@ -242,7 +243,7 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
         ("ability", pa.string()),
         ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
         ("extra_info", pa.struct([*VERL_EXTRA_INFO.items(),
-                                  *((f.name, f.type) for f in fields)])),
+                                  *((f.name, f.type) for f in added)])),
     ])
     target.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(records, schema=schema)

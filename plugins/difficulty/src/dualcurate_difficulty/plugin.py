@@ -36,13 +36,20 @@ class DifficultyPlugin:
 
 
 class RLSubsetPlugin:
-    """Entry point ``rl-subset``: the seeded RL-subset carve-out (a whole-dataset filter)."""
+    """Entry point ``rl-subset``: the seeded RL-subset carve-out (a whole-dataset filter), and
+    the ``rl``/``sft`` export subsets."""
 
     @hookimpl
     def dualcurate_register_filters(self, register: Register) -> None:
         from dualcurate_difficulty.rl_subset import RLSubsetFilter
 
         register(RLSubsetFilter)
+
+    @hookimpl
+    def dualcurate_export_extras(self) -> list[ExportSubset | ExportField]:
+        from dualcurate_difficulty.export import rl_subset_extras
+
+        return rl_subset_extras()
 
 
 difficulty = DifficultyPlugin()
