@@ -459,8 +459,8 @@ def _last_stage_with_rows(store: Any) -> str | None:
               "hard-linked) under TO/images with relative paths, bytes embedded (the datasets "
               "Image feature), or hashes only. Default: copy for jsonl, embed for parquet/hf.")
 @click.option("--subset", default="all", show_default=True, metavar="NAME",
-              help="llamafactory/verl: all, eval, or one a plugin adds (rl, sft: rl-subset; "
-                   "hard, nontrivial: difficulty) (docs/export.md).")
+              help="llamafactory/verl: all, eval, or one a plugin adds (rl, sft, hard, "
+                   "nontrivial: docs/export.md).")
 @click.option("--mode", type=click.Choice(["row", "long", "short"]), default=None,
               help="llamafactory: each row's mode as the judge curated it (row; the default "
                    "when rows have one), or long/short for every row.")
