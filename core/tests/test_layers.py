@@ -17,7 +17,8 @@ LAYERS: list[set[str]] = [
     {"errors", "kinds", "hookspecs", "formats", "prompts", "schema", "cache", "fingerprint",
      "progress", "quiet", "window"},
     # configs, the run store, recipes, what a plugin adds to a report
-    {"config", "store", "manifest", "cache_segments", "recipe", "report_sections"},
+    {"config", "store", "manifest", "cache_segments", "recipe", "report_sections",
+     "export_extras"},
     # engines and the plugin host
     {"engine", "plugins"},
     # what a stage gets while it runs

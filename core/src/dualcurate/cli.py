@@ -507,13 +507,15 @@ def _last_stage_with_rows(store: Any) -> str | None:
               "hard-linked) under TO/images with relative paths, bytes embedded (the datasets "
               "Image feature), or hashes only. Default: copy for jsonl, embed for parquet/hf.")
 @click.option("--subset", default="all", show_default=True, metavar="NAME",
-              help="llamafactory/verl: all, rl, sft, hard, nontrivial or eval (docs/export.md).")
+              help="llamafactory/verl: all, eval, or one a plugin adds (rl, sft, hard, "
+                   "nontrivial: docs/export.md).")
 @click.option("--mode", type=click.Choice(["row", "long", "short"]), default=None,
               help="llamafactory: each row's mode as the judge curated it (row; the default "
                    "when rows have one), or long/short for every row.")
 @click.option("--name", default=None, help="llamafactory/verl: the dataset name (default: the "
               "stage, plus _SUBSET).")
-def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
+@click.pass_obj
+def export_cmd(state: State, run: str, stage: str, to: str, fmt: str, all_rows: bool,
                images: str | None, subset: str = "all", mode: str | None = None,
                name: str | None = None) -> None:
     """Write a stage's rows out as Parquet, JSON lines, a datasets.save_to_disk folder, a
@@ -524,7 +526,7 @@ def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
         from dualcurate.export_formats import TOOL_IMAGES, export_tool
 
         counts = export_tool(run, stage, to, fmt, all_rows=all_rows, images=images,
-                             subset=subset, mode=mode, name=name)
+                             subset=subset, mode=mode, name=name, host=state.host)
         click.echo(f"wrote {counts['examples']} examples from {counts['rows']} rows of "
                    f"{run}/{stage} to {to} ({fmt}, images: {images or TOOL_IMAGES[fmt][0]})"
                    + "".join(f"; skipped {n}: {why}"
