@@ -165,8 +165,8 @@ def short_template(tmp: Path) -> Path:
 def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import vllm
 
+    from dualcurate.chat import ChatRequest
     from dualcurate.context import StageContext
-    from dualcurate.engine import ChatRequest
     from dualcurate.recipe import RunSection
     from dualcurate.schema import Sample
     from dualcurate_vllm.distill import VLLMDistiller

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate.context import StageContext
-from dualcurate.engine import ChatRequest, Completion, Engine, EngineConfig, SamplingParams
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.executors import LocalExecutor
+from dualcurate.sampling import SamplingParams
 from dualcurate.stages import Distiller, MapJob, MapStage, StageConfig
 
 

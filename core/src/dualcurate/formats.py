@@ -56,7 +56,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dualcurate.engine import Completion
+    from dualcurate.chat import Completion
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.chat import ChatRequest
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate.testing.contracts import EngineContract
 from dualcurate_openai import plugin
 from dualcurate_openai.engine import OpenAIEngine, image_mime

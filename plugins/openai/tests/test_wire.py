@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dualcurate.engine import ChatRequest, Completion
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate_openai.engine import OpenAIEngineConfig
 from dualcurate_openai.wire import Job, Wire
 

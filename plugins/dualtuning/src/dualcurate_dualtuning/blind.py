@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
-from dualcurate.engine import map_image_parts
+from dualcurate.chat import map_image_parts
 from dualcurate.errors import DualcurateError
 
 if TYPE_CHECKING:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualcurate.chat import ChatRequest
 from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import StageContext, recipe_verifier
-from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate_dualtuning.blind import BlankImages, blank_messages
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from dualcurate.cache import canonical_json
-from dualcurate.engine import ChatRequest, Completion, SamplingParams
+from dualcurate.chat import ChatRequest, Completion
+from dualcurate.sampling import SamplingParams
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after
 from dualcurate_openai.transport import (
     ConnectError,

@@ -42,15 +42,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from dualcurate.engine import (
-    ChatRequest,
-    Completion,
-    Engine,
-    EngineConfig,
-    OnResult,
-    SamplingParams,
-)
+from dualcurate.chat import ChatRequest, Completion, OnResult
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate.store import image_mime as store_image_mime
 from dualcurate_openai.batch import BatchRunner
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after
@@ -63,8 +58,8 @@ from dualcurate_openai.transport import (
 from dualcurate_openai.wire import OPENAI_API, Call, Job, Reporter, Wire
 
 if TYPE_CHECKING:
+    from dualcurate.chat import ImageResolver
     from dualcurate.context import StageContext
-    from dualcurate.engine import ImageResolver
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -16,9 +16,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dualcurate.engine import ChatRequest, Completion, OnResult, SamplingParams, map_image_parts
+from dualcurate.chat import ChatRequest, Completion, OnResult, map_image_parts
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import THINK_OPEN, render_think
+from dualcurate.sampling import SamplingParams
 from dualcurate.store import image_data_url
 from dualcurate_openai.retry import redact
 
