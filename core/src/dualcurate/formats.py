@@ -138,6 +138,12 @@ def last_answer(text: str) -> str | None:
     return answers[-1] if answers else None
 
 
+#: The version of the split rule: the run store keeps a trace's ``reasoning`` and ``answer``
+#: only where they differ from :func:`split_trace` of its ``text`` and records this number
+#: (``dualcurate.store``); change it whenever the rule would split a stored text differently.
+SPLIT_VERSION = 1
+
+
 def split_trace(text: str) -> tuple[str, str]:
     """``(reasoning, answer)`` of a response, both stripped; ``""`` for what is missing.
 
