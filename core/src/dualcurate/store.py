@@ -677,14 +677,13 @@ def _narrow(column: pa.ChunkedArray, fields: list[str]) -> pa.Array:
     values = array.flatten()
     struct = pa.StructArray.from_arrays([values.field(f) for f in fields], names=fields,
                                         mask=values.is_null())
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()),
-                                pc.cumulative_sum(pc.list_value_length(array).fill_null(0))
-                                .cast(pa.int32())])
-    return pa.ListArray.from_arrays(offsets, struct, mask=array.is_null())
+    return _relist(array, struct)
 
 
-def _relist(array: pa.ListArray, struct: pa.StructArray, dtype: pa.DataType) -> pa.Array:
-    """The lists of ``array`` (lengths, nulls) holding ``struct``'s values instead."""
+def _relist(array: pa.ListArray, struct: pa.StructArray,
+            dtype: pa.DataType | None = None) -> pa.Array:
+    """The lists of ``array`` (lengths, nulls) holding ``struct``'s values instead (typed
+    ``dtype`` when given)."""
     offsets = pa.concat_arrays([pa.array([0], pa.int32()),
                                 pc.cumulative_sum(pc.list_value_length(array).fill_null(0))
                                 .cast(pa.int32())])
@@ -775,10 +774,7 @@ def _widen(up: pa.ChunkedArray, own: pa.ChunkedArray, dtype: pa.DataType) -> pa.
     children = [vb.field(n) if n in own_names else va.field(n) for n in names]
     struct = pa.StructArray.from_arrays(children, fields=list(struct_type),
                                         mask=vb.is_null())
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()),
-                                pc.cumulative_sum(pc.list_value_length(b).fill_null(0))
-                                .cast(pa.int32())])
-    return pa.ListArray.from_arrays(offsets, struct, mask=b.is_null(), type=dtype)
+    return _relist(b, struct, dtype)
 
 
 _IMAGE_MAGIC = (
