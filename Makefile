@@ -71,7 +71,8 @@ $(VLLM_STAMP): $(PYPROJECTS) Makefile
 	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt -e core -e plugins/vllm -e plugins/openai -e plugins/hf -e plugins/synthetic -e plugins/verify -e plugins/difficulty -e plugins/trl -e plugins/dualtuning -e examples/dualcurate-hello pytest hypothesis pytest-timeout
 	touch $(VLLM_STAMP)
 
-# vllm-distill tests, and the default recipe with --plugin vllm-distill --plugin gspo.
+# vllm-distill tests, and the default recipe with --plugin vllm-distill --plugin gspo (and
+# with --plugin vllm-distill on the Idefics3 base, the teacher reading the pictures).
 test-vllm: $(VLLM_STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -m vllm plugins/vllm tests/test_demo_vllm.py -q
 	# the papers' recipes validate outright where vllm is installed

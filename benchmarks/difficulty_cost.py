@@ -67,10 +67,11 @@ def build_proxy(steps: int, smoke_dir: Path | None = None) -> Path:
     from dualcurate_synthetic.base_model import SyntheticBaseBuilder
 
     if smoke_dir is not None:
-        builder = SyntheticBaseBuilder({"steps": steps, "examples_per_family": 4, "threads": 1})
+        builder = SyntheticBaseBuilder({"vision": False, "steps": steps,
+                                        "examples_per_family": 4, "threads": 1})
         model_dir = smoke_dir
     else:
-        builder = SyntheticBaseBuilder({"steps": steps, "threads": 1})
+        builder = SyntheticBaseBuilder({"vision": False, "steps": steps, "threads": 1})
         demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
         if (built_by(demo_dir) or {}).get("signature") == builder.signature():
             print(f"proxy model: reusing the demo's {demo_dir}", flush=True)

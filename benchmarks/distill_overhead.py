@@ -211,7 +211,8 @@ def rows_of(out: Path) -> list[tuple[str, list[str]]]:
 def bare_bodies(n: int, k: int) -> list[bytes]:
     """The request bodies openai-distill sends for the same questions: same prompt, same
     per-sample seeds."""
-    from dualcurate.engine import ChatRequest, SamplingParams
+    from dualcurate.chat import ChatRequest
+    from dualcurate.sampling import SamplingParams
     from dualcurate.schema import Sample
     from dualcurate_openai.distill import OpenAIDistiller
 

@@ -110,7 +110,8 @@ def build_model(root: Path) -> Path:
 
 def hf_distinct(model: Path, n: int) -> tuple[float, str]:
     """Mean number of distinct completions among ``n`` samples per question at T = 1."""
-    from dualcurate.engine import ChatRequest, SamplingParams
+    from dualcurate.chat import ChatRequest
+    from dualcurate.sampling import SamplingParams
     from dualcurate_hf.engine import HFEngine
 
     engine = HFEngine({"model": str(model), "batch_size": 8})

@@ -96,7 +96,8 @@ def differing(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> int
 
 def hf_batch_invariant(base_dir: Path, rows: list[dict[str, Any]], smoke: bool) -> bool:
     """The filter's own prompts through the hf engine: alone, then batched in reverse order."""
-    from dualcurate.engine import ChatRequest, SamplingParams
+    from dualcurate.chat import ChatRequest
+    from dualcurate.sampling import SamplingParams
     from dualcurate_hf.engine import HFEngine
 
     picked = rows[: 8 if smoke else 48]

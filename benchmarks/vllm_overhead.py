@@ -165,8 +165,8 @@ def short_template(tmp: Path) -> Path:
 def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import vllm
 
+    from dualcurate.chat import ChatRequest
     from dualcurate.context import StageContext
-    from dualcurate.engine import ChatRequest
     from dualcurate.recipe import RunSection
     from dualcurate.schema import Sample
     from dualcurate_vllm.distill import VLLMDistiller
@@ -181,8 +181,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     n, k = args.questions, args.samples
     loaded = VLLMEngine(options)
     loaded.setup()
-    llm = loaded.llm
-    VLLMEngine._load = lambda self: setattr(self, "llm", llm)  # the stage's engine reuses it
+    shared = [loaded.llm]  # emptied at the end: the LLM's last reference goes with it
+    VLLMEngine._load = lambda self: setattr(self, "llm", shared[0])  # the stage's engine reuses it
 
     config = distill_config(options, k, args.max_tokens,
                             None if args.long_prompt else short_template(tmp))
@@ -197,11 +197,11 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                   max_tokens=sampling.max_tokens,
                                   seed=sampling.seed_for(0, r), ignore_eos=True)
               for r in requests]
-    llm.generate(prompts[:16], params[:16], use_tqdm=False)  # warm-up
+    shared[0].generate(prompts[:16], params[:16], use_tqdm=False)  # warm-up
 
     def raw() -> tuple[float, list[list[str]]]:
         start = time.perf_counter()
-        outputs = llm.generate(prompts, params, use_tqdm=False)
+        outputs = shared[0].generate(prompts, params, use_tqdm=False)
         wall = time.perf_counter() - start
         texts = [[o.text for o in sorted(out.outputs, key=lambda o: o.index)] for out in outputs]
         assert sum(len(t) for t in texts) == n * k
@@ -231,7 +231,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         wall, fw_texts = framework(run)
         fw_times.append(wall)
     loaded.close()
-    del llm, loaded, stage  # the LLM's last references: vLLM shuts its engine core down now
+    shared.clear()  # the LLM's last reference: vLLM shuts its engine core down now
+    del loaded, stage
     same = sum(a == b for ra, rb in zip(raw_texts, fw_texts, strict=True)
                for a, b in zip(ra, rb, strict=True))
     tokens = n * k * args.max_tokens

@@ -11,6 +11,7 @@ import json
 import pytest
 
 VISION = [
+    "models.base.build.vision=true",  # the demo's recipe builds the caption-reading Qwen2
     "source.caption_in_question=false",
     'filter.engine={use="hf", model="@base", batch_size=16}',
     "filter.include_images=true",

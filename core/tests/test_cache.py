@@ -8,14 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dualcurate.cache import RequestCache, request_key
-from dualcurate.engine import (
-    ChatRequest,
-    Completion,
-    Engine,
-    EngineConfig,
-    SamplingParams,
-    generate_cached,
-)
+from dualcurate.chat import ChatRequest, Completion
+from dualcurate.engine import Engine, EngineConfig
+from dualcurate.generation import generate_cached
+from dualcurate.sampling import SamplingParams
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))

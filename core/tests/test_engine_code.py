@@ -20,9 +20,12 @@ import dualcurate.config as config
 import dualcurate.engine as engine_mod
 import dualcurate.fingerprint as fp
 from dualcurate import Engine, EngineConfig
+from dualcurate.chat import ChatRequest
 from dualcurate.config import EngineRef, StageConfig, VerifierRef, check_refs
 from dualcurate.distill import TeacherDistiller
-from dualcurate.engine import ChatRequest, SamplingParams, cache_keys, engine_identity
+from dualcurate.engine import engine_identity
+from dualcurate.generation import cache_keys
+from dualcurate.sampling import SamplingParams
 from dualcurate.stages import Verifier
 
 CACHED = (config._module_distributions, config._dist_version, config._editable,

@@ -128,6 +128,115 @@ def test_hook_dualcurate_report_sections(plugin_host, register_plugin, tmp_path)
     assert [(s.title, s.plugin) for s in sections] == [("Probe of run", "probe-sections")]
 
 
+def _scored_run(root: Path) -> Path:
+    from dualcurate.schema import Sample
+    from dualcurate.store import RunStore
+
+    store = RunStore(root)
+    rows = []
+    for i in range(6):
+        row = Sample(source="s", domain="math", question=f"q{i}", answer=str(i)).to_row()
+        rows.append({**row, "split": "train", "score": i / 5, "keep": i != 5})
+    store.write_shard("scored", 0, rows)
+    store.stage_record("scored").update(kind="filter", plugin="scorer", status="done")
+    store.save_manifest()
+    return root
+
+
+class _Scorer:
+    """A third-party plugin: the subset ``high`` and the field ``score`` over its column."""
+
+    @hookimpl
+    def dualcurate_export_extras(self):
+        import pyarrow as pa
+
+        from dualcurate.export_extras import ExportField, ExportSubset
+
+        return [ExportSubset("high", "score above 0.5", column="score",
+                             hint="run the scorer filter", keep=lambda r: r["score"] > 0.5),
+                ExportField("score", pa.float64(), lambda r: r.get("score")),
+                ExportField("split", pa.string(), refines=True,
+                            value=lambda r: "top" if r["score"] > 0.7 else None)]
+
+
+def test_hook_dualcurate_export_extras(plugin_host, register_plugin, tmp_path):
+    import pyarrow.parquet as pq
+
+    from dualcurate.errors import DualcurateError
+    from dualcurate.export_formats import export_tool
+    from dualcurate.schema import Sample
+    from dualcurate.store import RunStore
+
+    run = _scored_run(tmp_path / "run")
+    with pytest.raises(DualcurateError, match=r"--subset 'high': use all, eval$"):
+        export_tool(run, "scored", tmp_path / "none", "verl", subset="high", host=plugin_host)
+    register_plugin(_Scorer(), name="scorer")
+    subsets, fields = plugin_host.export_extras()
+    assert [(s.name, s.plugin) for s in subsets] == [("high", "scorer")]
+    assert [(f.name, f.plugin) for f in fields] == [("score", "scorer"), ("split", "scorer")]
+
+    counts = export_tool(run, "scored", tmp_path / "v", "verl", subset="high", host=plugin_host)
+    table = pq.read_table(tmp_path / "v" / "scored_high.parquet")
+    assert counts["rows"] == 2  # scores 0.6 and 0.8 (1.0 was not kept)
+    assert table.schema.field("extra_info").type.names[-1] == "score"
+    assert [r["extra_info"]["score"] for r in table.to_pylist()] == [0.6, 0.8]
+    # a refining field takes the place of core's value where it has one
+    assert [r["extra_info"]["split"] for r in table.to_pylist()] == ["train", "top"]
+    export_tool(run, "scored", tmp_path / "lf", "llamafactory", subset="high", mode="short",
+                host=plugin_host)
+    assert "scored_high" in (tmp_path / "lf" / "dataset_info.json").read_text()
+    # a stage without the subset's column is refused with the plugin's hint
+    store = RunStore(run, create=False)
+    store.write_shard("plain", 0, [Sample(source="s", domain="d", question="q",
+                                          answer="a").to_row()])
+    store.save_manifest()
+    with pytest.raises(DualcurateError, match=r"no 'score' column.*run the scorer filter"):
+        export_tool(run, "plain", tmp_path / "p", "verl", subset="high", host=plugin_host)
+
+
+def test_export_extras_two_plugins_adding_one_name_is_an_error(plugin_host, register_plugin):
+    from dualcurate.errors import DualcurateError
+
+    register_plugin(_Scorer(), name="scorer")
+    register_plugin(_Scorer(), name="scorer-copy")
+    with pytest.raises(DualcurateError, match=r"export subset 'high' is added by plugin "
+                                              r"'scorer' and again by plugin 'scorer-copy'"):
+        plugin_host.export_extras()
+
+
+def test_export_extras_may_not_take_a_name_core_has(plugin_host, register_plugin, tmp_path):
+    import pyarrow as pa
+
+    from dualcurate.errors import DualcurateError
+    from dualcurate.export_extras import ExportField, ExportSubset
+    from dualcurate.export_formats import export_tool, export_verl
+    from dualcurate.store import RunStore
+
+    class ShadowSubset:
+        @hookimpl
+        def dualcurate_export_extras(self):
+            return [ExportSubset("eval", "mine", column="score", hint="-", keep=bool)]
+
+    class ShadowField:
+        @hookimpl
+        def dualcurate_export_extras(self):
+            return [ExportField("id", pa.string(), lambda r: "x")]
+
+    run = _scored_run(tmp_path / "run")
+    register_plugin(ShadowSubset(), name="shadow-subset")
+    with pytest.raises(DualcurateError, match=r"subset 'eval' of plugin 'shadow-subset': core"):
+        export_tool(run, "scored", tmp_path / "lf", "llamafactory", subset="eval",
+                    host=plugin_host)
+    register_plugin(ShadowField(), name="shadow-field")
+    with pytest.raises(DualcurateError, match=r"field 'id' of plugin 'shadow-field'"):
+        export_tool(run, "scored", tmp_path / "v", "verl", host=plugin_host)
+    with pytest.raises(DualcurateError, match=r"'region' of plugin 'x' refines core's, but "):
+        export_verl(RunStore(run, create=False), "scored", tmp_path / "v", name="v",
+                    fields=[ExportField("region", pa.string(), str, refines=True, plugin="x")])
+    with pytest.raises(ValueError, match="lowercase"):
+        ExportSubset("Bad Name", "x", column="c", hint="h", keep=bool)
+
+
 @pytest.mark.parametrize("hook", HOOK_NAMES)
 def test_every_hook_has_a_test(hook):
     tree = ast.parse(Path(__file__).read_text())

@@ -15,11 +15,12 @@ ROOT = Path(dualcurate.__file__).parent
 LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
     {"errors", "kinds", "hookspecs", "formats", "prompts", "schema", "cache", "fingerprint",
-     "progress", "quiet", "window"},
+     "progress", "quiet", "window", "sampling", "chat"},
     # configs, the run store, recipes, what a plugin adds to a report
-    {"config", "store", "cache_segments", "recipe", "report_sections"},
-    # engines and the plugin host
-    {"engine", "plugins"},
+    {"config", "store", "manifest", "cache_segments", "recipe", "report_sections",
+     "export_extras"},
+    # engines, generating through the request cache, and the plugin host
+    {"engine", "generation", "plugins"},
     # what a stage gets while it runs
     {"context"},
     # stage base classes

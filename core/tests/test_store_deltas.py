@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualcurate import RunStore, StoreError
+from dualcurate.formats import split_trace
 from dualcurate.report_sections import RunView
+from dualcurate.schema import rows_to_table
 from dualcurate.store import STORE_FORMAT, kept
 
 TRACE_FIELDS = ("text", "verdict", "label")
@@ -198,3 +201,85 @@ def test_store_format_was_bumped_for_deltas(tmp_path):
     store.save_manifest()
     with pytest.raises(StoreError, match=f"store format {STORE_FORMAT - 1}.*another --out"):
         RunStore(tmp_path / "r")
+
+
+texts = st.sampled_from(["<think>a b</think>\n<answer>3</answer>", " <think> r </think> 5",
+                         "<think>cut off", "no tags <answer>x</answer>", "", None,
+                         "<think>a</think> <think>b</think><answer>1</answer>"])
+
+
+@st.composite
+def traced_rows(draw) -> list[dict]:
+    rows = []
+    for i in range(draw(st.integers(0, 4))):
+        traces = []
+        for _ in range(draw(st.integers(0, 3))):
+            text = draw(texts)
+            reasoning, answer = split_trace(text) if text is not None else (None, None)
+            traces.append({
+                "text": text,
+                # as split (stored once) or something else a plugin wrote (stored as is)
+                "reasoning": draw(st.sampled_from([reasoning, reasoning, "other", "", None])),
+                "answer": draw(st.sampled_from([answer, answer, "7", None])),
+                "verdict": draw(st.sampled_from(["correct", None]))})
+        rows.append({"id": f"r{i}", "traces": draw(st.one_of(st.none(), st.just(traces)))})
+    return rows
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=traced_rows())
+def test_reasoning_and_answer_read_back_as_written(tmp_path_factory, rows):
+    store = RunStore(tmp_path_factory.mktemp("derived") / "r")
+    store.write_shard("distill", 0, rows)
+    assert store.read_shard("distill", 0).to_pylist() == rows_to_table(rows).to_pylist()
+    for column in (["traces"], ["id"], ["traces", "id"]) if rows else ():
+        assert store.read_shard("distill", 0, column).to_pylist() == \
+            rows_to_table(rows).select(column).to_pylist()
+    # a verifier's delta over it reads the same texts, reasoning and answers
+    after = copy.deepcopy(rows)
+    for row in after:
+        for trace in row["traces"] or []:
+            trace["verdict"] = "incorrect"
+    store.write_shard("verify", 0, after, base=("distill", 0))
+    assert store.read_shard("verify", 0).to_pylist() == rows_to_table(after).to_pylist()
+
+
+def test_a_trace_text_is_stored_once(tmp_path):
+    """Reasoning and answer that are the split of the text are stored as null; reasoning a
+    plugin wrote otherwise is kept."""
+    rng = random.Random(0)
+    reasonings = [[" ".join(f"{rng.getrandbits(40):x}" for _ in range(80)) for _ in range(4)]
+                  for _ in range(20)]
+    rows = [{"id": f"r{i}", "traces": [
+        {"text": f"<think>{reasonings[i][k]}</think>\n<answer>{k}</answer>",
+         "reasoning": reasonings[i][k], "answer": str(k)} for k in range(4)]}
+        for i in range(20)]
+    rows[0]["traces"][0]["reasoning"] = "written by hand"
+    store = RunStore(tmp_path / "r")
+    store.write_shard("distill", 0, rows)
+    stored = pq.read_table(store.shard_path("distill", 0)).column("traces").to_pylist()
+    assert stored[0][0]["reasoning"] == "written by hand"
+    assert [t["reasoning"] for r in stored for t in r][1:] == [None] * 79
+    assert [t["answer"] for r in stored for t in r] == [None] * 80
+    assert store.read_shard("distill", 0).to_pylist() == rows_to_table(rows).to_pylist()
+    # the texts once: well under a copy that holds the reasoning beside each text
+    assert store.shard_path("distill", 0).stat().st_size < 0.7 * _parquet_bytes(rows)
+
+
+def _parquet_bytes(rows: list[dict]) -> int:
+    """Bytes of a zstd Parquet file of ``rows`` as they are (reasoning stored beside text)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows_to_table(rows), sink, compression="zstd")
+    return len(sink.getvalue())
+
+
+def test_a_shard_split_by_another_rule_is_refused(tmp_path, monkeypatch):
+    import dualcurate.store as store_mod
+
+    store = RunStore(tmp_path / "r")
+    store.write_shard("distill", 0, [{"id": "a", "traces": [
+        {"text": "<think>r</think>", "reasoning": "r", "answer": ""}]}])
+    monkeypatch.setattr(store_mod, "SPLIT_VERSION", 2)
+    with pytest.raises(StoreError, match=r"split by rule 1.*splits them by rule 2.*new --out"):
+        store.read_shard("distill", 0)

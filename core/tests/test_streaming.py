@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate.context import StageContext
-from dualcurate.engine import ChatRequest, Completion, Engine, EngineConfig, SamplingParams
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.executors import LocalExecutor
+from dualcurate.sampling import SamplingParams
 from dualcurate.stages import Distiller, MapJob, MapStage, StageConfig
 
 
@@ -236,3 +238,23 @@ def test_max_shards_in_flight_bounds_the_shards_held(tmp_path):
         level += step
         most = max(most, level)
     assert most <= 2
+
+
+@given(running=st.sets(st.integers(0, 7), max_size=6), engaged=st.sets(st.integers(0, 7)),
+       reserved=st.integers(0, 3), limit=st.integers(1, 8), generating=st.booleans(),
+       capacity=st.integers(0, 4), outstanding=st.integers(0, 20))
+def test_the_admission_rule_both_executors_follow(running, engaged, reserved, limit, generating,
+                                                  capacity, outstanding):
+    from dualcurate.window import GenerationWindow
+
+    window = GenerationWindow(depth=3)
+    window.engaged, window.capacity, window.outstanding = set(engaged), capacity, outstanding
+    admitted = window.may_admit(running, reserved, limit, generating)
+    busy = len(running) + reserved
+    if busy >= limit:
+        assert not admitted  # never more than the limit
+    elif busy == 0 or not generating:
+        assert admitted  # the first shard always; CPU stages up to the limit
+    else:  # a shard still preparing (or a place reserved for one) holds the next one back
+        preparing = reserved > 0 or not running <= engaged
+        assert admitted == (not preparing and capacity > 0 and outstanding < 3 * capacity)

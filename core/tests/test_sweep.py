@@ -30,7 +30,7 @@ from dualcurate.recipe import parse_value
 from dualcurate.report_sections import ReportSection, SummaryTable
 from dualcurate.store import RunStore
 from dualcurate.sweep import Sweep, parse_grid, plan_sweep, toml_value, variant_name
-from dualcurate.sweep_report import write_sweep_report
+from dualcurate.sweep_report import sweep_tables, write_sweep_report
 
 
 class CountingEchoConfig(EngineConfig):
@@ -335,3 +335,17 @@ def test_hard_links_fall_back_to_copies(tmp_path, monkeypatch):
     assert _link_tree(src, tmp_path / "b") == 1
     assert (tmp_path / "b" / "sub" / "f").read_text() == "x"
     assert not (tmp_path / "b" / ".tmp-half").exists()
+
+
+def test_a_section_table_lines_up_variants_with_different_columns():
+    """One variant's summary with more columns (the Dual Tuning table's Img_S/Img_L for a
+    variant with image groups) lines up by column name; missing cells are empty."""
+    def entry(name, columns, rows):
+        return {"name": name, "overrides": {}, "metrics": {"sections": {
+            "T": {"columns": columns, "rows": rows}}}}
+
+    index = {"variants": [entry("a", ["group", "DT_S"], [["g", "50.0"]]),
+                          entry("b", ["group", "DT_S", "Img_S"], [["g", "60.0", "20.0"]])]}
+    title, columns, rows = sweep_tables(index)[-1]
+    assert (title, columns) == ("T", ["variant", "group", "DT_S", "Img_S"])
+    assert rows == [["a", "g", "50.0", ""], ["b", "g", "60.0", "20.0"]]

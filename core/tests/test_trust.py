@@ -30,10 +30,13 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
+from dualcurate.chat import ChatRequest
 from dualcurate.config import EngineRef
-from dualcurate.engine import ChatRequest, Engine, EngineConfig, SamplingParams, cache_keys
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import UnknownComponentError
+from dualcurate.generation import cache_keys
 from dualcurate.plugins import PluginHost
+from dualcurate.sampling import SamplingParams
 
 from .conftest import RECIPE, DoubleStage, EvenFilter
 

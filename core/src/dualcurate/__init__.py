@@ -8,13 +8,15 @@ Library use::
 
 from __future__ import annotations
 
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate.context import StageContext
-from dualcurate.engine import ChatRequest, Completion, Engine, EngineConfig, SamplingParams
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import DualcurateError, RecipeError, StoreError, UnknownComponentError
 from dualcurate.hookspecs import Register, hookimpl, hookspec
 from dualcurate.pipeline import Pipeline
 from dualcurate.plugins import PluginHost, PluginInfo
 from dualcurate.recipe import Recipe, load_recipe
+from dualcurate.sampling import SamplingParams
 from dualcurate.schema import CANONICAL_SCHEMA, Sample, Trace, rows_to_table, sample_id
 from dualcurate.stages import (
     DatasetFilter,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
@@ -61,6 +61,47 @@ def _progress_factory(progress: Any):
     return lambda name: RichProgress(progress, name)
 
 
+def _is_terminal(console: Console) -> bool:
+    return console.is_terminal and not console.is_dumb_terminal
+
+
+@contextlib.contextmanager
+def _stage_progress() -> Any:
+    """The stages' progress factory: one rich bar per stage on a terminal; elsewhere (a log
+    file, a pipe) plain lines of words, complete whatever the width (``LineProgress``)."""
+    if _is_terminal(err_console):
+        with _make_progress() as progress:
+            yield _progress_factory(progress)
+        return
+    from dualcurate.progress import LineProgress
+
+    def emit(line: str) -> None:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    yield lambda name: LineProgress(name, emit)
+
+
+def _print_whole(renderable: Any, console: Console | None = None) -> None:
+    """Print a table; on a console that is not a terminal (a log file, whose width rich
+    guesses as 80), as wide as it needs, so no column is cut short with "…"."""
+    console = console or err_console
+    if _is_terminal(console):
+        console.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+    if need <= console.width:
+        console.print(renderable)
+        return
+    import io
+
+    wide = Console(file=io.StringIO(), width=need, color_system=None, force_terminal=False,
+                   legacy_windows=False)
+    wide.print(renderable)
+    console.out(wide.file.getvalue(), end="", highlight=False)
+
+
 def _make_progress():
     from rich.progress import (
         BarColumn,
@@ -96,10 +137,9 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     log_path = Path(target) / LOG_NAME
     try:
         # third-party output (warnings, tqdm bars, engine logs) to run.log unless -v
-        with _make_progress() as progress, _stage_log_to_console(), \
+        with _stage_progress() as progress_factory, _stage_log_to_console(), \
                 third_party_to_log(log_path, [err_console, out_console], verbose, held):
-            store = pipeline.run(target, progress_factory=_progress_factory(progress),
-                                 log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"))
+            store = pipeline.run(target, progress_factory=progress_factory, log=_log_line)
     except BaseException:
         if log_path.is_file() and not verbose:
             err_console.print(f"[dim]third-party output of this run: {escape(str(log_path))}"
@@ -111,7 +151,7 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     for rec in store.manifest["stages"]:
         table.add_row(rec["name"], str(rec["plugin"]), rec["status"], str(rec["rows_in"]),
                       str(rec["rows_out"]), f"{rec['seconds']:.1f}")
-    err_console.print(table)
+    _print_whole(table)
     from dualcurate.report import run_sections, write_report
 
     sections = run_sections(store, state.host)  # drawn once: the summaries and the report
@@ -119,6 +159,11 @@ def run_recipe(state: State, recipe_path: str | None, out: str | None,
     if report:
         html_path, md_path = write_report(store.root, sections=sections)
         err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
+
+
+def _log_line(message: str) -> None:
+    """The pipeline's own notes (stages skipped, recomputed), one line each."""
+    err_console.print(f"[dim]{escape(message)}[/dim]", highlight=False, soft_wrap=True)
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -147,9 +192,9 @@ def _stage_log_to_console() -> Any:
         logger.setLevel(old_level)
 
 
-def summary_renderable(summary: SummaryTable) -> Table:
+def summary_renderable(summary: SummaryTable) -> RenderableType:
     """A report section's summary table as the terminal shows it (columns of numbers
-    right-aligned); plugins' own commands print theirs the same way."""
+    right-aligned, its notes under it); plugins' own commands print theirs the same way."""
     from rich import box
 
     table = Table(title=escape(summary.title), box=box.SIMPLE, pad_edge=False,
@@ -161,7 +206,12 @@ def summary_renderable(summary: SummaryTable) -> Table:
         table.add_column(escape(column), justify="right" if numeric else "left", no_wrap=True)
     for row in summary.rows:
         table.add_row(*[escape(str(c)) for c in row])
-    return table
+    if not summary.notes:
+        return table
+    from rich.console import Group
+    from rich.text import Text
+
+    return Group(table, *[Text(line, style="dim") for line in summary.notes])
 
 
 def _is_number(text: str) -> bool:
@@ -177,7 +227,7 @@ def _print_summaries(sections: list[ReportSection]) -> None:
     after the stage table."""
     for section in sections:
         if section.summary is not None:
-            err_console.print(summary_renderable(section.summary))
+            _print_whole(summary_renderable(section.summary))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -361,16 +411,14 @@ def sweep_cmd(state: State, recipe: str | None, grid: tuple[str, ...], out: str,
         err_console.print(f"[bold]variant {i + 1}/{n}: {escape(variant.name)}[/bold]",
                           highlight=False)
 
-    with _make_progress() as progress, _stage_log_to_console(), \
+    with _stage_progress() as progress_factory, _stage_log_to_console(), \
             third_party_to_log(log_path, [err_console, out_console], verbose, held):
-        sweep.run(progress_factory=_progress_factory(progress),
-                  log=lambda m: err_console.print(f"[dim]{escape(m)}[/dim]"),
-                  on_variant=announce)
+        sweep.run(progress_factory=progress_factory, log=_log_line, on_variant=announce)
     from dualcurate.report_sections import SummaryTable
 
     index = json.loads((Path(out) / "sweep.json").read_text())
     for title, columns, rows in sweep_tables(index)[:2]:
-        err_console.print(summary_renderable(SummaryTable(title, columns, rows)))
+        _print_whole(summary_renderable(SummaryTable(title, columns, rows)))
     if not no_report:
         html_path, md_path = write_sweep_report(out)
         err_console.print(f"report: {escape(str(html_path))} (and {escape(str(md_path))})")
@@ -459,13 +507,15 @@ def _last_stage_with_rows(store: Any) -> str | None:
               "hard-linked) under TO/images with relative paths, bytes embedded (the datasets "
               "Image feature), or hashes only. Default: copy for jsonl, embed for parquet/hf.")
 @click.option("--subset", default="all", show_default=True, metavar="NAME",
-              help="llamafactory/verl: all, rl, sft, hard, nontrivial or eval (docs/export.md).")
+              help="llamafactory/verl: all, eval, or one a plugin adds (rl, sft, hard, "
+                   "nontrivial: docs/export.md).")
 @click.option("--mode", type=click.Choice(["row", "long", "short"]), default=None,
               help="llamafactory: each row's mode as the judge curated it (row; the default "
                    "when rows have one), or long/short for every row.")
 @click.option("--name", default=None, help="llamafactory/verl: the dataset name (default: the "
               "stage, plus _SUBSET).")
-def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
+@click.pass_obj
+def export_cmd(state: State, run: str, stage: str, to: str, fmt: str, all_rows: bool,
                images: str | None, subset: str = "all", mode: str | None = None,
                name: str | None = None) -> None:
     """Write a stage's rows out as Parquet, JSON lines, a datasets.save_to_disk folder, a
@@ -476,7 +526,7 @@ def export_cmd(run: str, stage: str, to: str, fmt: str, all_rows: bool,
         from dualcurate.export_formats import TOOL_IMAGES, export_tool
 
         counts = export_tool(run, stage, to, fmt, all_rows=all_rows, images=images,
-                             subset=subset, mode=mode, name=name)
+                             subset=subset, mode=mode, name=name, host=state.host)
         click.echo(f"wrote {counts['examples']} examples from {counts['rows']} rows of "
                    f"{run}/{stage} to {to} ({fmt}, images: {images or TOOL_IMAGES[fmt][0]})"
                    + "".join(f"; skipped {n}: {why}"

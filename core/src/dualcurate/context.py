@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dualcurate.cache import RequestCache, canonical_json
-from dualcurate.engine import (
-    ChatRequest,
-    Completion,
-    Engine,
-    GenerationStats,
-    SamplingParams,
-    generate_cached,
-)
+from dualcurate.chat import ChatRequest, Completion
+from dualcurate.engine import Engine
+from dualcurate.generation import GenerationStats, generate_cached
 from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
+from dualcurate.sampling import SamplingParams
 from dualcurate.store import ImageStore, RunStore
 from dualcurate.window import GenerationWindow
 

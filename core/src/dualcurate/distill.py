@@ -29,18 +29,13 @@ import jinja2
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate.config import EngineRef
-from dualcurate.engine import (
-    ChatRequest,
-    Completion,
-    Engine,
-    LocalModelConfig,
-    SamplingOptions,
-    SamplingParams,
-)
+from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.formats import make_trace, strip_reasoning
 from dualcurate.prompts import load_template, render_template, template_problems, user_messages
+from dualcurate.sampling import SamplingOptions, SamplingParams
 from dualcurate.stages import Distiller, Row, StageConfig
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ The local executor has two paths:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,16 +25,18 @@ import pyarrow as pa
 from pydantic import Field
 
 from dualcurate.config import StageConfig
-from dualcurate.stages import Executor, MapJob, MapStage, ShardDone
+from dualcurate.stages import Executor, MapJob, MapStage, ShardDone, Source
 from dualcurate.store import kept
 from dualcurate.window import DEFAULT_DEPTH, GenerationWindow
 
 if TYPE_CHECKING:
+    import datasets
+
     from dualcurate.context import StageContext
     from dualcurate.store import RunStore
 
 __all__ = ["LocalExecutor", "LocalExecutorConfig", "ShardDone", "input_rows", "kept",
-           "output_types", "process_shard"]
+           "output_types", "process_shard", "write_dataset", "write_source"]
 
 
 def input_rows(store: RunStore, upstream: str, index: int) -> list[dict[str, Any]]:
@@ -160,8 +162,8 @@ class _StreamingRun:
                 while True:
                     # admit while the engine is hungry and no shard is still preparing its
                     # first requests (its demand is not counted yet); the first shard always
-                    while next_up is not None and len(self.running) < self.limit and (
-                            not self.running or (not self._preparing() and self.window.hungry())):
+                    while next_up is not None and self.window.may_admit(self.running, 0,
+                                                                        self.limit):
                         self._start(next_up)
                         next_up = next(todo, None)
                     if index in self.finished:
@@ -176,9 +178,6 @@ class _StreamingRun:
                 raise done
             self.store.commit_staged(done.staged, self.job.stage_name, index)
             yield ShardDone(index, done.rows_in, done.rows_out, done.failed)
-
-    def _preparing(self) -> bool:
-        return any(i not in self.window.engaged for i in self.running)
 
     def _start(self, index: int) -> None:
         self.running.add(index)
@@ -235,3 +234,56 @@ class _StreamingRun:
             self.finished.clear()
         for item in leftovers:
             item.staged.unlink(missing_ok=True)
+
+
+# Cutting rows into shards: sources and whole-dataset stages -----------------------------------
+#: called with the shard indices a stage is about to (re)write, before it writes them
+BeforeWrite = Callable[[list[int]], None]
+
+
+def write_source(stage: Source, ctx: StageContext, store: RunStore, size: int,
+                 before_write: BeforeWrite) -> tuple[int, int]:
+    """Read ``stage`` into shards of ``size`` rows; shards already committed are not written
+    again (a resumed source reads from the start and writes only what is missing). Returns
+    (rows read, rows yielded): rows read counts the source's own drops (bad records,
+    duplicates) when it reports them as ``rows_read``."""
+    done = set(store.finished_shards(ctx.stage_name))
+    column_types = type(stage).column_types
+    total = 0
+    ctx.progress.start(0, unit="rows")
+    stage.setup(ctx)
+    try:
+        for index, rows in enumerate(_cut(stage.read(ctx), size)):
+            if index not in done:
+                before_write([index])
+                store.write_shard(ctx.stage_name, index, rows, column_types)
+            total += len(rows)
+            ctx.progress.advance(len(rows))
+    finally:
+        stage.teardown()
+    read = getattr(stage, "rows_read", None)
+    return (read if isinstance(read, int) and read >= total else total), total
+
+
+def _cut(batches: Iterable[Iterable[dict[str, Any]]], size: int) -> Iterator[list[dict[str, Any]]]:
+    buffer: list[dict[str, Any]] = []
+    for batch in batches:
+        for row in batch:
+            buffer.append(row)
+            if len(buffer) == size:
+                yield buffer
+                buffer = []
+    if buffer:
+        yield buffer
+
+
+def write_dataset(store: RunStore, name: str, dataset: datasets.Dataset, size: int,
+                  column_types: dict[str, Any], before_write: BeforeWrite) -> None:
+    """A whole-dataset stage's result, replacing its previous shards, in shards of ``size``
+    rows (one empty shard for an empty result)."""
+    count = -(-max(len(dataset), 1) // size)
+    before_write(sorted(set(range(count)) | set(store.finished_shards(name))))
+    store.remove_shards(name)
+    arrow_view = dataset.with_format("arrow")
+    for i, start in enumerate(range(0, max(len(dataset), 1), size)):
+        store.write_shard(name, i, arrow_view[start:start + size], column_types)

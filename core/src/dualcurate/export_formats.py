@@ -15,12 +15,13 @@ llamafactory|verl [--subset NAME] [--mode row|long|short] [--name NAME]``.
   ``prompt`` (chat messages, ``<image>`` placeholders), ``images`` (bytes, the form verl's
   ``RLHFDataset`` decodes), ``ability`` (the domain), ``reward_model`` (``style = "rule"``,
   ``ground_truth`` = the gold answer) and ``extra_info`` (id, split, index, question, answer,
-  answer type, choices, pass rate).
+  answer type, choices, then the fields plugins add: the difficulty filter's pass rate; the
+  rl-subset carve-out's ``rl`` / ``sft`` stands for the split).
 
-``--subset`` picks rows the way RL and SFT mixes are cut: ``rl`` / ``sft`` (the ``rl-subset``
-carve-out's ``rl_split`` column; ``rl`` rows are kept = false by design, so they are read
-regardless of keep), ``hard`` (pass rate 0), ``nontrivial`` (pass rate < 1, or an incorrect
-rollout seen before adaptive sampling stopped), ``eval`` (``split = "eval"``), or ``all``.
+``--subset`` picks rows the way RL and SFT mixes are cut: ``eval`` (``split = "eval"``),
+``all``, or a subset a plugin adds over its own columns (hook ``dualcurate_export_extras``,
+:mod:`dualcurate.export_extras`): the rl-subset plugin's ``rl`` / ``sft``, the difficulty
+plugin's ``hard`` / ``nontrivial``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,11 +46,17 @@ from dualcurate.formats import (
 )
 from dualcurate.store import RunStore, kept
 
+if TYPE_CHECKING:
+    from dualcurate.export_extras import ExportField, ExportSubset
+    from dualcurate.plugins import PluginHost
+
 TOOL_FORMATS = ("llamafactory", "verl")
 #: what each tool's export carries of the images by default, and what it accepts
 TOOL_IMAGES = {"llamafactory": ("copy", ("copy", "link", "none")),
                "verl": ("embed", ("embed", "none"))}
-SUBSETS = ("all", "rl", "sft", "hard", "nontrivial", "eval")
+#: core's own subsets: name -> the column a stage needs for it, and how to get that column
+SUBSETS: dict[str, tuple[str, str] | None] = {
+    "all": None, "eval": ("split", "a source with eval rows")}
 SHORT_PREFIX, LONG_PREFIX = MODE_PREFIXES["short"], MODE_PREFIXES["long"]
 RL_SYSTEM_PROMPT = FORMAT_INSTRUCTION
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -65,10 +72,18 @@ def question_text(row: dict[str, Any]) -> str:
     return question + "\n" + "\n".join(lines)
 
 
-def _subset_rows(store: RunStore, stage: str, subset: str, all_rows: bool
-                 ) -> Iterator[dict[str, Any]]:
-    if subset not in SUBSETS:
-        raise DualcurateError(f"--subset {subset!r}: use {', '.join(SUBSETS)}")
+def _subset_rows(store: RunStore, stage: str, subset: str, all_rows: bool,
+                 extras: list[ExportSubset] | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of ``stage`` in ``subset`` (core's, or one of ``extras``, the plugins')."""
+    added = {s.name: s for s in extras or []}
+    for name in added.keys() & SUBSETS.keys():
+        raise DualcurateError(f"export subset {name!r} of plugin {added[name].plugin!r}: core "
+                              f"has a subset of that name; the plugin must name it otherwise")
+    if subset not in SUBSETS and subset not in added:
+        names = [*SUBSETS, *(f"{s.name} ({s.help})" for s in added.values())]
+        raise DualcurateError(f"--subset {subset!r}: use {', '.join(names)}")
+    extra = added.get(subset)
+    need = SUBSETS.get(subset) or (extra and (extra.column, extra.hint))
     shards = store.finished_shards(stage)
     if not shards:
         names = ", ".join(s["name"] for s in store.manifest["stages"]) or "(none)"
@@ -77,33 +92,18 @@ def _subset_rows(store: RunStore, stage: str, subset: str, all_rows: bool
     for i in shards:
         table = store.read_shard(stage, i)
         columns |= set(table.column_names)
-        if not (all_rows or subset == "rl"):
+        if not (all_rows or (extra is not None and extra.all_rows)):
             table = kept(table)
+        if extra is not None:  # a plugin's cut, over rows that have its column
+            if extra.column in table.column_names:
+                yield from filter(extra.keep, table.to_pylist())
+            continue
         for row in table.to_pylist():
-            if subset == "all" or _in_subset(row, subset):
+            if subset == "all" or row.get("split") == "eval":
                 yield row
-    need = {"rl": "rl_split", "sft": "rl_split", "eval": "split", "hard": "pass_rate",
-            "nontrivial": "pass_rate"}.get(subset)
-    if need and need not in columns:
-        hint = {"rl_split": "run the rl-subset filter", "split": "a source with eval rows",
-                "pass_rate": "run the difficulty filter"}[need]
-        raise DualcurateError(f"--subset {subset}: stage {stage!r} has no {need!r} column; "
-                              f"export the stage that adds it ({hint}), or --subset all")
-
-
-def _in_subset(row: dict[str, Any], subset: str) -> bool:
-    if subset in ("rl", "sft"):  # the rl-subset carve-out's own column
-        return row.get("rl_split") == subset
-    if subset == "eval":
-        return row.get("split") == "eval"
-    rate = row.get("pass_rate")  # known when every rollout was drawn
-    if subset == "hard":
-        return rate is not None and float(rate) == 0
-    # nontrivial: pass rate < 1, or an incorrect rollout seen before adaptive sampling stopped
-    if rate is not None:
-        return float(rate) < 1
-    drawn, correct = row.get("pass_drawn"), row.get("pass_correct")
-    return drawn is not None and correct is not None and correct < drawn
+    if need and need[0] not in columns:
+        raise DualcurateError(f"--subset {subset}: stage {stage!r} has no {need[0]!r} column; "
+                              f"export the stage that adds it ({need[1]}), or --subset all")
 
 
 def _judge_prompts(store: RunStore) -> dict[str, str]:
@@ -126,14 +126,15 @@ def _verified(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def export_llamafactory(store: RunStore, stage: str, target: Path, *, name: str,
                         subset: str = "all", all_rows: bool = False, mode: str | None = None,
-                        images: str = "copy", max_traces: int = 1) -> dict[str, Any]:
+                        images: str = "copy", max_traces: int = 1,
+                        subsets: list[ExportSubset] | None = None) -> dict[str, Any]:
     """Write ``NAME.json`` and ``dataset_info.json`` into ``target``; return counts."""
     prompts = _judge_prompts(store)
     records: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     rows = 0
-    for row in _subset_rows(store, stage, subset, all_rows):
+    for row in _subset_rows(store, stage, subset, all_rows, subsets):
         rows += 1
         row_mode = mode or ("row" if "mode" in row else "long")
         if row_mode == "row":
@@ -186,14 +187,33 @@ def export_llamafactory(store: RunStore, stage: str, target: Path, *, name: str,
 
 
 VERL_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+#: core's fields of verl's ``extra_info``; plugins' fields follow
+VERL_EXTRA_INFO = {"id": pa.string(), "split": pa.string(), "index": pa.int64(),
+                   "question": pa.string(), "answer": pa.string(),
+                   "answer_type": pa.string(), "choices": pa.list_(pa.string())}
 
 
 def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset: str = "all",
                 all_rows: bool = False, images: str = "embed",
-                system_prompt: str | None = RL_SYSTEM_PROMPT) -> dict[str, Any]:
-    """Write ``NAME.parquet`` in verl's RL schema into ``target``; return counts."""
+                system_prompt: str | None = RL_SYSTEM_PROMPT,
+                subsets: list[ExportSubset] | None = None,
+                fields: list[ExportField] | None = None) -> dict[str, Any]:
+    """Write ``NAME.parquet`` in verl's RL schema into ``target``; return counts.
+    ``subsets`` and ``fields``: what plugins add (``extra_info`` gets ``fields`` after core's
+    own)."""
+    added = [f for f in fields or [] if not f.refines]
+    refining = [f for f in fields or [] if f.refines]
+    for f in added:
+        if f.name in VERL_EXTRA_INFO:
+            raise DualcurateError(f"export field {f.name!r} of plugin {f.plugin!r}: extra_info "
+                                  f"has it already; the plugin must name it otherwise (or "
+                                  f"refine core's)")
+    for f in refining:
+        if VERL_EXTRA_INFO.get(f.name) != f.type:
+            raise DualcurateError(f"export field {f.name!r} of plugin {f.plugin!r} refines "
+                                  f"core's, but extra_info has no {f.name!r} of type {f.type}")
     records = []
-    for index, row in enumerate(_subset_rows(store, stage, subset, all_rows)):
+    for index, row in enumerate(_subset_rows(store, stage, subset, all_rows, subsets)):
         digests = list(row.get("images") or [])
         pics = [] if images == "none" else [
             {"bytes": data, "path": f"{d}.{image_extension(data[:16])}"}
@@ -202,13 +222,15 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
         prompt = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": content}]
         answer = str(row.get("answer") or "")
-        extra = {"id": str(row.get("id") or ""),
-                 "split": str(row.get("rl_split") or row.get("split") or ""),
+        extra = {"id": str(row.get("id") or ""), "split": str(row.get("split") or ""),
                  "index": index, "question": str(row.get("question") or ""), "answer": answer,
                  "answer_type": str(row.get("answer_type") or ""),
                  "choices": [str(c) for c in row.get("choices") or []],
-                 "pass_rate": None if row.get("pass_rate") is None
-                 else float(row["pass_rate"])}
+                 **{f.name: f.value(row) for f in added}}
+        for f in refining:
+            value = f.value(row)
+            if value is not None:
+                extra[f.name] = value
         records.append({"data_source": str(row.get("source") or "dualcurate"),
                         "prompt": prompt, "images": pics,
                         "ability": str(row.get("domain") or "general"),
@@ -220,11 +242,8 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
         ("images", pa.list_(VERL_IMAGE)),
         ("ability", pa.string()),
         ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
-        ("extra_info", pa.struct([("id", pa.string()), ("split", pa.string()),
-                                  ("index", pa.int64()), ("question", pa.string()),
-                                  ("answer", pa.string()), ("answer_type", pa.string()),
-                                  ("choices", pa.list_(pa.string())),
-                                  ("pass_rate", pa.float64())])),
+        ("extra_info", pa.struct([*VERL_EXTRA_INFO.items(),
+                                  *((f.name, f.type) for f in added)])),
     ])
     target.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(records, schema=schema)
@@ -236,9 +255,13 @@ def export_verl(store: RunStore, stage: str, target: Path, *, name: str, subset:
 
 def export_tool(run: str | Path, stage: str, to: str | Path, fmt: str, *,
                 all_rows: bool = False, images: str | None = None, subset: str = "all",
-                mode: str | None = None, name: str | None = None, max_traces: int = 1
-                ) -> dict[str, Any]:
-    """``curate export --format llamafactory|verl``: write ``to``; return counts."""
+                mode: str | None = None, name: str | None = None, max_traces: int = 1,
+                host: PluginHost | None = None) -> dict[str, Any]:
+    """``curate export --format llamafactory|verl``: write ``to``; return counts. The
+    plugins' subsets and fields (hook ``dualcurate_export_extras``) come from ``host``
+    (default: :func:`dualcurate.report.report_host`, the installed plugins and the run's)."""
+    from dualcurate.report import ensure_run_plugins, report_host
+
     if fmt not in TOOL_FORMATS:
         raise DualcurateError(f"--format {fmt!r}: use {', '.join(TOOL_FORMATS)}")
     default, allowed = TOOL_IMAGES[fmt]
@@ -249,11 +272,16 @@ def export_tool(run: str | Path, stage: str, to: str | Path, fmt: str, *,
     if mode not in (None, "row", "long", "short"):
         raise DualcurateError(f"--mode {mode!r}: use row, long or short")
     store = RunStore(run, create=False)
+    if host is None:
+        host = report_host(store.manifest)
+    else:
+        ensure_run_plugins(host, store.manifest)
+    subsets, fields = host.export_extras()
     target = Path(to)
     name = name or (stage if subset == "all" else f"{stage}_{subset}")
     if fmt == "llamafactory":
         return export_llamafactory(store, stage, target, name=name, subset=subset,
                                    all_rows=all_rows, mode=mode, images=images,
-                                   max_traces=max_traces)
+                                   max_traces=max_traces, subsets=subsets)
     return export_verl(store, stage, target, name=name, subset=subset, all_rows=all_rows,
-                       images=images)
+                       images=images, subsets=subsets, fields=fields)

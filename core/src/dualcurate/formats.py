@@ -56,7 +56,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dualcurate.engine import Completion
+    from dualcurate.chat import Completion
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -136,6 +136,12 @@ def last_answer(text: str) -> str | None:
     ``text`` is searched whole: pass the rest of :func:`split_think` to skip the reasoning."""
     answers = _ANSWER.findall(text)
     return answers[-1] if answers else None
+
+
+#: The version of the split rule: the run store keeps a trace's ``reasoning`` and ``answer``
+#: only where they differ from :func:`split_trace` of its ``text`` and records this number
+#: (``dualcurate.store``); change it whenever the rule would split a stored text differently.
+SPLIT_VERSION = 1
 
 
 def split_trace(text: str) -> tuple[str, str]:

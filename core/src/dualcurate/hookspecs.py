@@ -4,8 +4,10 @@ A plugin implements any of these with ``@dualcurate.hookimpl``. Each hook is cal
 plugin host, when the registry is first built (and again after a plugin is registered or
 unregistered). ``register(cls)`` files ``cls`` under ``cls.name``; ``register(cls, name="x")``
 files it under another name. None of the hooks is ``firstresult``: every plugin is asked.
-``dualcurate_report_sections`` is the exception to registration: it is called whenever a
-run is shown, and returns the plugin's sections of that run's report.
+``dualcurate_report_sections`` and ``dualcurate_export_extras`` are the exceptions to
+registration: the first is called whenever a run is shown, and returns the plugin's sections
+of that run's report; the second whenever a run is exported for a training tool, and returns
+the subsets and fields the plugin adds to the export.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from dualcurate.export_extras import ExportField, ExportSubset
     from dualcurate.report_sections import ReportSection, RunView
 
 PROJECT_NAME = "dualcurate"
@@ -89,4 +92,15 @@ def dualcurate_report_sections(run: RunView) -> list[ReportSection] | None:
     Called each time a run is shown (``report.html``/``report.md``, the end of ``curate run``
     and ``curate report``, the dataset card of ``curate push``) with a read-only view of the
     run; every plugin is asked. Return the sections this plugin has for this run, or None.
+    """
+
+
+@hookspec
+def dualcurate_export_extras() -> list[ExportSubset | ExportField] | None:
+    """Add ``--subset`` cuts and verl ``extra_info`` fields to the training-tool exports.
+
+    Called each time ``curate export --format llamafactory|verl`` runs; every plugin is asked.
+    Return the :class:`~dualcurate.export_extras.ExportSubset` and
+    :class:`~dualcurate.export_extras.ExportField` objects this plugin adds (over its own
+    columns), or None.
     """

@@ -10,9 +10,9 @@ calls still come from the request cache, so nothing already generated is paid fo
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from dualcurate.cache_segments import merge_segments
 from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
+from dualcurate.executors import BeforeWrite, write_dataset, write_source
 from dualcurate.kinds import STAGE_KINDS
+from dualcurate.manifest import StageRecord, mark_downstream
 from dualcurate.models import ModelBuilder, ensure_model
 from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
@@ -383,84 +385,29 @@ class Pipeline:
         progress_factory = progress_factory or (lambda name: NullProgress())
         log = log or (lambda msg: None)
         upstream: str | None = None
-        self._order = [rs.name for rs in stages]
+        order = [rs.name for rs in stages]
         try:
             for rs, sig in self.signatures():
-                rec = store.stage_record(rs.name)
-                if rec.get("signature") not in (None, sig):
-                    log(f"{rs.name}: configuration, code, files it reads or upstream changed; "
-                        f"recomputing")
-                    store.clear_stage(rs.name)
-                    rec.update(status="pending", rows_in=0, rows_out=0, seconds=0.0)
-                    rec.pop("stale_shards", None)
-                    rec.pop("retry_shards", None)
-                rec.update(signature=sig, plugin=rs.plugin, kind=rs.kind)
-                # Shards to redo: those with failed requests, and those whose upstream shard
-                # was rewritten since they were computed (marked, durably, before the rewrite:
-                # whatever was killed or failed in between).
-                stale = set(rec.get("stale_shards", []))
-                if isinstance(rs.stage, MapStage):
-                    # delta shards whose upstream shard is no longer the one they were
-                    # computed from (rewritten or removed): never joined, recomputed
-                    stale |= set(store.stale_deltas(rs.name))
-                redo = set(rec.get("retry_shards", [])) | stale
-                if redo and rs.kind != "source":
-                    if isinstance(rs.stage, MapStage):
-                        present = [i for i in sorted(redo)
-                                   if store.shard_path(rs.name, i).exists()]
-                        for i in present:
-                            store.shard_path(rs.name, i).unlink(missing_ok=True)
-                        if present:
-                            log(f"{rs.name}: redoing {len(present)} shard(s) with failed "
-                                f"requests or rewritten upstream")
-                    elif rec["status"] == "done":
-                        log(f"{rs.name}: upstream rows changed; running it again")
-                    if rec["status"] == "done":
-                        rec["status"] = "pending"
-                    rec.pop("stale_shards", None)
-                    store.save_manifest()
-                if rec["status"] == "done":
-                    log(f"{rs.name}: done already, skipped")
-                    upstream = rec.get("rows_stage", rs.name)
+                record = StageRecord(store, rs.name)
+                if not record.prepare(sig, rs.plugin, rs.kind, isinstance(rs.stage, MapStage),
+                                      log):
+                    upstream = record.rows_stage
                     continue
-                if rec.pop("shared_from", None) is not None:
-                    # a stage another run computed (`curate sweep`): its folder holds hard
-                    # links to that run's files, never to be written into; recompute it here
-                    # (model calls come from the cache)
-                    store.clear_stage(rs.name)
-                    for key in ("retry_shards", "stale_shards", "rows_stage", "report",
-                                "artifacts"):
-                        rec.pop(key, None)
-                rec["status"] = "running"
-                store.save_manifest()
                 ctx = StageContext(stage_name=rs.name, workdir=store.artifacts_dir(rs.name),
                                    store=store, cache=cache, host=self.host,
                                    seed=self.recipe.run.seed, strict=self.recipe.run.strict,
                                    progress=progress_factory(rs.name))
-                started = time.monotonic()
                 store.sweep_temporary(rs.name)  # what a killed run left half-written
-                try:
-                    upstream = self._run_stage(rs, ctx, store, rec, upstream)
-                    ctx.progress.finish()
-                except DualcurateError:
-                    rec["status"] = "failed"
-                    raise
-                except Exception as exc:
-                    rec["status"] = "failed"
-                    rec["error"] = f"{type(exc).__name__}: {exc}"
-                    raise StageFailed(f"stage {rs.name} ({rs.plugin}) failed: "
-                                      f"{type(exc).__name__}: {exc}. Committed shards are "
-                                      f"kept; fix the cause and rerun the same command to "
-                                      f"resume.") from exc
-                finally:
-                    rec["seconds"] = round(rec.get("seconds", 0.0) + time.monotonic() - started, 3)
-                    ctx.progress.stop()
-                    ctx.close()
-                    store.save_manifest()
-                rec["status"] = "done"
-                rec["rows_stage"] = upstream
-                rec.pop("error", None)
-                store.save_manifest()
+                with record.running():
+                    try:
+                        upstream = self._run_stage(rs, ctx, store, record.data, upstream,
+                                                   partial(mark_downstream, store, order,
+                                                           rs.name))
+                        ctx.progress.finish()
+                    finally:
+                        ctx.progress.stop()
+                        ctx.close()
+                record.done(upstream)
             manifest["status"] = "done"
         except BaseException:
             manifest["status"] = "failed"
@@ -480,29 +427,13 @@ class Pipeline:
                 f"{new}. Changing it would re-cut committed shards. Rerun with --set "
                 f"run.shard_size={old}, or start a new run with another --out.")
 
-    def _mark_downstream(self, store: RunStore, name: str, indices: Sequence[int]) -> None:
-        """Before ``name`` (re)writes shards ``indices``, record them as stale in every later
-        stage that has already computed something, and persist that, so a later stage redoes
-        them even if this run is killed or fails before it gets there."""
-        order = getattr(self, "_order", [])
-        later = order[order.index(name) + 1:] if name in order else []
-        changed = False
-        for other in later:
-            rec = next((r for r in store.manifest["stages"] if r["name"] == other), None)
-            if rec is None:
-                continue
-            marks = set(indices)
-            if marks - set(rec.get("stale_shards", [])):
-                rec["stale_shards"] = sorted(set(rec.get("stale_shards", [])) | marks)
-                changed = True
-        if changed:
-            store.save_manifest()
-
     def _run_stage(self, rs: ResolvedStage, ctx: StageContext, store: RunStore,
-                   rec: dict[str, Any], upstream: str | None) -> str:
+                   rec: dict[str, Any], upstream: str | None, before_write: BeforeWrite) -> str:
+        """Run one stage that has work to do; returns the stage whose shards hold its rows."""
         stage = rs.stage
+        size = self.recipe.run.shard_size
         if isinstance(stage, Source):
-            self._run_source(stage, ctx, store, rec)
+            rec["rows_in"], rec["rows_out"] = write_source(stage, ctx, store, size, before_write)
             return rs.name
         if upstream is None:
             raise DualcurateError(f"[{rs.name}]: a {rs.kind} stage needs a source before it")
@@ -517,7 +448,7 @@ class Pipeline:
                 self.recipe.run.executor_options)
             retry = set(rec.get("retry_shards", [])) - set(todo)
             if todo:
-                self._mark_downstream(store, rs.name, todo)
+                before_write(todo)
                 job = MapJob(stage_cls=type(stage),
                              stage_config=stage.config.model_dump(mode="python"),
                              stage_name=rs.name, upstream=upstream, shards=todo,
@@ -550,53 +481,9 @@ class Pipeline:
             if result.dataset is None:
                 rec["rows_out"] = rec["rows_in"]
                 return upstream
-            size = self.recipe.run.shard_size
-            count = -(-max(len(result.dataset), 1) // size)
-            self._mark_downstream(store, rs.name,
-                                  sorted(set(range(count)) | set(store.finished_shards(rs.name))))
-            store.remove_shards(rs.name)
-            arrow_view = result.dataset.with_format("arrow")
-            for i, start in enumerate(range(0, max(len(result.dataset), 1), size)):
-                store.write_shard(rs.name, i, arrow_view[start:start + size],
-                                  type(stage).column_types)
+            write_dataset(store, rs.name, result.dataset, size, type(stage).column_types,
+                          before_write)
             rec["rows_out"] = sum(kept(t).num_rows for t in store.iter_tables(rs.name))
             return rs.name
         raise DualcurateError(f"[{rs.name}]: {type(stage).__name__} is neither a Source, a "
                               f"MapStage nor a DatasetStage")
-
-    def _run_source(self, stage: Source, ctx: StageContext, store: RunStore,
-                    rec: dict[str, Any]) -> None:
-        size = self.recipe.run.shard_size
-        done = set(store.finished_shards(ctx.stage_name))
-        buffer: list[dict[str, Any]] = []
-        index = 0
-        total = 0
-        ctx.progress.start(0, unit="rows")
-        stage.setup(ctx)
-        try:
-            def flush(rows: list[dict[str, Any]]) -> None:
-                nonlocal index
-                if index not in done:
-                    self._mark_downstream(store, ctx.stage_name, [index])
-                    store.write_shard(ctx.stage_name, index, rows, type(stage).column_types)
-                index += 1
-
-            for batch in stage.read(ctx):
-                for row in batch:
-                    buffer.append(row)
-                    if len(buffer) == size:
-                        flush(buffer)
-                        total += len(buffer)
-                        ctx.progress.advance(len(buffer))
-                        buffer = []
-            if buffer:
-                flush(buffer)
-                total += len(buffer)
-                ctx.progress.advance(len(buffer))
-        finally:
-            stage.teardown()
-        # rows read before the source's own drops (bad records, duplicates), when it counts
-        # them; the rows it yielded otherwise
-        read = getattr(stage, "rows_read", None)
-        rec["rows_in"] = read if isinstance(read, int) and read >= total else total
-        rec["rows_out"] = total

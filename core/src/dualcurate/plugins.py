@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from dualcurate import hookspecs
+import dualcurate.hookspecs as hookspecs
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.kinds import KINDS, kind, kind_problem, qualified_name
 
 if TYPE_CHECKING:
+    from dualcurate.export_extras import ExportField, ExportSubset
     from dualcurate.report_sections import ReportSection, RunView
 
 ENTRY_POINT_GROUP = "dualcurate"
@@ -429,6 +430,37 @@ class PluginHost:
             section.anchor = anchor
             seen.add(anchor)
         return sections
+
+    def export_extras(self) -> tuple[list[ExportSubset], list[ExportField]]:
+        """Every plugin's export subsets and extra fields (hook ``dualcurate_export_extras``),
+        each tagged with its plugin, in the order the plugins answer. A name two plugins add
+        (or a hook returning something else) is an error naming the plugin: an export is
+        never written with a cut or a field other than the one asked for."""
+        from dualcurate.export_extras import ExportField, ExportSubset
+
+        subsets: list[ExportSubset] = []
+        fields: list[ExportField] = []
+        owners: dict[tuple[str, str], str] = {}
+        for impl in self.pm.hook.dualcurate_export_extras.get_hookimpls():
+            plugin = self.pm.get_name(impl.plugin) or "?"
+            for item in impl.function() or []:
+                if isinstance(item, ExportSubset):
+                    what, into = "subset", subsets
+                elif isinstance(item, ExportField):
+                    what, into = "field", fields
+                else:
+                    raise DualcurateError(
+                        f"plugin {plugin!r}: dualcurate_export_extras returned "
+                        f"{type(item).__name__}, not ExportSubset or ExportField")
+                other = owners.get((what, item.name))
+                if other is not None:
+                    raise DualcurateError(
+                        f"export {what} {item.name!r} is added by plugin {other!r} and again "
+                        f"by plugin {plugin!r}: leave one out (--no-plugin NAME)")
+                owners[(what, item.name)] = plugin
+                item.plugin = plugin
+                into.append(item)  # type: ignore[arg-type]
+        return subsets, fields
 
     # listing -----------------------------------------------------------------------------------
     def plugin_infos(self, include_unloaded: bool = True) -> list[PluginInfo]:

@@ -45,11 +45,13 @@ _ANCHOR = re.compile(r"^[a-z][a-z0-9-]*$")
 class SummaryTable:
     """A small table printed at the end of ``curate run`` and ``curate report`` (a rich
     table on stderr). Cells are text; columns whose every cell reads as a number are
-    right-aligned."""
+    right-aligned. ``notes``: lines printed under it, e.g. what its columns mean, so a run
+    log reads without the report."""
 
     title: str
     columns: list[str]
     rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

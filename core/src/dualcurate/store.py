@@ -12,6 +12,11 @@ upstream shard it was computed from; the rest is read from the upstream chain, b
 read (:meth:`RunStore.read_shard`). Every shard records a content id in its footer, and a
 delta shard the id of the upstream shard it was compared with: it is never joined with
 another one (:meth:`RunStore.stale_deltas`, and a read refuses).
+
+Derived fields: a trace's ``reasoning`` and ``answer`` are what :func:`dualcurate.formats.split_trace`
+reads from its ``text``, so a shard that stores a ``list<struct>`` column with ``text`` stores
+them as null where they are exactly that, and a read puts them back (the footer records which
+fields and the split rule's version). Each trace text is stored once.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dualcurate.errors import StoreError
+from dualcurate.formats import SPLIT_VERSION, split_trace
 from dualcurate.schema import rows_to_table, type_table
 
 STORE_FORMAT = 2
@@ -43,7 +49,12 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 #: description (its upstream shard, the full schema its rows are read with).
 SHARD_ID_KEY = b"dualcurate.shard"
 DELTA_KEY = b"dualcurate.delta"
-_OWN_KEYS = (SHARD_ID_KEY, DELTA_KEY)
+#: the fields a shard stores as null where :func:`split_trace` of the struct's ``text`` gives
+#: them: ``{"split": SPLIT_VERSION, "columns": {column: [field, ...]}}``
+DERIVED_KEY = b"dualcurate.derived"
+_OWN_KEYS = (SHARD_ID_KEY, DELTA_KEY, DERIVED_KEY)
+#: struct fields a trace's text determines, by their position in split_trace's result
+_DERIVED_FIELDS = {"reasoning": 0, "answer": 1}
 
 
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
@@ -283,7 +294,12 @@ class RunStore:
         else:
             stored, description = delta
             meta = {DELTA_KEY: json.dumps(description, sort_keys=True).encode()}
-        meta[SHARD_ID_KEY] = _content_id(stored, meta.get(DELTA_KEY, b""))
+        stored, derived = _derive(stored)
+        if derived:
+            meta[DERIVED_KEY] = json.dumps({"split": SPLIT_VERSION, "columns": derived},
+                                           sort_keys=True).encode()
+        meta[SHARD_ID_KEY] = _content_id(stored, meta.get(DELTA_KEY, b"")
+                                         + meta.get(DERIVED_KEY, b""))
         stored = stored.replace_schema_metadata({**(stored.schema.metadata or {}), **meta})
         sink = pa.BufferOutputStream()
         pq.write_table(stored, sink, compression="zstd")
@@ -426,17 +442,38 @@ class RunStore:
         try:
             raw = meta.get(DELTA_KEY)
             if raw is None:
-                table = handle.read(columns=columns)
+                table = self._restored(stage, index, handle.read(columns=columns), meta)
                 if columns is not None:
                     table = table.select(columns)
                 return table.replace_schema_metadata(_strip_meta(table.schema.metadata))
-            return self._read_delta(stage, index, handle, json.loads(raw), columns)
+            return self._read_delta(stage, index, handle, json.loads(raw), columns, meta)
         except (pa.ArrowInvalid, OSError) as exc:
             raise StoreError(f"shard {path}: unreadable ({exc}); delete it and rerun, the "
                              f"stage recomputes it") from None
 
+    def _restored(self, stage: str, index: int, table: pa.Table,
+                  meta: Mapping[bytes, bytes]) -> pa.Table:
+        """``table`` (read from shard ``index`` of ``stage``) with its derived fields put
+        back."""
+        raw = meta.get(DERIVED_KEY)
+        if raw is None:
+            return table
+        spec = json.loads(raw)
+        if spec.get("split") != SPLIT_VERSION:
+            raise StoreError(
+                f"shard {self.shard_path(stage, index)}: stores traces split by rule "
+                f"{spec.get('split')}, this dualcurate splits them by rule {SPLIT_VERSION}; "
+                f"rerun the stage into a new --out (or use the version that wrote it)")
+        for name, fields in spec["columns"].items():
+            if name in table.column_names:
+                position = table.column_names.index(name)
+                table = table.set_column(position, table.schema.field(name),
+                                         _restore(table.column(name), fields))
+        return table
+
     def _read_delta(self, stage: str, index: int, handle: pq.ParquetFile,
-                    desc: dict[str, Any], columns: list[str] | None) -> pa.Table:
+                    desc: dict[str, Any], columns: list[str] | None,
+                    meta: Mapping[bytes, bytes]) -> pa.Table:
         schema = _description_schema(desc)
         want = list(schema.names) if columns is None else list(columns)
         missing = [c for c in want if c not in schema.names]
@@ -444,7 +481,8 @@ class RunStore:
             raise KeyError(f"shard {self.shard_path(stage, index)}: no column(s) {missing}")
         stored = set(handle.schema_arrow.names)
         partial: dict[str, list[str]] = desc.get("partial", {})
-        own = handle.read(columns=[c for c in want if c in stored])
+        own = self._restored(stage, index, handle.read(columns=[c for c in want if c in stored]),
+                             meta)
         from_base = [c for c in want if c not in stored or c in partial]
         up: pa.Table | None = None
         if from_base:
@@ -639,10 +677,90 @@ def _narrow(column: pa.ChunkedArray, fields: list[str]) -> pa.Array:
     values = array.flatten()
     struct = pa.StructArray.from_arrays([values.field(f) for f in fields], names=fields,
                                         mask=values.is_null())
+    return _relist(array, struct)
+
+
+def _relist(array: pa.ListArray, struct: pa.StructArray,
+            dtype: pa.DataType | None = None) -> pa.Array:
+    """The lists of ``array`` (lengths, nulls) holding ``struct``'s values instead (typed
+    ``dtype`` when given)."""
     offsets = pa.concat_arrays([pa.array([0], pa.int32()),
                                 pc.cumulative_sum(pc.list_value_length(array).fill_null(0))
                                 .cast(pa.int32())])
-    return pa.ListArray.from_arrays(offsets, struct, mask=array.is_null())
+    return pa.ListArray.from_arrays(offsets, struct, mask=array.is_null(), type=dtype)
+
+
+def _derive(table: pa.Table) -> tuple[pa.Table, dict[str, list[str]]]:
+    """``table`` with each ``list<struct>`` column's derived fields (``reasoning``,
+    ``answer``: strings beside a string ``text``) null where :func:`split_trace` of the text
+    gives them, and which fields of which column that was done to. A field holding a null of
+    its own (in a struct that is not null) is left as it is: its null would read back as the
+    split."""
+    derived: dict[str, list[str]] = {}
+    for position, field in enumerate(table.schema):
+        if not _list_struct(field.type):
+            continue
+        struct_type = field.type.value_type
+        names = [struct_type.field(i).name for i in range(struct_type.num_fields)]
+        candidates = [n for n in _DERIVED_FIELDS if n in names
+                      and pa.types.is_string(struct_type.field(n).type)]
+        if "text" not in names or not pa.types.is_string(struct_type.field("text").type) \
+                or not candidates:
+            continue
+        array = table.column(position).combine_chunks()
+        values = array.flatten()
+        valid = values.is_valid().to_pylist()
+        texts = values.field("text").to_pylist()
+        splits = [split_trace(t) if ok and t is not None else None
+                  for ok, t in zip(valid, texts, strict=True)]
+        children = {n: values.field(n) for n in names}
+        done = []
+        for name in candidates:
+            own = children[name].to_pylist()
+            if any(ok and v is None for ok, v in zip(valid, own, strict=True)):
+                continue
+            at = _DERIVED_FIELDS[name]
+            kept_values = [v if s is None or v != s[at] else None
+                           for v, s in zip(own, splits, strict=True)]
+            children[name] = pa.array(kept_values, struct_type.field(name).type)
+            done.append(name)
+        if not done:
+            continue
+        struct = pa.StructArray.from_arrays([children[n] for n in names],
+                                            fields=list(struct_type), mask=values.is_null())
+        table = table.set_column(position, field, _relist(array, struct, field.type))
+        derived[field.name] = done
+    return table, derived
+
+
+def _restore(column: pa.ChunkedArray, fields: list[str]) -> pa.Array:
+    """A stored ``list<struct>`` column with its derived ``fields`` put back from the
+    struct's ``text`` (where they are null in a struct that is not)."""
+    array = column.combine_chunks()
+    values = array.flatten()
+    struct_type = array.type.value_type
+    names = [struct_type.field(i).name for i in range(struct_type.num_fields)]
+    present = [f for f in fields if f in names]
+    if "text" not in names or not present:
+        return array
+    valid = values.is_valid().to_pylist()
+    texts = values.field("text").to_pylist()
+    children = {n: values.field(n) for n in names}
+    splits: list[tuple[str, str] | None] | None = None
+    for name in present:
+        own = children[name].to_pylist()
+        if not any(ok and v is None for ok, v in zip(valid, own, strict=True)):
+            continue
+        if splits is None:
+            splits = [split_trace(t) if ok and t is not None else None
+                      for ok, t in zip(valid, texts, strict=True)]
+        at = _DERIVED_FIELDS[name]
+        children[name] = pa.array([s[at] if v is None and s is not None else v
+                                   for v, s in zip(own, splits, strict=True)],
+                                  struct_type.field(name).type)
+    struct = pa.StructArray.from_arrays([children[n] for n in names], fields=list(struct_type),
+                                        mask=values.is_null())
+    return _relist(array, struct, array.type)
 
 
 def _widen(up: pa.ChunkedArray, own: pa.ChunkedArray, dtype: pa.DataType) -> pa.Array:
@@ -656,10 +774,7 @@ def _widen(up: pa.ChunkedArray, own: pa.ChunkedArray, dtype: pa.DataType) -> pa.
     children = [vb.field(n) if n in own_names else va.field(n) for n in names]
     struct = pa.StructArray.from_arrays(children, fields=list(struct_type),
                                         mask=vb.is_null())
-    offsets = pa.concat_arrays([pa.array([0], pa.int32()),
-                                pc.cumulative_sum(pc.list_value_length(b).fill_null(0))
-                                .cast(pa.int32())])
-    return pa.ListArray.from_arrays(offsets, struct, mask=b.is_null(), type=dtype)
+    return _relist(b, struct, dtype)
 
 
 _IMAGE_MAGIC = (

@@ -82,15 +82,20 @@ def sweep_tables(index: dict[str, Any]) -> list[tuple[str, list[str], list[list[
             if title not in titles:
                 titles.append(title)
     for title in titles:
-        columns: list[str] = []
-        rows = []
+        # the variants' columns by name (a section may show more columns for one variant than
+        # another: the Dual Tuning table's Img_S/Img_L for one with image groups, say)
+        columns: list[str] = ["variant"]
+        cells: list[tuple[str, dict[str, str]]] = []
         for e in variants:
             summary = ((e.get("metrics") or {}).get("sections") or {}).get(title)
             if not summary:
                 continue
-            columns = columns or ["variant", *summary["columns"]]
-            rows.extend([e["name"], *[str(c) for c in row]] for row in summary["rows"])
-        tables.append((title, columns, rows))
+            columns += [c for c in summary["columns"] if c not in columns]
+            cells.extend((e["name"], dict(zip(summary["columns"], map(str, row), strict=False)))
+                         for row in summary["rows"])
+        tables.append((title, columns,
+                       [[name, *[by_column.get(c, "") for c in columns[1:]]]
+                        for name, by_column in cells]))
     return tables
 
 

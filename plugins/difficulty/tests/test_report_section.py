@@ -4,6 +4,8 @@ shards, its summary table and each sample's pass rate; and the filter's typed co
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 from dualcurate import rows_to_table
@@ -100,3 +102,41 @@ def test_an_all_none_pass_rate_shard_stays_float64():
                           DifficultyFilter.column_types)
     assert table.schema.field("pass_rate").type == pa.float64()
     assert table.schema.field("rollouts").type == COLUMN_TYPES["rollouts"]
+
+
+def test_summary_explains_its_columns_under_the_table(tmp_path):
+    """A run log reads without the report: one legend line per pass-rate column shown."""
+    from dualcurate_difficulty.report import BINS, bin_meaning
+
+    make_run(tmp_path / "run")
+    (section,) = report_sections(RunView(tmp_path / "run"))
+    notes = "\n".join(section.summary.notes)
+    assert "k=4 rollouts" in notes and "kept: rows its keep rule kept" in notes
+    for label in section.summary.columns[4:]:  # "0", "(0, 0.25]", "1", "> 0*"
+        assert f"\n  {label} " in notes, label
+    assert "pass rate above 0, at most 0.25" in notes
+    assert "stopped early once a rollout was correct" in notes
+    assert "none" not in section.summary.columns and "no rollouts drawn" not in notes
+    assert len({bin_meaning(b) for b in BINS}) == len(BINS)  # every bin has its own words
+    assert bin_meaning("(0.75, 1)") == "pass rate above 0.75, below 1"
+
+
+def test_run_log_prints_the_whole_table_and_its_legend(tmp_path, run_cli):
+    """`curate report` into a log (not a terminal, width guessed as 80): a group name wider
+    than that is printed whole, not cut with "…", and the legend follows the table."""
+    long_domain = "a-domain-name-long-enough-to-push-the-table-past-eighty-columns-" * 2
+    store = RunStore(tmp_path / "run")
+    wide = [{**row, "domain": long_domain if row["domain"] == "math" else row["domain"]}
+            for row in rows()]
+    store.write_shard("filter", 0, wide, DifficultyFilter.column_types)
+    store.stage_record("filter").update(kind="filter", plugin="difficulty", status="done",
+                                        report=build_report(wide, K))
+    store.save_manifest()
+    result = run_cli("report", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stderr
+    line = next(ln for ln in result.stderr.splitlines() if long_domain in ln)
+    assert line.split()[1:] == ["4", "2", "0.50", "2", "0", "2", "0"]  # every column
+    legend = result.stderr.split(long_domain)[1]
+    assert "k=4 rollouts" in legend
+    assert re.search(r"\n  > 0\* +stopped early once a rollout was correct", legend)

@@ -139,3 +139,25 @@ def test_the_accuracy_the_images_add(tmp_path):
     make_run(tmp_path / "text")  # no group has blind scores
     plain = report_section(RunView(tmp_path / "text"))
     assert "Img_S" not in plain.html and "Img_S" not in plain.markdown
+
+
+def test_the_summary_adds_the_image_columns_only_with_blind_scores():
+    blind = {"B_S": 10.0, "B_L": 40.0, "DT_S": 2.0, "DT_L": 82.5}
+    summary = summary_table([{**GROUPS[0], "blind": blind}, {**GROUPS[1], "blind": None}])
+    assert summary.columns == [*SUMMARY_COLUMNS, "Img_S", "Img_L"]
+    assert summary.rows[0][-2:] == ["20.0", "-2.5"] and summary.rows[1][-2:] == ["–", "–"]
+    assert summary_table(GROUPS).columns == list(SUMMARY_COLUMNS)
+
+
+def test_the_short_table_explains_its_columns_under_it():
+    """A run log is read without the report: every score, gain and the region are explained,
+    and Img_S / Img_L only when they are shown."""
+    plain = summary_table(GROUPS)
+    legend = " ".join(plain.notes)
+    for column in ("B_S", "B_L", "DT_S", "DT_L", "Gain_DA", "Gain_CoT", "reasoning-benefit",
+                   "direct-benefit", "detrimental"):
+        assert column in legend, column
+    assert "Img_S" not in legend
+    blind = {"B_S": 25.0, "B_L": 25.0, "DT_S": 25.0, "DT_L": 25.0}
+    with_images = summary_table([{**GROUPS[0], "blind": blind}])
+    assert "Img_S" in " ".join(with_images.notes) and "Img_S" in with_images.columns

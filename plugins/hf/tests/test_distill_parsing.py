@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dualcurate.engine import Completion
+from dualcurate.chat import Completion
 from dualcurate.formats import make_trace, split_trace, strip_reasoning
 from dualcurate.schema import Trace
 

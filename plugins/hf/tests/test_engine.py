@@ -9,8 +9,9 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.chat import ChatRequest
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate.testing.contracts import EngineContract
 from dualcurate_hf import plugin
 from dualcurate_hf.engine import HFEngine

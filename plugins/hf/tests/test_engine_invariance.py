@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualcurate.cache import RequestCache
-from dualcurate.engine import ChatRequest, SamplingParams, generate_cached
+from dualcurate.chat import ChatRequest
 from dualcurate.errors import DualcurateError
+from dualcurate.generation import generate_cached
+from dualcurate.sampling import SamplingParams
 from dualcurate_hf.engine import HFEngine, checkpoint_overrides, row_generators, sample_rows
 
 QUESTIONS = ["Count the red squares.", "Which option (A) (B)?", "What is 3 + 4?",

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from dualcurate.engine import ChatRequest, Completion, SamplingParams
+from dualcurate.chat import ChatRequest, Completion
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate_hf.engine import HFEngine, _Call, _Row
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from dualcurate import StageContext
-from dualcurate.engine import ChatRequest, SamplingParams, engine_identity, generate_cached
+from dualcurate.chat import ChatRequest
+from dualcurate.engine import engine_identity
+from dualcurate.generation import generate_cached
+from dualcurate.sampling import SamplingParams
 from dualcurate_openai.batch import RECORDS, custom_id
 from dualcurate_openai.engine import OpenAIEngine
 from dualcurate_openai.testing import BatchPlan, Reply, ScriptedServer, chat_response

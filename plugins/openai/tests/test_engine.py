@@ -8,12 +8,14 @@ import time
 
 import pytest
 
-from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.chat import ChatRequest
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate.testing.contracts import EngineContract
 from dualcurate_openai import plugin
-from dualcurate_openai.engine import OpenAIEngine, data_url, image_mime
+from dualcurate_openai.engine import OpenAIEngine, image_mime
 from dualcurate_openai.testing import Reply, ScriptedServer, chat_response
+from dualcurate_openai.wire import data_url
 
 SAY = [ChatRequest(messages=[{"role": "user", "content": "Say hi"}], n=1)]
 TRANSPORT: dict[str, str] = {}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.chat import ChatRequest
+from dualcurate.sampling import SamplingParams
 from dualcurate.testing.contracts import default_rows
 from dualcurate_openai.distill import OpenAIDistiller
 from dualcurate_openai.engine import OpenAIEngine

@@ -204,7 +204,7 @@ def test_meta_is_json(stage_context):
 
 def test_text_student_engine_drops_image_parts():
     pytest.importorskip("dualcurate_hf")
-    from dualcurate.engine import ChatRequest
+    from dualcurate.chat import ChatRequest
     from dualcurate_synthetic.student import TextStudentEngine, without_images
 
     request = ChatRequest(messages=[

@@ -119,3 +119,19 @@ def test_text_models_count_the_images_they_drop(stage_context) -> None:
     assert stats.images_dropped == len(rows)
     assert examples[0]["prompt"] == [{"role": "user", "content": "What is the colour?"}]
     assert "images" not in examples[0]
+
+
+def test_build_stats_read_as_a_sentence_in_the_log() -> None:
+    """The run log says what was skipped in words (no dict repr), rows and examples apart."""
+    rows = [_row([trace("r1", "4")]), _row([trace("no", "3", "incorrect")]),
+            _row([trace("no", "3", "incorrect")])]
+    _, stats = build_examples(rows, mode="long")
+    assert stats.describe() == ("3 rows → 1 example; skipped 2 rows with no correct "
+                                "untruncated trace")
+    stats.skipped["longer than max_length"] = 1
+    text = stats.describe()
+    assert text.endswith("skipped 2 rows with no correct untruncated trace and 1 example "
+                         "longer than max_length")
+    assert "{" not in text and "'" not in text
+    _, clean = build_examples([_row([trace("r1", "4")])], mode="long")
+    assert clean.describe() == "1 row → 1 example, none skipped"

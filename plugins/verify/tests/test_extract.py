@@ -171,6 +171,13 @@ def test_normalise_text_is_idempotent(text: str) -> None:
     assert normalise_text(once) == once
 
 
+def test_a_spacing_command_left_by_another_is_removed_too() -> None:
+    # "\~" loses its "~" and leaves "\ ", a spacing command of its own (found by hypothesis)
+    for text in ("\\~0", "\\~\\~0", "\\\\~0"):
+        once = normalise_text(text)
+        assert normalise_text(once) == once, text
+
+
 def test_brackets_matter_in_text_comparison() -> None:
     assert normalise_text("(0,9)") != normalise_text("[0,9)")
     assert check("$(0,9)$", "$[0,9)$").verdict != "correct"

@@ -72,7 +72,7 @@ def test_differ_implies_math_verify_says_not_equal(gold: str, answer: str) -> No
 def test_unknown_notation_is_left_to_math_verify() -> None:
     # 2(3) is 5 to math-verify and x(2) a function: neither is read as a product here
     for text in ("x=1", "e^x", "\\sqrt[3]{8}", "x^23", "(1,2)", "f(x)+\\sin x", "50\\%", "2 3",
-                 "2(3)", "x(2)", "(2)3", "\\pi(2)"):
+                 "2(3)", "x(2)", "(2)3", "\\pi(2)", "1((1))", "((2))(3)", "(2)((3))"):
         assert compile_expression(text) is None, text
         assert not values_differ(text, "0")
 

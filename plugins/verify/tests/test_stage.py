@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dualcurate import Sample, Trace, rows_to_table
 from dualcurate.testing.contracts import VerifierContract
 from dualcurate_verify import plugin
@@ -182,3 +185,26 @@ def test_mmfinereason_selection_options() -> None:
     assert _one(tags, boxed, source="math")["label"] == "answer-tag"
     assert _one(tags, boxed, source="free-text")["verdict"] == "correct"
     assert _one(tags, text, source="math")["verdict"] == "correct"
+
+
+def _first_repeated_by_tuples(tokens: list[str], n: int, times: int) -> tuple[str, ...] | None:
+    """The definition, written plainly: the first n-gram whose count reaches ``times`` (none
+    in fewer than n * times tokens: overlapping occurrences of a short loop are not counted
+    there)."""
+    if len(tokens) < n * times:
+        return None
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return gram
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(tokens=st.lists(st.sampled_from(["a", "b", "ab", "a.b", "bb", "ba"]), max_size=40),
+       n=st.integers(1, 5), times=st.integers(2, 4))
+def test_repeated_ngram_is_the_first_gram_to_reach_its_count(tokens, n, times) -> None:
+    # tokens that join into the same text differently ("a b" / "ab") must not be confused
+    assert repeated_ngram(tokens, n, times) == _first_repeated_by_tuples(tokens, n, times)

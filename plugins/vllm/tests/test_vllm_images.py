@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dualcurate.chat import ChatRequest
 from dualcurate.context import StageContext
-from dualcurate.engine import ChatRequest, SamplingParams
+from dualcurate.sampling import SamplingParams
 
 pytestmark = pytest.mark.vllm
 

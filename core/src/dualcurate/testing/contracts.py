@@ -21,9 +21,11 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from dualcurate.engine import ChatRequest, Engine, SamplingParams
+from dualcurate.chat import ChatRequest
+from dualcurate.engine import Engine
 from dualcurate.formats import THINK_OPEN, render_trace, split_trace
 from dualcurate.kinds import BY_NAME
+from dualcurate.sampling import SamplingParams
 from dualcurate.schema import CANONICAL_SCHEMA, Sample
 from dualcurate.stages import (
     DatasetStage,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dualcurate import ChatRequest, Completion, Engine, EngineConfig, SamplingParams
-from dualcurate.engine import OnResult
+from dualcurate.chat import OnResult
 from dualcurate.formats import render_trace
 
 SUM = re.compile(r"(\d+)\s*\+\s*(\d+)")

@@ -21,9 +21,9 @@ from pydantic import Field, field_validator, model_validator
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
 from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
-from dualcurate.engine import SamplingOptions
 from dualcurate.errors import DualcurateError
 from dualcurate.prompts import load_template, template_problems
+from dualcurate.sampling import SamplingOptions
 from dualcurate_difficulty.columns import COLUMN_TYPES
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
 from dualcurate_difficulty.rollouts import (

@@ -226,6 +226,33 @@ EXPLAIN = ("Pass rate over k rollouts per sample; with adaptive sampling (the de
 NO_RATES = "No stage wrote a `pass_rate` column."
 
 
+def summary_legend(bins: list[str], k: Any) -> list[str]:
+    """What the summary table's columns mean, printed under it (a run log reads without the
+    report): the counts, then one line per pass-rate column shown."""
+    rollouts = f"the k={k} rollouts" if k else "the rollouts"
+    lines = ["group: the domain; samples: rows the filter read; kept: rows its keep rule kept",
+             f"mean pass rate: the share of {rollouts} that were correct, averaged over the "
+             f"samples that drew all of them",
+             "the other columns count samples:"]
+    width = max((len(short_label(b)) for b in bins), default=0)
+    lines += [f"  {short_label(b):<{width}}  {bin_meaning(b)}" for b in bins]
+    return lines
+
+
+def bin_meaning(label: str) -> str:
+    """A histogram bin in words: ``(0.25, 0.5]`` is "pass rate above 0.25, at most 0.5"."""
+    fixed = {"0": "pass rate 0 (no rollout correct)",
+             "1": "pass rate 1 (every rollout correct)",
+             EARLY_ABOVE_0: "stopped early once a rollout was correct (pass rate above 0)",
+             EARLY_BELOW_1: "stopped early once a rollout was wrong (pass rate below 1)",
+             "none": "no rollouts drawn (the keep rule decided without them, e.g. eval rows)"}
+    if label in fixed:
+        return fixed[label]
+    low, high = label[1:-1].split(", ")
+    top = f"at most {high}" if label.endswith("]") else f"below {high}"
+    return f"pass rate above {low}, {top}"
+
+
 def report_sections(run: RunView) -> list[ReportSection]:
     """One pass-rate section per difficulty filter of the run (else of its last filter with a
     ``pass_rate`` column); none when it has neither."""
@@ -280,7 +307,8 @@ def stage_section(run: RunView, rec: dict[str, Any], named: bool = False) -> Rep
         title, ["group", "samples", "kept", "mean pass rate", *labels],
         [[name, str(g.get("samples", "")), str(g.get("kept", "")),
           "–" if g.get("mean_pass_rate") is None else f"{g['mean_pass_rate']:.2f}",
-          *[str(n) for n in counts[name]]] for name, g in sorted(groups.items())])
+          *[str(n) for n in counts[name]]] for name, g in sorted(groups.items())],
+        notes=summary_legend(bins, report.get("k")))
     section.data = {"stage": rec["name"], "bins": bins, "histograms": counts,
                     "report": report}
     return section

@@ -26,7 +26,7 @@ from dualcurate import (
     hookimpl,
 )
 from dualcurate.cache import canonical_json
-from dualcurate.engine import OnResult
+from dualcurate.chat import OnResult
 from dualcurate.formats import render_answer, render_think, split_trace
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
-from dualcurate.engine import map_image_parts
+from dualcurate.chat import map_image_parts
 from dualcurate.errors import DualcurateError
 
 if TYPE_CHECKING:
@@ -33,17 +33,27 @@ BLANK_DESCRIPTION = (f"same size as the original, mid-grey ({BLANK_GREY} in ever
 
 def blank_image(data: bytes) -> bytes:
     """A blank PNG of the size of the image ``data`` (see the module docstring)."""
+    return _draw_blank(*_blank_shape(data))
+
+
+def _blank_shape(data: bytes) -> tuple[str, tuple[int, int]]:
+    """The mode and size of the blank for the image ``data`` (its header only is read)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
         size, mode, bands = image.size, image.mode, image.getbands()
     if mode not in KEPT_MODES:
         mode = "RGBA" if "A" in bands else "RGB"
+    return mode, size
+
+
+def _draw_blank(mode: str, size: tuple[int, int]) -> bytes:
+    from PIL import Image
+
     fill = tuple(255 if band == "A" else BLANK_GREY for band in Image.new(mode, (1, 1)).getbands())
     buffer = io.BytesIO()
     Image.new(mode, size, fill if len(fill) > 1 else fill[0]).save(buffer, "PNG")
     return buffer.getvalue()
-
 
 class BlankImages:
     """The blank of each image of ``store``, put in the store once per original (by hash)."""
@@ -51,6 +61,7 @@ class BlankImages:
     def __init__(self, store: ImageStore | None):
         self.store = store
         self._blank: dict[str, str] = {}
+        self._by_shape: dict[tuple[str, tuple[int, int]], str] = {}  # drawn and stored once
 
     def __call__(self, digest: str) -> str:
         """The hash of the blank for the image ``digest``."""
@@ -60,18 +71,18 @@ class BlankImages:
                 raise DualcurateError("dual-tuning blind evaluation: the rows have images but "
                                       "the run has no image store; run the judge with a run "
                                       "context (StageContext.ephemeral or curate run)")
+            data = self.store.get(digest)  # a missing image: the store's own error
             try:
-                data = blank_image(self.store.get(digest))
-            except DualcurateError:
-                raise
+                shape = _blank_shape(data)
             except Exception as exc:  # PIL: not an image it can read
                 raise DualcurateError(
                     f"dual-tuning blind evaluation: image {digest[:12]}… of the image store "
                     f"cannot be read as an image ({exc}); rerun the source stage, or set "
                     f"blind = false") from exc
-            blank = self._blank[digest] = self.store.put(data)
+            if shape not in self._by_shape:
+                self._by_shape[shape] = self.store.put(_draw_blank(*shape))
+            blank = self._blank[digest] = self._by_shape[shape]
         return blank
-
 
 def blank_messages(messages: list[dict[str, Any]], blank: BlankImages) -> list[dict[str, Any]]:
     """``messages`` with every image part naming the blank of its image instead."""

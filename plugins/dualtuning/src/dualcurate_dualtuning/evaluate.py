@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dualcurate.chat import ChatRequest
 from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import StageContext, recipe_verifier
-from dualcurate.engine import ChatRequest, SamplingParams
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams
 from dualcurate_dualtuning.blind import BlankImages, blank_messages
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts
 
@@ -124,6 +125,13 @@ def evaluate_model(ctx: StageContext, engine_ref: EngineRef, model: str,
     pictured = [i for i, (group, row) in enumerate(flat)
                 if group in blind_groups and row.get("images")]
     blank = BlankImages(ctx.images)
+    requests: dict[Mode, list[ChatRequest]] = {}
+    for mode in MODES:  # every request before the model loads: an unreadable image fails fast
+        real = [ChatRequest(messages=prompts.messages(row, mode), n=1,
+                            request_id=f"{row['id']}:{mode}") for _, row in flat]
+        requests[mode] = real + [
+            ChatRequest(messages=blank_messages(real[i].messages, blank), n=1,
+                        request_id=f"{flat[i][1]['id']}:{mode}:blind") for i in pictured]
     engine = ctx.resolve(engine_ref)({**engine_ref.options, "model": model})
     engine.setup(ctx)
     scores = ModelScores(model=model)
@@ -134,13 +142,8 @@ def evaluate_model(ctx: StageContext, engine_ref: EngineRef, model: str,
             key = SCORE_KEY[mode]
             sampling = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=max_tokens[mode],
                                       seed=seed)
-            requests = [ChatRequest(messages=prompts.messages(row, mode), n=1,
-                                    request_id=f"{row['id']}:{mode}") for _, row in flat]
-            requests += [ChatRequest(messages=blank_messages(requests[i].messages, blank), n=1,
-                                     request_id=f"{flat[i][1]['id']}:{mode}:blind")
-                         for i in pictured]
             ctx.progress.start(0, unit="requests")  # generate counts the requests
-            results = ctx.generate(engine, requests, sampling)
+            results = ctx.generate(engine, requests[mode], sampling)
             rows = [row for _, row in flat] + [flat[i][1] for i in pictured]
             answered: list[tuple[int, dict[str, Any], str]] = []
             for j, (row, completions) in enumerate(zip(rows, results, strict=True)):

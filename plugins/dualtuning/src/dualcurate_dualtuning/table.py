@@ -109,11 +109,27 @@ def table_markdown(groups: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: what the short table's columns mean, printed under it (a run log is read without the report)
+SUMMARY_LEGEND = (
+    "B_S / B_L: the base model's accuracy (%) answering directly / step by step; DT_S / DT_L: "
+    "the same for the model trained once on both (Dual Tuning)",
+    "Gain_DA / Gain_CoT: DT_S / DT_L against the better base mode, in % of it; region: "
+    "reasoning-benefit (Gain_CoT > 0 and the larger: train with traces), direct-benefit "
+    "(Gain_DA > 0 and at least Gain_CoT: train with direct answers), detrimental (neither "
+    "gains: drop the group)",
+)
+
+
 def summary_table(groups: list[dict[str, Any]]) -> SummaryTable:
     """The short table printed at the end of ``curate run`` / ``curate report`` (and by
-    ``curate efficacy-table --format table``): scores, gains and region per group."""
-    return SummaryTable(SUMMARY_TITLE, list(SUMMARY_COLUMNS),
-                        table_rows(groups, SUMMARY_COLUMNS))
+    ``curate efficacy-table --format table``, and a sweep's report): scores, gains and region
+    per group, then Img_S and Img_L when a group was evaluated blind."""
+    columns = SUMMARY_COLUMNS
+    notes = list(SUMMARY_LEGEND)
+    if columns_of(groups) != TABLE_COLUMNS:
+        columns = (*SUMMARY_COLUMNS, *IMAGE_COLUMNS)
+        notes.append(IMAGE_EXPLAIN)
+    return SummaryTable(SUMMARY_TITLE, list(columns), table_rows(groups, columns), notes)
 
 
 class ScoresFileError(DualcurateError):

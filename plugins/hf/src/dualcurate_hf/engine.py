@@ -57,22 +57,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from dualcurate.cache import canonical_json
-from dualcurate.engine import (
-    ENGINE_CLOSED,
-    ChatRequest,
-    Completion,
-    Engine,
-    LocalModelConfig,
-    OnResult,
-    ResultMailbox,
-    SamplingParams,
-    checkpoint_overrides,
-)
+from dualcurate.chat import ChatRequest, Completion, OnResult
+from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams, checkpoint_overrides
+from dualcurate.window import ENGINE_CLOSED, ResultMailbox
 
 if TYPE_CHECKING:
+    from dualcurate.chat import ImageResolver
     from dualcurate.context import StageContext
-    from dualcurate.engine import ImageResolver
 
 #: ``sampling.extra`` keys this engine takes (anything else is refused, never ignored).
 ENGINE_EXTRA = ("chat_template_kwargs", "no_repeat_ngram_size")

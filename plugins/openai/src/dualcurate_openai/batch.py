@@ -36,10 +36,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dualcurate.cache import canonical_json
-from dualcurate.engine import ChatRequest, Completion, SamplingParams
+from dualcurate.chat import ChatRequest, Completion
+from dualcurate.sampling import SamplingParams
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after
 from dualcurate_openai.transport import (
     ConnectError,
@@ -49,9 +50,7 @@ from dualcurate_openai.transport import (
     env_proxy,
     error_message,
 )
-
-if TYPE_CHECKING:
-    from dualcurate_openai.engine import OpenAIEngine, _Call
+from dualcurate_openai.wire import Call, Job, Reporter, Wire
 
 log = logging.getLogger("dualcurate.openai.batch")
 
@@ -286,12 +285,15 @@ class _Pending:
 
 
 class BatchRunner:
-    """Batch mode of one :class:`OpenAIEngine`; lives on the engine's event loop (every
-    method but :meth:`generate`'s caller runs there, so no locks)."""
+    """Batch mode of one ``openai`` engine, given its :class:`Wire` (request bodies, what the
+    server takes) and :class:`Reporter`; lives on the engine's event loop (every method but
+    :meth:`generate`'s caller runs there, so no locks)."""
 
-    def __init__(self, engine: OpenAIEngine, folder: Path, logger: logging.Logger | None = None):
-        self.engine = engine
-        self.config = engine.config
+    def __init__(self, wire: Wire, reporter: Reporter, folder: Path,
+                 logger: logging.Logger | None = None):
+        self.wire = wire
+        self.reporter = reporter
+        self.config = wire.config
         self.folder = folder
         self.log = logger or log
         self.records = BatchRecords(folder)
@@ -302,10 +304,10 @@ class BatchRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}  # poll/look-up task per batch or file
         self.collector: asyncio.Task[None] | None = None
         self.wake: asyncio.Event | None = None
-        self.endpoint = engine.base_url()
+        self.endpoint = wire.endpoint()
 
     async def start(self) -> None:
-        self.client = BatchClient(self.endpoint, self.engine._api_key, self.config.timeout)
+        self.client = BatchClient(self.endpoint, self.wire.api_key, self.config.timeout)
         self.wake = asyncio.Event()
         self.collector = asyncio.get_running_loop().create_task(self._collect())
 
@@ -316,17 +318,15 @@ class BatchRunner:
 
     # the generate() side ----------------------------------------------------------------
     async def generate(self, requests: list[ChatRequest], sampling: SamplingParams,
-                       call: _Call) -> list[list[Completion]]:
-        from dualcurate_openai.engine import _Job
-
-        engine = self.engine
+                       call: Call) -> list[list[Completion]]:
+        wire = self.wire
         results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
         remaining = [len(r.indices()) for r in requests]
-        base = engine._base_kwargs(sampling)
-        done: asyncio.Queue[tuple[_Job, asyncio.Future[Any]]] = asyncio.Queue()
+        base = wire.base_kwargs(sampling)
+        done: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
         waiting: set[asyncio.Future[Any]] = set()
 
-        def send(job: _Job) -> None:
+        def send(job: Job) -> None:
             request = requests[job.ri]
             future = self.submit(request.messages, base,
                                  sampling.seed_for(job.first, request), job.count)
@@ -335,7 +335,7 @@ class BatchRunner:
 
         try:
             for ri, request in enumerate(requests):
-                for job in engine._jobs(ri, request):
+                for job in wire.jobs(ri, request):
                     send(job)
             while waiting:
                 job, future = await done.get()
@@ -345,28 +345,24 @@ class BatchRunner:
                 answered = future.result()
                 ri = job.ri
                 if answered is None:  # the server refused n: every sample singly
-                    engine._n_supported = False
-                    for i in range(job.count):
-                        send(_Job(ri, job.pos + i, job.first + i, 1))
+                    wire.n_supported = False
+                    for single in job.singles():
+                        send(single)
                     continue
-                if len(answered) < job.count and answered and answered[0].ok:
-                    engine._n_supported = False  # n ignored: the rest singly, next batch
-                    for i in range(1, job.count):
-                        send(_Job(ri, job.pos + i, job.first + i, 1))
-                    answered = answered[:1]
-                elif job.count > 1 and answered and answered[0].ok:
-                    engine._n_supported = True
+                answered, rest = wire.settle(job, answered)  # n ignored: the rest singly
+                for single in rest:
+                    send(single)
                 for i, completion in enumerate(answered):
                     results[ri][job.pos + i] = completion
                 remaining[ri] -= len(answered)
                 if remaining[ri] == 0 and call.on_result is not None:
-                    engine._reports.put((call, ri, results[ri], None, None))
+                    self.reporter.report(call, ri, results[ri])
                 if call.error is not None:  # the caller cannot take results: stop waiting
                     break
         finally:
             for future in waiting:
                 future.cancel()
-            engine._reports.put((call, -1, [], None, None))
+            self.reporter.drained(call)
         return results
 
     def submit(self, messages: list[dict[str, Any]], base: dict[str, Any], seed: int | None,
@@ -468,14 +464,11 @@ class BatchRunner:
         with open(path, "wb") as handle:
             for i, pending in enumerate(taken):
                 try:
-                    body = dict(pending.base, messages=self.engine._convert(pending.messages))
+                    messages = self.wire.convert(pending.messages)
                 except Exception as exc:  # an image missing from the store, say
                     broken.append((pending, f"{type(exc).__name__}: {exc}"))
                     continue
-                if pending.seed is not None:
-                    body["seed"] = pending.seed
-                if pending.n > 1:
-                    body["n"] = pending.n
+                body = self.wire.body(messages, pending.base, pending.seed, pending.n)
                 line = (json.dumps({"custom_id": pending.cid, "method": "POST",
                                     "url": BATCH_ENDPOINT, "body": body},
                                    separators=(",", ":")) + "\n").encode()
@@ -697,12 +690,12 @@ class BatchRunner:
             code = int(response["status_code"])
             body = response.get("body")
             if code < 400:
-                completions = self.engine._completions(body, pending.n)
+                completions = self.wire.completions(body, pending.n)
                 if not completions[0].ok:
                     return "error", completions[0].error
                 return "ok", completions
             message = f"HTTP {code}: {error_message(json.dumps(body))}"
-            if pending.n > 1 and code in (400, 422) and self.engine._n_supported is not True:
+            if self.wire.refuses_n(pending.n, code):
                 return "split", None
             return ("retry" if is_retryable_status(code) else "error"), message
         error = line.get("error") or {}
@@ -712,7 +705,7 @@ class BatchRunner:
 
     def _fail(self, pending: _Pending, message: str) -> None:
         self._drop(pending)
-        error = self.engine._error(f"batch: {message}", 0)
+        error = self.wire.error(f"batch: {message}", 0)
         pending.settle([Completion(error=error)] * pending.n)
 
     def _fail_all(self, pendings: list[_Pending], message: str) -> None:

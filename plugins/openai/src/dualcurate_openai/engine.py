@@ -23,52 +23,44 @@ started by ``setup``; ``generate`` is synchronous and calls ``on_result`` as eac
 samples are all in.
 
 ``batch = true`` sends the same jobs through OpenAI's Batch API instead (half the price, up
-to ``batch_completion_window`` to answer): see :mod:`dualcurate_openai.batch`.
+to ``batch_completion_window`` to answer): see :mod:`dualcurate_openai.batch`. The request
+bodies, jobs, answers and errors of both modes are :mod:`dualcurate_openai.wire`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import queue
 import re
 import tempfile
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from dualcurate.engine import (
-    ChatRequest,
-    Completion,
-    Engine,
-    EngineConfig,
-    OnResult,
-    SamplingParams,
-    map_image_parts,
-)
+from dualcurate.chat import ChatRequest, Completion, OnResult
+from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import DualcurateError
-from dualcurate.formats import THINK_OPEN, render_think
-from dualcurate.store import image_data_url
+from dualcurate.sampling import SamplingParams
 from dualcurate.store import image_mime as store_image_mime
-from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after, redact
+from dualcurate_openai.batch import BatchRunner
+from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after
 from dualcurate_openai.transport import (
     TRANSPORTS,
     ConnectError,
     HTTPStatusError,
     RequestTimeout,
 )
+from dualcurate_openai.wire import OPENAI_API, Call, Job, Reporter, Wire
 
 if TYPE_CHECKING:
+    from dualcurate.chat import ImageResolver
     from dualcurate.context import StageContext
-    from dualcurate.engine import ImageResolver
 
-OPENAI_API = "https://api.openai.com/v1"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -124,11 +116,6 @@ def image_mime(data: bytes) -> str:
     return store_image_mime(data, default="image/png")
 
 
-def data_url(data: bytes) -> str:
-    """A ``data:`` URL holding the image bytes, as chat APIs accept them."""
-    return image_data_url(data, default="image/png")
-
-
 class SampleSlots:
     """At most ``capacity`` samples in flight, taken by requests of several samples at once,
     first come first served (a request for k never starves behind requests for 1, and two
@@ -168,28 +155,6 @@ class SampleSlots:
             future.set_result(None)
 
 
-class _Job:
-    """One HTTP request: ``count`` consecutive samples of request ``ri`` starting at list
-    position ``pos`` (sample index ``first``)."""
-
-    __slots__ = ("count", "first", "pos", "ri")
-
-    def __init__(self, ri: int, pos: int, first: int, count: int):
-        self.ri, self.pos, self.first, self.count = ri, pos, first, count
-
-
-class _Call:
-    """One generate() call: its callback, the first error the callback raised, and an event
-    set once every result of the call was reported."""
-
-    def __init__(self, on_result: OnResult | None):
-        self.on_result = on_result
-        # generate_cached's callback takes a request's samples as they arrive (positions)
-        self.partial = bool(getattr(on_result, "accepts_partial", False))
-        self.error: BaseException | None = None
-        self.drained = threading.Event()
-
-
 class OpenAIEngine(Engine):
     """Generates through an OpenAI-compatible server; retries 429/408/409/5xx, timeouts and
     connection errors with backoff (honouring Retry-After), never other 4xx."""
@@ -207,21 +172,18 @@ class OpenAIEngine(Engine):
         self._thread: threading.Thread | None = None
         self._transport: Any = None
         self._slots: SampleSlots | None = None
-        self._reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._reporter: threading.Thread | None = None
-        self._api_key: str | None = None
-        self._images: OrderedDict[str, str] = OrderedDict()
-        self._batch: Any = None  # the BatchRunner in batch mode
+        #: the request bodies, and whether the server takes n (shared with batch mode)
+        self.wire = Wire(self.config, self.image_bytes)
+        self.reporter = Reporter()
+        self._batch: BatchRunner | None = None
         self._batch_dir: Path | None = None
-        # None: not known yet; decided by the first n > 1 request
-        self._n_supported: bool | None = False if self.config.n_per_request == "never" else None
 
     def capacity(self) -> int:
         # batch mode: hand the engine many shards' requests, so a batch gathers them all
         return self.config.batch_max_requests if self.config.batch else self.config.max_concurrency
 
     def base_url(self) -> str:
-        return (self.config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API).rstrip("/")
+        return self.wire.endpoint()
 
     def identity(self) -> dict[str, Any]:
         return {"model": self.config.model, "revision": self.config.revision,
@@ -242,28 +204,25 @@ class OpenAIEngine(Engine):
                 f"engine openai: environment variable {self.config.api_key_env} is not set and "
                 f"base_url is the OpenAI API; export the key in {self.config.api_key_env}, or "
                 f"set api_key_env to the variable holding it, or point base_url at your server")
-        self._api_key = key
+        self.wire.api_key = key
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="dualcurate-openai")
         self._thread.start()
         self._transport = asyncio.run_coroutine_threadsafe(
             self._make_transport(), self._loop).result()
-        self._reporter = threading.Thread(target=self._report_forever, daemon=True,
-                                          name="dualcurate-openai-report")
-        self._reporter.start()
+        self.reporter.start()
         if self.config.batch:
-            from dualcurate_openai.batch import BatchRunner
-
             folder = self._batch_dir or Path(tempfile.mkdtemp(prefix="dualcurate-batches-"))
-            self._batch = BatchRunner(self, folder, ctx.log if ctx is not None else None)
+            self._batch = BatchRunner(self.wire, self.reporter, folder,
+                                      ctx.log if ctx is not None else None)
             asyncio.run_coroutine_threadsafe(self._batch.start(), self._loop).result()
 
     async def _make_transport(self) -> Any:
         # One limit for every generate() call in flight (shards in flight share the engine).
         self._slots = SampleSlots(self.config.max_concurrency)
         cls = TRANSPORTS[self.config.http_client]
-        return cls(self.base_url(), self._api_key, self.config.timeout,
+        return cls(self.base_url(), self.wire.api_key, self.config.timeout,
                    self.config.max_concurrency + 8)
 
     def close(self) -> None:
@@ -278,12 +237,9 @@ class OpenAIEngine(Engine):
         if thread is not None:
             thread.join(timeout=10)
         loop.close()
-        self._reports.put(None)
-        if self._reporter is not None:
-            self._reporter.join(timeout=30)
-        self._reporter = None
+        self.reporter.stop()
         self._loop = self._thread = self._transport = self._batch = None
-        self._images.clear()
+        self.wire.forget_images()
 
     async def _shutdown(self) -> None:
         """Cancel requests still in flight (their generate() calls raise CancelledError),
@@ -303,7 +259,7 @@ class OpenAIEngine(Engine):
         if self._loop is None:
             self.setup()
         assert self._loop is not None
-        call = _Call(on_result)
+        call = Call(on_result)
         work = self._batch.generate if self._batch is not None else self._generate
         future = asyncio.run_coroutine_threadsafe(work(list(requests), sampling, call),
                                                   self._loop)
@@ -319,57 +275,20 @@ class OpenAIEngine(Engine):
             raise call.error
         return results
 
-    def _report_forever(self) -> None:
-        """The reporter thread: runs on_result callbacks (which write the request cache)
-        off the event loop, in the order results arrived."""
-        while True:
-            item = self._reports.get()
-            if item is None:
-                return
-            call, index, completions, positions, release = item
-            if index < 0:
-                call.drained.set()
-            elif call.error is None:
-                try:
-                    if positions is None:
-                        call.on_result(index, completions)  # type: ignore[misc]
-                    else:
-                        call.on_result(index, completions, positions)  # type: ignore[misc]
-                except BaseException as exc:  # raised in generate(), in the caller's thread
-                    call.error = exc
-            if release is not None:  # the samples' slots free once their answers are kept
-                release()
-
-    def _jobs(self, ri: int, request: ChatRequest) -> Iterator[_Job]:
-        """The HTTP requests for one request's samples: runs of consecutive sample indices
-        (their seeds are consecutive too), each at most ``max_concurrency`` samples, or one
-        request per sample where the server does not take ``n``."""
-        indices = request.indices()
-        single = self._n_supported is False or (
-            self.config.n_per_request == "auto" and not request.image_hashes())
-        limit = 1 if single else self.config.max_concurrency
-        pos = 0
-        while pos < len(indices):
-            count = 1
-            while (count < limit and pos + count < len(indices)
-                   and indices[pos + count] == indices[pos] + count):
-                count += 1
-            yield _Job(ri, pos, indices[pos], count)
-            pos += count
-
     async def _generate(self, requests: list[ChatRequest], sampling: SamplingParams,
-                        call: _Call) -> list[list[Completion]]:
+                        call: Call) -> list[list[Completion]]:
         results: list[list[Completion]] = [[Completion()] * len(r.indices()) for r in requests]
         remaining = [len(r.indices()) for r in requests]
         converted: dict[int, list[dict[str, Any]]] = {}
-        jobs = (job for ri, r in enumerate(requests) for job in self._jobs(ri, r))
-        again: deque[_Job] = deque()  # samples a server without n support did not answer
-        base = self._base_kwargs(sampling)
+        wire = self.wire
+        jobs = (job for ri, r in enumerate(requests) for job in wire.jobs(ri, r))
+        again: deque[Job] = deque()  # samples a server without n support did not answer
+        base = wire.base_kwargs(sampling)
         slots = self._slots
         assert slots is not None
         loop = asyncio.get_running_loop()
 
-        def next_job() -> _Job | None:
+        def next_job() -> Job | None:
             return again.popleft() if again else next(jobs, None)
 
         async def worker() -> None:
@@ -379,7 +298,7 @@ class OpenAIEngine(Engine):
                 ri = job.ri
                 messages = converted.get(ri)
                 if messages is None:  # images encoded once per question
-                    messages = converted[ri] = self._convert(requests[ri].messages)
+                    messages = converted[ri] = wire.convert(requests[ri].messages)
                 await slots.acquire(job.count)
                 try:
                     answered = await self._complete(
@@ -387,14 +306,8 @@ class OpenAIEngine(Engine):
                 except BaseException:
                     slots.release(job.count)
                     raise
-                if len(answered) < job.count and answered and answered[0].ok:
-                    # the server ignored n: keep the first sample, ask for the rest singly
-                    self._n_supported = False
-                    again.extend(_Job(ri, job.pos + i, job.first + i, 1)
-                                 for i in range(1, job.count))
-                    answered = answered[:1]
-                elif job.count > 1 and answered and answered[0].ok:
-                    self._n_supported = True
+                answered, rest = wire.settle(job, answered)  # n ignored: the rest singly
+                again.extend(rest)
                 for i, completion in enumerate(answered):
                     results[ri][job.pos + i] = completion
                 remaining[ri] -= len(answered)
@@ -408,10 +321,10 @@ class OpenAIEngine(Engine):
                 if call.on_result is None:
                     slots.release(job.count)
                 elif call.partial:  # each answer is kept as it arrives
-                    self._reports.put((call, ri, answered,
-                                       list(range(job.pos, job.pos + len(answered))), release))
+                    self.reporter.report(call, ri, answered,
+                                         list(range(job.pos, job.pos + len(answered))), release)
                 elif done:
-                    self._reports.put((call, ri, results[ri], None, release))
+                    self.reporter.report(call, ri, results[ri], release=release)
                 else:
                     slots.release(job.count)
 
@@ -422,86 +335,29 @@ class OpenAIEngine(Engine):
                     for _ in range(min(self.config.max_concurrency, total)):
                         group.create_task(worker())
         finally:
-            self._reports.put((call, -1, [], None, None))  # drained once all before it is
+            self.reporter.drained(call)  # drained once all before it is
         return results
-
-    def _base_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
-        """The request body's fields shared by every sample: every sampling setting stated
-        (see ``sampling_dialect``), then the engine-specific extras."""
-        kwargs: dict[str, Any] = {"model": self.config.model,
-                                  "temperature": sampling.temperature, "top_p": sampling.top_p,
-                                  self.config.token_limit_param: sampling.max_tokens}
-        if sampling.stop:
-            kwargs["stop"] = sampling.stop
-        extra = dict(sampling.extra)  # server-specific options (chat_template_kwargs...)
-        beyond = {"top_k": sampling.top_k, "min_p": sampling.min_p,
-                  "repetition_penalty": sampling.repetition_penalty}
-        dialect = self.config.sampling_dialect
-        if dialect == "vllm":
-            kwargs.update(beyond)
-        elif dialect == "transformers":
-            given = extra.pop("generation_config", None) or {}
-            if isinstance(given, str):
-                given = json.loads(given)
-            clash = sorted(set(given) & {*beyond, "do_sample", "temperature", "top_p"})
-            if clash:
-                raise DualcurateError(
-                    f"engine openai: sampling_extra.generation_config sets {', '.join(clash)}: "
-                    f"set them as sampling options of their own")
-            kwargs["generation_config"] = json.dumps(
-                {**given, "do_sample": sampling.temperature > 0, **beyond}, sort_keys=True)
-        else:
-            asked = {k: v for k, v in beyond.items()
-                     if v != SamplingParams.model_fields[k].default}
-            if asked:
-                raise DualcurateError(
-                    f"engine openai: sampling_dialect = 'openai' sends only the OpenAI "
-                    f"schema's sampling fields, so the server would not apply "
-                    f"{', '.join(f'{k}={v}' for k, v in sorted(asked.items()))}; leave them "
-                    f"at their defaults, or set sampling_dialect = 'vllm' or 'transformers' "
-                    f"for a server that takes them")
-        kwargs.update(extra)
-        return kwargs
-
-    def _convert(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chat messages with image hashes replaced by data URLs read from the image store."""
-        return map_image_parts(messages, lambda digest: {
-            "type": "image_url", "image_url": {"url": self._image_url(digest)}})
-
-    def _image_url(self, digest: str) -> str:
-        url = self._images.get(digest)
-        if url is None:
-            url = data_url(self.image_bytes(digest))
-            self._images[digest] = url
-            if len(self._images) > 64:  # k samples of a row reuse it; keep memory bounded
-                self._images.popitem(last=False)
-        else:
-            self._images.move_to_end(digest)
-        return url
 
     async def _complete(self, messages: list[dict[str, Any]], base: dict[str, Any],
                         seed: int | None, n: int = 1) -> list[Completion]:
         """``n`` samples of one request (fewer when the server ignores ``n``); a failure is
         ``n`` error completions. A server that refuses ``n`` (400) is asked again singly."""
-        body = dict(base, messages=messages)
-        if seed is not None:
-            body["seed"] = seed
-        if n > 1:
-            body["n"] = n
+        wire = self.wire
+        body = wire.body(messages, base, seed, n)
         cfg = self.config
         attempt = 0
         while True:
             retry_after: float | None = None
             try:
-                return self._completions(await self._transport.post(body), n)
+                return wire.completions(await self._transport.post(body), n)
             except HTTPStatusError as exc:
-                if n > 1 and exc.status in (400, 422) and self._n_supported is not True:
-                    self._n_supported = False  # refuses n: the first sample alone, then singly
+                if wire.refuses_n(n, exc.status):
+                    wire.n_supported = False  # refuses n: the first sample alone, then singly
                     body.pop("n")
                     n = 1
                     continue
                 if not is_retryable_status(exc.status):
-                    return [Completion(error=self._error(str(exc), attempt))] * n
+                    return [Completion(error=wire.error(str(exc), attempt))] * n
                 retry_after = parse_retry_after(exc.headers)
                 error = str(exc)
             except RequestTimeout:
@@ -509,47 +365,9 @@ class OpenAIEngine(Engine):
             except ConnectError as exc:
                 error = f"connection error: {exc}"
             except (ValueError, KeyError, TypeError) as exc:  # an answer that is not JSON
-                return [Completion(error=self._error(f"{type(exc).__name__}: {exc}", attempt))] * n
+                return [Completion(error=wire.error(f"{type(exc).__name__}: {exc}", attempt))] * n
             if attempt >= cfg.max_retries:
-                return [Completion(error=self._error(error, attempt))] * n
+                return [Completion(error=wire.error(error, attempt))] * n
             await asyncio.sleep(backoff_delay(attempt, retry_after, cfg.backoff_initial,
                                               cfg.backoff_max))
             attempt += 1
-
-    def _error(self, message: str, retries: int) -> str:
-        text = (f"openai engine, model {self.config.model} at {self.base_url()}: {message}"
-                f"{f' (after {retries} retries)' if retries else ''}")
-        return redact(text, self._api_key)
-
-    @classmethod
-    def _completions(cls, response: Any, n: int) -> list[Completion]:
-        """The completions of a chat.completion JSON object, by choice index (at most ``n``;
-        fewer when the server ignored ``n``)."""
-        if not isinstance(response, dict) or not response.get("choices"):
-            return [Completion(error=f"server returned no choices: {str(response)[:200]}")] * n
-        choices = sorted(response["choices"], key=lambda c: c.get("index") or 0)[:n]
-        usage = response.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        total = int(usage.get("completion_tokens") or 0)
-        out = [cls._completion(choice, prompt_tokens) for choice in choices]
-        if len(out) == 1:
-            out[0].completion_tokens = total
-        else:  # usage is per request: share it out where the server gives no per-choice count
-            for comp in out:
-                comp.completion_tokens = max(total // len(out), 1) if total else 0
-        return out
-
-    @staticmethod
-    def _completion(choice: dict[str, Any], prompt_tokens: int) -> Completion:
-        message = choice.get("message") or {}
-        text = message.get("content") or ""
-        # Servers with a reasoning parser (vLLM, SGLang) split the think block off, at the
-        # first </think>: when the reasoning quoted the tag, the content goes on with the
-        # rest of the reasoning and the real </think>. Putting the two back together gives
-        # the response as written (dualcurate.formats reads quoted tags as reasoning); only a
-        # content that opens a think block of its own already holds its reasoning.
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if reasoning and not text.lstrip().startswith(THINK_OPEN):
-            text = render_think(reasoning, text)
-        return Completion(text=text, finish_reason=choice.get("finish_reason") or "stop",
-                          prompt_tokens=prompt_tokens)

@@ -87,21 +87,13 @@ class ShardWorker:
                 "writer": self.writer}
 
     # admission ---------------------------------------------------------------------------------
-    def _may_start(self) -> bool:
-        busy = len(self.running) + self.reserved
-        if busy >= self.limit:
-            return False
-        if busy == 0 or not self.generating:
-            return True
-        preparing = self.reserved > 0 or any(i not in self.window.engaged for i in self.running)
-        return not preparing and self.window.hungry()
-
     def admit(self) -> bool:
         """Block until this actor wants another shard; reserve a place for it. False once the
         actor is closing."""
         with self.cond:
             while not self.closed:
-                if self._may_start():
+                if self.window.may_admit(self.running, self.reserved, self.limit,
+                                          self.generating):
                     self.reserved += 1
                     return True
                 self.cond.wait(timeout=1.0)

