@@ -5,11 +5,13 @@ in a square picture, a row in a wide one). The students read the pixels, so each
 about what a tiny vision tower sees easily (colours, positions), never about rendered glyphs,
 and each is chosen so that the answer to "reasoning or direct?" is known in advance:
 
-* ``colour-sum`` (multi-step): the question gives every colour a value, drawn anew for each
-  question ("red=3, green=7, blue=1, yellow=5."), and asks for the last digit of the sum of the
-  four shapes' values. The reference solution reads the four colours with their values, then
-  keeps running sums, one addition per step, which a small model can follow but not shortcut:
-  the direct answer needs four colours, four look-ups and the whole sum at once.
+* ``value-sum`` (multi-step): every colour has a fixed value, said in the question ("Red is 1,
+  green 2, blue 3, yellow 4."), and the question asks for the sum of the four shapes' values.
+  The reference solution reads the four colours with their values, then keeps running sums,
+  one addition per step, which a small model can follow: each step needs one shape's colour
+  and one small addition, where the direct answer needs all four colours and the whole sum at
+  once. (Values drawn anew per question stayed at chance in both modes: the tiny model does not
+  learn to look a value up in the question text. docs/demo.md has the probes.)
 * ``nth-colour`` (perception): "what colour is the third shape?" (any of the four ordinals).
   Answered directly, one look at the asked shape. Its reference solution is what teacher
   chain-of-thought on perception often is: verbose, and partly unfaithful in its intermediate
@@ -38,7 +40,7 @@ N_ITEMS = 4
 ORDINALS = ("first", "second", "third", "fourth")
 
 QUESTIONS = {
-    "colour-sum": "What is the last digit of the sum of the four shapes' values?",
+    "value-sum": "Red is 1, green 2, blue 3, yellow 4. What is the sum of the four shapes' values?",
     "nth-colour": "What colour is the {ordinal} shape?",
     "last-shape": "What shape is the last one?",
 }
@@ -47,11 +49,15 @@ FAMILIES = tuple(QUESTIONS)
 SHAPES_OPENING = "Four shapes, in reading order:"
 SHAPES_ARE = "the shapes are"
 SUM_PLAN = "add their values one at a time."
-LAST_DIGIT_OF = "the last digit of"
+THE_SUM_IS = "the sum is"
+#: the value of each colour in ``value-sum``, as its question says
+VALUES = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
+#: the base model's extra pre-training task: name every shape, so that it learns to see
+DESCRIBE = "Describe the shapes in reading order."
 LAST_SHAPE_PLAN = "name the last shape."
 #: what each family is for; the report and docs show it.
 FAMILY_ROLES = {
-    "colour-sum": "multi-step (expected: reasoning-benefit)",
+    "value-sum": "multi-step (expected: reasoning-benefit)",
     "nth-colour": "perception (expected: direct-benefit)",
     "last-shape": "labels corrupted in the train split (expected: detrimental)",
 }
@@ -75,7 +81,6 @@ class Puzzle:
     choices: list[str] = field(default_factory=list)
     true_answer: str = ""
     corrupted: bool = False
-    values: dict[str, int] = field(default_factory=dict)
 
     @property
     def solution(self) -> str:
@@ -99,30 +104,28 @@ def shapes_caption(items: list[dict[str, Any]]) -> str:
     return f"{SHAPES_OPENING} {parts}."
 
 
-def values_text(values: dict[str, int]) -> str:
-    """The values the question gives, in the fixed colour order: ``red=3, green=7, ...``."""
-    return ", ".join(f"{c}={values[c]}" for c in COLOURS) + "."
+def describe_answer(items: list[dict[str, Any]]) -> str:
+    """What :data:`DESCRIBE` asks for: ``red circle, blue square, ...``."""
+    return ", ".join(f"{i['colour']} {i['shape']}" for i in items)
 
 
-def colour_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
+def value_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
     items = _shapes(rng)
-    values = {c: rng.randrange(10) for c in COLOURS}
-    numbers = [values[i["colour"]] for i in items]
+    numbers = [VALUES[i["colour"]] for i in items]
     steps = []
     total = numbers[0]
     for n in numbers[1:]:
         steps.append(f"{total}+{n}={total + n}")
         total += n
-    answer = str(total % 10)
-    read = ", ".join(f"{i['colour']} {values[i['colour']]}" for i in items)
-    return Puzzle("colour-sum", "shapes", items,
-                  f"{values_text(values)} {QUESTIONS['colour-sum']}", answer,
+    answer = str(total)
+    read = ", ".join(f"{i['colour']} {VALUES[i['colour']]}" for i in items)
+    return Puzzle("value-sum", "shapes", items, QUESTIONS["value-sum"], answer,
                   shapes_caption(items),
                   info=f"{SHAPES_ARE} {read}.",
                   plan=SUM_PLAN,
                   steps=". ".join(steps) + ".",
-                  check=f"{LAST_DIGIT_OF} {total} is {answer}.",
-                  answer_type="number", true_answer=answer, values=values)
+                  check=f"{THE_SUM_IS} {answer}.",
+                  answer_type="number", true_answer=answer)
 
 
 def nth_colour(rng: random.Random, corrupt: bool = False,
@@ -160,7 +163,7 @@ def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
                   choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
 
 
-GENERATORS = {"colour-sum": colour_sum, "nth-colour": nth_colour, "last-shape": last_shape}
+GENERATORS = {"value-sum": value_sum, "nth-colour": nth_colour, "last-shape": last_shape}
 #: families whose train-split labels are corrupted.
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 
@@ -169,10 +172,10 @@ CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 #: tokenizer trained on this text would merge it; variable content stays characters.
 PHRASES: tuple[str, ...] = (
     SHAPES_OPENING,
-    f" {QUESTIONS['colour-sum']}", QUESTIONS["last-shape"],
+    QUESTIONS["value-sum"], QUESTIONS["last-shape"], DESCRIBE,
     *(QUESTIONS["nth-colour"].format(ordinal=o) for o in ORDINALS),
     "Information:", " Plan:", " Steps:", " Check:",
-    f" {SHAPES_ARE}", f" {SUM_PLAN}", f" {LAST_DIGIT_OF}",
+    f" {SHAPES_ARE}", f" {SUM_PLAN}", f" {THE_SUM_IS}",
     *(f" the {o} looks" for o in ORDINALS),
     *(f" look closer at the {o} shape." for o in ORDINALS),
     *(f" the {o} shape is a" for o in ORDINALS),
