@@ -39,7 +39,7 @@ def test_default_recipe_runs_every_stage_and_reports(run_cli):
     assert all(r["keep"] for r in filter_rows if r["split"] == "eval")
     efficacy = json.loads((run / "judge" / "artifacts" / "efficacy.json").read_text())
     groups = {g["group"]: g for g in efficacy["groups"]}
-    assert set(groups) == {"colour-sum", "nth-colour", "last-shape"}
+    assert set(groups) == {"value-sum", "nth-colour", "last-shape"}
     assert all(g["n_eval"] == 6 for g in groups.values())
     # the base model was built once, by [models.base]'s builder, where --set moved it, and
     # every stage that names "@base" used that folder

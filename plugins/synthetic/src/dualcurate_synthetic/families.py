@@ -41,6 +41,9 @@ ORDINALS = ("first", "second", "third", "fourth")
 
 QUESTIONS = {
     "value-sum": "Red is 1, green 2, blue 3, yellow 4. What is the sum of the four shapes' values?",
+    "colour-ops": ("Start at 1. Red adds 1, green adds 3, blue triples, yellow multiplies by 7; "
+                   "keep only the last digit after each step. Apply the four shapes in reading "
+                   "order: what is the result?"),
     "nth-colour": "What colour is the {ordinal} shape?",
     "last-shape": "What shape is the last one?",
 }
@@ -58,6 +61,7 @@ LAST_SHAPE_PLAN = "name the last shape."
 #: what each family is for; the report and docs show it.
 FAMILY_ROLES = {
     "value-sum": "multi-step (expected: reasoning-benefit)",
+    "colour-ops": "multi-step (expected: reasoning-benefit)",
     "nth-colour": "perception (expected: direct-benefit)",
     "last-shape": "labels corrupted in the train split (expected: detrimental)",
 }
@@ -128,6 +132,28 @@ def value_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
                   answer_type="number", true_answer=answer)
 
 
+#: what each colour does in ``colour-ops``: (operator, operand), applied modulo 10
+OPS = {"red": ("+", 1), "green": ("+", 3), "blue": ("*", 3), "yellow": ("*", 7)}
+THE_RESULT_IS = "the result is"
+OPS_PLAN = "apply them one at a time."
+
+
+def colour_ops(rng: random.Random, corrupt: bool = False) -> Puzzle:
+    items = _shapes(rng)
+    state, steps = 1, []
+    for item in items:
+        op, operand = OPS[item["colour"]]
+        full = state + operand if op == "+" else state * operand
+        steps.append(f"{state}{op}{operand}={full}")
+        state = full % 10
+    answer = str(state)
+    read = ", ".join(i["colour"] for i in items)
+    return Puzzle("colour-ops", "shapes", items, QUESTIONS["colour-ops"], answer,
+                  shapes_caption(items), info=f"{SHAPES_ARE} {read}.", plan=OPS_PLAN,
+                  steps=". ".join(steps) + ".", check=f"{THE_RESULT_IS} {answer}.",
+                  answer_type="number", true_answer=answer)
+
+
 def nth_colour(rng: random.Random, corrupt: bool = False,
                misread_rate: float = 0.6) -> Puzzle:
     items = _shapes(rng)
@@ -163,7 +189,7 @@ def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
                   choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
 
 
-GENERATORS = {"value-sum": value_sum, "nth-colour": nth_colour, "last-shape": last_shape}
+GENERATORS = {"value-sum": value_sum, "colour-ops": colour_ops, "nth-colour": nth_colour, "last-shape": last_shape}
 #: families whose train-split labels are corrupted.
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 
@@ -172,7 +198,8 @@ CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 #: tokenizer trained on this text would merge it; variable content stays characters.
 PHRASES: tuple[str, ...] = (
     SHAPES_OPENING,
-    QUESTIONS["value-sum"], QUESTIONS["last-shape"], DESCRIBE,
+    QUESTIONS["value-sum"], QUESTIONS["colour-ops"], QUESTIONS["last-shape"], DESCRIBE,
+    f" {THE_RESULT_IS}", f" {OPS_PLAN}",
     *(QUESTIONS["nth-colour"].format(ordinal=o) for o in ORDINALS),
     "Information:", " Plan:", " Steps:", " Check:",
     f" {SHAPES_ARE}", f" {SUM_PLAN}", f" {THE_SUM_IS}",
