@@ -22,7 +22,7 @@ folder; well under a minute. It checks that the script runs, prints its keys and
 tables (``make test-bench``); its figures are not measurements, so it never writes the
 committed docs/demo.md (``--docs`` elsewhere to try the writer).
 
-Expected (issues 8 and 27, from pixels): value-sum reasoning-benefit and last-shape
+Expected (issues 8 and 27, from pixels): colour-ops reasoning-benefit and last-shape
 detrimental on every seed; nth-colour direct-benefit with Gain_DA strictly above Gain_CoT on at
 least 2 of 3 seeds, its DT_S and DT_L each at least 30 points above the same model evaluated
 blind (every image blank: the judge's ``blind`` evaluation; Img_S and Img_L in the table).
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 KEYS = ("regions", "tables", "seconds", "expected", "met", "smoke")
-EXPECTED = {"value-sum": "reasoning-benefit", "nth-colour": "direct-benefit",
+EXPECTED = {"colour-ops": "reasoning-benefit", "nth-colour": "direct-benefit",
             "last-shape": "detrimental"}
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "demo.md"
@@ -115,7 +115,7 @@ def met(regions: dict[str, dict[str, str]], tables: dict[str, list[dict[str, Any
 
     seeds = len(regions)
     return {
-        "value-sum reasoning-benefit": f"{count('value-sum', 'reasoning-benefit')}/{seeds}",
+        "colour-ops reasoning-benefit": f"{count('colour-ops', 'reasoning-benefit')}/{seeds}",
         "last-shape detrimental": f"{count('last-shape', 'detrimental')}/{seeds}",
         "nth-colour direct-benefit, Gain_DA > Gain_CoT":
             f"{count('nth-colour', 'direct-benefit', strict=True)}/{seeds}",

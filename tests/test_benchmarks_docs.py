@@ -144,12 +144,12 @@ def test_blind_scores_add_the_image_columns_and_the_perception_check():
 
     seen = {"B_S": 25.0, "B_L": 25.0, "DT_S": 30.0, "DT_L": 40.0}
     tables = {"0": [row("nth-colour", "direct-benefit", 95.0, 80.0, seen),
-                    row("value-sum", "reasoning-benefit", 10.0, 60.0)],
+                    row("colour-ops", "reasoning-benefit", 10.0, 60.0)],
               "1": [row("nth-colour", "direct-benefit", 95.0, 60.0, seen)]}
     text = demo_seeds.regions_block(tables, {"0": 1.0, "1": 1.0})
     assert "| Img_S | Img_L | region |" in text
     assert "| 0 | nth-colour | 10 | 50 | 40 | 95 | 80 | 0 | 0 | 65 | 40 | direct-benefit |" in text
-    assert "| 0 | value-sum | 10 | 50 | 40 | 10 | 60 | 0 | 0 |  |  | reasoning-benefit |" in text
+    assert "| 0 | colour-ops | 10 | 50 | 40 | 10 | 60 | 0 | 0 |  |  | reasoning-benefit |" in text
     regions = {s: {g["group"]: g["region"] for g in gs} for s, gs in tables.items()}
     # seed 1's DT_L is only 20 points above blind: the check counts seed 0 alone
     assert demo_seeds.met(regions, tables)[

@@ -23,7 +23,7 @@ from dualcurate_synthetic.base_model import (
     encode_vision_example,
     render_image,
 )
-from dualcurate_synthetic.families import COLOURS, GENERATORS, PHRASES, value_sum
+from dualcurate_synthetic.families import COLOURS, GENERATORS, PHRASES, colour_ops
 from dualcurate_synthetic.render import RGB, render_png
 from dualcurate_synthetic.source import SyntheticSource
 
@@ -36,7 +36,7 @@ def test_signature_follows_what_changes_the_weights():
     base = SyntheticBaseBuilder(TINY).signature()
     assert SyntheticBaseBuilder({**TINY, "threads": 2}).signature() == base  # runtime only
     for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
-                   {"families": ["value-sum"]}, {"examples_per_family": 4}, {"vision": False},
+                   {"families": ["colour-ops"]}, {"examples_per_family": 4}, {"vision": False},
                    {"image_size": 64}, {"patch_size": 4}, {"vision_hidden_size": 64},
                    {"vision_layers": 2}, {"image_width": 96}, {"image_height": 40}):
         assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
@@ -117,7 +117,7 @@ def test_builds_a_vision_language_model_that_loads_and_reads_a_picture(tiny_mode
     assert (text.hidden_size, text.num_hidden_layers, text.head_dim) == (32, 1, 16)
     assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (
         32, 8)
-    puzzle = value_sum(random.Random(0))
+    puzzle = colour_ops(random.Random(0))
     ids, labels, pixels = encode_vision_example(processor, puzzle, "short",
                                                 render_image(puzzle.items, 256, 72))
     # the picture's tokens: (32 / 8)^2 / 2^2 = 4 image tokens
@@ -217,7 +217,7 @@ def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is
     from dualcurate_synthetic.families import PHRASES
 
     tok = build_tokenizer()
-    puzzle = value_sum(random.Random(0))
+    puzzle = colour_ops(random.Random(0))
     ids, labels, pixels = encode_example(tok, puzzle, "long")
     assert pixels == {}
     learned = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
@@ -311,7 +311,7 @@ def test_vision_pretraining_also_teaches_to_describe_the_picture():
     settings = BaseModelConfig(examples_per_family=2)
     processor = build_processor(settings)
     tok = processor.tokenizer
-    puzzles = pretraining_puzzles(["value-sum", "nth-colour"], 2, seed=0)
+    puzzles = pretraining_puzzles(["colour-ops", "nth-colour"], 2, seed=0)
     examples = pretraining_examples(processor, settings, puzzles, seed=0)
     assert len(examples) == 2 * len(puzzles) + 2 * len(puzzles)
     describe = [e for e in examples if DESCRIBE in tok.decode(e[0])]

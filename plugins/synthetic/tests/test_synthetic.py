@@ -16,13 +16,13 @@ from dualcurate_synthetic import plugin
 from dualcurate_synthetic.families import (
     COLOURS,
     FAMILIES,
+    OPS,
     ORDINALS,
     SHAPES,
-    VALUES,
     last_shape,
     make_puzzles,
     nth_colour,
-    value_sum,
+    colour_ops,
 )
 from dualcurate_synthetic.reference import ReferenceDistiller
 from dualcurate_synthetic.render import RGB, layout, render_png
@@ -106,9 +106,9 @@ def test_deterministic_by_seed_and_seed_matters(stage_context):
 
 
 def test_counts_per_family_override(stage_context):
-    rows = read_all(stage_context, families=["value-sum", "last-shape"],
+    rows = read_all(stage_context, families=["colour-ops", "last-shape"],
                     counts={"last-shape": {"train": 2, "eval": 1}})
-    assert sum(r["domain"] == "value-sum" for r in rows) == 9
+    assert sum(r["domain"] == "colour-ops" for r in rows) == 9
     assert sum(r["domain"] == "last-shape" for r in rows) == 3
 
 
@@ -124,7 +124,7 @@ def test_only_train_labels_of_the_noisy_family_are_corrupted():
     for split, p in puzzles:
         assert p.corrupted == (split == "train")
         assert (p.answer == p.true_answer) == (split == "eval")
-    assert all(not p.corrupted for _, p in make_puzzles("value-sum", 20, 5, seed=0))
+    assert all(not p.corrupted for _, p in make_puzzles("colour-ops", 20, 5, seed=0))
 
 
 def test_eval_scenes_never_appear_in_train():
@@ -139,18 +139,24 @@ def test_puzzle_answers_follow_from_the_caption(seed):
     import random
 
     rng = random.Random(seed)
-    p = value_sum(rng)
+    p = colour_ops(rng)
     colours = [part.split()[0] for part in p.caption.split(": ", 1)[1].rstrip(".").split(", ")]
-    # the question says the fixed values; the answer is the sum of the four shapes' values
-    assert p.question.startswith("Red is 1, green 2, blue 3, yellow 4.")
-    values = [VALUES[c] for c in colours]
-    assert len(values) == 4 and p.answer == str(sum(values))
-    # the trace reads each shape's colour with its value, then keeps running sums
-    assert p.info == "the shapes are " + ", ".join(f"{c} {VALUES[c]}" for c in colours) + "."
-    steps = re.findall(r"(\d+)\+(\d)=(\d+)", p.steps)
-    assert all(int(a) + int(b) == int(c) for a, b, c in steps) and len(steps) == 3
-    assert int(steps[0][0]) == values[0] and [int(b) for _, b, _ in steps] == values[1:]
-    assert p.check == f"the sum is {sum(values)}."
+    # the question says what each colour does; the answer is the digit left after all four
+    assert p.question.startswith("Start at 1. Red adds 1, green adds 3, blue triples, yellow")
+    state = 1
+    for colour in colours:
+        op, operand = OPS[colour]
+        state = (state + operand if op == "+" else state * operand) % 10
+    assert p.answer == str(state)
+    # the trace reads the colours in order, then one operation per step on the last digit
+    assert p.info == "the shapes are " + ", ".join(colours) + "."
+    steps = re.findall(r"(\d+)([+*])(\d)=(\d+)", p.steps)
+    assert len(steps) == 4 and steps[0][0] == "1"
+    for (a, op, b, c), colour in zip(steps, colours, strict=True):
+        assert (op, int(b)) == OPS[colour]
+        assert int(c) == (int(a) + int(b) if op == "+" else int(a) * int(b))
+    assert [int(a) for a, *_ in steps[1:]] == [int(c) % 10 for *_, c in steps[:-1]]
+    assert p.check == f"the result is {p.answer}."
     p = nth_colour(rng)
     ordinal = re.fullmatch(r"What colour is the (\w+) shape\?", p.question).group(1)
     items = p.caption.split(": ", 1)[1].rstrip(".").split(", ")

@@ -295,7 +295,7 @@ def encode_example(tokenizer: Any, puzzle: Puzzle, mode: str) -> Example:
 
 
 def vision_messages(question: str, mode: str) -> list[dict[str, Any]]:
-    """The user turn as the stages send it (``dualcurate.prompts.user_messages``): the
+    """The user turn as the stages send it (``dualcurate.formats.user_messages``): the
     picture, then the mode prompt with the question (no caption)."""
     text = prompt_messages(question, mode)[0]["content"]
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]

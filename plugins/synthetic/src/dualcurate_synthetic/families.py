@@ -5,13 +5,15 @@ in a square picture, a row in a wide one). The students read the pixels, so each
 about what a tiny vision tower sees easily (colours, positions), never about rendered glyphs,
 and each is chosen so that the answer to "reasoning or direct?" is known in advance:
 
-* ``value-sum`` (multi-step): every colour has a fixed value, said in the question ("Red is 1,
-  green 2, blue 3, yellow 4."), and the question asks for the sum of the four shapes' values.
-  The reference solution reads the four colours with their values, then keeps running sums,
-  one addition per step, which a small model can follow: each step needs one shape's colour
-  and one small addition, where the direct answer needs all four colours and the whole sum at
-  once. (Values drawn anew per question stayed at chance in both modes: the tiny model does not
-  learn to look a value up in the question text. docs/demo.md has the probes.)
+* ``colour-ops`` (multi-step): each colour is an operation on one digit, said in the question
+  ("Start at 1. Red adds 1, green adds 3, blue triples, yellow multiplies by 7; keep only the
+  last digit after each step."), applied in reading order. The reference solution reads the
+  four colours, then applies one operation per step (``1+1=2. 2*3=6. 6*7=42. 2+3=5.``): each
+  step is one colour and one small operation, which a small model learns; the direct answer
+  depends on all four colours and their order (256 sequences, 10 answers near uniform), which
+  it does not learn from a few hundred examples. A sum of fixed colour values (the same four
+  colours, an addition per step) did not do this: the sum depends only on which colours are
+  present, which the direct mode learned as well as the trace did (docs/demo.md).
 * ``nth-colour`` (perception): "what colour is the third shape?" (any of the four ordinals).
   Answered directly, one look at the asked shape. Its reference solution is what teacher
   chain-of-thought on perception often is: verbose, and partly unfaithful in its intermediate
@@ -40,7 +42,6 @@ N_ITEMS = 4
 ORDINALS = ("first", "second", "third", "fourth")
 
 QUESTIONS = {
-    "value-sum": "Red is 1, green 2, blue 3, yellow 4. What is the sum of the four shapes' values?",
     "colour-ops": ("Start at 1. Red adds 1, green adds 3, blue triples, yellow multiplies by 7; "
                    "keep only the last digit after each step. Apply the four shapes in reading "
                    "order: what is the result?"),
@@ -51,16 +52,11 @@ FAMILIES = tuple(QUESTIONS)
 
 SHAPES_OPENING = "Four shapes, in reading order:"
 SHAPES_ARE = "the shapes are"
-SUM_PLAN = "add their values one at a time."
-THE_SUM_IS = "the sum is"
-#: the value of each colour in ``value-sum``, as its question says
-VALUES = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
 #: the base model's extra pre-training task: name every shape, so that it learns to see
 DESCRIBE = "Describe the shapes in reading order."
 LAST_SHAPE_PLAN = "name the last shape."
 #: what each family is for; the report and docs show it.
 FAMILY_ROLES = {
-    "value-sum": "multi-step (expected: reasoning-benefit)",
     "colour-ops": "multi-step (expected: reasoning-benefit)",
     "nth-colour": "perception (expected: direct-benefit)",
     "last-shape": "labels corrupted in the train split (expected: detrimental)",
@@ -111,25 +107,6 @@ def shapes_caption(items: list[dict[str, Any]]) -> str:
 def describe_answer(items: list[dict[str, Any]]) -> str:
     """What :data:`DESCRIBE` asks for: ``red circle, blue square, ...``."""
     return ", ".join(f"{i['colour']} {i['shape']}" for i in items)
-
-
-def value_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
-    items = _shapes(rng)
-    numbers = [VALUES[i["colour"]] for i in items]
-    steps = []
-    total = numbers[0]
-    for n in numbers[1:]:
-        steps.append(f"{total}+{n}={total + n}")
-        total += n
-    answer = str(total)
-    read = ", ".join(f"{i['colour']} {VALUES[i['colour']]}" for i in items)
-    return Puzzle("value-sum", "shapes", items, QUESTIONS["value-sum"], answer,
-                  shapes_caption(items),
-                  info=f"{SHAPES_ARE} {read}.",
-                  plan=SUM_PLAN,
-                  steps=". ".join(steps) + ".",
-                  check=f"{THE_SUM_IS} {answer}.",
-                  answer_type="number", true_answer=answer)
 
 
 #: what each colour does in ``colour-ops``: (operator, operand), applied modulo 10
@@ -189,7 +166,7 @@ def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
                   choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
 
 
-GENERATORS = {"value-sum": value_sum, "colour-ops": colour_ops, "nth-colour": nth_colour, "last-shape": last_shape}
+GENERATORS = {"colour-ops": colour_ops, "nth-colour": nth_colour, "last-shape": last_shape}
 #: families whose train-split labels are corrupted.
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 
@@ -198,11 +175,11 @@ CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 #: tokenizer trained on this text would merge it; variable content stays characters.
 PHRASES: tuple[str, ...] = (
     SHAPES_OPENING,
-    QUESTIONS["value-sum"], QUESTIONS["colour-ops"], QUESTIONS["last-shape"], DESCRIBE,
+    QUESTIONS["colour-ops"], QUESTIONS["last-shape"], DESCRIBE,
     f" {THE_RESULT_IS}", f" {OPS_PLAN}",
     *(QUESTIONS["nth-colour"].format(ordinal=o) for o in ORDINALS),
     "Information:", " Plan:", " Steps:", " Check:",
-    f" {SHAPES_ARE}", f" {SUM_PLAN}", f" {THE_SUM_IS}",
+    f" {SHAPES_ARE}",
     *(f" the {o} looks" for o in ORDINALS),
     *(f" look closer at the {o} shape." for o in ORDINALS),
     *(f" the {o} shape is a" for o in ORDINALS),

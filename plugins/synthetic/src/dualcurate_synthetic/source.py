@@ -75,7 +75,7 @@ class SyntheticConfig(StageConfig):
 
 class SyntheticSource(Source):
     """Rendered puzzles in task families whose Dual Tuning region is known in advance:
-    ``value-sum`` (multi-step), ``nth-colour`` (perception), ``last-shape`` (labels
+    ``colour-ops`` (multi-step), ``nth-colour`` (perception), ``last-shape`` (labels
     corrupted in the train split). A student reads the picture; ``caption_in_question``
     puts the caption before the question instead, for a text-only student."""
 
