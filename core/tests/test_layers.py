@@ -14,7 +14,7 @@ ROOT = Path(dualcurate.__file__).parent
 #: lowest first
 LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
-    {"errors", "kinds", "hookspecs", "formats", "prompts", "schema", "cache", "fingerprint",
+    {"errors", "kinds", "hookspecs", "formats", "schema", "cache", "fingerprint",
      "progress", "quiet", "window", "sampling", "chat"},
     # configs, the run store, recipes, what a plugin adds to a report
     {"config", "store", "manifest", "cache_segments", "recipe", "report_sections",
