@@ -14,11 +14,11 @@ ROOT = Path(dualcurate.__file__).parent
 #: lowest first
 LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
-    {"errors", "kinds", "hookspecs", "formats", "schema", "cache", "fingerprint",
-     "progress", "quiet", "window", "sampling", "chat"},
-    # configs, the run store, recipes, what a plugin adds to a report
-    {"config", "store", "manifest", "cache_segments", "recipe", "report_sections",
-     "export_extras"},
+    {"errors", "kinds", "hookspecs", "formats", "schema", "cache", "fingerprint", "progress",
+     "quiet", "window", "sampling", "chat"},
+    # recipes and the typed schema of their options, the run store, what a plugin adds to a
+    # report
+    {"recipe", "store", "manifest", "cache_segments", "report_sections", "export_extras"},
     # engines, generating through the request cache, and the plugin host
     {"engine", "generation", "plugins"},
     # what a stage gets while it runs

@@ -23,7 +23,7 @@ from dualcurate.store import ImageStore, RunStore
 from dualcurate.window import GenerationWindow
 
 if TYPE_CHECKING:
-    from dualcurate.config import ComponentRef
+    from dualcurate.recipe import ComponentRef
     from dualcurate.stages import Stage
 
 

@@ -30,7 +30,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dualcurate.cache import canonical_json
 from dualcurate.chat import ChatRequest, Completion
-from dualcurate.config import EngineRef
 from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError, UnknownComponentError
 from dualcurate.formats import (
@@ -41,6 +40,7 @@ from dualcurate.formats import (
     template_problems,
     user_messages,
 )
+from dualcurate.recipe import EngineRef
 from dualcurate.sampling import SamplingOptions, SamplingParams
 from dualcurate.stages import Distiller, Row, StageConfig
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
-from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import load_template, template_problems
+from dualcurate.recipe import EngineRef, VerifierRef
 from dualcurate.sampling import SamplingOptions
 from dualcurate_difficulty.columns import COLUMN_TYPES
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep

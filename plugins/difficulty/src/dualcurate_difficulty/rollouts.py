@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import jinja2
 
     from dualcurate import Completion, StageContext, Verifier
-    from dualcurate.config import VerifierRef
     from dualcurate.plugins import PluginHost
+    from dualcurate.recipe import VerifierRef
 
 #: The prompt when ``template`` is unset: the caption (with ``include_caption``), the question
 #: and the trace format's instruction.
