@@ -20,10 +20,10 @@ import dualcurate.engine as engine_mod
 import dualcurate.fingerprint as fp
 import dualcurate.recipe as recipe_mod
 from dualcurate import Engine, EngineConfig
+from dualcurate.cache import cache_keys
 from dualcurate.chat import ChatRequest
 from dualcurate.distill import TeacherDistiller
 from dualcurate.engine import engine_identity
-from dualcurate.generation import cache_keys
 from dualcurate.recipe import EngineRef, StageConfig, VerifierRef, check_refs
 from dualcurate.sampling import SamplingParams
 from dualcurate.stages import Verifier

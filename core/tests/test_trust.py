@@ -30,10 +30,10 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
+from dualcurate.cache import cache_keys
 from dualcurate.chat import ChatRequest
 from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import UnknownComponentError
-from dualcurate.generation import cache_keys
 from dualcurate.plugins import PluginHost
 from dualcurate.recipe import EngineRef
 from dualcurate.sampling import SamplingParams

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jinja2
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from dualcurate.cache import canonical_json
 from dualcurate.chat import ChatRequest, Completion
 from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError, UnknownComponentError
+from dualcurate.fingerprint import canonical_json
 from dualcurate.formats import (
     load_template,
     make_trace,

@@ -6,7 +6,7 @@ each in its own thread, so ``generate`` is called from several threads: an engin
 ``concurrent_generate = True`` shares one capacity (``capacity()`` samples at once) across
 every call and starts a request of one call as soon as a request of another finishes; an
 engine that leaves it False is called one call at a time (correct, but it drains at every
-call boundary). Calls go through :func:`dualcurate.generation.generate_cached`, which sends an
+call boundary). Calls go through :func:`dualcurate.cache.generate_cached`, which sends an
 engine only what the request cache does not hold.
 """
 
