@@ -7,10 +7,9 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualcurate.cache import RequestCache, request_key
+from dualcurate.cache import RequestCache, generate_cached, request_key
 from dualcurate.chat import ChatRequest, Completion
 from dualcurate.engine import Engine, EngineConfig
-from dualcurate.generation import generate_cached
 from dualcurate.sampling import SamplingParams
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),

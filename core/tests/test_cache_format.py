@@ -14,6 +14,7 @@ from dualcurate import cache as cache_mod
 from dualcurate.cache import FILE_FORMAT, RequestCache, derived_key, request_key
 from dualcurate.cache_segments import SegmentedCache, checkpoint
 from dualcurate.errors import DualcurateError
+from dualcurate.fingerprint import canonical_json
 
 WORDS = [f"{a}{b}{c}" for a in ("ka", "lo", "mi", "nu", "pe", "ro", "su", "ti")
          for b in ("ba", "de", "fi", "go", "hu", "ja") for c in ("", "n", "r", "st")]
@@ -87,9 +88,9 @@ def _old_cache(path: Path, items: list[tuple[str, dict]], derived: dict[str, obj
         CREATE TABLE derived (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """)
     db.executemany("INSERT INTO outputs VALUES (?, ?, 1.5)",
-                   [(k, cache_mod.canonical_json(v)) for k, v in items])
+                   [(k, canonical_json(v)) for k, v in items])
     db.executemany("INSERT INTO derived VALUES (?, ?)",
-                   [(k, cache_mod.canonical_json(v)) for k, v in derived.items()])
+                   [(k, canonical_json(v)) for k, v in derived.items()])
     db.execute("INSERT INTO failures VALUES ('f', 'boom', 1.0)")
     db.commit()
     db.close()

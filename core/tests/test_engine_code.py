@@ -16,20 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dualcurate.config as config
 import dualcurate.engine as engine_mod
 import dualcurate.fingerprint as fp
+import dualcurate.recipe as recipe_mod
 from dualcurate import Engine, EngineConfig
+from dualcurate.cache import cache_keys
 from dualcurate.chat import ChatRequest
-from dualcurate.config import EngineRef, StageConfig, VerifierRef, check_refs
 from dualcurate.distill import TeacherDistiller
 from dualcurate.engine import engine_identity
-from dualcurate.generation import cache_keys
+from dualcurate.recipe import EngineRef, StageConfig, VerifierRef, check_refs
 from dualcurate.sampling import SamplingParams
 from dualcurate.stages import Verifier
 
-CACHED = (config._module_distributions, config._dist_version, config._editable,
-          config._editable_source)
+CACHED = (recipe_mod._module_distributions, recipe_mod._dist_version, recipe_mod._editable,
+          recipe_mod._editable_source)
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +73,8 @@ def test_the_engine_identity_holds_the_distribution_version_of_the_engine_class(
 
     ident = engine_identity(HFEngine({"model": "org/m"}))
     assert set(ident["code"]) == {"dualcurate-hf"}
-    assert ident["code"]["dualcurate-hf"] == config.code_versions(HFEngine)["dualcurate-hf"]
-    assert ident["code"]["dualcurate-hf"].startswith(config._dist_version("dualcurate-hf"))
+    assert ident["code"]["dualcurate-hf"] == recipe_mod.code_versions(HFEngine)["dualcurate-hf"]
+    assert ident["code"]["dualcurate-hf"].startswith(recipe_mod._dist_version("dualcurate-hf"))
 
 
 # signatures of the stages that use a component ---------------------------------------------
@@ -110,22 +110,22 @@ def test_every_resolved_component_reference_brings_its_code_version_into_the_sig
                                                                         "model": "m"}}])
     assert check_refs(teacher.config, host) == [] and check_refs(nested, host) == []
     owners = {PlainEngine: "plain-dist", JudgingVerifier: "judge-dist"}
-    real = config.code_versions
+    real = recipe_mod.code_versions
 
     def fake(cls, version="1.0"):
         return {owners[cls]: version} if cls in owners else real(cls)
 
-    with mock.patch.object(config, "code_versions", fake):
-        assert config.component_code_versions(teacher.config) == {"plain-dist": "1.0"}
+    with mock.patch.object(recipe_mod, "code_versions", fake):
+        assert recipe_mod.component_code_versions(teacher.config) == {"plain-dist": "1.0"}
         # the engine a verifier's options name counts as well
-        assert config.component_code_versions(nested) == {"judge-dist": "1.0",
+        assert recipe_mod.component_code_versions(nested) == {"judge-dist": "1.0",
                                                           "plain-dist": "1.0"}
         before = teacher.signature()
         assert teacher.signature() == before
-    with mock.patch.object(config, "code_versions",
+    with mock.patch.object(recipe_mod, "code_versions",
                            lambda cls: fake(cls, "1.0+src.0123abcd")):
         assert teacher.signature() != before
-        edited = config.component_code_versions(nested)
+        edited = recipe_mod.component_code_versions(nested)
     assert edited == {"judge-dist": "1.0+src.0123abcd", "plain-dist": "1.0+src.0123abcd"}
 
 

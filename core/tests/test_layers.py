@@ -14,13 +14,14 @@ ROOT = Path(dualcurate.__file__).parent
 #: lowest first
 LAYERS: list[set[str]] = [
     # foundations: no dualcurate imports but each other's
-    {"errors", "kinds", "hookspecs", "formats", "prompts", "schema", "cache", "fingerprint",
-     "progress", "quiet", "window", "sampling", "chat"},
-    # configs, the run store, recipes, what a plugin adds to a report
-    {"config", "store", "manifest", "cache_segments", "recipe", "report_sections",
-     "export_extras"},
-    # engines, generating through the request cache, and the plugin host
-    {"engine", "generation", "plugins"},
+    {"errors", "kinds", "hookspecs", "formats", "schema", "fingerprint", "progress", "quiet",
+     "window", "sampling", "chat"},
+    # recipes and the typed schema of their options, the run store, what a plugin adds to a
+    # report
+    {"recipe", "store", "manifest", "report_sections", "export_extras"},
+    # engines, the request cache (its file, its segments, generating through it), the plugin
+    # host
+    {"engine", "cache", "cache_segments", "plugins"},
     # what a stage gets while it runs
     {"context"},
     # stage base classes

@@ -82,10 +82,9 @@ def test_a_stage_that_fails_says_where_it_stopped():
 def test_answered_requests_count_in_the_requests_column(tmp_path):
     """Fresh answers and cached ones both count as requests done (fresh ones were counted as
     rows only: the demo's log ended with "filter 158/158 0/68 req")."""
-    from dualcurate.cache import RequestCache
+    from dualcurate.cache import RequestCache, generate_cached
     from dualcurate.chat import ChatRequest, Completion
     from dualcurate.engine import Engine, EngineConfig
-    from dualcurate.generation import generate_cached
     from dualcurate.sampling import SamplingParams
 
     class Echo(Engine):

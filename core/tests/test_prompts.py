@@ -1,5 +1,5 @@
-"""dualcurate.prompts: one template mechanism (a Jinja file or text, the same variables, the
-same rendering) for the teacher and the difficulty filter."""
+"""The prompt templates of dualcurate.formats: one template mechanism (a Jinja file or text,
+the same variables, the same rendering) for the teacher and the difficulty filter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dualcurate.distill import TeacherDistiller
 from dualcurate.errors import DualcurateError
-from dualcurate.prompts import (
+from dualcurate.formats import (
     TEMPLATE_VARIABLES,
     is_inline,
     load_template,

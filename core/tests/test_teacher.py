@@ -20,9 +20,9 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
-from dualcurate.config import EngineRef, check_refs
 from dualcurate.distill import TeacherDistiller
 from dualcurate.formats import render_trace
+from dualcurate.recipe import EngineRef, check_refs
 
 
 class EchoConfig(EngineConfig):

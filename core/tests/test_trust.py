@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import dualcurate.config as config
 import dualcurate.fingerprint as fp
+import dualcurate.recipe as recipe_mod
 from dualcurate import (
     Filter,
     MapStage,
@@ -30,12 +30,12 @@ from dualcurate import (
     hookimpl,
     load_recipe,
 )
+from dualcurate.cache import cache_keys
 from dualcurate.chat import ChatRequest
-from dualcurate.config import EngineRef
 from dualcurate.engine import Engine, EngineConfig
 from dualcurate.errors import UnknownComponentError
-from dualcurate.generation import cache_keys
 from dualcurate.plugins import PluginHost
+from dualcurate.recipe import EngineRef
 from dualcurate.sampling import SamplingParams
 
 from .conftest import RECIPE, DoubleStage, EvenFilter
@@ -194,7 +194,7 @@ def test_signatures_cover_models_and_code_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(PromptStage, "code_dependencies", ("dualcurate",))
     with_core = stage().signature()
     assert stages.code_versions(PromptStage)["dualcurate"]
-    monkeypatch.setattr(config, "_dist_version", lambda dist: "999.0")
+    monkeypatch.setattr(recipe_mod, "_dist_version", lambda dist: "999.0")
     assert stage().signature() != with_core
 
 
@@ -420,21 +420,21 @@ def test_editing_an_editable_plugin_in_place_changes_its_code_version(tmp_path, 
 
     package = _fake_distribution(tmp_path / "site", editable=editable)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    for cached in (config._module_distributions, config._dist_version, config._editable,
-                   config._editable_source):
+    for cached in (recipe_mod._module_distributions, recipe_mod._dist_version, recipe_mod._editable,
+                   recipe_mod._editable_source):
         cached.cache_clear()
     monkeypatch.delitem(sys.modules, "fakeplug", raising=False)
     cls = type("Probe", (MapStage,), {"__module__": "fakeplug.stage"})
     try:
-        before = config.code_versions(cls)["fakeplug"]
+        before = recipe_mod.code_versions(cls)["fakeplug"]
         (package / "stage.py").write_text("X = 2\n")  # edited in place, same version
         (package / "__pycache__").mkdir()
         (package / "__pycache__" / "stage.cpython-311.pyc").write_bytes(b"noise")
-        config._editable_source.cache_clear()
-        after = config.code_versions(cls)["fakeplug"]
+        recipe_mod._editable_source.cache_clear()
+        after = recipe_mod.code_versions(cls)["fakeplug"]
     finally:
-        for cached in (config._module_distributions, config._dist_version, config._editable,
-                       config._editable_source):
+        for cached in (recipe_mod._module_distributions, recipe_mod._dist_version, recipe_mod._editable,
+                       recipe_mod._editable_source):
             cached.cache_clear()
     if editable:
         assert before.startswith("1.0+src.") and after.startswith("1.0+src.") and before != after
@@ -446,12 +446,12 @@ def test_source_hash_covers_contents_and_names_not_bytecode(tmp_path):
     root = tmp_path / "pkg"
     root.mkdir()
     (root / "a.py").write_text("a = 1\n")
-    first = config.source_hash([root])
+    first = recipe_mod.source_hash([root])
     (root / "__pycache__").mkdir()
     (root / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"x")
-    assert config.source_hash([root]) == first
+    assert recipe_mod.source_hash([root]) == first
     (root / "a.py").write_text("a = 2\n")
-    assert config.source_hash([root]) != first
+    assert recipe_mod.source_hash([root]) != first
     (root / "a.py").write_text("a = 1\n")
     (root / "a.py").rename(root / "b.py")
-    assert config.source_hash([root]) != first
+    assert recipe_mod.source_hash([root]) != first

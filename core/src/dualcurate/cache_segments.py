@@ -36,7 +36,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dualcurate.cache import RequestCache, _Codec, canonical_json, encode_key, read_outputs
+from dualcurate.cache import RequestCache, _Codec, encode_key, read_outputs
+from dualcurate.fingerprint import canonical_json
 
 __all__ = ["SegmentedCache", "checkpoint", "merge_segments", "read_segment", "segment_dir"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualcurate.cache import canonical_json
+from dualcurate.fingerprint import canonical_json
 
 ImageResolver = Callable[[str], bytes]
 #: Base seeds lie below this, so base + sample index stays a valid 32-bit seed.

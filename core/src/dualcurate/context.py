@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dualcurate.cache import RequestCache, canonical_json
+from dualcurate.cache import GenerationStats, RequestCache, generate_cached
 from dualcurate.chat import ChatRequest, Completion
 from dualcurate.engine import Engine
-from dualcurate.generation import GenerationStats, generate_cached
+from dualcurate.fingerprint import canonical_json
 from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
 from dualcurate.sampling import SamplingParams
@@ -23,7 +23,7 @@ from dualcurate.store import ImageStore, RunStore
 from dualcurate.window import GenerationWindow
 
 if TYPE_CHECKING:
-    from dualcurate.config import ComponentRef
+    from dualcurate.recipe import ComponentRef
     from dualcurate.stages import Stage
 
 

@@ -28,13 +28,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jinja2
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from dualcurate.cache import canonical_json
 from dualcurate.chat import ChatRequest, Completion
-from dualcurate.config import EngineRef
 from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError, UnknownComponentError
-from dualcurate.formats import make_trace, strip_reasoning
-from dualcurate.prompts import load_template, render_template, template_problems, user_messages
+from dualcurate.fingerprint import canonical_json
+from dualcurate.formats import (
+    load_template,
+    make_trace,
+    render_template,
+    strip_reasoning,
+    template_problems,
+    user_messages,
+)
+from dualcurate.recipe import EngineRef
 from dualcurate.sampling import SamplingOptions, SamplingParams
 from dualcurate.stages import Distiller, Row, StageConfig
 
@@ -55,7 +61,7 @@ class TeacherConfig(StageConfig, SamplingOptions):
     ``repetition_penalty``, ``max_tokens``, ``seed`` (None: the run's seed), ``stop`` — each
     applied as given, whatever the checkpoint's generation config says — and
     ``sampling_extra`` (engine-specific, e.g. ``chat_template_kwargs``). ``template``: the user prompt, a Jinja
-    file or text (:mod:`dualcurate.prompts`; default: the four-phase prompt); ``system_prompt``: an optional system
+    file or text (:mod:`dualcurate.formats`; default: the four-phase prompt); ``system_prompt``: an optional system
     message. Both are part of the rendered request and so of the cache key.
     ``include_caption`` shows the teacher the row's caption too; ``include_images = false``
     leaves the images out of the request (a text-only teacher reading captions; the rows keep

@@ -6,7 +6,7 @@ each in its own thread, so ``generate`` is called from several threads: an engin
 ``concurrent_generate = True`` shares one capacity (``capacity()`` samples at once) across
 every call and starts a request of one call as soon as a request of another finishes; an
 engine that leaves it False is called one call at a time (correct, but it drains at every
-call boundary). Calls go through :func:`dualcurate.generation.generate_cached`, which sends an
+call boundary). Calls go through :func:`dualcurate.cache.generate_cached`, which sends an
 engine only what the request cache does not hold.
 """
 
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import model_validator
 
 from dualcurate.chat import ChatRequest, Completion, ImageResolver, OnResult
-from dualcurate.config import StageConfig, code_versions, coerce_config
 from dualcurate.errors import DualcurateError
 from dualcurate.fingerprint import model_fingerprint
+from dualcurate.recipe import StageConfig, code_versions, coerce_config
 from dualcurate.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
     """Everything about an engine that can change its outputs, computed once per engine
     instance: its ``identity()``, every Config option not in ``runtime_fields`` (dtype,
     quantization, max_model_len, chat template, llm_kwargs...) under ``options``, the
-    version of the engine's code under ``code`` (:func:`~dualcurate.config.code_versions`:
+    version of the engine's code under ``code`` (:func:`~dualcurate.recipe.code_versions`:
     its distribution's version, with a hash of its source files when installed editable, so
     an engine edited in place or upgraded is not answered from what the old code generated),
     and for a model run in this process (no endpoint) its fingerprint under ``weights``: a

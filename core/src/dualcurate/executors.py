@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 from pydantic import Field
 
-from dualcurate.config import StageConfig
+from dualcurate.recipe import StageConfig
 from dualcurate.stages import Executor, MapJob, MapStage, ShardDone, Source
 from dualcurate.store import kept
 from dualcurate.window import DEFAULT_DEPTH, GenerationWindow

@@ -16,12 +16,16 @@ so a 500 GB model folder is read once, and a rerun only ``stat``s its files. Any
 file changes its mtime and ctime, so a retrained model is hashed again; a file written in the
 last two seconds is not cached at all (a second write within the same timestamp tick would
 not show in its stat).
+
+Whatever is hashed as a structure (a request cache key, a request's seeds, a stage's options)
+is hashed as its canonical JSON (:func:`canonical_json`), so dict order never matters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -35,6 +39,12 @@ _SKIP = re.compile(r"^(\.|readme|license|licence|notice)", re.IGNORECASE)
 _MEMO: dict[tuple[str, int, int, int, int], str] = {}
 _LOCK = threading.Lock()
 _DB: dict[str, sqlite3.Connection] = {}
+
+
+def canonical_json(obj: Any) -> str:
+    """``obj`` as JSON with sorted keys, no spaces and text as written (values JSON has no
+    type for as their ``str``): the same bytes for the same value, whatever its dict order."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def hash_cache_path() -> Path:

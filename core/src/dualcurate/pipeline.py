@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from dualcurate.cache import RequestCache
 from dualcurate.cache_segments import merge_segments
-from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError, RecipeError, StageFailed, StoreError
 from dualcurate.executors import BeforeWrite, write_dataset, write_source
@@ -29,7 +28,7 @@ from dualcurate.manifest import StageRecord, mark_downstream
 from dualcurate.models import ModelBuilder, ensure_model
 from dualcurate.plugins import PluginHost
 from dualcurate.progress import NullProgress, StageProgress
-from dualcurate.recipe import Recipe, StageSpec, format_validation
+from dualcurate.recipe import Recipe, StageSpec, check_refs, format_validation
 from dualcurate.stages import DatasetStage, MapJob, MapStage, Source, Stage
 from dualcurate.store import RunStore, kept
 
@@ -49,7 +48,7 @@ class ResolvedStage:
 def _type_name(annotation: Any) -> str:
     name = getattr(annotation, "__name__", None)
     text = name if name and not getattr(annotation, "__args__", None) else str(annotation)
-    return text.replace("typing.", "").replace("dualcurate.config.", "")
+    return text.replace("typing.", "").replace("dualcurate.recipe.", "")
 
 
 def _ref_class(annotation: Any) -> Any:
@@ -57,7 +56,7 @@ def _ref_class(annotation: Any) -> Any:
     ``list[VerifierRef]``), or None."""
     import typing
 
-    from dualcurate.config import ComponentRef
+    from dualcurate.recipe import ComponentRef
 
     if isinstance(annotation, type) and issubclass(annotation, ComponentRef):
         return annotation

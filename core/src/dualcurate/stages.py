@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dualcurate.config import (
+from dualcurate.context import StageContext
+from dualcurate.recipe import (
     StageConfig,
     code_versions,
     coerce_config,
@@ -29,7 +30,6 @@ from dualcurate.config import (
     component_refs,
     signature_inputs,
 )
-from dualcurate.context import StageContext
 from dualcurate.schema import rows_to_table
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dualcurate import Completion, StageContext, hookimpl
-from dualcurate.config import check_refs
 from dualcurate.errors import DualcurateError
+from dualcurate.recipe import check_refs
 from dualcurate.testing.contracts import FilterContract, default_rows
 from dualcurate_difficulty import plugin
 from dualcurate_difficulty.filter import DifficultyFilter

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dualcurate import StageContext
-from dualcurate.config import check_refs
+from dualcurate.recipe import check_refs
 from dualcurate_difficulty.filter import DifficultyFilter
 from dualcurate_difficulty.scripted import make_rows, scripted_options, scripted_plugin
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from dualcurate import Pipeline, Register, hookimpl, load_recipe, rows_to_table
-from dualcurate.config import check_refs
 from dualcurate.errors import RecipeError
+from dualcurate.recipe import check_refs
 from dualcurate_dualtuning import plugin
 from dualcurate_dualtuning.judge import DualTuningJudge
 

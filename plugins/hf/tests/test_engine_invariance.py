@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dualcurate.cache import RequestCache
+from dualcurate.cache import RequestCache, generate_cached
 from dualcurate.chat import ChatRequest
 from dualcurate.errors import DualcurateError
-from dualcurate.generation import generate_cached
 from dualcurate.sampling import SamplingParams
 from dualcurate_hf.engine import HFEngine, checkpoint_overrides, row_generators, sample_rows
 

@@ -183,7 +183,7 @@ def test_llm_cleaning_pass(tmp_path: Path, stage_context, register_plugin,
 
 def test_llm_engine_is_a_reference_validated_before_the_run(plugin_host,
                                                             register_plugin) -> None:
-    from dualcurate.config import check_refs
+    from dualcurate.recipe import check_refs
 
     sources = [{"name": "s", "jsonl": __file__}]
     problems = check_refs(HFDatasetSource({"sources": sources,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from dualcurate import StageContext
+from dualcurate.cache import generate_cached
 from dualcurate.chat import ChatRequest
 from dualcurate.engine import engine_identity
-from dualcurate.generation import generate_cached
 from dualcurate.sampling import SamplingParams
 from dualcurate_openai.batch import RECORDS, custom_id
 from dualcurate_openai.engine import OpenAIEngine

@@ -220,7 +220,7 @@ def test_runtime_options_leave_the_signature_alone(server):
 
 
 def test_bad_engine_settings_are_found_before_anything_runs(plugin_host):
-    from dualcurate.config import check_refs
+    from dualcurate.recipe import check_refs
 
     stage = OpenAIDistiller({"engine": {"base_url": "http://127.0.0.1:9"}})
     problems = check_refs(stage.config, plugin_host)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dualcurate import Sample
-from dualcurate.config import check_refs
+from dualcurate.recipe import check_refs
 from dualcurate.testing.contracts import VerifierContract
 from dualcurate_verify import plugin
 from dualcurate_verify.judge import (

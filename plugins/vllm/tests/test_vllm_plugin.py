@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dualcurate.config import check_refs
 from dualcurate.distill import TeacherDistiller
 from dualcurate.errors import DualcurateError
+from dualcurate.recipe import check_refs
 from dualcurate_vllm import engine as engine_module
 from dualcurate_vllm import plugin
 from dualcurate_vllm.distill import VLLMDistiller

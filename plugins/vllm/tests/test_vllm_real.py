@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from dualcurate.chat import ChatRequest
-from dualcurate.config import check_refs
 from dualcurate.context import StageContext
 from dualcurate.plugins import PluginHost
+from dualcurate.recipe import check_refs
 from dualcurate.sampling import SamplingParams
 from dualcurate.testing.contracts import EngineContract, default_rows
 from dualcurate_vllm import plugin as vllm_plugin

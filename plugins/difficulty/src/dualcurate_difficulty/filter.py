@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import ChatRequest, Engine, Filter, SamplingParams, StageConfig
-from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import recipe_verifier
 from dualcurate.errors import DualcurateError
-from dualcurate.prompts import load_template, template_problems
+from dualcurate.formats import load_template, template_problems
+from dualcurate.recipe import EngineRef, VerifierRef
 from dualcurate.sampling import SamplingOptions
 from dualcurate_difficulty.columns import COLUMN_TYPES
 from dualcurate_difficulty.expr import KeepExpressionError, parse_keep
@@ -54,7 +54,7 @@ class DifficultyConfig(StageConfig, SamplingOptions):
     the recipe's verifier leaves undecided, each a name or ``{ use = "...", ...options }``.
     ``curate validate`` resolves both and validates their options before anything runs.
     ``samples_per_question`` (k): rollouts per sample at most. ``template``: the prompt, a
-    Jinja file or text with the teacher's variables (:mod:`dualcurate.prompts`; default: the
+    Jinja file or text with the teacher's variables (:mod:`dualcurate.formats`; default: the
     question and the trace format's instruction). ``seed`` (None: the run's seed, as the
     teacher's)."""
 

@@ -1,7 +1,7 @@
 """Rollout prompts, parsing and verification for the difficulty filter.
 
 A prompt is the sample's images (as ``{"type": "image", "image": sha256}`` parts) followed by
-the row rendered through a Jinja template, as the teacher's (:mod:`dualcurate.prompts`). A
+the row rendered through a Jinja template, as the teacher's (:mod:`dualcurate.formats`). A
 rollout becomes a trace as the teacher's do (:func:`dualcurate.formats.make_trace`) and is
 verified by registered verifier stages, by
 name: the recipe's verifier (``rule-verify`` when the recipe has none), answer rules only, then
@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from dualcurate.context import DEFAULT_VERIFIER
 from dualcurate.errors import DualcurateError
-from dualcurate.formats import FORMAT_INSTRUCTION, make_trace
-from dualcurate.prompts import render_template, user_messages
+from dualcurate.formats import FORMAT_INSTRUCTION, make_trace, render_template, user_messages
 
 if TYPE_CHECKING:
     import jinja2
 
     from dualcurate import Completion, StageContext, Verifier
-    from dualcurate.config import VerifierRef
     from dualcurate.plugins import PluginHost
+    from dualcurate.recipe import VerifierRef
 
 #: The prompt when ``template`` is unset: the caption (with ``include_caption``), the question
 #: and the trace format's instruction.

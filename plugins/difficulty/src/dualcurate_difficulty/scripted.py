@@ -25,8 +25,8 @@ from dualcurate import (
     Verifier,
     hookimpl,
 )
-from dualcurate.cache import canonical_json
 from dualcurate.chat import OnResult
+from dualcurate.fingerprint import canonical_json
 from dualcurate.formats import render_answer, render_think, split_trace
 
 if TYPE_CHECKING:

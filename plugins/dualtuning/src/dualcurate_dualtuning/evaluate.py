@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualcurate.chat import ChatRequest
-from dualcurate.config import EngineRef, VerifierRef
 from dualcurate.context import StageContext, recipe_verifier
 from dualcurate.errors import DualcurateError
+from dualcurate.recipe import EngineRef, VerifierRef
 from dualcurate.sampling import SamplingParams
 from dualcurate_dualtuning.blind import BlankImages, blank_messages
 from dualcurate_dualtuning.data import MODES, SCORE_KEY, Mode, ModePrompts

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from dualcurate.config import EngineRef
 from dualcurate.errors import DualcurateError
 from dualcurate.formats import render_answer
+from dualcurate.recipe import EngineRef
 from dualcurate.stages import EfficacyJudge, StageConfig, StageResult
 from dualcurate_dualtuning.blind import BLANK_DESCRIPTION
 from dualcurate_dualtuning.data import (

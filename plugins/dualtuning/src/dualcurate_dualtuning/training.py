@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
-from dualcurate.config import TrainerRef
 from dualcurate.context import StageContext
 from dualcurate.errors import DualcurateError
+from dualcurate.recipe import TrainerRef
 from dualcurate.schema import rows_to_table
 
 MARKER = "dualtuning-model.json"

@@ -56,10 +56,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from dualcurate.cache import canonical_json
 from dualcurate.chat import ChatRequest, Completion, OnResult
 from dualcurate.engine import Engine, LocalModelConfig
 from dualcurate.errors import DualcurateError
+from dualcurate.fingerprint import canonical_json
 from dualcurate.sampling import SamplingParams, checkpoint_overrides
 from dualcurate.window import ENGINE_CLOSED, ResultMailbox
 

@@ -16,8 +16,8 @@ from dualcurate.formats import strip_reasoning
 if TYPE_CHECKING:
     from jinja2 import Template
 
-    from dualcurate.config import EngineRef
     from dualcurate.context import StageContext
+    from dualcurate.recipe import EngineRef
 
 DEFAULT_SYSTEM = ("You clean questions for a visual reasoning dataset. You never solve the "
                   "question; you only tidy it.")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator, model_validator
 
 from dualcurate import DualcurateError, Sample, Source, StageConfig
-from dualcurate.config import EngineRef
+from dualcurate.recipe import EngineRef
 from dualcurate.schema import sample_id
 from dualcurate_hf.cleaning import CleaningOptions, clean_item
 from dualcurate_hf.dedup import (

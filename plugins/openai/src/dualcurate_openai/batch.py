@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualcurate.cache import canonical_json
 from dualcurate.chat import ChatRequest, Completion
+from dualcurate.fingerprint import canonical_json
 from dualcurate.sampling import SamplingParams
 from dualcurate_openai.retry import backoff_delay, is_retryable_status, parse_retry_after
 from dualcurate_openai.transport import (

@@ -83,7 +83,7 @@ def verify_items(items: list[dict[str, Any]], host: Any = None, judge: dict[str,
     options = {"require_think": False, "symbolic_timeout": timeout}
     stage = CompassJudge({**options, **judge}) if judge is not None else RuleVerifier(options)
     if judge is not None and host is not None:
-        from dualcurate.config import check_refs
+        from dualcurate.recipe import check_refs
 
         problems = check_refs(stage.config, host) + stage.preflight(host)
         if problems:

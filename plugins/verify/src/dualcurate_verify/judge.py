@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from dualcurate import ChatRequest, SamplingParams
-from dualcurate.config import EngineRef
+from dualcurate.recipe import EngineRef
 from dualcurate_verify.extract import split_think
 from dualcurate_verify.rules import CheckResult, addresses_grader
 from dualcurate_verify.stage import (
