@@ -19,10 +19,10 @@ from dualcurate_synthetic.families import (
     OPS,
     ORDINALS,
     SHAPES,
+    colour_ops,
     last_shape,
     make_puzzles,
     nth_colour,
-    colour_ops,
 )
 from dualcurate_synthetic.reference import ReferenceDistiller
 from dualcurate_synthetic.render import RGB, layout, render_png
