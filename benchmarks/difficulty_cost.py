@@ -1,6 +1,6 @@
 """What adaptive sampling saves in the difficulty filter, and whether it changes any decision.
 
-Data: the ``synthetic`` source's train puzzles (digit-sum, nth-colour, last-shape), with the
+Data: the ``synthetic`` source's train puzzles (colour-ops, nth-colour, last-shape), with the
 caption in the question (the proxy reads text). Proxy: the synthetic plugin's tiny base model
 (a Qwen2 from config, briefly pre-trained on freshly drawn puzzles with the default recipe's
 settings; reused from the demo's cache or built once under ``runs/.cache``, about 5 minutes),

@@ -134,3 +134,25 @@ def test_docs_regions_match_a_fresh_seed_0_demo(tmp_path):
         "docs/demo.md's seed-0 regions differ from a fresh run (family: (docs, fresh)): "
         f"{differ}. Rerun `.venv/bin/python benchmarks/demo_seeds.py --write-docs` (seeds 0, "
         "1, 2) and update the prose around the tables.")
+
+
+def test_blind_scores_add_the_image_columns_and_the_perception_check():
+    def row(group, region, dt_s, dt_l, blind=None):
+        g = {"group": group, "region": region, "n_train": 10, "B_S": 50.0, "B_L": 40.0,
+             "DT_S": dt_s, "DT_L": dt_l, "Gain_DA": 0.0, "Gain_CoT": 0.0}
+        return {**g, "blind": blind} if blind is not None else g
+
+    seen = {"B_S": 25.0, "B_L": 25.0, "DT_S": 30.0, "DT_L": 40.0}
+    tables = {"0": [row("nth-colour", "direct-benefit", 95.0, 80.0, seen),
+                    row("colour-ops", "reasoning-benefit", 10.0, 60.0)],
+              "1": [row("nth-colour", "direct-benefit", 95.0, 60.0, seen)]}
+    text = demo_seeds.regions_block(tables, {"0": 1.0, "1": 1.0})
+    assert "| Img_S | Img_L | region |" in text
+    assert "| 0 | nth-colour | 10 | 50 | 40 | 95 | 80 | 0 | 0 | 65 | 40 | direct-benefit |" in text
+    assert "| 0 | colour-ops | 10 | 50 | 40 | 10 | 60 | 0 | 0 |  |  | reasoning-benefit |" in text
+    regions = {s: {g["group"]: g["region"] for g in gs} for s, gs in tables.items()}
+    # seed 1's DT_L is only 20 points above blind: the check counts seed 0 alone
+    assert demo_seeds.met(regions, tables)[
+        "nth-colour DT_S and DT_L each 30+ points above blind"] == "1/2"
+    assert demo_seeds.docs_regions(demo_seeds.replace_blocks(
+        _doc("", "", ""), {"regions": text, "stages": ""})) == regions

@@ -1,5 +1,8 @@
 """The offline demo end to end: the default recipe through the real CLI, shrunk so it runs in
-a minute or two, then the report. The full-size demo is `make demo` (see docs/demo.md)."""
+a minute or two, then the report. The demo's base model is a tiny Idefics3
+(``synthetic-base``), so every stage that runs it (the difficulty filter's ``hf`` engine, the
+``sft`` trainer, the Dual Tuning judge's training and evaluation) reads the rendered PNGs, with
+no caption in the questions. The full-size demo is `make demo` (see docs/demo.md)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ def test_default_recipe_runs_every_stage_and_reports(run_cli):
     assert [s["plugin"] for s in manifest["stages"]] == [
         "synthetic", "reference", "rule-verify", "difficulty", "sft", "dual-tuning"]
     assert stages["source"]["rows_out"] == 3 * 18
+    config = json.loads((result.cwd / "base" / "config.json").read_text())
+    assert config["architectures"] == ["Idefics3ForConditionalGeneration"]
     # every train row gets a verified reference trace; eval rows none
     verify_rows = [r for t in _tables(run, "verify") for r in t]
     train_rows = [r for r in verify_rows if r["split"] == "train"]
@@ -37,9 +42,17 @@ def test_default_recipe_runs_every_stage_and_reports(run_cli):
     # eval rows always reach the judge
     filter_rows = [r for t in _tables(run, "filter") for r in t]
     assert all(r["keep"] for r in filter_rows if r["split"] == "eval")
+    # the questions hold no caption: the pictures are the only way to the answer
+    assert all(r["images"] and r["caption"] not in r["question"] for r in filter_rows)
+    # the filter's proxy read the train rows' pictures (an engine error fails the stage):
+    # each has rollouts, none of them failed
+    train = [r for r in filter_rows if r["split"] == "train"]
+    assert train and all(r["pass_drawn"] >= 1 and len(r["rollouts"]) == r["pass_drawn"]
+                         for r in train)
+    assert all(t["error"] is None for r in train for t in r["rollouts"])
     efficacy = json.loads((run / "judge" / "artifacts" / "efficacy.json").read_text())
     groups = {g["group"]: g for g in efficacy["groups"]}
-    assert set(groups) == {"digit-sum", "nth-colour", "last-shape"}
+    assert set(groups) == {"colour-ops", "nth-colour", "last-shape"}
     assert all(g["n_eval"] == 6 for g in groups.values())
     # the base model was built once, by [models.base]'s builder, where --set moved it, and
     # every stage that names "@base" used that folder
@@ -49,6 +62,10 @@ def test_default_recipe_runs_every_stage_and_reports(run_cli):
     recipe = manifest["recipe"]
     assert recipe["train"]["model"] == recipe["judge"]["base_model"] == "base"
     assert _engine_model(recipe["filter"]) == "base"
+    assert recipe["filter"]["engine"]["use"] == recipe["judge"]["engine"]["use"] == "hf"
+    # the trained students were saved as vision-language models too (sft's final model)
+    assert [p for p in run.rglob("config.json")
+            if "Idefics3ForConditionalGeneration" in p.read_text()]
 
     from dualcurate.report import write_report
 

@@ -44,18 +44,16 @@ def test_default_recipe_with_vllm_distill_and_gspo(run_cli):
 
 
 def test_vllm_teacher_reads_the_pictures(run_cli):
-    """`curate --plugin vllm-distill` with the demo's base built as the tiny Idefics3 (the
-    builder's default, vision = true) and questions without captions: the teacher on vLLM is
-    sent each row's picture, and vLLM puts the picture's image tokens into the prompt (what
-    `prompt_tokens` counts). The run stops after distill (`run.stages`); the rest of the
-    recipe through the pictures is tests/test_demo_vision.py's."""
+    """`curate --plugin vllm-distill` with the demo's base (the tiny Idefics3) and questions
+    without captions: the teacher on vLLM is sent each row's picture, and vLLM puts the
+    picture's image tokens into the prompt (what `prompt_tokens` counts). The run stops after
+    distill (`run.stages`); the rest of the recipe through the pictures is
+    tests/test_demo.py's."""
     pytest.importorskip("vllm")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     sets = ["source.train_per_family=4", "source.eval_per_family=2",
             "models.base.build.steps=10", "models.base.build.examples_per_family=8",
             "models.base.build.batch_size=8", 'models.base.path="base"',
-            "models.base.build.vision=true", "source.caption_in_question=false",
-            "distill.plugins.vllm-distill.include_images=true",
             "distill.plugins.vllm-distill.max_tokens=16",
             'run.stages=["source", "distill"]']
     args = [arg for item in sets for arg in ("--set", item)]

@@ -333,7 +333,8 @@ def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tiny_lm_
                           shard_size=shard_size, out=None)
         raw["models"]["base"] = {"path": str(tiny_lm_dir)}
         raw["source"].update(train_per_family=16, eval_per_family=4)
-        raw["filter"].update(samples_per_question=3, max_tokens=12)
+        # the tiny proxy is text-only: the demo's pictures stay out of its prompts
+        raw["filter"].update(samples_per_question=3, max_tokens=12, include_images=False)
         raw["filter"]["engine"]["batch_size"] = batch_size
         return raw
 

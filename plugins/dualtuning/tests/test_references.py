@@ -120,7 +120,7 @@ def test_a_misspelt_trainer_option_fails_before_anything_runs(scripted, plugin_h
 
 def test_curate_validate_names_the_misspelt_trainer_option(run_cli, tmp_path):
     path = tmp_path / "recipe.toml"
-    path.write_text('[source]\nuse = "synthetic"\nfamilies = ["digit-sum"]\n\n[judge]\n'
+    path.write_text('[source]\nuse = "synthetic"\nfamilies = ["colour-ops"]\n\n[judge]\n'
                     'use = "dual-tuning"\nbase_model = "some/base"\nengine = "hf"\n'
                     'trainer = { use = "sft", max_stepz = 3 }\n')
     result = run_cli("validate", str(path))

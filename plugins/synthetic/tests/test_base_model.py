@@ -5,6 +5,7 @@ build options and reused after; the source no longer takes the base model's opti
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,7 +23,7 @@ from dualcurate_synthetic.base_model import (
     encode_vision_example,
     render_image,
 )
-from dualcurate_synthetic.families import COLOURS, GENERATORS, PHRASES, digit_sum
+from dualcurate_synthetic.families import COLOURS, GENERATORS, PHRASES, colour_ops
 from dualcurate_synthetic.render import RGB, render_png
 from dualcurate_synthetic.source import SyntheticSource
 
@@ -35,7 +36,7 @@ def test_signature_follows_what_changes_the_weights():
     base = SyntheticBaseBuilder(TINY).signature()
     assert SyntheticBaseBuilder({**TINY, "threads": 2}).signature() == base  # runtime only
     for change in ({"seed": 1}, {"steps": 3}, {"hidden_size": 64}, {"learning_rate": 0.01},
-                   {"families": ["digit-sum"]}, {"examples_per_family": 4}, {"vision": False},
+                   {"families": ["colour-ops"]}, {"examples_per_family": 4}, {"vision": False},
                    {"image_size": 64}, {"patch_size": 4}, {"vision_hidden_size": 64},
                    {"vision_layers": 2}, {"image_width": 96}, {"image_height": 40}):
         assert SyntheticBaseBuilder({**TINY, **change}).signature() != base, change
@@ -116,9 +117,9 @@ def test_builds_a_vision_language_model_that_loads_and_reads_a_picture(tiny_mode
     assert (text.hidden_size, text.num_hidden_layers, text.head_dim) == (32, 1, 16)
     assert (model.config.vision_config.image_size, model.config.vision_config.patch_size) == (
         32, 8)
-    puzzle = digit_sum(random.Random(0))
+    puzzle = colour_ops(random.Random(0))
     ids, labels, pixels = encode_vision_example(processor, puzzle, "short",
-                                                render_image(puzzle, 256, 72))
+                                                render_image(puzzle.items, 256, 72))
     # the picture's tokens: (32 / 8)^2 / 2^2 = 4 image tokens
     assert ids.count(processor.image_token_id) == 4 == processor.image_seq_len
     prompt_len = labels.count(-100)
@@ -163,7 +164,7 @@ def _distinct_colour_scenes(kind: str, count: int) -> list[list[dict]]:
     return scenes
 
 
-@pytest.mark.parametrize("kind", ["shapes", "cards"])
+@pytest.mark.parametrize("kind", ["shapes"])
 @pytest.mark.parametrize("size", [(256, 72), (200, 100)])
 def test_saved_processor_keeps_all_four_slots_of_a_wide_scene(tiny_model, kind, size):
     """No centre crop: through the saved processor (AutoProcessor), each slot's colour is in
@@ -216,7 +217,7 @@ def test_content_is_characters_fixed_wording_is_whole_and_only_the_completion_is
     from dualcurate_synthetic.families import PHRASES
 
     tok = build_tokenizer()
-    puzzle = digit_sum(random.Random(0))
+    puzzle = colour_ops(random.Random(0))
     ids, labels, pixels = encode_example(tok, puzzle, "long")
     assert pixels == {}
     learned = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
@@ -236,11 +237,11 @@ def test_every_phrase_token_occurs_in_the_puzzles_it_is_for():
     """A reworded template would leave its phrase token unused (longer sequences, silently)."""
     import random
 
-    from dualcurate_synthetic.families import GENERATORS, PHRASES, student_question
+    from dualcurate_synthetic.families import DESCRIBE, GENERATORS, PHRASES, student_question
 
     rng = random.Random(0)
     texts = " ".join(f"{student_question(p)} {p.solution}" for gen in GENERATORS.values()
-                     for p in (gen(rng) for _ in range(200)))
+                     for p in (gen(rng) for _ in range(200))) + f" {DESCRIBE}"
     assert [phrase for phrase in PHRASES if phrase not in texts] == []
 
 
@@ -255,7 +256,7 @@ def test_vision_examples_read_the_picture_not_a_caption(mode):
     for family, gen in GENERATORS.items():
         puzzle = gen(random.Random(family))
         ids, labels, pixels = encode_vision_example(processor, puzzle, mode,
-                                                    render_image(puzzle, 256, 72))
+                                                    render_image(puzzle.items, 256, 72))
         assert ids.count(processor.image_token_id) == 16
         assert pixels["pixel_values"].shape == (1, 3, 64, 64)
         prompt = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab == -100])
@@ -299,3 +300,29 @@ def test_saved_processor_keeps_every_shape_where_it_was_drawn(tiny_model, size):
             centre = (ys.mean() / image.height * side, xs.mean() / image.width * side)
             assert abs(ps.mean() - centre[0]) < 2 and abs(qs.mean() - centre[1]) < 2, (
                 size, item, centre, (ps.mean(), qs.mean()))
+
+
+def test_vision_pretraining_also_teaches_to_describe_the_picture():
+    """With pictures, pre-training adds the describe task on every puzzle's scene and on as
+    many fresh scenes, answered directly with every shape's colour and shape in reading order."""
+    from dualcurate_synthetic.base_model import pretraining_examples, pretraining_puzzles
+    from dualcurate_synthetic.families import DESCRIBE
+
+    settings = BaseModelConfig(examples_per_family=2)
+    processor = build_processor(settings)
+    tok = processor.tokenizer
+    puzzles = pretraining_puzzles(["colour-ops", "nth-colour"], 2, seed=0)
+    examples = pretraining_examples(processor, settings, puzzles, seed=0)
+    assert len(examples) == 2 * len(puzzles) + 2 * len(puzzles)
+    describe = [e for e in examples if DESCRIBE in tok.decode(e[0])]
+    assert len(describe) == 2 * len(puzzles)
+    learned = [tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+               for ids, labels, _ in describe]
+    for text, puzzle in zip(learned, puzzles, strict=False):
+        names = ", ".join(f"{i['colour']} {i['shape']}" for i in puzzle.items)
+        assert text == f"<answer>{names}</answer><|im_end|>"
+    assert all(re.fullmatch(r"<answer>(\w+ \w+, ){3}\w+ \w+</answer><\|im_end\|>", t)
+               for t in learned)
+    text_only = pretraining_examples(build_tokenizer(), BaseModelConfig(vision=False), puzzles,
+                                     seed=0)
+    assert len(text_only) == 2 * len(puzzles)

@@ -16,15 +16,16 @@ from dualcurate_synthetic import plugin
 from dualcurate_synthetic.families import (
     COLOURS,
     FAMILIES,
+    OPS,
     ORDINALS,
     SHAPES,
-    digit_sum,
+    colour_ops,
     last_shape,
     make_puzzles,
     nth_colour,
 )
 from dualcurate_synthetic.reference import ReferenceDistiller
-from dualcurate_synthetic.render import render_png
+from dualcurate_synthetic.render import RGB, layout, render_png
 from dualcurate_synthetic.source import SyntheticSource
 
 SMALL = {"train_per_family": 6, "eval_per_family": 3}
@@ -89,10 +90,12 @@ def test_rows_have_split_domain_image_caption_and_solution(stage_context):
         assert sum(r["split"] == "eval" for r in mine) == 3
     for row in rows:
         image = stage_context.images.open(row["images"][0])
-        assert image.size == (256, 72)
+        assert image.size == (64, 64)
         meta = row_meta(row)
         assert meta["split"] == row["split"] and meta["solution"]
         assert row["caption"] and row["question"].endswith("?")
+        # the student reads the picture: no caption in the question
+        assert row["caption"] not in row["question"]
 
 
 def test_deterministic_by_seed_and_seed_matters(stage_context):
@@ -103,9 +106,9 @@ def test_deterministic_by_seed_and_seed_matters(stage_context):
 
 
 def test_counts_per_family_override(stage_context):
-    rows = read_all(stage_context, families=["digit-sum", "last-shape"],
+    rows = read_all(stage_context, families=["colour-ops", "last-shape"],
                     counts={"last-shape": {"train": 2, "eval": 1}})
-    assert sum(r["domain"] == "digit-sum" for r in rows) == 9
+    assert sum(r["domain"] == "colour-ops" for r in rows) == 9
     assert sum(r["domain"] == "last-shape" for r in rows) == 3
 
 
@@ -121,7 +124,7 @@ def test_only_train_labels_of_the_noisy_family_are_corrupted():
     for split, p in puzzles:
         assert p.corrupted == (split == "train")
         assert (p.answer == p.true_answer) == (split == "eval")
-    assert all(not p.corrupted for _, p in make_puzzles("digit-sum", 20, 5, seed=0))
+    assert all(not p.corrupted for _, p in make_puzzles("colour-ops", 20, 5, seed=0))
 
 
 def test_eval_scenes_never_appear_in_train():
@@ -136,11 +139,24 @@ def test_puzzle_answers_follow_from_the_caption(seed):
     import random
 
     rng = random.Random(seed)
-    p = digit_sum(rng)
-    digits = [int(d) for d in re.findall(r"\b(\d)\b", p.caption)]
-    assert len(digits) == 4 and p.answer == str(sum(digits) % 10)
-    steps = re.findall(r"(\d+)\+(\d)=(\d+)", p.steps)
-    assert all(int(a) + int(b) == int(c) for a, b, c in steps) and len(steps) == 3
+    p = colour_ops(rng)
+    colours = [part.split()[0] for part in p.caption.split(": ", 1)[1].rstrip(".").split(", ")]
+    # the question says what each colour does; the answer is the digit left after all four
+    assert p.question.startswith("Start at 1. Red adds 1, green adds 3, blue triples, yellow")
+    state = 1
+    for colour in colours:
+        op, operand = OPS[colour]
+        state = (state + operand if op == "+" else state * operand) % 10
+    assert p.answer == str(state)
+    # the trace reads the colours in order, then one operation per step on the last digit
+    assert p.info == "the shapes are " + ", ".join(colours) + "."
+    steps = re.findall(r"(\d+)([+*])(\d)=(\d+)", p.steps)
+    assert len(steps) == 4 and steps[0][0] == "1"
+    for (a, op, b, c), colour in zip(steps, colours, strict=True):
+        assert (op, int(b)) == OPS[colour]
+        assert int(c) == (int(a) + int(b) if op == "+" else int(a) * int(b))
+    assert [int(a) for a, *_ in steps[1:]] == [int(c) % 10 for *_, c in steps[:-1]]
+    assert p.check == f"the result is {p.answer}."
     p = nth_colour(rng)
     ordinal = re.fullmatch(r"What colour is the (\w+) shape\?", p.question).group(1)
     items = p.caption.split(": ", 1)[1].rstrip(".").split(", ")
@@ -152,7 +168,7 @@ def test_puzzle_answers_follow_from_the_caption(seed):
     assert p.check == f"it is a {p.answer}."
 
 
-def test_render_is_deterministic_and_draws_colours():
+def test_render_is_deterministic_and_draws_colours_in_reading_order():
     import io
 
     from PIL import Image
@@ -161,10 +177,24 @@ def test_render_is_deterministic_and_draws_colours():
     png = render_png("shapes", items)
     assert png == render_png("shapes", items)
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    centre = image.getpixel((32, 36))
-    assert centre == (220, 50, 47)  # the first shape is red
+    assert image.size == (64, 64)
+    # a square picture: a 2 x 2 grid in reading order, each shape's centre in its colour
+    for (x, y), colour in zip([(16, 16), (48, 16), (16, 48), (48, 48)], COLOURS, strict=True):
+        assert image.getpixel((x, y)) == RGB[colour], (x, y, colour)
+    # a wide one: a row, left to right
+    wide = Image.open(io.BytesIO(render_png("shapes", items, 256, 72))).convert("RGB")
+    for pos, colour in enumerate(COLOURS):
+        assert wide.getpixel((32 + 64 * pos, 36)) == RGB[colour], (pos, colour)
     with pytest.raises(ValueError, match="scene kind"):
         render_png("sprites", items)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(16, 300), st.integers(16, 300))
+def test_layout_holds_every_item_once(n, width, height):
+    cols, rows = layout(n, width, height)
+    assert cols * rows == n
+    assert rows == 1 or (width < 2 * height and rows <= cols)
 
 
 def test_registered_names(plugin_host, register_plugin):

@@ -1,7 +1,9 @@
 """The demo's tiny base model: a vision-language Idefics3 from config (a SigLIP-style vision
 tower and a Llama text model) with a tokenizer built locally, briefly pre-trained on freshly
 drawn puzzles of every family with correct labels in both answer modes (direct and step by
-step), so it starts clearly above chance everywhere. It reads the puzzles' pictures: each
+step), so it starts clearly above chance everywhere, and, with images, on a describe task that
+teaches it to see ("Describe the shapes in reading order." answered ``red circle, blue square,
+...``: without it the tiny vision tower learned little of the colours in the demo's budget). It reads the puzzles' pictures: each
 pre-training example is the rendered PNG and the question (no caption), through the saved
 processor, so it loads as any user's vision-language model does (``AutoProcessor``,
 ``AutoModelForImageTextToText``). Idefics3 because vLLM runs it on the CPU without torchvision,
@@ -35,9 +37,12 @@ from pydantic import Field, field_validator, model_validator
 from dualcurate import StageConfig
 from dualcurate.models import ModelBuilder
 from dualcurate_synthetic.families import (
+    DESCRIBE,
     FAMILIES,
     GENERATORS,
     Puzzle,
+    _shapes,
+    describe_answer,
     known_families,
     student_question,
 )
@@ -49,7 +54,7 @@ if TYPE_CHECKING:
 
 #: bump when the pre-training recipe changes in a way the options do not show (it is the
 #: builder's ``version``, so a bump rebuilds every cached base model)
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 #: Idefics3's pixel shuffle: (scale_factor x scale_factor) patches become one image token.
 SCALE_FACTOR = 2
 
@@ -137,6 +142,12 @@ def pretraining_puzzles(families: list[str], per_family: int, seed: int) -> list
     source's train/eval puzzles)."""
     rng = random.Random(f"pretrain:{seed}")
     return [GENERATORS[f](rng, corrupt=False) for f in families for _ in range(per_family)]
+
+
+def describe_scenes(count: int, seed: int) -> list[list[dict[str, Any]]]:
+    """``count`` more scenes for the describe task, from a stream of their own."""
+    rng = random.Random(f"describe:{seed}")
+    return [_shapes(rng) for _ in range(count)]
 
 
 def build_tokenizer(out_dir: Path | None = None) -> Any:
@@ -284,7 +295,7 @@ def encode_example(tokenizer: Any, puzzle: Puzzle, mode: str) -> Example:
 
 
 def vision_messages(question: str, mode: str) -> list[dict[str, Any]]:
-    """The user turn as the stages send it (``dualcurate.prompts.user_messages``): the
+    """The user turn as the stages send it (``dualcurate.formats.user_messages``): the
     picture, then the mode prompt with the question (no caption)."""
     text = prompt_messages(question, mode)[0]["content"]
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
@@ -294,25 +305,37 @@ def encode_vision_example(processor: Any, puzzle: Puzzle, mode: str, image: Any)
     """One example through the pixels: the rendered picture (a PIL image) and the question
     without its caption, through the processor's chat template and the processor (the image
     expanded into its image tokens); labels are -100 on the prompt."""
-    prompt = processor.apply_chat_template(vision_messages(puzzle.question, mode),
+    return _vision_example(processor, puzzle.question,
+                           completion_text(puzzle.solution, puzzle.answer, mode), mode, image)
+
+
+def encode_describe_example(processor: Any, items: list[dict[str, Any]], image: Any) -> Example:
+    """The describe task on a scene's picture, answered directly: ``red circle, ...``."""
+    return _vision_example(processor, DESCRIBE, completion_text("", describe_answer(items),
+                                                                "short"), "short", image)
+
+
+def _vision_example(processor: Any, question: str, completion: str, mode: str,
+                    image: Any) -> Example:
+    prompt = processor.apply_chat_template(vision_messages(question, mode),
                                            tokenize=False, add_generation_prompt=True)
     enc = processor(text=[prompt], images=[[image]], return_tensors="pt",
                     add_special_tokens=False)
     p_ids = enc["input_ids"][0].tolist()
-    c_ids = _completion_ids(processor.tokenizer, puzzle, mode)
+    c_ids = processor.tokenizer(completion + "<|im_end|>", add_special_tokens=False)["input_ids"]
     pixels = {k: enc[k][0] for k in ("pixel_values", "pixel_attention_mask") if k in enc}
     return p_ids + c_ids, [-100] * len(p_ids) + c_ids, pixels
 
 
-def render_image(puzzle: Puzzle, width: int, height: int) -> Any:
-    """The puzzle's picture as the source draws it, as a PIL RGB image."""
+def render_image(items: list[dict[str, Any]], width: int, height: int) -> Any:
+    """A scene's picture as the source draws it, as a PIL RGB image."""
     import io
 
     from PIL import Image
 
     from dualcurate_synthetic.render import render_png
 
-    png = render_png(puzzle.kind, puzzle.items, width, height)
+    png = render_png("shapes", items, width, height)
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
@@ -370,16 +393,22 @@ def train_loop(model: Any, tokenizer: Any, examples: list[Example], steps: int,
     return losses
 
 
-def pretraining_examples(processor: Any, settings: Any, puzzles: list[Puzzle]) -> list[Example]:
+def pretraining_examples(processor: Any, settings: Any, puzzles: list[Puzzle],
+                         seed: int) -> list[Example]:
     """Both modes of every puzzle: through the pictures (``vision``), else through captions
-    (``processor`` is then the tokenizer)."""
+    (``processor`` is then the tokenizer). With pictures also the describe task (answered
+    directly) on every puzzle's scene and on as many scenes again."""
     if not settings.vision:
         return [encode_example(processor, p, mode) for p in puzzles for mode in ("short", "long")]
     out = []
     for puzzle in puzzles:
-        image = render_image(puzzle, settings.image_width, settings.image_height)
+        image = render_image(puzzle.items, settings.image_width, settings.image_height)
         out.extend(encode_vision_example(processor, puzzle, mode, image)
                    for mode in ("short", "long"))
+    scenes = [p.items for p in puzzles] + describe_scenes(len(puzzles), seed)
+    for items in scenes:
+        image = render_image(items, settings.image_width, settings.image_height)
+        out.append(encode_describe_example(processor, items, image))
     return out
 
 
@@ -399,7 +428,7 @@ def build_and_pretrain(out: Path, settings: Any, seed: int, families: list[str])
         model = build_model(tokenizer, settings, seed)
     if settings.steps > 0:
         puzzles = pretraining_puzzles(families, settings.examples_per_family, seed)
-        examples = pretraining_examples(processor, settings, puzzles)
+        examples = pretraining_examples(processor, settings, puzzles, seed)
         train_loop(model, tokenizer, examples, settings.steps, settings.batch_size,
                    settings.learning_rate, seed)
     model.save_pretrained(str(out), safe_serialization=True)

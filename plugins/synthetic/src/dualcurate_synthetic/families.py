@@ -1,20 +1,31 @@
 """Task families of the synthetic source: pure Python, no images (``render.py`` draws them).
 
-Each family is chosen so that the answer to "reasoning or direct?" is known in advance:
+Every scene is four coloured shapes (``render.py`` draws them in reading order: a 2 x 2 grid
+in a square picture, a row in a wide one). The students read the pixels, so each family asks
+about what a tiny vision tower sees easily (colours, positions), never about rendered glyphs,
+and each is chosen so that the answer to "reasoning or direct?" is known in advance:
 
-* ``digit-sum`` (multi-step): four digit cards; "the last digit of the sum of the four digits".
-  The reference solution keeps running sums, which a small model can follow step by step but
-  not shortcut: the direct answer needs the whole sum at once.
-* ``nth-colour`` (perception): four shapes; "what colour is the third shape?" (any of the four
-  ordinals). Answered directly, a lookup in the caption. Its reference solution is what teacher
+* ``colour-ops`` (multi-step): each colour is an operation on one digit, said in the question
+  ("Start at 1. Red adds 1, green adds 3, blue triples, yellow multiplies by 7; keep only the
+  last digit after each step."), applied in reading order. The reference solution reads the
+  four colours, then applies one operation per step (``1+1=2. 2*3=6. 6*7=42. 2+3=5.``): each
+  step is one colour and one small operation, which a small model learns; the direct answer
+  depends on all four colours and their order (256 sequences, 10 answers near uniform), which
+  it does not learn from a few hundred examples. A sum of fixed colour values (the same four
+  colours, an addition per step) did not do this: the sum depends only on which colours are
+  present, which the direct mode learned as well as the trace did (docs/demo.md).
+* ``nth-colour`` (perception): "what colour is the third shape?" (any of the four ordinals).
+  Answered directly, one look at the asked shape. Its reference solution is what teacher
   chain-of-thought on perception often is: verbose, and partly unfaithful in its intermediate
   statements (a scan of all four shapes that often misreads a colour as its neighbour's), before
   a closer look ends on the right answer. A student that imitates the scan learns an easy but
   unreliable shortcut (read the answer off its own scan) where the direct mode has to learn the
-  exact lookup.
-* ``last-shape`` (noisy labels): four shapes; "what shape is the last one?". In the train split
-  the labels are corrupted (a wrong shape), and the reference solution argues for the wrong
-  label; eval labels are correct.
+  exact look.
+* ``last-shape`` (noisy labels): "what shape is the last one?". In the train split the labels
+  are corrupted (a wrong shape), and the reference solution argues for the wrong label; eval
+  labels are correct. In a 2 x 2 grid of a 64 x 64 picture each shape is 24 px wide, large
+  enough for the base to tell the four shapes apart, so corrupted training has something to
+  lower.
 
 A :class:`Puzzle` holds what the source turns into a canonical row.
 """
@@ -31,21 +42,22 @@ N_ITEMS = 4
 ORDINALS = ("first", "second", "third", "fourth")
 
 QUESTIONS = {
-    "digit-sum": "What is the last digit of the sum of the four digits?",
+    "colour-ops": ("Start at 1. Red adds 1, green adds 3, blue triples, yellow multiplies by 7; "
+                   "keep only the last digit after each step. Apply the four shapes in reading "
+                   "order: what is the result?"),
     "nth-colour": "What colour is the {ordinal} shape?",
     "last-shape": "What shape is the last one?",
 }
 FAMILIES = tuple(QUESTIONS)
 
-CARDS_OPENING = "Four cards, left to right:"
-SHAPES_OPENING = "Four shapes, left to right:"
-DIGITS_ARE = "the digits are"
-DIGIT_SUM_PLAN = "add them one at a time."
-LAST_DIGIT_OF = "the last digit of"
+SHAPES_OPENING = "Four shapes, in reading order:"
+SHAPES_ARE = "the shapes are"
+#: the base model's extra pre-training task: name every shape, so that it learns to see
+DESCRIBE = "Describe the shapes in reading order."
 LAST_SHAPE_PLAN = "name the last shape."
 #: what each family is for; the report and docs show it.
 FAMILY_ROLES = {
-    "digit-sum": "multi-step (expected: reasoning-benefit)",
+    "colour-ops": "multi-step (expected: reasoning-benefit)",
     "nth-colour": "perception (expected: direct-benefit)",
     "last-shape": "labels corrupted in the train split (expected: detrimental)",
 }
@@ -56,7 +68,7 @@ class Puzzle:
     """One rendered-to-be puzzle: the scene to draw and the texts of its canonical row."""
 
     family: str
-    kind: str  # "cards" or "shapes"
+    kind: str  # "shapes"
     items: list[dict[str, Any]]
     question: str
     answer: str
@@ -82,18 +94,9 @@ class Puzzle:
         return (self.family, tuple(tuple(sorted(i.items())) for i in self.items))
 
 
-def _cards(rng: random.Random) -> list[dict[str, Any]]:
-    return [{"digit": rng.randrange(10), "colour": rng.choice(COLOURS)} for _ in range(N_ITEMS)]
-
-
 def _shapes(rng: random.Random) -> list[dict[str, Any]]:
     return [{"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS)}
             for _ in range(N_ITEMS)]
-
-
-def cards_caption(items: list[dict[str, Any]]) -> str:
-    parts = ", ".join(f"{i['colour']} {i['digit']}" for i in items)
-    return f"{CARDS_OPENING} {parts}."
 
 
 def shapes_caption(items: list[dict[str, Any]]) -> str:
@@ -101,22 +104,30 @@ def shapes_caption(items: list[dict[str, Any]]) -> str:
     return f"{SHAPES_OPENING} {parts}."
 
 
-def digit_sum(rng: random.Random, corrupt: bool = False) -> Puzzle:
-    items = _cards(rng)
-    digits = [i["digit"] for i in items]
-    steps = []
-    total = digits[0]
-    for d in digits[1:]:
-        steps.append(f"{total}+{d}={total + d}")
-        total += d
-    answer = str(total % 10)
-    return Puzzle("digit-sum", "cards", items,
-                  QUESTIONS["digit-sum"], answer,
-                  cards_caption(items),
-                  info=f"{DIGITS_ARE} {', '.join(map(str, digits))}.",
-                  plan=DIGIT_SUM_PLAN,
-                  steps=". ".join(steps) + ".",
-                  check=f"{LAST_DIGIT_OF} {total} is {answer}.",
+def describe_answer(items: list[dict[str, Any]]) -> str:
+    """What :data:`DESCRIBE` asks for: ``red circle, blue square, ...``."""
+    return ", ".join(f"{i['colour']} {i['shape']}" for i in items)
+
+
+#: what each colour does in ``colour-ops``: (operator, operand), applied modulo 10
+OPS = {"red": ("+", 1), "green": ("+", 3), "blue": ("*", 3), "yellow": ("*", 7)}
+THE_RESULT_IS = "the result is"
+OPS_PLAN = "apply them one at a time."
+
+
+def colour_ops(rng: random.Random, corrupt: bool = False) -> Puzzle:
+    items = _shapes(rng)
+    state, steps = 1, []
+    for item in items:
+        op, operand = OPS[item["colour"]]
+        full = state + operand if op == "+" else state * operand
+        steps.append(f"{state}{op}{operand}={full}")
+        state = full % 10
+    answer = str(state)
+    read = ", ".join(i["colour"] for i in items)
+    return Puzzle("colour-ops", "shapes", items, QUESTIONS["colour-ops"], answer,
+                  shapes_caption(items), info=f"{SHAPES_ARE} {read}.", plan=OPS_PLAN,
+                  steps=". ".join(steps) + ".", check=f"{THE_RESULT_IS} {answer}.",
                   answer_type="number", true_answer=answer)
 
 
@@ -127,9 +138,8 @@ def nth_colour(rng: random.Random, corrupt: bool = False,
     ordinal = ORDINALS[k]
     answer = items[k]["colour"]
     # The extraction phase is verbose and partly unfaithful, as teacher traces on perception
-    # often are: it reads every shape, often misreading a colour as its right-hand
-    # neighbour's (colour bleeding), before the steps take a closer look and end on the
-    # right answer.
+    # often are: it reads every shape, often misreading a colour as its next neighbour's
+    # (colour bleeding), before the steps take a closer look and end on the right answer.
     readings = []
     for pos, item in enumerate(items):
         neighbour = items[(pos + 1) % len(items)]["colour"]
@@ -156,7 +166,7 @@ def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
                   choices=list(SHAPES), true_answer=truth, corrupted=label != truth)
 
 
-GENERATORS = {"digit-sum": digit_sum, "nth-colour": nth_colour, "last-shape": last_shape}
+GENERATORS = {"colour-ops": colour_ops, "nth-colour": nth_colour, "last-shape": last_shape}
 #: families whose train-split labels are corrupted.
 CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 
@@ -164,11 +174,12 @@ CORRUPTED_IN_TRAIN = frozenset({"last-shape"})
 #: the colours, shapes and numbers). The demo's tokenizer makes each phrase one token, as a
 #: tokenizer trained on this text would merge it; variable content stays characters.
 PHRASES: tuple[str, ...] = (
-    CARDS_OPENING, SHAPES_OPENING,
-    QUESTIONS["digit-sum"], QUESTIONS["last-shape"],
+    SHAPES_OPENING,
+    QUESTIONS["colour-ops"], QUESTIONS["last-shape"], DESCRIBE,
+    f" {THE_RESULT_IS}", f" {OPS_PLAN}",
     *(QUESTIONS["nth-colour"].format(ordinal=o) for o in ORDINALS),
     "Information:", " Plan:", " Steps:", " Check:",
-    f" {DIGITS_ARE}", f" {DIGIT_SUM_PLAN}", f" {LAST_DIGIT_OF}",
+    f" {SHAPES_ARE}",
     *(f" the {o} looks" for o in ORDINALS),
     *(f" look closer at the {o} shape." for o in ORDINALS),
     *(f" the {o} shape is a" for o in ORDINALS),

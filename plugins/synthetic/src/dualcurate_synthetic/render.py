@@ -1,4 +1,6 @@
-"""Draw a puzzle's scene with Pillow: four slots left to right, cards with digits or shapes.
+"""Draw a puzzle's scene with Pillow: four coloured shapes in reading order, in a 2 x 2 grid
+when the picture is square-ish (the demo's 64 x 64: each shape 24 px wide, one 32 px cell per
+2 x 2 image tokens of a patch-8 tower) or in a row when it is at least twice as wide as high.
 Deterministic: the same scene gives the same PNG bytes."""
 
 from __future__ import annotations
@@ -12,36 +14,38 @@ RGB = {
     "blue": (38, 110, 210),
     "yellow": (230, 190, 20),
 }
+BACKGROUND = (250, 250, 250)
 
 
-def render_png(kind: str, items: list[dict[str, Any]], width: int = 256,
-               height: int = 72) -> bytes:
-    """PNG bytes of the scene (``kind`` "cards" or "shapes")."""
-    from PIL import Image, ImageDraw, ImageFont
+def layout(n: int, width: int, height: int) -> tuple[int, int]:
+    """(columns, rows) of the scene: one row when the picture is at least twice as wide as
+    high (or holds fewer than four items), else a grid as square as ``n`` allows."""
+    if width >= 2 * height or n < 4:
+        return n, 1
+    rows = int(n ** 0.5)
+    while n % rows:
+        rows -= 1
+    return n // rows, rows
 
-    image = Image.new("RGB", (width, height), (250, 250, 250))
+
+def render_png(kind: str, items: list[dict[str, Any]], width: int = 64,
+               height: int = 64) -> bytes:
+    """PNG bytes of the scene (``kind`` "shapes")."""
+    from PIL import Image, ImageDraw
+
+    if kind != "shapes":
+        raise ValueError(f"scene kind {kind!r}: expected 'shapes'")
+    image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    slot = width / len(items)
-    pad = max(2, int(min(slot, height) * 0.12))
-    size = int(min(slot, height)) - 2 * pad
-    try:
-        font = ImageFont.load_default(size=max(10, int(size * 0.7)))
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        font = ImageFont.load_default()
+    cols, rows = layout(len(items), width, height)
+    cell_w, cell_h = width / cols, height / rows
+    pad = max(2, int(min(cell_w, cell_h) * 0.12))
+    size = int(min(cell_w, cell_h)) - 2 * pad
     for pos, item in enumerate(items):
-        cx = slot * pos + slot / 2
-        cy = height / 2
+        cx = cell_w * (pos % cols) + cell_w / 2
+        cy = cell_h * (pos // cols) + cell_h / 2
         box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
-        colour = RGB[item["colour"]]
-        if kind == "cards":
-            draw.rounded_rectangle(box, radius=max(2, size // 8), fill=colour,
-                                   outline=(40, 40, 40))
-            draw.text((cx, cy), str(item["digit"]), fill=(255, 255, 255), font=font,
-                      anchor="mm")
-        elif kind == "shapes":
-            _shape(draw, item["shape"], box, colour)
-        else:
-            raise ValueError(f"scene kind {kind!r}: expected 'cards' or 'shapes'")
+        _shape(draw, item["shape"], box, RGB[item["colour"]])
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -1,7 +1,7 @@
 """The ``synthetic`` source: procedurally rendered image puzzles, deterministic by seed.
 
 Every row is a canonical sample (:class:`dualcurate.schema.Sample`) with its rendered PNG in the
-run's image store, a dense caption (every number, shape and colour in the picture, as text), the
+run's image store, a dense caption (every shape and colour in the picture, as text), the
 answer, and the family's step-by-step reference solution in ``meta["solution"]``. ``domain`` is
 the task family; ``split`` is ``train`` or ``eval`` (eval labels are always correct).
 
@@ -50,8 +50,8 @@ class SyntheticConfig(StageConfig):
     eval_per_family: int = Field(default=100, ge=0)
     counts: dict[str, SplitCounts] = Field(default_factory=dict)
     seed: int = 0
-    image_width: int = Field(default=256, ge=32)
-    image_height: int = Field(default=72, ge=16)
+    image_width: int = Field(default=64, ge=32)
+    image_height: int = Field(default=64, ge=16)
     corrupt_train: bool = True
     caption_in_question: bool = False
     batch_size: int = 64
@@ -75,13 +75,14 @@ class SyntheticConfig(StageConfig):
 
 class SyntheticSource(Source):
     """Rendered puzzles in task families whose Dual Tuning region is known in advance:
-    ``digit-sum`` (multi-step), ``nth-colour`` (perception), ``last-shape`` (labels
-    corrupted in the train split)."""
+    ``colour-ops`` (multi-step), ``nth-colour`` (perception), ``last-shape`` (labels
+    corrupted in the train split). A student reads the picture; ``caption_in_question``
+    puts the caption before the question instead, for a text-only student."""
 
     name = "synthetic"
     Config = SyntheticConfig
     provides = ("split",)
-    version = "1"
+    version = "2"
 
     def counts_for(self, family: str) -> SplitCounts:
         return self.config.counts.get(family) or SplitCounts(
