@@ -319,10 +319,11 @@ def test_multi_shard_streaming_runs_equal_whatever_the_sizes_and_timing(model_va
     assert run(tmp_path / "d", shard_size=7, batch_size=3) == first
 
 
-def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tiny_lm_dir, tmp_path):
+def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tmp_path):
     """The embedded default recipe (the demo) up to the difficulty filter, its hf proxy
-    sampling at T = 1: two fresh runs (own run directories and caches) and a run with another
-    shard size and proxy batch size hold the same rows in every stage."""
+    sampling at T = 1 from the pictures (the recipe's Idefics3, built barely trained, once):
+    two fresh runs (own run directories and caches) and a run with another shard size and
+    proxy batch size hold the same rows in every stage."""
     import tomllib
 
     from dualcurate.recipe import DEFAULT_RECIPE
@@ -331,10 +332,10 @@ def test_default_recipe_up_to_the_filter_is_the_same_whatever_the_sizes(tiny_lm_
         raw = tomllib.loads(DEFAULT_RECIPE.read_text())
         raw["run"].update(stages=["source", "distill", "verify", "filter"],
                           shard_size=shard_size, out=None)
-        raw["models"]["base"] = {"path": str(tiny_lm_dir)}
+        raw["models"]["base"]["path"] = str(tmp_path / "base")
+        raw["models"]["base"]["build"].update(steps=2, examples_per_family=4, threads=1)
         raw["source"].update(train_per_family=16, eval_per_family=4)
-        # the tiny proxy is text-only: the demo's pictures stay out of its prompts
-        raw["filter"].update(samples_per_question=3, max_tokens=12, include_images=False)
+        raw["filter"].update(samples_per_question=3, max_tokens=12)
         raw["filter"]["engine"]["batch_size"] = batch_size
         return raw
 
