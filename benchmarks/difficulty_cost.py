@@ -1,9 +1,11 @@
 """What adaptive sampling saves in the difficulty filter, and whether it changes any decision.
 
 Data: the ``synthetic`` source's train puzzles (colour-ops, nth-colour, last-shape), with the
-caption in the question (the proxy reads text). Proxy: the synthetic plugin's tiny base model
-(a Qwen2 from config, briefly pre-trained on freshly drawn puzzles with the default recipe's
-settings; reused from the demo's cache or built once under ``runs/.cache``, about 5 minutes),
+caption in the question (the proxy reads text). Proxy: the text-only variant of the synthetic plugin's
+tiny base model (``vision = false``: a Qwen2 from config that reads the caption, faster than
+the demo's Idefics3 and what this benchmark needs, since it measures the filter's sampling,
+not perception; briefly pre-trained on freshly drawn puzzles, built once under
+``runs/.cache``),
 sampled at temperature 1.0 through the real ``hf`` engine, verified by
 ``dualcurate_verify.check``. With ``--proxy scripted`` (or when those plugins are missing) a
 scripted engine answers instead, with per-sample success probabilities drawn U-shaped.
@@ -58,12 +60,10 @@ def synthetic_rows(per_family: int, ctx: Any) -> list[dict[str, Any]]:
 
 
 def build_proxy(steps: int, smoke_dir: Path | None = None) -> Path:
-    """The synthetic demo's base model (the default recipe's settings, built by its
-    ``synthetic-base`` model builder): reused from the demo's cache when it was built there with
-    the same options, else built once under runs/.cache (``smoke_dir``: a barely trained one,
-    built there)."""
+    """The synthetic demo's base model, text-only (``synthetic-base`` with ``vision = false``),
+    built once under runs/.cache (``smoke_dir``: a barely trained one, built there)."""
     from dualcurate import StageContext
-    from dualcurate.models import built_by, ensure_model
+    from dualcurate.models import ensure_model
     from dualcurate_synthetic.base_model import SyntheticBaseBuilder
 
     if smoke_dir is not None:
@@ -72,10 +72,6 @@ def build_proxy(steps: int, smoke_dir: Path | None = None) -> Path:
         model_dir = smoke_dir
     else:
         builder = SyntheticBaseBuilder({"vision": False, "steps": steps, "threads": 1})
-        demo_dir = ROOT / "runs" / ".cache" / "demo-base-seed0"
-        if (built_by(demo_dir) or {}).get("signature") == builder.signature():
-            print(f"proxy model: reusing the demo's {demo_dir}", flush=True)
-            return demo_dir
         model_dir = ROOT / "runs" / ".cache" / f"difficulty-proxy-{steps}-seed0"
     started = time.monotonic()
     print(f"proxy model: {model_dir} (built once; cached)", flush=True)
