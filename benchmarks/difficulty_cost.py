@@ -16,7 +16,8 @@ For each rule (``pass_rate == 0``, ``pass_rate < 1``, and a band with the predic
 2. full k on the same cache: its first rollouts of every sample are the adaptive ones (same
    sample indices, same cache keys), so the decisions are compared on the very same rollouts.
 
-Printed per rule: rollouts used as a ratio of full k (target <= 0.6 for == 0 and < 1),
+Printed per rule: rollouts used as a ratio of full k (target <= 0.6 for == 0 and < 1; for
+== 0 no exact rule goes below the share of samples that never pass, each of which needs all k),
 decision agreement with full k (must be 1.0 for the exact rules, >= 0.98 for the band), and
 wall time. Last line: one JSON object.
 
