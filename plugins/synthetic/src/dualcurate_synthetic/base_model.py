@@ -41,9 +41,9 @@ from dualcurate_synthetic.families import (
     FAMILIES,
     GENERATORS,
     Puzzle,
-    _shapes,
     describe_answer,
     known_families,
+    random_scene,
     student_question,
 )
 from dualcurate_synthetic.prompts import MODE_INSTRUCTIONS, completion_text, prompt_messages
@@ -147,7 +147,7 @@ def pretraining_puzzles(families: list[str], per_family: int, seed: int) -> list
 def describe_scenes(count: int, seed: int) -> list[list[dict[str, Any]]]:
     """``count`` more scenes for the describe task, from a stream of their own."""
     rng = random.Random(f"describe:{seed}")
-    return [_shapes(rng) for _ in range(count)]
+    return [random_scene(rng) for _ in range(count)]
 
 
 def build_tokenizer(out_dir: Path | None = None) -> Any:

@@ -94,7 +94,8 @@ class Puzzle:
         return (self.family, tuple(tuple(sorted(i.items())) for i in self.items))
 
 
-def _shapes(rng: random.Random) -> list[dict[str, Any]]:
+def random_scene(rng: random.Random) -> list[dict[str, Any]]:
+    """Four shapes, each a shape and a colour drawn uniformly, in reading order."""
     return [{"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS)}
             for _ in range(N_ITEMS)]
 
@@ -116,7 +117,7 @@ OPS_PLAN = "apply them one at a time."
 
 
 def colour_ops(rng: random.Random, corrupt: bool = False) -> Puzzle:
-    items = _shapes(rng)
+    items = random_scene(rng)
     state, steps = 1, []
     for item in items:
         op, operand = OPS[item["colour"]]
@@ -133,7 +134,7 @@ def colour_ops(rng: random.Random, corrupt: bool = False) -> Puzzle:
 
 def nth_colour(rng: random.Random, corrupt: bool = False,
                misread_rate: float = 0.6) -> Puzzle:
-    items = _shapes(rng)
+    items = random_scene(rng)
     k = rng.randrange(N_ITEMS)
     ordinal = ORDINALS[k]
     answer = items[k]["colour"]
@@ -154,7 +155,7 @@ def nth_colour(rng: random.Random, corrupt: bool = False,
 
 
 def last_shape(rng: random.Random, corrupt: bool = False) -> Puzzle:
-    items = _shapes(rng)
+    items = random_scene(rng)
     truth = items[-1]["shape"]
     label = rng.choice([s for s in SHAPES if s != truth]) if corrupt else truth
     colour = items[-1]["colour"]
