@@ -1,10 +1,10 @@
 """What adaptive sampling saves in the difficulty filter, and whether it changes any decision.
 
 Data: the ``synthetic`` source's train puzzles (colour-ops, nth-colour, last-shape), with the
-caption in the question (the proxy reads text). Proxy: the text-only variant of the synthetic plugin's
-tiny base model (``vision = false``: a Qwen2 from config that reads the caption, faster than
-the demo's Idefics3 and what this benchmark needs, since it measures the filter's sampling,
-not perception; briefly pre-trained on freshly drawn puzzles, built once under
+caption in the question (the proxy reads text). Proxy: the text-only variant of the synthetic
+plugin's tiny base model (``vision = false``: a Qwen2 from config that reads the caption,
+faster than the demo's Idefics3 and all this benchmark needs, since it measures the filter's
+sampling, not perception; briefly pre-trained on freshly drawn puzzles, built once under
 ``runs/.cache``),
 sampled at temperature 1.0 through the real ``hf`` engine, verified by
 ``dualcurate_verify.check``. With ``--proxy scripted`` (or when those plugins are missing) a
